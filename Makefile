@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine:
+#   make demo   the main job: local Kafka + S3, a realistic stream, capture, status
+#   make test   the whole test suite (unit, contract, integration against real services)
+# Downloads (Python wheels, Kafka jars, the S3 server) are cached under $(VECWAL_CACHE),
+# outside the clone, so reruns are fast.
+
+VECWAL_CACHE ?= $(HOME)/.cache/vecwal
+VENV         ?= $(VECWAL_CACHE)/venv
+PY           := $(VENV)/bin/python
+STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+PYTEST_ARGS  ?=
+
+export VECWAL_CACHE
+
+.PHONY: setup services test test-unit lint bench demo clean-services
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+# Fetch the Kafka jars and the S3 server into the cache (idempotent, quick when cached).
+services: setup
+	$(PY) deploy/local/launch.py install
+
+test: setup services
+	@# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-unit: setup
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check daemon tests deploy
+	$(VENV)/bin/mypy
+
+bench: setup services
+	$(PY) -m tests.bench.run_all
+
+demo: setup services
+	$(PY) deploy/local/demo.py

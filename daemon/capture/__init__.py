@@ -1,0 +1,1 @@
+"""Capture: Kafka ingestion stream -> durable change-log segments, exactly once."""

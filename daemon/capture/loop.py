@@ -1,0 +1,486 @@
+"""CaptureLoop: the Kafka ingestion stream into durable change-log segments, exactly once.
+
+Commit order (DESIGN section 3; every step below is where it says, keep it true):
+
+1. consume a batch: ``consumer.consume(num_messages=batch_size)``       -> ``_consume_batch``
+2. parse and validate each event; a bad one becomes a quarantine entry
+   of its segment, with the raw bytes, coordinates and reason             -> ``_on_message``
+3. append to the partition's open segment (memory, bounded by
+   ``capture.max_buffer_bytes``: above it every partition is paused)      -> ``_apply_backpressure``
+4. when a segment is due (records, bytes or age ``segment_max_age_s``)
+   seal it, then make it durable off the loop thread:
+   quarantine objects, then the segment, create-only (``If-None-Match: *``
+   on S3, an exclusive link on a directory; an identical object already
+   there is success, a different one a hard IntegrityError)              -> ``make_durable``
+5. then the sidecar, then the partition's watermark object               -> ``make_durable``
+6. only then the Kafka offset of the segment's end is committed          -> ``_on_durable``
+
+Segments of one partition become durable strictly in order (one upload in flight per
+partition), so a watermark never jumps over a segment that is not stored. While the store
+fails, sealed segments wait in memory and are retried with capped exponential backoff; nothing
+is committed for them. Kafka's retention is then the spool.
+
+On assignment the resume position is max(committed offset, highest segment end in the store):
+the store, not Kafka, is the source of truth. On revoke the revoked partitions are flushed and
+committed; on loss their buffers are dropped without committing (the new owner re-reads them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
+from daemon.capture.partition import PartitionState
+from daemon.capture.segment_buffer import OpenSegment, SealedSegment
+from daemon.changelog.quarantine import QuarantineEntry
+from daemon.changelog.repository import Repository, writer_identity
+from daemon.changelog.watermark import Watermark
+from daemon.config import Config
+from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
+from daemon.events import EventParser
+from daemon.metrics import Metrics
+
+log = structlog.get_logger("vecwal.capture")
+
+TP = tuple[str, int]
+
+
+def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> float:
+    """Steps 4 and 5 of the commit order, for one sealed segment. Returns seconds taken."""
+    began = time.monotonic()
+    for entry in seg.quarantine:  # raw bytes of bad events, inside the segment's range
+        repo.put_quarantine(entry)
+    repo.put_segment(seg.key, seg.data)  # create-only; identical is success
+    repo.put_sidecar(seg.sidecar)
+    repo.write_watermark(watermark)  # last: readers trust it only after the segment exists
+    return time.monotonic() - began
+
+
+class CaptureLoop:
+    def __init__(self, config: Config, repo: Repository, metrics: Metrics | None = None,
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
+        self.config = config
+        self.cfg = config.capture
+        self.repo = repo
+        self.metrics = metrics or Metrics()
+        self._consumer_factory = consumer_factory
+        self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
+        self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
+        self.partitions: dict[TP, PartitionState] = {}
+        self._pool = ThreadPoolExecutor(self.cfg.upload_threads, thread_name_prefix="vecwal-upload")
+        self._stop = False
+        self._paused = False
+        self._writer = writer_identity()
+        self.heartbeat = time.monotonic()
+        self.store_ok_at = time.monotonic()
+        self._targets: dict[TP, int] | None = None
+        self._remote_durable: dict[TP, int] = {}
+        self._next_remote_check = 0.0
+        self._next_tick = 0.0
+        self.first_message_at: float | None = None
+
+    # -- public -----------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to flush and return (safe from a signal handler)."""
+        self._stop = True
+
+    def run(self, until_caught_up: bool = False) -> int:
+        """Capture until stopped (or, with ``until_caught_up``, until every partition of the
+        configured topics is durable up to the high watermark seen at start).
+        Returns 0 when everything consumed was made durable, 1 otherwise."""
+        self.repo.ensure_initialized()
+        consumer = self._consumer = self._consumer_factory(self._settings())
+        try:
+            if until_caught_up:
+                parts = partitions_of(consumer, self.config.kafka.topics)
+                self._targets = {k: hi for k, (_, hi) in high_watermarks(consumer, parts).items()}
+                log.info("capture until caught up", targets={f"{t}/{p}": o for (t, p), o in
+                                                             self._targets.items()})
+            consumer.subscribe(self.config.kafka.topics, on_assign=self._on_assign,
+                               on_revoke=self._on_revoke, on_lost=self._on_lost)
+            while not self._stop:
+                self._consume_batch(consumer)
+                self._step(time.monotonic())
+                if self._targets is not None and self._caught_up():
+                    log.info("caught up: every partition durable to its start high watermark")
+                    break
+            return self._shutdown(consumer)
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- 1-3: consume, validate, append -----------------------------------------------------
+    def _consume_batch(self, consumer: Consumer) -> None:
+        msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0.2)
+        now = time.monotonic()
+        self.heartbeat = now
+        if msgs and self.first_message_at is None:
+            self.first_message_at = now
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                self._on_message(msg, now)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                topic, partition, offset = _coordinates(msg)
+                ps = self.partitions.get((topic, partition))
+                if ps is not None:
+                    ps.eof_offset = ps.high_watermark = offset
+                    ps.eof_seen_wall_ms = int(time.time() * 1000)
+                    ps.open.extend_to(offset, now)
+            else:
+                self.metrics.errors.labels("kafka").inc()
+                log.error("kafka error", topic=msg.topic(), partition=msg.partition(),
+                          error=str(err))
+                if err.fatal():
+                    raise VecwalError(f"fatal Kafka error: {err}",
+                                      "check the broker and the [kafka] settings, then restart")
+
+    def _on_message(self, msg: Message, now: float) -> None:
+        topic, partition, offset = _coordinates(msg)
+        ps = self.partitions.get((topic, partition))
+        if ps is None or offset < ps.open.end:
+            return  # revoked meanwhile, or a redelivery of what is already covered
+        value, key = msg.value(), msg.key()
+        timestamp = msg.timestamp()[1]
+        size = len(value) if value else 0
+        try:
+            record = self.parser.parse(value, self.config.kafka.format_of(topic), key=key,
+                                       offset=offset, timestamp=timestamp)
+        except BadEvent as bad:
+            entry = QuarantineEntry.of(topic, partition, offset, timestamp, bad.reason,
+                                       bad.detail, key, value)
+            ps.open.add_quarantined(entry, size, now)
+            self.metrics.quarantined.labels(topic, bad.reason).inc()
+            log.warning("event quarantined", topic=topic, partition=partition, offset=offset,
+                        key=_show_key(key), reason=bad.reason, detail=bad.detail,
+                        object=entry.object_key)
+        else:
+            ps.open.add(record, size, now)
+        if ps.open.full(self.cfg):  # size limits hold per event, not per batch
+            self._seal(ps, now, "size")
+
+    # -- 4-6: seal, make durable, commit ----------------------------------------------------
+    def _step(self, now: float) -> None:
+        for key, ps in list(self.partitions.items()):
+            reason = ps.open.due(now, self.cfg)
+            if reason is None and self._targets is not None and not ps.open.is_empty \
+                    and ps.open.end >= self._targets.get(key, -1) >= 0:
+                reason = "caught-up"  # a batch run need not wait for the age limit
+            if reason is not None:
+                self._seal(ps, now, reason)
+            self._collect(ps)
+            self._dispatch(ps, now)
+        self._apply_backpressure()
+        if now >= self._next_tick:
+            self._next_tick = now + 1.0
+            self._tick(now)
+
+    def _seal(self, ps: PartitionState, now: float, reason: str) -> None:
+        seg = ps.open.seal(self.cfg.codec, now)
+        ps.pending.append(seg)
+        ps.open = ps.open.successor()
+        log.debug("segment sealed", topic=ps.topic, partition=ps.partition,
+                  from_offset=seg.key.start, to_offset=seg.key.end, reason=reason,
+                  records=seg.sidecar.count, bytes=len(seg.data))
+
+    def _dispatch(self, ps: PartitionState, now: float) -> None:
+        if ps.in_flight is not None or not ps.pending or now < ps.retry_at:
+            return
+        seg = ps.pending[0]
+        wm = self._watermark(ps, seg.key.end, ps.valid_through_after(seg, self.cfg.clock_margin_ms),
+                             seg.key.avro)
+        ps.in_flight = self._pool.submit(make_durable, self.repo, seg, wm)
+        ps.in_flight_kind = "segment"
+
+    def _collect(self, ps: PartitionState) -> None:
+        fut = ps.in_flight
+        if fut is None or not fut.done():
+            return
+        ps.in_flight = None
+        kind = ps.in_flight_kind
+        try:
+            took = fut.result()
+        except IntegrityError:
+            raise
+        except (StoreError, OSError) as exc:
+            self._on_store_failure(ps, kind, exc)
+            return
+        self.store_ok_at = time.monotonic()
+        self.metrics.store_up.set(1)
+        if ps.failures:
+            log.info("store reachable again", topic=ps.topic, partition=ps.partition,
+                     failures=ps.failures)
+        ps.failures = 0
+        if kind == "segment":
+            self._on_durable(ps, ps.pending.popleft(), took)
+
+    def _on_durable(self, ps: PartitionState, seg: SealedSegment, took: float) -> None:
+        ps.durable_through = seg.key.end
+        ps.valid_through_ms = ps.valid_through_after(seg, self.cfg.clock_margin_ms)
+        ps.last_watermark_write = time.monotonic()
+        # Step 6: the segment, its sidecar and the watermark are stored: now commit.
+        assert self._consumer is not None
+        self._consumer.commit(offsets=[TopicPartition(ps.topic, ps.partition, seg.key.end)],
+                              asynchronous=True)
+        m = self.metrics
+        m.events_captured.labels(ps.topic).inc(seg.sidecar.count)
+        m.bytes_captured.labels(ps.topic).inc(seg.value_bytes)
+        m.segments_written.labels(ps.topic).inc()
+        m.segment_bytes.labels(ps.topic).inc(len(seg.data))
+        m.upload_seconds.observe(took)
+        log.info("segment durable", topic=ps.topic, partition=ps.partition,
+                 from_offset=seg.key.start, to_offset=seg.key.end, object=seg.key.avro,
+                 records=seg.sidecar.count, quarantined=len(seg.quarantine),
+                 bytes=len(seg.data), upload_ms=round(took * 1000, 1),
+                 age_s=round(time.monotonic() - seg.opened_at, 3))
+
+    def _on_store_failure(self, ps: PartitionState, kind: str, exc: Exception) -> None:
+        ps.failures += 1
+        backoff = min(self.cfg.retry_max_backoff_s, 0.25 * 2 ** min(ps.failures - 1, 10))
+        ps.retry_at = time.monotonic() + backoff
+        ps.note_error(type(exc).__name__, str(exc))
+        self.metrics.errors.labels("store").inc()
+        self.metrics.store_up.set(0)
+        seg = ps.pending[0] if ps.pending else None
+        log.warning("store write failed, will retry", topic=ps.topic, partition=ps.partition,
+                    what=kind, object=seg.key.avro if seg else None, attempt=ps.failures,
+                    retry_in_s=round(backoff, 2), error=str(exc))
+
+    def _watermark(self, ps: PartitionState, through: int, valid_ms: int | None,
+                   last_segment: str | None) -> Watermark:
+        return Watermark(topic=ps.topic, partition=ps.partition, captured_through=through,
+                         valid_through_ms=valid_ms, updated_at_ms=int(time.time() * 1000),
+                         writer=self._writer, last_segment=last_segment,
+                         last_error=ps.last_error)
+
+    def _apply_backpressure(self) -> None:
+        total = sum(ps.buffered_bytes for ps in self.partitions.values())
+        self.metrics.buffered_bytes.set(total)
+        assert self._consumer is not None
+        parts = [TopicPartition(t, p) for (t, p) in self.partitions]
+        if not self._paused and total >= self.cfg.max_buffer_bytes:
+            self._consumer.pause(parts)
+            self._paused = True
+            self.metrics.paused.set(1)
+            log.warning("buffer full, consumption paused", buffered_bytes=total,
+                        max_buffer_bytes=self.cfg.max_buffer_bytes)
+        elif self._paused and total < self.cfg.max_buffer_bytes // 2:
+            self._consumer.resume(parts)
+            self._paused = False
+            self.metrics.paused.set(0)
+            log.info("consumption resumed", buffered_bytes=total)
+
+    # -- once a second: idle valid-through, lag and RPO -------------------------------------
+    def _tick(self, now: float) -> None:
+        assert self._consumer is not None
+        wall_ms = int(time.time() * 1000)
+        for (topic, p), ps in self.partitions.items():
+            try:
+                _, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+            except Exception:  # no fetch response yet
+                hi = -1
+            if hi is not None and hi >= 0:
+                ps.high_watermark = hi
+                if ps.open.is_empty and not ps.pending and hi == ps.durable_through:
+                    ps.eof_offset, ps.eof_seen_wall_ms = hi, wall_ms
+            if ps.high_watermark is not None:
+                self.metrics.consumer_lag.labels(topic, str(p)).set(
+                    max(0, ps.high_watermark - ps.durable_through))
+            if ps.valid_through_ms is not None:
+                self.metrics.valid_through.labels(topic, str(p)).set(ps.valid_through_ms / 1000)
+                self.metrics.rpo_seconds.labels(topic, str(p)).set(
+                    max(0.0, (wall_ms - ps.valid_through_ms) / 1000))
+            # An idle, caught-up partition: valid-through advances to the observation time.
+            if ps.caught_up and now - ps.last_watermark_write >= self.cfg.segment_max_age_s \
+                    and ps.eof_seen_wall_ms is not None:
+                valid = max(ps.valid_through_ms or 0, ps.eof_seen_wall_ms - self.cfg.clock_margin_ms)
+                if valid != ps.valid_through_ms:
+                    ps.valid_through_ms = valid
+                    ps.last_watermark_write = now
+                    wm = self._watermark(ps, ps.durable_through, valid, None)
+                    ps.in_flight = self._pool.submit(self.repo.write_watermark, wm)
+                    ps.in_flight_kind = "watermark"
+
+    def _caught_up(self) -> bool:
+        assert self._targets is not None
+        now = time.monotonic()
+        refresh = now >= self._next_remote_check
+        if refresh:
+            self._next_remote_check = now + 1.0
+        for tp, target in self._targets.items():
+            ps = self.partitions.get(tp)
+            if ps is not None:
+                if ps.durable_through < target:
+                    return False
+                continue
+            if self._remote_durable.get(tp, -1) >= target:
+                continue
+            if not refresh:
+                return False
+            try:
+                wm = self.repo.read_watermark(*tp)
+            except StoreError:
+                return False
+            self._remote_durable[tp] = wm.captured_through if wm else (0 if target == 0 else -1)
+            if self._remote_durable[tp] < target:
+                return False
+        return True
+
+    # -- rebalance callbacks (run inside consume()) -----------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in consumer.committed(partitions, timeout=30)}
+        now = time.monotonic()
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            stored = self._retry_store(lambda: self.repo.resume_offset(*key),
+                                       f"resume position of {key}")
+            lo, hi = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
+            kafka_pos = committed.get(key, -1)
+            start = max(kafka_pos, stored or 0, 0)
+            if stored is not None and kafka_pos > stored:
+                log.warning("committed offset is ahead of the store; resuming from Kafka's",
+                            topic=tp.topic, partition=tp.partition, committed=kafka_pos,
+                            store=stored, hint="was storage.url changed for this group_id?")
+            if start < lo:
+                if stored is not None:
+                    self.metrics.errors.labels("retention").inc()
+                    log.error("kafka retention deleted offsets before capture saw them",
+                              topic=tp.topic, partition=tp.partition, from_offset=start,
+                              to_offset=lo,
+                              hint="raise the topic's retention; these offsets are a gap")
+                start = lo
+            tp.offset = start
+            wm = self._retry_store(lambda: self.repo.read_watermark(*key), f"watermark of {key}")
+            ps = PartitionState(tp.topic, tp.partition, OpenSegment(tp.topic, tp.partition, start),
+                                durable_through=start,
+                                valid_through_ms=wm.valid_through_ms if wm else None,
+                                high_watermark=hi, last_watermark_write=now)
+            self.partitions[key] = ps
+            log.info("partition assigned", topic=tp.topic, partition=tp.partition,
+                     resume_offset=start, committed=committed.get(key), store=stored,
+                     high_watermark=hi)
+        consumer.incremental_assign(partitions)
+        if self._paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+        owned = [(tp.topic, tp.partition) for tp in partitions
+                 if (tp.topic, tp.partition) in self.partitions]
+        done = self._flush(owned, deadline)
+        self._commit_sync(done)
+        for key in owned:
+            ps = self.partitions.pop(key)
+            log.info("partition revoked", topic=key[0], partition=key[1],
+                     durable_through=ps.durable_through, flushed=key in done)
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            ps = self.partitions.pop((tp.topic, tp.partition), None)
+            log.warning("partition lost, buffers dropped without commit", topic=tp.topic,
+                        partition=tp.partition,
+                        dropped_bytes=ps.buffered_bytes if ps else 0)
+        consumer.incremental_unassign(partitions)
+
+    # -- flushing: revoke and shutdown -----------------------------------------------------
+    def _flush(self, keys: list[TP], deadline: float) -> list[TP]:
+        """Seal and make durable every buffered segment of ``keys``, retrying until
+        ``deadline``. Returns the partitions that are fully durable."""
+        states = [self.partitions[k] for k in keys if k in self.partitions]
+        now = time.monotonic()
+        for ps in states:
+            if not ps.open.is_empty:
+                self._seal(ps, now, "flush")
+        while time.monotonic() < deadline:
+            busy = False
+            for ps in states:
+                self._collect(ps)
+                if ps.pending or ps.in_flight is not None:
+                    busy = True
+                    ps.retry_at = min(ps.retry_at, time.monotonic() + 1.0)
+                    self._dispatch(ps, time.monotonic())
+            if not busy:
+                break
+            time.sleep(0.02)
+        return [(ps.topic, ps.partition) for ps in states
+                if not ps.pending and ps.in_flight is None]
+
+    def _commit_sync(self, keys: list[TP]) -> None:
+        assert self._consumer is not None
+        offsets = [TopicPartition(t, p, self.partitions[(t, p)].durable_through)
+                   for (t, p) in keys if (t, p) in self.partitions]
+        if offsets:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except Exception as exc:  # the store is the truth; a failed commit loses nothing
+                log.warning("offset commit failed", error=str(exc))
+
+    def _shutdown(self, consumer: Consumer) -> int:
+        deadline = time.monotonic() + self.cfg.shutdown_timeout_s
+        keys = list(self.partitions)
+        done = self._flush(keys, deadline)
+        self._commit_sync(done)
+        unflushed = [k for k in keys if k not in done]
+        if unflushed:
+            log.error("stopping with segments not durable; they will be captured again from "
+                      "Kafka on restart", partitions=[f"{t}/{p}" for t, p in unflushed])
+        self.partitions.clear()  # flushed already: the revoke from close() has nothing to do
+        consumer.close()
+        log.info("capture stopped", flushed_partitions=len(done))
+        return 1 if unflushed else 0
+
+    def _retry_store(self, fn: Callable[[], Any], what: str) -> Any:
+        delay = 0.25
+        deadline = time.monotonic() + max(60.0, self.cfg.shutdown_timeout_s)
+        while True:
+            try:
+                return fn()
+            except IntegrityError:
+                raise
+            except (StoreError, OSError) as exc:
+                self.metrics.errors.labels("store").inc()
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("store not answering, retrying", what=what, error=str(exc),
+                            retry_in_s=delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.cfg.retry_max_backoff_s)
+
+    def _settings(self) -> dict[str, Any]:
+        settings = consumer_settings(self.config)
+        settings["error_cb"] = self._on_kafka_error
+        settings["on_commit"] = self._on_commit
+        return settings
+
+    def _on_kafka_error(self, err: KafkaError) -> None:
+        self.metrics.errors.labels("kafka").inc()
+        log.warning("kafka client error", error=str(err))
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("offset commit failed", error=str(err))
+
+
+def _coordinates(msg: Message) -> tuple[str, int, int]:
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
+
+
+def _show_key(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return key.hex()
+
+
+__all__ = ["CaptureLoop", "make_durable"]

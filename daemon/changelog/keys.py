@@ -1,0 +1,67 @@
+"""Object keys of a repository (DESIGN section 2). Offsets are zero-padded so that the
+lexicographic order of keys is the numeric order of offsets, and a restore plan needs only LIST.
+
+    log/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.avro    segment, offsets [from, to)
+    log/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.idx     its sidecar
+    state/watermark/<topic>/p=<partition:05d>.json
+    quarantine/<topic>/p=<partition:05d>/<offset:020d>.json
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+REPOSITORY_FILE = "vecwal.json"
+LOG_ROOT = "log/"
+WATERMARK_ROOT = "state/watermark/"
+QUARANTINE_ROOT = "quarantine/"
+
+_SEGMENT_RE = re.compile(r"^log/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})-(?P<t>\d{20})\.avro$")
+
+
+def partition_dir(topic: str, partition: int) -> str:
+    return f"{LOG_ROOT}{topic}/p={partition:05d}/"
+
+
+@dataclass(frozen=True, order=True)
+class SegmentKey:
+    """Names one segment: the offsets [start, end) of one partition of one topic."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def avro(self) -> str:
+        return f"{partition_dir(self.topic, self.partition)}{self.start:020d}-{self.end:020d}.avro"
+
+    @property
+    def sidecar(self) -> str:
+        return self.avro[: -len(".avro")] + ".idx"
+
+    @classmethod
+    def parse(cls, key: str) -> SegmentKey | None:
+        """The SegmentKey of a segment object key, or None for any other key."""
+        m = _SEGMENT_RE.match(key)
+        if m is None:
+            return None
+        return cls(m["topic"], int(m["p"]), int(m["f"]), int(m["t"]))
+
+
+def segment_list_start_after(topic: str, partition: int, offset: int) -> str:
+    """A LIST ``start_after`` that yields the segments starting at ``offset`` or later."""
+    return f"{partition_dir(topic, partition)}{offset:020d}"
+
+
+def watermark_key(topic: str, partition: int) -> str:
+    return f"{WATERMARK_ROOT}{topic}/p={partition:05d}.json"
+
+
+def watermark_prefix(topic: str) -> str:
+    return f"{WATERMARK_ROOT}{topic}/"
+
+
+def quarantine_key(topic: str, partition: int, offset: int) -> str:
+    return f"{QUARANTINE_ROOT}{topic}/p={partition:05d}/{offset:020d}.json"

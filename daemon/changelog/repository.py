@@ -1,0 +1,142 @@
+"""Repository: the change log's view of one ObjectStore (a bucket prefix or a directory).
+
+Immutable objects (segments, sidecars, quarantine entries, vecwal.json) are written create-only.
+When a create-only put finds the key taken, the stored bytes are compared with ours: equal is
+success (an identical re-upload after a crash), different is an IntegrityError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import orjson
+
+from daemon.changelog.keys import (
+    REPOSITORY_FILE,
+    SegmentKey,
+    partition_dir,
+    segment_list_start_after,
+    watermark_key,
+    watermark_prefix,
+)
+from daemon.changelog.quarantine import QuarantineEntry
+from daemon.changelog.segment import decode_segment
+from daemon.changelog.sidecar import Sidecar
+from daemon.changelog.watermark import Watermark
+from daemon.errors import IntegrityError, ObjectExists, ObjectNotFound, VecwalError
+from daemon.objectstore import ObjectStore
+
+REPOSITORY_FORMAT = 1
+
+
+class Repository:
+    def __init__(self, store: ObjectStore) -> None:
+        self.store = store
+
+    # -- identity -------------------------------------------------------------------------
+    def ensure_initialized(self) -> dict[str, object]:
+        """Create ``vecwal.json`` if the repository is new; check its format otherwise."""
+        try:
+            return self.identity()
+        except ObjectNotFound:
+            pass
+        ident = {"format": REPOSITORY_FORMAT, "id": str(uuid.uuid4()),
+                 "created_at_ms": int(time.time() * 1000)}
+        try:
+            self.store.put(REPOSITORY_FILE, orjson.dumps(ident), create_only=True)
+        except ObjectExists:
+            pass  # another daemon initialized it first
+        return self.identity()
+
+    def identity(self) -> dict[str, object]:
+        ident = orjson.loads(self.store.get(REPOSITORY_FILE))
+        if not isinstance(ident, dict) or ident.get("format") != REPOSITORY_FORMAT:
+            raise VecwalError(
+                f"{self.store.url} holds a repository of format {ident.get('format')!r}; "
+                f"this vecwal reads format {REPOSITORY_FORMAT}",
+                "use the vecwal version that wrote it, or point storage.url elsewhere",
+            )
+        return ident
+
+    # -- immutable objects ----------------------------------------------------------------
+    def put_immutable(self, key: str, data: bytes) -> None:
+        """Create-only put; an identical existing object is success, a different one is not."""
+        try:
+            self.store.put(key, data, create_only=True)
+        except ObjectExists:
+            stored = self.store.get(key)
+            if hashlib.sha256(stored).digest() != hashlib.sha256(data).digest():
+                raise IntegrityError(
+                    f"{key} already exists in {self.store.url} with different content",
+                    "two writers produced different data for the same offsets; stop the "
+                    "other writer and compare both with `vecwal verify --deep`",
+                ) from None
+
+    def put_segment(self, key: SegmentKey, data: bytes) -> None:
+        self.put_immutable(key.avro, data)
+
+    def put_sidecar(self, sidecar: Sidecar) -> None:
+        self.put_immutable(sidecar.key.sidecar, sidecar.to_json())
+
+    def put_quarantine(self, entry: QuarantineEntry) -> None:
+        self.put_immutable(entry.object_key, entry.to_json())
+
+    # -- reading the log ------------------------------------------------------------------
+    def list_segments(self, topic: str, partition: int, from_offset: int = 0) -> Iterator[SegmentKey]:
+        """Segments of one partition whose start is at or after ``from_offset``, by start."""
+        start_after = segment_list_start_after(topic, partition, from_offset) if from_offset else ""
+        for info in self.store.list(partition_dir(topic, partition), start_after=start_after):
+            key = SegmentKey.parse(info.key)
+            if key is not None:
+                yield key
+
+    def read_sidecar(self, key: SegmentKey) -> Sidecar:
+        return Sidecar.from_json(self.store.get(key.sidecar))
+
+    def read_segment(self, key: SegmentKey) -> list[dict[str, object]]:
+        header, records = decode_segment(self.store.get(key.avro))
+        if header.key != key:
+            raise IntegrityError(f"{key.avro} says it holds {header.key}",
+                                 "the object was renamed or overwritten; run `vecwal verify --deep`")
+        return list(records)
+
+    def list_partitions(self, topic: str) -> list[int]:
+        parts = set()
+        for info in self.store.list(f"log/{topic}/"):
+            key = SegmentKey.parse(info.key)
+            if key is not None:
+                parts.add(key.partition)
+        return sorted(parts)
+
+    # -- watermarks -----------------------------------------------------------------------
+    def read_watermark(self, topic: str, partition: int) -> Watermark | None:
+        try:
+            return Watermark.from_json(self.store.get(watermark_key(topic, partition)))
+        except ObjectNotFound:
+            return None
+
+    def write_watermark(self, wm: Watermark) -> None:
+        self.store.put(watermark_key(wm.topic, wm.partition), wm.to_json())
+
+    def list_watermarks(self, topic: str) -> list[Watermark]:
+        return [Watermark.from_json(self.store.get(info.key))
+                for info in self.store.list(watermark_prefix(topic))]
+
+    def resume_offset(self, topic: str, partition: int) -> int | None:
+        """The store's answer to "where does capture of this partition continue?": the
+        highest segment end, found from the watermark with one LIST (segments written after
+        the watermark, by a writer that died before updating it, are found too)."""
+        wm = self.read_watermark(topic, partition)
+        resume = wm.captured_through if wm else None
+        for key in self.list_segments(topic, partition, from_offset=resume or 0):
+            resume = key.end if resume is None else max(resume, key.end)
+        return resume
+
+
+def writer_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,152 @@
+"""The command line: the only place that parses argv, prints or exits."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import orjson
+import structlog
+
+from daemon import __version__
+from daemon.config import Config, load_config
+from daemon.errors import VecwalError
+
+log = structlog.get_logger("vecwal")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        code: int = args.handler(args)
+        return code
+    except VecwalError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vecwal",
+        description="Continuous backup for vector databases: Kafka change stream -> "
+                    "Avro change log in object storage.")
+    p.add_argument("--version", action="version", version=f"vecwal {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="capture the configured topics until SIGTERM")
+    run.add_argument("--config", required=True, help="TOML config file")
+    run.add_argument("--until-caught-up", action="store_true",
+                     help="exit 0 once every partition is durable up to the high watermark "
+                          "seen at start (batch jobs, tests)")
+    run.set_defaults(handler=_cmd_run)
+
+    st = sub.add_parser("status", help="per partition: captured offset, lag, valid-through, RPO")
+    st.add_argument("--config", required=True, help="TOML config file")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--no-kafka", action="store_true", help="read the store only")
+    st.set_defaults(handler=_cmd_status)
+    return p
+
+
+def _open_repository(config: Config):  # type: ignore[no-untyped-def]
+    from daemon.changelog.repository import Repository
+    from daemon.objectstore import open_store
+
+    s = config.storage
+    store = open_store(s.url, endpoint_url=s.endpoint_url or None, region=s.region or None,
+                       sse=s.sse or None, sse_kms_key_id=s.sse_kms_key_id or None)
+    return Repository(store)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from daemon.capture.loop import CaptureLoop
+    from daemon.health import HealthServer
+    from daemon.logs import configure_logging
+    from daemon.metrics import Metrics
+
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
+    repo = _open_repository(config)
+    metrics = Metrics()
+    loop = CaptureLoop(config, repo, metrics)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal received, flushing", signal=signal.Signals(signum).name)
+        loop.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server = None
+    if config.metrics.listen:
+        import time
+
+        def healthy() -> tuple[bool, str]:
+            age = time.monotonic() - loop.heartbeat
+            return age < 60, f"capture loop last ran {age:.1f}s ago"
+
+        def ready() -> tuple[bool, str]:
+            store_age = time.monotonic() - loop.store_ok_at
+            ok = bool(loop.partitions) and store_age < 60
+            return ok, f"partitions={len(loop.partitions)} store_ok_s_ago={store_age:.1f}"
+
+        try:
+            server = HealthServer(config.metrics.listen, metrics.registry, healthy, ready)
+        except OSError as exc:
+            raise VecwalError(f"cannot listen on {config.metrics.listen}: {exc}",
+                              "set [metrics] listen to a free host:port, or \"\" to disable") from None
+        server.start()
+        log.info("metrics endpoint", address=f"http://{server.address}/metrics")
+    try:
+        return loop.run(until_caught_up=args.until_caught_up)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from daemon.status import collect_status, kafka_offsets_reader
+
+    config = load_config(args.config)
+    repo = _open_repository(config)
+    report = collect_status(config, repo, None if args.no_kafka else kafka_offsets_reader(config))
+    if args.json:
+        sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    print(f"repository     {report.repository}")
+    print(f"group          {report.group_id}")
+    print(f"valid through  {report.valid_through or '-'}   RPO {_fmt(report.rpo_seconds, 's')}")
+    if report.kafka_error:
+        print(f"kafka          unreachable: {report.kafka_error}")
+    headers = ["topic", "part", "captured", "high", "lag", "valid through", "rpo", "last error"]
+    rows = [[r.topic, str(r.partition), _fmt(r.captured_offset), _fmt(r.high_watermark),
+             _fmt(r.lag), r.valid_through or "-", _fmt(r.rpo_seconds, "s"),
+             (f"{r.last_error['kind']}: {r.last_error['message']}"[:60]
+              if r.last_error else "-")] for r in report.partitions]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    print()
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    if not rows:
+        print("(nothing captured yet)")
+    return 0
+
+
+def _fmt(value: object, unit: str = "") -> str:
+    return "-" if value is None else f"{value}{unit}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

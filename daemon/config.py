@@ -1,0 +1,325 @@
+"""One typed configuration: a TOML file plus ``VECWAL_<SECTION>_<KEY>`` environment overrides,
+validated once at start and passed in. A wrong setting names the key and the fix.
+
+Example::
+
+    [kafka]
+    bootstrap_servers = "127.0.0.1:9092"
+    topics = ["ingest"]
+    group_id = "vecwal"
+
+    [storage]
+    url = "s3://backups/vecwal"          # or file:///var/lib/vecwal
+    endpoint_url = "http://127.0.0.1:8333"
+
+Environment: ``VECWAL_KAFKA_BOOTSTRAP_SERVERS=host:9092``, ``VECWAL_STORAGE_URL=...``,
+``VECWAL_CAPTURE_SEGMENT_MAX_AGE_S=2``; lists are comma separated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+
+INPUT_FORMATS = ("json", "avro")
+CODECS = ("null", "zstandard", "deflate")
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: str = ""
+    topics: list[str] = field(default_factory=list)
+    group_id: str = "vecwal"
+    format: str = "json"
+    formats: dict[str, str] = field(default_factory=dict)
+    """Per-topic input format overrides: ``{topic = "avro"}``."""
+    client: dict[str, str] = field(default_factory=dict)
+    """Extra librdkafka properties (security.protocol, sasl.*, ...), passed through."""
+
+    def format_of(self, topic: str) -> str:
+        return self.formats.get(topic, self.format)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = ""
+    endpoint_url: str = ""
+    region: str = ""
+    sse: str = ""
+    sse_kms_key_id: str = ""
+
+
+@dataclass(frozen=True)
+class CaptureConfig:
+    segment_max_records: int = 100_000
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_age_s: float = 5.0
+    """The RPO knob: an open segment older than this is made durable."""
+    max_buffer_bytes: int = 256 * 1024 * 1024
+    """Bound on events held in memory (open plus not yet uploaded); consumption pauses above it."""
+    batch_size: int = 1000
+    max_event_bytes: int = 1024 * 1024
+    codec: str = "null"
+    upload_threads: int = 4
+    shutdown_timeout_s: float = 30.0
+    retry_max_backoff_s: float = 30.0
+    clock_margin_ms: int = 500
+    """Subtracted from the observation time when an idle partition's valid-through advances."""
+    dimensions: dict[str, int] = field(default_factory=dict)
+    """Known vector dimensions per collection, checked before any collection.put is seen."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9464"
+    """host:port of /metrics, /healthz and /readyz; empty disables; port 0 picks a free port."""
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+    format: str = "auto"
+    """auto (JSON unless stderr is a terminal), json, or console."""
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    source: str = "<defaults>"
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "kafka": KafkaConfig,
+    "storage": StorageConfig,
+    "capture": CaptureConfig,
+    "metrics": MetricsConfig,
+    "log": LogConfig,
+}
+
+
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (TOML), apply ``VECWAL_`` overrides from ``environ`` and validate."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist", "pass an existing TOML file with --config"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", "fix the syntax at that line") from None
+    return config_from_mapping(raw, os.environ if environ is None else environ, str(path))
+
+
+def config_from_mapping(
+    raw: Mapping[str, Any], environ: Mapping[str, str] | None = None, source: str = "<mapping>"
+) -> Config:
+    for name in raw:
+        if name not in _SECTIONS:
+            raise ConfigError(
+                f"{source}: unknown section [{name}]",
+                f"valid sections are {', '.join('[' + s + ']' for s in _SECTIONS)}",
+            )
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{source}: {name} must be a table", f"write it as [{name}]")
+        values = dict(table)
+        values.update(_env_overrides(name, cls, environ or {}))
+        sections[name] = _build_section(name, cls, values, source)
+    config = Config(**sections, source=source)
+    _validate(config)
+    return config
+
+
+def _env_overrides(section: str, cls: type[Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    prefix = f"VECWAL_{section.upper()}_"
+    found: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(prefix):
+            continue
+        name = key[len(prefix):].lower()
+        names = {f.name for f in dataclasses.fields(cls)}
+        if name not in names:
+            raise ConfigError(
+                f"environment variable {key} names no setting of [{section}]",
+                f"valid names: {', '.join(prefix + n.upper() for n in sorted(names))}",
+            )
+        found[name] = _EnvValue(value)
+    return found
+
+
+@dataclass(frozen=True)
+class _EnvValue:
+    text: str
+
+
+def _build_section(section: str, cls: type[Any], values: dict[str, Any], source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"{source}: unknown key [{section}] {key}",
+                f"valid keys of [{section}] are {', '.join(sorted(fields))}",
+            )
+        kwargs[key] = _coerce(f"[{section}] {key}", hints[key], value, source)
+    return cls(**kwargs)
+
+
+def _coerce(where: str, hint: Any, value: Any, source: str) -> Any:
+    from_env = isinstance(value, _EnvValue)
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if from_env:
+                return _parse_bool(value.text)
+            if isinstance(value, bool):
+                return value
+        elif hint is int:
+            if from_env:
+                return int(value.text)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif hint is float:
+            if from_env:
+                return float(value.text)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        elif hint is str:
+            if from_env:
+                return value.text
+            if isinstance(value, str):
+                return value
+        elif origin is list:
+            items = [s.strip() for s in value.text.split(",") if s.strip()] if from_env else value
+            if isinstance(items, list) and all(isinstance(i, str) for i in items):
+                return list(items)
+        elif origin is dict:
+            (_, vtype) = typing.get_args(hint)
+            table = _parse_env_table(value.text) if from_env else value
+            if isinstance(table, Mapping):
+                return {str(k): _coerce(f"{where}.{k}", vtype, v, source) for k, v in table.items()}
+    except ValueError:
+        pass
+    shown = value.text if from_env else value
+    kind = _type_name(hint)
+    raise ConfigError(
+        f"{source}: {where} must be {kind}, got {shown!r}",
+        f"set {where.split('] ')[-1]} to {kind} in the config file or its VECWAL_ variable",
+    )
+
+
+def _parse_env_table(text: str) -> dict[str, _EnvValue]:
+    """``a=1,b=2`` as a table."""
+    out: dict[str, _EnvValue] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise ValueError(part)
+        out[k.strip()] = _EnvValue(v.strip())
+    return out
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _type_name(hint: Any) -> str:
+    if hint in (int, float, str, bool):
+        return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[hint]
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return "a list of strings"
+    if origin is dict:
+        return "a table"
+    if isinstance(hint, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    return str(hint)
+
+
+def _validate(config: Config) -> None:
+    src = config.source
+    k, s, c = config.kafka, config.storage, config.capture
+    if not k.bootstrap_servers:
+        raise ConfigError(
+            f"{src}: [kafka] bootstrap_servers is missing",
+            'set bootstrap_servers = "host:9092" under [kafka] or VECWAL_KAFKA_BOOTSTRAP_SERVERS',
+        )
+    if not k.topics:
+        raise ConfigError(
+            f"{src}: [kafka] topics is missing or empty",
+            'set topics = ["your-ingest-topic"] under [kafka] or VECWAL_KAFKA_TOPICS',
+        )
+    if not k.group_id:
+        raise ConfigError(f"{src}: [kafka] group_id is empty", 'set group_id = "vecwal"')
+    for topic in k.topics:
+        if not topic or "/" in topic or topic in (".", ".."):
+            raise ConfigError(f"{src}: [kafka] topics has an invalid topic name {topic!r}",
+                              "Kafka topic names use letters, digits, '.', '_' and '-'")
+    for where, fmt in [("format", k.format), *((f"formats.{t}", f) for t, f in k.formats.items())]:
+        if fmt not in INPUT_FORMATS:
+            raise ConfigError(f"{src}: [kafka] {where} is {fmt!r}",
+                              f"use one of {', '.join(INPUT_FORMATS)}")
+    if not s.url:
+        raise ConfigError(
+            f"{src}: [storage] url is missing",
+            'set url = "s3://bucket/prefix" or "file:///absolute/path" under [storage]',
+        )
+    if not (s.url.startswith("s3://") or s.url.startswith("file://")):
+        raise ConfigError(f"{src}: [storage] url {s.url!r} has an unsupported scheme",
+                          "use s3://bucket/prefix or file:///absolute/path")
+    positive = {
+        "segment_max_records": c.segment_max_records, "segment_max_bytes": c.segment_max_bytes,
+        "segment_max_age_s": c.segment_max_age_s, "max_buffer_bytes": c.max_buffer_bytes,
+        "batch_size": c.batch_size, "max_event_bytes": c.max_event_bytes,
+        "upload_threads": c.upload_threads, "shutdown_timeout_s": c.shutdown_timeout_s,
+        "retry_max_backoff_s": c.retry_max_backoff_s,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{src}: [capture] {key} must be positive, got {value}",
+                              f"remove {key} to use the default or set a positive value")
+    if c.max_buffer_bytes < c.segment_max_bytes:
+        raise ConfigError(
+            f"{src}: [capture] max_buffer_bytes ({c.max_buffer_bytes}) is below "
+            f"segment_max_bytes ({c.segment_max_bytes})",
+            "raise max_buffer_bytes to at least segment_max_bytes (4x is a good start)",
+        )
+    if c.codec not in CODECS:
+        raise ConfigError(f"{src}: [capture] codec is {c.codec!r}", f"use one of {', '.join(CODECS)}")
+    for coll, dim in c.dimensions.items():
+        if dim <= 0:
+            raise ConfigError(f"{src}: [capture] dimensions.{coll} must be positive, got {dim}",
+                              "set the collection's vector dimension, e.g. 768")
+    if config.log.level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"{src}: [log] level is {config.log.level!r}",
+                          "use debug, info, warning or error")
+    if config.log.format not in ("auto", "json", "console"):
+        raise ConfigError(f"{src}: [log] format is {config.log.format!r}",
+                          "use auto, json or console")
+    if config.metrics.listen:
+        host, sep, port = config.metrics.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"{src}: [metrics] listen is {config.metrics.listen!r}",
+                              'use "host:port", for example "0.0.0.0:9464", or "" to disable')

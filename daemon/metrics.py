@@ -1,0 +1,47 @@
+"""Every Prometheus metric vecwal exports, defined in one place.
+
+Each Metrics instance has its own registry, so several daemons can live in one process (tests).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        self.events_captured = Counter(
+            "vecwal_events_captured", "Events made durable in the change log (valid ones)",
+            ["topic"], registry=r)
+        self.bytes_captured = Counter(
+            "vecwal_bytes_captured", "Kafka value bytes of events made durable", ["topic"],
+            registry=r)
+        self.segments_written = Counter(
+            "vecwal_segments_written", "Change-log segments uploaded", ["topic"], registry=r)
+        self.segment_bytes = Counter(
+            "vecwal_segment_bytes_written", "Bytes of segments uploaded", ["topic"], registry=r)
+        self.upload_seconds = Histogram(
+            "vecwal_segment_upload_seconds",
+            "Time to make one segment durable (segment, sidecar, watermark)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=r)
+        self.quarantined = Counter(
+            "vecwal_quarantined_events", "Bad events kept under quarantine/", ["topic", "reason"],
+            registry=r)
+        self.errors = Counter("vecwal_errors", "Errors by kind", ["kind"], registry=r)
+        self.consumer_lag = Gauge(
+            "vecwal_consumer_lag_events", "High watermark minus durable offset",
+            ["topic", "partition"], registry=r)
+        self.rpo_seconds = Gauge(
+            "vecwal_rpo_seconds", "Now minus the partition's valid-through time",
+            ["topic", "partition"], registry=r)
+        self.valid_through = Gauge(
+            "vecwal_valid_through_timestamp_seconds",
+            "Every event up to this time is durable", ["topic", "partition"], registry=r)
+        self.buffered_bytes = Gauge(
+            "vecwal_buffered_bytes", "Event bytes held in memory, not yet durable", registry=r)
+        self.paused = Gauge(
+            "vecwal_consumption_paused", "1 while consumption is paused (buffer full)", registry=r)
+        self.store_up = Gauge(
+            "vecwal_store_up", "0 while the object store is failing", registry=r)
+        self.store_up.set(1)

@@ -1,0 +1,25 @@
+"""Loading the Avro schemas shipped in ``schemas/`` (packaged as ``daemon/schemas``)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+
+
+@cache
+def load_schema(name: str) -> Any:
+    """The parsed Avro schema ``schemas/<name>``."""
+    text = resources.files("daemon").joinpath("schemas", name).read_text(encoding="utf-8")
+    return fastavro.parse_schema(json.loads(text))
+
+
+@cache
+def schema_fingerprint(name: str) -> str:
+    """CRC-64-AVRO fingerprint of the schema's parsing canonical form, as hex."""
+    from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+    return str(fingerprint(to_parsing_canonical_form(load_schema(name)), "CRC-64-AVRO"))

@@ -1,0 +1,105 @@
+"""Capture throughput of 768-dim events (JSON and Avro input) against the raw consume rate of
+the same topic, measured in the same run: confluent-kafka consuming and discarding.
+
+    python -m tests.bench.bench_capture [--events-json N] [--events-avro N] [--rounds R]
+
+Rounds alternate baseline and capture; the medians and their ratio are printed as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer
+
+from daemon.capture.loop import CaptureLoop
+from daemon.changelog.repository import Repository
+from daemon.config import config_from_mapping
+from daemon.objectstore import open_store
+from tests.bench.services import Services, services
+from tests.bench.workload import event_pool, produce_n
+
+
+def raw_consume(bootstrap: str, topic: str, n: int) -> float:
+    """Seconds from the first message to the n-th, consuming in batches and discarding."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                  "partition.assignment.strategy": "cooperative-sticky"})
+    c.subscribe([topic])
+    seen, first = 0, None
+    try:
+        while seen < n:
+            msgs = c.consume(num_messages=1000, timeout=1.0)
+            if msgs and first is None:
+                first = time.monotonic()
+            seen += sum(1 for m in msgs if m.error() is None)
+        assert first is not None
+        return time.monotonic() - first
+    finally:
+        c.close()
+
+
+def capture(svc: Services, topic: str, fmt: str, n: int, store: str) -> float:
+    """Seconds from the first message consumed to every event durable (until caught up)."""
+    if store == "s3":
+        url, endpoint = f"s3://{svc.bucket()}/repo", svc.s3_endpoint
+    else:
+        url, endpoint = f"file://{tempfile.mkdtemp(prefix='bench-repo-', dir=svc.workdir)}", ""
+    os.environ.update(svc.s3_env)
+    cfg = config_from_mapping({
+        "kafka": {"bootstrap_servers": svc.bootstrap, "topics": [topic],
+                  "group_id": f"cap-{uuid.uuid4().hex[:6]}", "format": fmt},
+        "storage": {"url": url, "endpoint_url": endpoint},
+        "metrics": {"listen": ""},
+    }, environ={})
+    loop = CaptureLoop(cfg, Repository(open_store(url, endpoint_url=endpoint or None)))
+    assert loop.run(until_caught_up=True) == 0
+    done = time.monotonic()
+    captured = loop.metrics.registry.get_sample_value("vecwal_events_captured_total",
+                                                      {"topic": topic})
+    assert captured == n, (captured, n)
+    assert loop.first_message_at is not None
+    return done - loop.first_message_at
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events-json", type=int, default=20_000)
+    ap.add_argument("--events-avro", type=int, default=40_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--stores", default="file,s3")
+    args = ap.parse_args(argv)
+    results: dict[str, Any] = {}
+    with services() as svc:
+        for fmt, n in (("json", args.events_json), ("avro", args.events_avro)):
+            topic = svc.topic(partitions=3)
+            produce_n(svc.bootstrap, topic, event_pool(fmt), n)
+            for store in args.stores.split(","):
+                raw, cap = [], []
+                for r in range(args.rounds):
+                    raw.append(raw_consume(svc.bootstrap, topic, n))
+                    cap.append(capture(svc, topic, fmt, n, store))
+                    print(f"{fmt}/{store} round {r}: raw {n / raw[-1]:,.0f}/s "
+                          f"capture {n / cap[-1]:,.0f}/s", file=sys.stderr)
+                raw_rate, cap_rate = n / statistics.median(raw), n / statistics.median(cap)
+                results[f"{fmt}/{store}"] = {
+                    "events": n, "rounds": args.rounds,
+                    "raw_consume_events_per_s": round(raw_rate),
+                    "capture_events_per_s": round(cap_rate),
+                    "ratio": round(cap_rate / raw_rate, 3),
+                }
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    return results
+
+
+if __name__ == "__main__":
+    main()

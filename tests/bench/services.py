@@ -1,0 +1,82 @@
+"""Services for benchmarks: the environment's (KAFKA_BOOTSTRAP_SERVERS, AWS_ENDPOINT_URL_S3)
+or the project's own launchers, started for the duration of the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def launcher() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("vecwal_launch", REPO / "deploy/local/launch.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["vecwal_launch"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@dataclass
+class Services:
+    bootstrap: str
+    s3_endpoint: str
+    s3_env: dict[str, str]
+    workdir: Path
+
+    def topic(self, partitions: int = 3) -> str:
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        fut = admin.create_topics([NewTopic(name, partitions, 1, config={
+            "message.timestamp.type": "LogAppendTime", "max.message.bytes": "10000000"})])
+        fut[name].result(30)
+        return name
+
+    def bucket(self) -> str:
+        import boto3
+
+        name = f"bench-{uuid.uuid4().hex[:8]}"
+        boto3.client("s3", endpoint_url=self.s3_endpoint, region_name="us-east-1",
+                     aws_access_key_id=self.s3_env["AWS_ACCESS_KEY_ID"],
+                     aws_secret_access_key=self.s3_env["AWS_SECRET_ACCESS_KEY"]).create_bucket(
+                         Bucket=name)
+        return name
+
+
+@contextlib.contextmanager
+def services() -> Iterator[Services]:
+    work = Path(tempfile.mkdtemp(prefix="vecwal-bench-"))
+    stack = contextlib.ExitStack()
+    with stack:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3")
+        env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+               if k in os.environ}
+        launch = None
+        if not bootstrap or not endpoint:
+            launch = launcher()
+            launch.install()
+        if not bootstrap:
+            assert launch is not None
+            broker = launch.KafkaBroker(work / "kafka").start()
+            stack.callback(broker.stop)
+            bootstrap = broker.bootstrap
+        if not endpoint:
+            assert launch is not None
+            s3 = launch.S3Proxy(work / "s3").start()
+            stack.callback(s3.stop)
+            endpoint = s3.endpoint_url
+            env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
+        env["AWS_REGION"] = "us-east-1"
+        yield Services(bootstrap, endpoint, env, work)

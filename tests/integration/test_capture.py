@@ -1,0 +1,236 @@
+"""Capture end to end: a real Kafka broker, the real S3 server and the file:// store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from daemon.workload import Workload
+from tests.integration.harness import (
+    Produced,
+    Target,
+    assert_exactly_once,
+    assert_fields_equal,
+    produce,
+    read_everything,
+    start_vecwal,
+    vecwal,
+)
+
+pytestmark = pytest.mark.integration
+
+DIMS = {"docs": 64, "images": 32}
+
+
+def mixed_stream(seed: int, n: int) -> Workload:
+    return Workload(seed=seed, collections=dict(DIMS), bad_rate=0.04)
+
+
+def test_mixed_stream_is_captured_exactly_once(target: Target, tmp_path: Path,
+                                               group_id: str) -> None:
+    w = mixed_stream(1, 800)
+    events = [*w.preamble(), *w.events(400), w.schema_change("docs"), *w.events(400)]
+    events += [w.bad_event(kind) for kind in ("unparseable", "unknown_op", "missing_field",
+                                              "wrong_dimension", "non_finite", "oversize")]
+    events.append(w._encode(b"docs", {"op": "tenant.drop", "collection": "docs",
+                                      "tenant": "initech"}))
+    events.append(w._encode(b"images", {"op": "alias.drop", "collection": "images",
+                                        "alias": "images-live"}))
+    produced = produce(target.bootstrap, target.topic, events)
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_records=150,
+                              segment_max_age_s=1.0, max_event_bytes=200_000, dimensions=DIMS)
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+
+    log = read_everything(target.repository(), target.topic, 3)
+    assert_exactly_once(log, produced, 3)
+    checked = assert_fields_equal(log, produced)
+    assert checked == sum(1 for p in produced if p.event.bad is None) > 700
+    assert {e.reason for e in log.quarantine.values()} >= {
+        "unparseable", "unknown_op", "missing_field", "wrong_dimension", "non_finite", "oversize"}
+    assert sum(len(s) for s in log.segments.values()) > 3, "segments are closed by records"
+
+    status = json.loads(vecwal("status", "--config", str(cfg), "--json", env=target.env).stdout)
+    highs = {p: max(pr.offset + 1 for pr in produced if pr.partition == p) for p in range(3)}
+    for row in status["partitions"]:
+        assert row["captured_offset"] == highs[row["partition"]] == row["high_watermark"]
+        assert row["lag"] == 0 and row["committed_offset"] == row["captured_offset"]
+        assert row["valid_through_ms"] is not None and row["rpo_seconds"] is not None
+    text = vecwal("status", "--config", str(cfg), env=target.env).stdout
+    assert target.topic in text and "valid through" in text
+
+    # A second run finds everything durable and exits at once, writing nothing new.
+    before = sum(len(s) for s in log.segments.values())
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+    again = read_everything(target.repository(), target.topic, 3)
+    assert sum(len(s) for s in again.segments.values()) == before
+
+
+def test_avro_input_is_captured(file_target: Target, tmp_path: Path, group_id: str) -> None:
+    w = Workload(seed=3, collections=dict(DIMS), fmt="avro")
+    produced = produce(file_target.bootstrap, file_target.topic, [*w.preamble(), *w.events(300)])
+    cfg = file_target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=1.0)
+    text = cfg.read_text().replace('group_id', 'format = "avro"\ngroup_id')
+    cfg.write_text(text)
+    vecwal("run", "--config", str(cfg), "--until-caught-up")
+    log = read_everything(file_target.repository(), file_target.topic, 3)
+    assert_exactly_once(log, produced, 3)
+    assert assert_fields_equal(log, produced) == len(produced)
+
+
+def _produce_in_background(target: Target, w: Workload, n: int, rate: float
+                           ) -> tuple[threading.Thread, list[Produced]]:
+    out: list[Produced] = []
+
+    def run() -> None:
+        out.extend(produce(target.bootstrap, target.topic, w.events(n), rate_per_s=rate))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_kill_9_mid_run_loses_and_doubles_nothing(target: Target, tmp_path: Path,
+                                                   group_id: str) -> None:
+    w = mixed_stream(2, 0)
+    produced = produce(target.bootstrap, target.topic, w.preamble())
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
+                              segment_max_records=200, dimensions=DIMS)
+    producer, later = _produce_in_background(target, w, 4000, rate=800)
+    proc = start_vecwal("run", "--config", str(cfg), env=target.env,
+                        log_path=tmp_path / "daemon.log")
+    repo = target.repository()
+    _wait_for(lambda: sum(1 for p in range(3) for _ in repo.list_segments(target.topic, p)) >= 6,
+              60, "some segments")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    producer.join(60)
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+    log = read_everything(target.repository(), target.topic, 3)
+    assert_exactly_once(log, produced + later, 3, allow_overlap=True)
+    assert assert_fields_equal(log, produced + later) > 3000
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        got = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        return {tp.partition: tp.offset for tp in got}
+    finally:
+        c.close()
+
+
+def test_store_outage_of_20s_loses_nothing(s3_target: Target, s3_service, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                           group_id: str) -> None:
+    if not s3_service.controllable:
+        pytest.skip("the S3 server was given by the environment; it cannot be stopped here")
+    target = s3_target
+    w = mixed_stream(4, 0)
+    produced = produce(target.bootstrap, target.topic, w.preamble())
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
+                              dimensions=DIMS, retry_max_backoff_s=2.0)
+    proc = start_vecwal("run", "--config", str(cfg), env=target.env,
+                        log_path=tmp_path / "daemon.log")
+    try:
+        producer, later = _produce_in_background(target, w, 6000, rate=200)
+        repo = target.repository()
+        _wait_for(lambda: any(True for _ in repo.list_segments(target.topic, 0)), 60,
+                  "first segment")
+        s3_service.stop()
+        time.sleep(3)  # commits already in flight land; from here nothing can become durable
+        frozen = _committed(target.bootstrap, group_id, target.topic)
+        samples = []
+        for _ in range(17):
+            time.sleep(1)
+            samples.append(_committed(target.bootstrap, group_id, target.topic))
+        s3_service.start()
+        assert all(s == frozen for s in samples), "offsets committed while the store was down"
+        assert proc.poll() is None, "the daemon must survive a store outage"
+        producer.join(90)
+        time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(60)
+    assert code == 0, (tmp_path / "daemon.log").read_text()[-3000:]
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+    log = read_everything(target.repository(), target.topic, 3)
+    assert_exactly_once(log, produced + later, 3)
+    assert assert_fields_equal(log, produced + later) > 5000
+    final = _committed(target.bootstrap, group_id, target.topic)
+    ends = {p: max(k.end for k in log.segments[p]) for p in range(3)}
+    assert all(final[p] <= ends[p] for p in range(3)), (final, ends)
+    lines = [orjson.loads(x) for x in (tmp_path / "daemon.log").read_text().splitlines()
+             if x.startswith("{")]
+    assert any(x.get("event") == "store write failed, will retry" for x in lines)
+
+
+def test_two_daemons_split_partitions(target: Target, tmp_path: Path, group_id: str) -> None:
+    w = mixed_stream(5, 0)
+    produced = produce(target.bootstrap, target.topic, w.preamble())
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
+                              dimensions=DIMS)
+    a = start_vecwal("run", "--config", str(cfg), env=target.env, log_path=tmp_path / "a.log")
+    producer, later = _produce_in_background(target, w, 3000, rate=600)
+    time.sleep(2)
+    b = start_vecwal("run", "--config", str(cfg), env=target.env, log_path=tmp_path / "b.log")
+    producer.join(60)
+    repo = target.repository()
+    highs = {p: max((pr.offset + 1 for pr in produced + later if pr.partition == p), default=0)
+             for p in range(3)}
+
+    def durable() -> bool:
+        marks = {wm.partition: wm.captured_through for wm in repo.list_watermarks(target.topic)}
+        return all(marks.get(p, 0) >= h for p, h in highs.items())
+
+    _wait_for(durable, 90, "both daemons to capture everything")
+    for proc in (a, b):
+        proc.send_signal(signal.SIGTERM)
+    assert a.wait(60) == 0 and b.wait(60) == 0
+    writers = {wm.writer for wm in repo.list_watermarks(target.topic)}
+    assert len(writers) == 2, f"partitions were not split between the daemons: {writers}"
+    log = read_everything(repo, target.topic, 3)
+    assert_exactly_once(log, produced + later, 3, allow_overlap=True)
+    assert assert_fields_equal(log, produced + later) > 2800
+
+
+def test_sigterm_flushes_open_segments_and_exits_0(file_target: Target, tmp_path: Path,
+                                                   group_id: str) -> None:
+    w = mixed_stream(6, 0)
+    cfg = file_target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=3600.0,
+                                   dimensions=DIMS)
+    proc = start_vecwal("run", "--config", str(cfg), log_path=tmp_path / "daemon.log")
+    produced = produce(file_target.bootstrap, file_target.topic, [*w.preamble(), *w.events(200)])
+    log_path = tmp_path / "daemon.log"
+    _wait_for(lambda: log_path.read_text().count('"partition assigned"') >= 3, 60, "assignment")
+    time.sleep(3)  # consumed, but no segment is due for an hour
+    assert not any(True for p in range(3) for _ in file_target.repository().list_segments(
+        file_target.topic, p)), "nothing should be durable before SIGTERM"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, log_path.read_text()[-3000:]
+    log = read_everything(file_target.repository(), file_target.topic, 3)
+    assert_exactly_once(log, produced, 3)
+
+
+def test_wrong_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[kafka]\nbootstrap_servers = "x:1"\ntopics = ["t"]\n[storage]\n'
+                   'url = "file:///tmp/x"\n[capture]\nsegment_max_age = 3\n')
+    proc = vecwal("run", "--config", str(cfg), check=False)
+    assert proc.returncode == 2
+    assert "segment_max_age" in proc.stderr and "hint:" in proc.stderr
