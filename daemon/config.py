@@ -319,7 +319,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [log] format is {config.log.format!r}",
                           "use auto, json or console")
     if config.metrics.listen:
-        host, sep, port = config.metrics.listen.rpartition(":")
+        _host, sep, port = config.metrics.listen.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"{src}: [metrics] listen is {config.metrics.listen!r}",
                               'use "host:port", for example "0.0.0.0:9464", or "" to disable')

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,6 +44,7 @@ NON_FINITE = "non_finite"
 WRONG_DIMENSION = "wrong_dimension"
 
 CHANGE_EVENT_SCHEMA = load_schema("change_event.avsc")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class EventParser:
@@ -142,7 +142,8 @@ class EventParser:
                 rec["document"] = orjson.dumps(document).decode()
                 rec["document_is_json"] = True
             else:
-                raise BadEvent(BAD_FIELD, f"document must be text or a JSON object, got {type(document).__name__}")
+                raise BadEvent(BAD_FIELD, "document must be text or a JSON object, "
+                                          f"got {type(document).__name__}")
         metadata = _json_object(ev, "metadata", fmt, required=False)
         if metadata is not None:
             rec["metadata"] = orjson.dumps(metadata).decode()
@@ -207,8 +208,7 @@ def _json_object(
             raise BadEvent(BAD_FIELD, f"{name} is not JSON text: {exc}") from None
     if not isinstance(value, dict):
         raise BadEvent(BAD_FIELD, f"{name} must be a JSON object, got {type(value).__name__}")
-    if not _all_finite(value):
-        raise BadEvent(NON_FINITE, f"{name} holds NaN or infinity")
+    # No NaN or infinity can be inside: orjson refuses them as invalid JSON.
     return value
 
 
@@ -251,13 +251,13 @@ def _vector_bytes(value: Any, name: str) -> bytes | None:
             raise BadEvent(BAD_VECTOR, f"{name} decodes to {len(raw)} bytes, not float32 values")
         arr = np.frombuffer(raw, dtype="<f4")
     elif isinstance(value, list):
-        try:
-            with np.errstate(over="ignore"):  # beyond float32 becomes inf, rejected below
-                arr = np.asarray(value, dtype="<f4")
+        try:  # float64 first: a value beyond float32 must be refused, not become infinity
+            wide = np.fromiter(value, dtype=np.float64, count=len(value))
         except (TypeError, ValueError):
-            raise BadEvent(BAD_VECTOR, f"{name} must be a list of numbers") from None
-        if arr.ndim != 1:
-            raise BadEvent(BAD_VECTOR, f"{name} must be a flat list of numbers")
+            raise BadEvent(BAD_VECTOR, f"{name} must be a flat list of numbers") from None
+        if wide.size and not np.abs(wide).max() <= _FLOAT32_MAX:  # also catches NaN
+            raise BadEvent(NON_FINITE, f"{name} holds a value beyond float32 range")
+        arr = wide.astype("<f4")
         raw = arr.tobytes()
     else:
         raise BadEvent(BAD_VECTOR, f"{name} must be a list of numbers or base64 float32")
@@ -283,16 +283,6 @@ def _sparse(value: Any) -> tuple[bytes, bytes]:
     if len(vals) // 4 != len(idx):
         raise BadEvent(BAD_FIELD, f"sparse has {len(idx)} indices but {len(vals) // 4} values")
     return idx.astype("<u4").tobytes(), vals
-
-
-def _all_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, dict):
-        return all(_all_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_all_finite(v) for v in value)
-    return True
 
 
 def _jsonable(value: Any) -> Any:

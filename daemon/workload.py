@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import io
 import random
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import fastavro
 import numpy as np
 import orjson
+from confluent_kafka import Producer
 
 from daemon.events import CHANGE_EVENT_SCHEMA
 
@@ -164,3 +167,45 @@ def to_avro(event: dict[str, Any]) -> bytes:
 
 def vector_b64(vec: list[float]) -> str:
     return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
+
+
+@dataclass(frozen=True)
+class Produced:
+    """Where one generated event landed in Kafka."""
+
+    partition: int
+    offset: int
+    timestamp: int
+    event: GeneratedEvent
+
+
+def produce(bootstrap: str, topic: str, events: Iterable[GeneratedEvent],
+            rate_per_s: float | None = None) -> list[Produced]:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                         "message.max.bytes": 10_000_000, "enable.idempotence": True})
+    out: list[Produced] = []
+    errors: list[str] = []
+
+    def report(err: Any, msg: Any, *, ev: GeneratedEvent) -> None:
+        if err is not None:
+            errors.append(str(err))
+        else:
+            out.append(Produced(msg.partition(), msg.offset(), msg.timestamp()[1], ev))
+
+    began = time.monotonic()
+    for i, ev in enumerate(events):
+        while True:
+            try:
+                producer.produce(topic, ev.value, ev.key,
+                                 on_delivery=partial(report, ev=ev))
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+        if rate_per_s:
+            ahead = (i + 1) / rate_per_s - (time.monotonic() - began)
+            if ahead > 0:
+                time.sleep(ahead)
+    assert producer.flush(60) == 0, "producer could not deliver everything"
+    assert not errors, errors[:3]
+    return sorted(out, key=lambda p: (p.partition, p.offset))

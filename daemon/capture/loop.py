@@ -30,6 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import structlog
@@ -116,7 +117,10 @@ class CaptureLoop:
 
     # -- 1-3: consume, validate, append -----------------------------------------------------
     def _consume_batch(self, consumer: Consumer) -> None:
-        msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0.2)
+        # Take what is already fetched without waiting to fill a batch; block only when idle.
+        msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0)
+        if not msgs:
+            msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0.1)
         now = time.monotonic()
         self.heartbeat = now
         if msgs and self.first_message_at is None:
@@ -338,7 +342,7 @@ class CaptureLoop:
         now = time.monotonic()
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            stored = self._retry_store(lambda: self.repo.resume_offset(*key),
+            stored = self._retry_store(partial(self.repo.resume_offset, *key),
                                        f"resume position of {key}")
             lo, hi = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
             kafka_pos = committed.get(key, -1)
@@ -356,7 +360,7 @@ class CaptureLoop:
                               hint="raise the topic's retention; these offsets are a gap")
                 start = lo
             tp.offset = start
-            wm = self._retry_store(lambda: self.repo.read_watermark(*key), f"watermark of {key}")
+            wm = self._retry_store(partial(self.repo.read_watermark, *key), f"watermark of {key}")
             ps = PartitionState(tp.topic, tp.partition, OpenSegment(tp.topic, tp.partition, start),
                                 durable_through=start,
                                 valid_through_ms=wm.valid_through_ms if wm else None,

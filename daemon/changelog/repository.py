@@ -7,6 +7,7 @@ success (an identical re-upload after a crash), different is an IntegrityError.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -47,10 +48,8 @@ class Repository:
             pass
         ident = {"format": REPOSITORY_FORMAT, "id": str(uuid.uuid4()),
                  "created_at_ms": int(time.time() * 1000)}
-        try:
+        with contextlib.suppress(ObjectExists):  # another daemon initialized it first
             self.store.put(REPOSITORY_FILE, orjson.dumps(ident), create_only=True)
-        except ObjectExists:
-            pass  # another daemon initialized it first
         return self.identity()
 
     def identity(self) -> dict[str, object]:

@@ -3,35 +3,25 @@ as a real process, and reading back everything the repository holds."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
-from confluent_kafka import Producer
 
 from daemon.changelog.keys import QUARANTINE_ROOT, SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.reader import coverage, read_partition
 from daemon.changelog.repository import Repository
 from daemon.objectstore import open_store
-from daemon.workload import GeneratedEvent
+from daemon.workload import Produced
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class Produced:
-    partition: int
-    offset: int
-    timestamp: int
-    event: GeneratedEvent
 
 
 @dataclass
@@ -73,40 +63,6 @@ class Target:
         lines += ["", "[metrics]", 'listen = "127.0.0.1:0"', "", "[log]", 'format = "json"']
         path.write_text("\n".join(lines) + "\n")
         return path
-
-
-def produce(bootstrap: str, topic: str, events: Iterable[GeneratedEvent],
-            rate_per_s: float | None = None) -> list[Produced]:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "message.max.bytes": 10_000_000, "enable.idempotence": True})
-    out: list[Produced] = []
-    errors: list[str] = []
-    pending: dict[int, GeneratedEvent] = {}
-
-    def report(err: Any, msg: Any, ev: GeneratedEvent) -> None:
-        if err is not None:
-            errors.append(str(err))
-        else:
-            out.append(Produced(msg.partition(), msg.offset(), msg.timestamp()[1], ev))
-
-    began = time.monotonic()
-    for i, ev in enumerate(events):
-        pending[i] = ev
-        while True:
-            try:
-                producer.produce(topic, ev.value, ev.key,
-                                 on_delivery=lambda e, m, ev=ev: report(e, m, ev))
-                break
-            except BufferError:
-                producer.poll(0.05)
-        producer.poll(0)
-        if rate_per_s:
-            ahead = (i + 1) / rate_per_s - (time.monotonic() - began)
-            if ahead > 0:
-                time.sleep(ahead)
-    assert producer.flush(60) == 0, "producer could not deliver everything"
-    assert not errors, errors[:3]
-    return sorted(out, key=lambda p: (p.partition, p.offset))
 
 
 def vecwal(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
@@ -169,7 +125,7 @@ def assert_exactly_once(log: LogContents, produced: list[Produced], partitions: 
             assert len(log.raw_offsets[p]) == len(set(log.raw_offsets[p])), \
                 f"partition {p}: an offset in two segments"
             ends = [(k.start, k.end) for k in log.segments[p]]
-            assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:], strict=False)), ends
+            assert all(a[1] <= b[0] for a, b in itertools.pairwise(ends)), ends
         in_log = set(offsets)
         for pr in by_p[p]:
             quarantined = (p, pr.offset) in log.quarantine
