@@ -28,6 +28,7 @@ Fixtures:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import os
@@ -48,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 LAUNCH_PY = REPO / "deploy" / "local" / "launch.py"
 DEFAULT_REGION = "us-east-1"
 DEFAULT_TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+S3PROXY_IMAGE = "andrewgaul/s3proxy"
 
 # service name -> (source, seconds to become ready); shown in the terminal summary
 STARTUP: dict[str, tuple[str, float]] = {}
@@ -220,24 +222,56 @@ def _kafka_from_testcontainers() -> tuple[Any, str] | None:
         return None
 
 
-def _s3_from_testcontainers() -> tuple[Any, S3Service] | None:
-    try:
+def _wait_http(host: str, port: int, timeout: float = 60.0) -> None:
+    """Poll host:port until it answers HTTP with any status (s3proxy: 403 without credentials)."""
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection(host, port, timeout=2)
         try:
-            from testcontainers.community.minio import MinioContainer
-        except ImportError:
-            from testcontainers.minio import MinioContainer
-        container = MinioContainer()
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            return
+        except (OSError, http.client.HTTPException) as e:  # refused, reset: not up yet
+            if time.monotonic() > deadline:
+                why = f"{host}:{port} does not answer HTTP after {timeout:.0f} s: {e}"
+                raise TimeoutError(why) from e
+        finally:
+            conn.close()
+        time.sleep(0.2)
+
+
+def _s3_from_testcontainers() -> tuple[Any, S3Service] | None:
+    """s3proxy (the S3 server the local launcher runs too) in a generic container."""
+    container = None
+    try:
+        from testcontainers.core.container import DockerContainer
+
+        access_key, secret_key = "vecwal", "vecwal-secret"
+        container = (
+            DockerContainer(S3PROXY_IMAGE)
+            .with_env("S3PROXY_AUTHORIZATION", "aws-v2-or-v4")
+            .with_env("S3PROXY_IDENTITY", access_key)
+            .with_env("S3PROXY_CREDENTIAL", secret_key)
+            .with_env("JCLOUDS_PROVIDER", "filesystem-nio2")
+            .with_exposed_ports(80)
+        )
         container.start()
-        cfg = container.get_config()
+        host, port = container.get_container_host_ip(), int(container.get_exposed_port(80))
+        _wait_http(host, port)
         svc = S3Service(
-            endpoint_url=f"http://{cfg['endpoint']}",
-            access_key=cfg["access_key"],
-            secret_key=cfg["secret_key"],
+            endpoint_url=f"http://{host}:{port}",
+            access_key=access_key,
+            secret_key=secret_key,
             source="testcontainers",
         )
         return container, svc
     except Exception as e:
-        _warn(f"testcontainers S3 (MinIO) failed ({type(e).__name__}: {e}); using deploy/local")
+        if container is not None:
+            with contextlib.suppress(Exception):
+                container.stop()
+        _warn(f"testcontainers S3 (s3proxy) failed ({type(e).__name__}: {e}); using deploy/local")
         return None
 
 

@@ -22,12 +22,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 
-def _launcher():  # type: ignore[no-untyped-def]
+def _launcher() -> ModuleType:
     spec = importlib.util.spec_from_file_location("vecwal_launch", REPO / "deploy/local/launch.py")
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
@@ -49,7 +50,8 @@ def main() -> int:
     args = ap.parse_args()
 
     import boto3
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka import NewTopic
+    from confluent_kafka.admin import AdminClient
 
     from daemon.workload import Workload, produce
 

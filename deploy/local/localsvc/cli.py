@@ -1,0 +1,154 @@
+"""Command line: detached services that outlive the command, one work directory per service,
+their state in DIR/service.json (see deploy/local/launch.py for usage)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from .common import LaunchError, say
+from .install import install
+from .kafka import KafkaBroker, kafka_wire_probe
+from .process import pid_alive, pid_cmdline, port_open, terminate
+from .s3proxy import S3Proxy
+
+SERVICE_FILE = "service.json"
+_MARKERS = {"kafka": "kafka.Kafka", "s3": "s3proxy"}
+
+
+def _read_state(d: Path) -> dict[str, Any] | None:
+    p = d / SERVICE_FILE
+    if not p.is_file():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise LaunchError(f"{p}: unreadable ({e})") from None
+    return data
+
+
+def _write_state(d: Path, state: dict[str, Any]) -> None:
+    tmp = d / f".{SERVICE_FILE}.tmp"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.rename(d / SERVICE_FILE)
+
+
+def _state_running(state: dict[str, Any]) -> bool:
+    pid = state.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    marker = _MARKERS.get(str(state.get("service")), "")
+    return marker in pid_cmdline(pid)  # not a recycled pid
+
+
+def cmd_start(service: str, d: Path, port: int | None, timeout: float | None) -> int:
+    d = d.resolve()
+    d.mkdir(parents=True, exist_ok=True)
+    state = _read_state(d)
+    if state is not None:
+        if state.get("service") != service:
+            raise LaunchError(f"{d} holds a {state.get('service')} service; use another --dir")
+        if _state_running(state):
+            say(f"{service} already running in {d} (pid {state['pid']})")
+            print(json.dumps(state, indent=2))
+            return 0
+        if port is None:
+            port = state.get("port")  # same data, same address as last time
+    svc: KafkaBroker | S3Proxy
+    if service == "kafka":
+        cport = state.get("controller_port") if state else None
+        svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False)
+    else:
+        svc = S3Proxy(d, port, tie_to_parent=False)
+    say(f"starting {service} in {d} ...")
+    svc.start() if timeout is None else svc.start(timeout)
+    state = {
+        **svc.describe(),
+        "state": "running",
+        "started_seconds": round(svc.started_seconds or 0, 2),
+    }
+    _write_state(d, state)
+    say(f"{service} ready in {svc.started_seconds:.1f} s (log: {svc.log_path})")
+    print(json.dumps(state, indent=2))
+    return 0
+
+
+def cmd_stop(service: str, d: Path) -> int:
+    d = d.resolve()
+    state = _read_state(d)
+    if state is None:
+        raise LaunchError(f"no {SERVICE_FILE} in {d}: nothing was started there")
+    if state.get("service") != service:
+        raise LaunchError(f"{d} holds a {state.get('service')} service, not {service}")
+    if _state_running(state):
+        pid = int(state["pid"])
+        say(f"stopping {service} (pid {pid}) ...")
+        terminate(pid, 30.0)
+        say(f"{service} stopped")
+    else:
+        say(f"{service} in {d} is not running")
+    _write_state(d, {**state, "pid": None, "state": "stopped"})
+    return 0
+
+
+def cmd_status(d: Path) -> int:
+    d = d.resolve()
+    state = _read_state(d)
+    if state is None:
+        raise LaunchError(f"no {SERVICE_FILE} in {d}: nothing was started there")
+    running = _state_running(state)
+    answering = False
+    port = state.get("port")
+    if running and isinstance(port, int):
+        try:
+            if state.get("service") == "kafka":
+                kafka_wire_probe(port)
+                answering = True
+            else:
+                answering = port_open(port)
+        except (OSError, ValueError):
+            answering = False
+    print(
+        json.dumps(
+            {**state, "state": "running" if running else "stopped", "answering": answering},
+            indent=2,
+        )
+    )
+    return 0 if running and answering else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="launch.py", description="Local Kafka broker and S3 server (s3proxy) for vecwal."
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("install", help="fetch the Kafka jars and s3proxy into $VECWAL_CACHE")
+    p = sub.add_parser("start", help="start a service detached; prints DIR/service.json")
+    p.add_argument("service", choices=["kafka", "s3"])
+    p.add_argument("--dir", required=True, type=Path, help="work directory (data, logs, state)")
+    p.add_argument("--port", type=int, help="listener port (default: last one used, else free)")
+    p.add_argument("--timeout", type=float, help="seconds to wait until ready")
+    p = sub.add_parser("stop", help="stop the service started in DIR")
+    p.add_argument("service", choices=["kafka", "s3"])
+    p.add_argument("--dir", required=True, type=Path)
+    p = sub.add_parser("status", help="show DIR/service.json and whether it answers")
+    p.add_argument("--dir", required=True, type=Path)
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "install":
+            install()
+            return 0
+        if args.cmd == "start":
+            return cmd_start(args.service, args.dir, args.port, args.timeout)
+        if args.cmd == "stop":
+            return cmd_stop(args.service, args.dir)
+        return cmd_status(args.dir)
+    except LaunchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,196 @@
+"""Downloads from Maven Central (through ``mvn``) into the cache, and the tools that need them.
+
+    $VECWAL_CACHE/kafka-<version>/libs/*.jar                  broker class path (kafka/pom.xml)
+    $VECWAL_CACHE/s3proxy/s3proxy-<version>-jar-with-dependencies.jar
+
+``$VECWAL_CACHE`` defaults to ``~/.cache/vecwal``, outside the clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from .common import LOG_TAIL_LINES, LaunchError, say
+
+LOCAL_DIR = Path(__file__).resolve().parent.parent  # deploy/local
+KAFKA_POM = LOCAL_DIR / "kafka" / "pom.xml"
+
+S3PROXY_VERSION = "4.0.0"
+S3PROXY_ARTIFACT = f"org.gaul:s3proxy:{S3PROXY_VERSION}:jar:jar-with-dependencies"
+S3PROXY_JAR_NAME = f"s3proxy-{S3PROXY_VERSION}-jar-with-dependencies.jar"
+DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+
+def cache_dir() -> Path:
+    """$VECWAL_CACHE, default ~/.cache/vecwal (outside the clone)."""
+    env = os.environ.get("VECWAL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vecwal"
+
+
+def kafka_version() -> str:
+    """The Kafka version pinned in deploy/local/kafka/pom.xml (the single source of truth)."""
+    m = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", KAFKA_POM.read_text())
+    if not m:
+        raise LaunchError(f"{KAFKA_POM}: no <kafka.version> property")
+    return m.group(1)
+
+
+def kafka_libs_dir() -> Path:
+    return cache_dir() / f"kafka-{kafka_version()}" / "libs"
+
+
+def s3proxy_jar() -> Path:
+    return cache_dir() / "s3proxy" / S3PROXY_JAR_NAME
+
+
+def java_executable() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").is_file():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if not java:
+        raise LaunchError(
+            "java not found on PATH (nor in $JAVA_HOME/bin): install a Java 17+ runtime, "
+            "e.g. `apt-get install openjdk-17-jre-headless`"
+        )
+    return java
+
+
+def mvn_executable() -> str:
+    mvn = shutil.which("mvn")
+    if not mvn:
+        raise LaunchError(
+            "mvn not found on PATH: install Apache Maven 3.8+ (e.g. `apt-get install maven`); "
+            "it downloads the Kafka jars and s3proxy from Maven Central"
+        )
+    return mvn
+
+
+def _kafka_libs_complete(libs: Path) -> bool:
+    if not libs.is_dir():
+        return False
+    names = [p.name for p in libs.glob("*.jar")]
+
+    def has(prefix: str) -> bool:
+        return any(n.startswith(prefix) for n in names)
+
+    return (
+        f"kafka_2.13-{kafka_version()}.jar" in names
+        and has("kafka-clients-")
+        and has("log4j-core-")
+        and has("log4j-slf4j2-impl-")
+        and has("slf4j-api-2.")
+    )
+
+
+def _remove_stale_tmp(parent: Path, prefix: str) -> None:
+    """Temp dirs of an install that was killed (only called while holding the install lock)."""
+    for stale in parent.glob(f"{prefix}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _install_lock() -> Iterator[None]:
+    """Serialise concurrent installs (e.g. two pytest processes) on one cache."""
+    import fcntl  # POSIX only; imported here so that the module still imports elsewhere
+
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with (cache_dir() / ".install.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _run_mvn(args: list[str], cwd: Path) -> None:
+    cmd = [mvn_executable(), "-B", "-q", *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        out = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL_LINES:])
+        raise LaunchError(
+            f"mvn failed (exit {proc.returncode}): {' '.join(cmd)}\n{out}\n"
+            "Maven Central must be reachable (or the artifacts present in ~/.m2)."
+        )
+
+
+def install_kafka() -> Path:
+    libs = kafka_libs_dir()
+    if _kafka_libs_complete(libs):
+        return libs
+    with _install_lock():
+        if _kafka_libs_complete(libs):
+            return libs
+        version = kafka_version()
+        libs.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(libs.parent, ".tmp-libs-")
+        say(f"fetching Apache Kafka {version} jars from Maven Central into {libs} (~45 MB) ...")
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=".tmp-libs-", dir=libs.parent) as tmp:
+            tmpdir = Path(tmp)
+            shutil.copy2(KAFKA_POM, tmpdir / "pom.xml")  # mvn may write target/ next to the pom
+            out = tmpdir / "libs"
+            _run_mvn(
+                [
+                    "-f",
+                    str(tmpdir / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={out}",
+                ],
+                cwd=tmpdir,
+            )
+            if not _kafka_libs_complete(out):
+                raise LaunchError(f"mvn finished but {out} lacks the broker jars")
+            if libs.exists():  # an incomplete dir from an older, non-atomic install
+                shutil.rmtree(libs)
+            out.rename(libs)
+        n = len(list(libs.glob("*.jar")))
+        say(f"Kafka {version}: {n} jars in {libs} ({time.monotonic() - t0:.0f} s)")
+    return libs
+
+
+def install_s3proxy() -> Path:
+    jar = s3proxy_jar()
+    if jar.is_file():
+        return jar
+    with _install_lock():
+        if jar.is_file():
+            return jar
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(jar.parent, ".tmp-s3proxy-")
+        say(f"fetching s3proxy {S3PROXY_VERSION} from Maven Central into {jar.parent} ...")
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=".tmp-s3proxy-", dir=jar.parent) as tmp:
+            tmpdir = Path(tmp)
+            _run_mvn(
+                [
+                    f"{DEPENDENCY_PLUGIN}:copy",
+                    f"-Dartifact={S3PROXY_ARTIFACT}",
+                    f"-DoutputDirectory={tmpdir}",
+                ],
+                cwd=tmpdir,
+            )
+            got = tmpdir / S3PROXY_JAR_NAME
+            if not got.is_file():
+                raise LaunchError(f"mvn finished but {got} is missing")
+            got.rename(jar)
+        mb = jar.stat().st_size / 1e6
+        say(f"s3proxy {S3PROXY_VERSION}: {jar} ({mb:.0f} MB, {time.monotonic() - t0:.0f} s)")
+    return jar
+
+
+def install() -> None:
+    """Fetch the Kafka jars and the s3proxy jar into $VECWAL_CACHE unless already there."""
+    java_executable()  # fail early and clearly when there is no Java
+    libs = install_kafka()
+    jar = install_s3proxy()
+    say(f"installed: Kafka {kafka_version()} ({libs}), s3proxy {S3PROXY_VERSION} ({jar})")

@@ -1,0 +1,123 @@
+"""s3proxy (filesystem-nio2 backend under workdir/data) with SigV4 auth on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+from pathlib import Path
+from typing import Any
+
+from .common import HOST, LaunchError
+from .install import S3PROXY_VERSION, install_s3proxy, java_executable
+from .process import check_port_free, free_ports, port_open
+from .service import Service
+
+DEFAULT_ACCESS_KEY = "vecwal"
+DEFAULT_SECRET_KEY = "vecwal-secret"
+DEFAULT_REGION = "us-east-1"
+S3PROXY_JAVA_OPTS = [
+    "-Xms64m",
+    "-Xmx512m",
+    "-Djava.awt.headless=true",
+    # logback would print its own configuration status (noise) on every start
+    "-Dlogback.statusListenerClass=ch.qos.logback.core.status.NopStatusListener",
+]
+
+
+class S3Proxy(Service):
+    """s3proxy (filesystem-nio2 backend under workdir/data) with SigV4 auth on 127.0.0.1."""
+
+    kind = "s3proxy"
+    log_name = "s3proxy.log"
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        access_key: str = DEFAULT_ACCESS_KEY,
+        secret_key: str = DEFAULT_SECRET_KEY,
+        *,
+        tie_to_parent: bool = True,
+    ) -> None:
+        super().__init__(workdir, tie_to_parent=tie_to_parent)
+        self.port = port
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = DEFAULT_REGION
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.port is None:
+            raise LaunchError("s3proxy has not been started yet (no port)")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "s3proxy.conf"
+
+    def _write_config(self) -> None:
+        props = {
+            "s3proxy.endpoint": self.endpoint_url,
+            "s3proxy.authorization": "aws-v4",
+            "s3proxy.identity": self.access_key,
+            "s3proxy.credential": self.secret_key,
+            "jclouds.provider": "filesystem-nio2",
+            "jclouds.filesystem.basedir": str(self.data_dir),
+        }
+        text = "# written by deploy/local/launch.py\n" + "".join(
+            f"{k}={v}\n" for k, v in props.items()
+        )
+        self.config_path.write_text(text)
+
+    def _ready(self, remaining: float) -> bool:
+        assert self.port is not None
+        if not port_open(self.port):
+            return False
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=min(2.0, remaining))
+        try:
+            conn.request("GET", "/")
+            conn.getresponse().read()  # any HTTP status (403 without credentials) means up
+        finally:
+            conn.close()
+        return True
+
+    def start(self, timeout: float = 60) -> S3Proxy:
+        """Start (again: same port, same data) and wait until HTTP requests are answered."""
+        if self.running():
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_ports(1)[0]
+        check_port_free(self.port)
+        self._write_config()
+        cmd = [
+            java_executable(),
+            *S3PROXY_JAVA_OPTS,
+            "-DLOG_LEVEL=info",
+            "-jar",
+            str(install_s3proxy()),
+            "--properties",
+            str(self.config_path),
+        ]
+        self._launch(cmd)
+        self._wait(timeout, self._ready)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "service": "s3",
+            "pid": self.pid,
+            "port": self.port,
+            "endpoint_url": self.endpoint_url,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "region": self.region,
+            "workdir": str(self.workdir),
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_path),
+            "s3proxy_version": S3PROXY_VERSION,
+        }
