@@ -50,8 +50,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import boto3
-    from confluent_kafka import NewTopic
-    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     from daemon.workload import Workload, produce
 
