@@ -1,0 +1,95 @@
+"""Peak RSS of the daemon working through a backlog of 1M 768-dim events, against a baseline
+measured in the same run: a bare confluent-kafka consumer process reading the same backlog.
+
+    python -m tests.bench.bench_rss [--events 1000000] [--max-buffer-mb 256]
+
+Peak RSS is the kernel's (``wait4`` rusage ru_maxrss of each child process). The daemon captures
+into a file:// repository with `vecwal run --until-caught-up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from tests.bench.services import REPO, services
+from tests.bench.workload import event_pool, produce_n
+
+BASELINE = """
+import sys, uuid
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "raw-" + uuid.uuid4().hex,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe([sys.argv[2]])
+n, want = 0, int(sys.argv[3])
+while n < want:
+    n += sum(1 for m in c.consume(num_messages=1000, timeout=1.0) if m.error() is None)
+c.close()
+"""
+
+
+def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
+    """(seconds, exit code, peak RSS in MB) of one child process."""
+    began = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        assert proc.stderr is not None
+        raise RuntimeError(proc.stderr.read().decode()[-3000:])
+    return time.monotonic() - began, proc.returncode, usage.ru_maxrss // 1024
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--max-buffer-mb", type=int, default=256)
+    args = ap.parse_args(argv)
+    with services() as svc:
+        topic = svc.topic(3)
+        t = produce_n(svc.bootstrap, topic, event_pool("avro", dim=args.dim), args.events)
+        print(f"produced {args.events:,} events in {t:.0f}s", file=sys.stderr)
+        env = {**os.environ, **svc.s3_env}
+        base_s, _, base_mb = run_child(
+            [sys.executable, "-c", BASELINE, svc.bootstrap, topic, str(args.events)], env)
+        cfg = svc.workdir / "rss.toml"
+        cfg.write_text(f"""[kafka]
+bootstrap_servers = "{svc.bootstrap}"
+topics = ["{topic}"]
+group_id = "rss"
+format = "avro"
+[storage]
+url = "file://{svc.workdir / 'repo'}"
+[capture]
+max_buffer_bytes = {args.max_buffer_mb * 1024 * 1024}
+[metrics]
+listen = ""
+[log]
+level = "warning"
+""")
+        cap_s, _, cap_mb = run_child(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(cfg),
+             "--until-caught-up"], env)
+        result = {
+            "events": args.events, "dim": args.dim,
+            "backlog_mb": round(args.events * (args.dim * 4 + 200) / 1e6),
+            "max_buffer_mb": args.max_buffer_mb,
+            "baseline_consumer_peak_rss_mb": base_mb, "baseline_seconds": round(base_s, 1),
+            "daemon_peak_rss_mb": cap_mb, "daemon_seconds": round(cap_s, 1),
+            "daemon_events_per_s": round(args.events / cap_s),
+            "rss_ratio_to_baseline": round(cap_mb / base_mb, 2),
+        }
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Runs every benchmark in sequence (``make bench``). Figures go to stdout as JSON; the method
+and the numbers we quote are in docs/performance.md."""
+
+from __future__ import annotations
+
+import orjson
+
+from tests.bench import bench_capture, bench_rpo, bench_rss
+
+
+def main() -> None:
+    results = {
+        "capture_throughput": bench_capture.main([]),
+        "rpo": bench_rpo.main([]),
+        "peak_rss": bench_rss.main([]),
+    }
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
