@@ -1,0 +1,191 @@
+"""Atomic, durable writes of small local files: the one place vecwal does them.
+
+Every local file vecwal writes (objects of a ``file://`` repository, checkpoints, state
+files) goes through this module, so a crash at any instant leaves either the old file or
+the new one on disk, never a torn mix, and a write that returned survives a power cut.
+
+The recipe is the classic one: write the bytes to a temporary file in the *same
+directory* (a rename is only atomic within one filesystem), ``fsync`` it, rename it over
+the target, then ``fsync`` the directory so the rename itself is durable. Temporary
+files carry the recognizable prefix :data:`TEMP_PREFIX`; if the process dies between
+creating one and renaming it, :func:`clean_stale_temp_files` removes the leftover later.
+
+Errors are the plain :class:`OSError` subclasses the kernel reports (``FileExistsError``
+is never raised: :func:`create_exclusive` turns it into ``False``); callers that own a
+domain (the object store, the checkpoint) translate them into typed vecwal errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import time
+from pathlib import Path
+
+__all__ = [
+    "STALE_TEMP_AGE_SECONDS",
+    "TEMP_PREFIX",
+    "atomic_write",
+    "clean_stale_temp_files",
+    "create_exclusive",
+    "fsync_directory",
+    "is_temp_name",
+    "make_dirs",
+]
+
+TEMP_PREFIX = ".vecwal-tmp-"
+"""Names starting with this are in-flight (or crashed) writes, never real data."""
+
+STALE_TEMP_AGE_SECONDS = 15 * 60.0
+"""A temp file untouched for this long belongs to a writer that died: writes take
+milliseconds to seconds, so a live writer is never this slow. The age guard lets one
+process clean up while another (say the capture daemon) is writing to the same tree."""
+
+# Keep temp names well under NAME_MAX (255 bytes) whatever the target's name is.
+_TARGET_NAME_CHARS = 80
+
+
+def is_temp_name(name: str) -> bool:
+    """True when a file name (one path component) is one of our temporary files."""
+    return name.startswith(TEMP_PREFIX)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably.
+
+    Readers see the old content or the new content, never a partial file; once this
+    returns, the new content survives a crash. The parent directory must exist (see
+    :func:`make_dirs`). Raises ``IsADirectoryError`` when ``path`` is a directory and the
+    usual ``OSError`` family otherwise; the temporary file is removed on every failure.
+    """
+    # 1. Write the bytes to a fresh temporary file next to the target and fsync them.
+    tmp = _write_temp(path, data)
+    try:
+        # 2. Rename it over the target: atomic on POSIX, readers never see a torn file.
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    # 3. fsync the directory so the rename (the new directory entry) is itself durable.
+    fsync_directory(path.parent)
+
+
+def create_exclusive(path: Path, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` unless something already exists there.
+
+    Returns ``True`` when this call created the file, ``False`` when ``path`` already
+    existed (file, directory or anything else) and was left untouched. Atomic against
+    concurrent creators, including other processes: exactly one of them gets ``True``.
+    Readers never see a partial file, because the file only appears under its name once
+    complete. Needs a filesystem with hard links (any local POSIX filesystem; not FAT or
+    some network/FUSE mounts, where ``os.link`` raises ``OSError``).
+    """
+    # 1. Write the complete content to a temporary file and fsync it.
+    tmp = _write_temp(path, data)
+    try:
+        # 2. Hard-link it under the target name: link(2) fails with EEXIST, atomically,
+        #    when the name is taken, so no existing file can ever be overwritten.
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        # 3. Drop the temporary name; on success the data lives on under `path`.
+        _unlink_quietly(tmp)
+    # 4. fsync the directory so the new entry (and the temp name's removal) is durable.
+    fsync_directory(path.parent)
+    return True
+
+
+def make_dirs(path: Path) -> None:
+    """Create directory ``path`` and any missing parents, durably.
+
+    Like ``Path.mkdir(parents=True, exist_ok=True)``, but after creating each directory
+    the directory holding it is fsynced, so a file later written inside does not vanish
+    with its parent on a crash. Safe against concurrent creators. Raises
+    ``FileExistsError`` or ``NotADirectoryError`` when a component is a regular file.
+    """
+    missing: list[Path] = []
+    current = path
+    # Walk up to the first ancestor that exists; everything below it must be created.
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            # Someone else created it meanwhile: fine if it is a directory.
+            if not directory.is_dir():
+                raise
+            continue
+        # The new directory's entry lives in its parent: make that durable.
+        fsync_directory(directory.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a directory, making renames, links and unlinks inside it durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AGE_SECONDS) -> int:
+    """Delete temporary files left under ``root`` by writers that crashed.
+
+    Walks the whole tree below ``root`` and removes every regular file whose name starts
+    with :data:`TEMP_PREFIX` and that was last modified at least ``min_age_seconds`` ago
+    (younger ones may belong to a live writer in another process). Returns how many files
+    were removed. A missing ``root`` has nothing to clean (returns 0); files that vanish
+    or cannot be removed meanwhile are skipped, so this never fails half way because of
+    a concurrent writer.
+    """
+    cutoff = time.time() - min_age_seconds
+    removed = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if not is_temp_name(name):
+                continue
+            candidate = Path(dirpath, name)
+            try:
+                if candidate.lstat().st_mtime > cutoff:
+                    continue
+                candidate.unlink()
+            except OSError:
+                continue
+            removed += 1
+    return removed
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new temp file beside ``path``, fsync it, return its path."""
+    tmp = path.with_name(
+        f"{TEMP_PREFIX}{path.name[:_TARGET_NAME_CHARS]}.{os.getpid()}.{secrets.token_hex(6)}"
+    )
+    # O_EXCL: never reuse (or follow a symlink planted at) an existing name. Mode 0o666
+    # so the process umask decides permissions, like for any other file it creates.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        # The data must be on disk before the name points at it, or a crash could leave
+        # the new name holding an empty or partial file.
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        _unlink_quietly(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

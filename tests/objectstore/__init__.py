@@ -1,0 +1,1 @@
+"""Tests of daemon.objectstore: one contract suite run against every backend."""
