@@ -1,0 +1,171 @@
+"""Small fakes for testing the capture commit protocol without a broker: a consumer that
+replays fixed partitions, and object stores that fail on purpose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+from confluent_kafka import KafkaError, TopicPartition
+
+from daemon.errors import StoreUnavailable
+from daemon.objectstore import ObjectInfo, ObjectStore
+
+
+@dataclass
+class FakeMessage:
+    _topic: str
+    _partition: int
+    _offset: int
+    _value: bytes | None
+    _key: bytes | None = None
+    _ts: int = 0
+    _eof: bool = False
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def timestamp(self) -> tuple[int, int]:
+        return (2, self._ts)
+
+    def error(self) -> Any:
+        if not self._eof:
+            return None
+        return SimpleNamespace(code=lambda: KafkaError._PARTITION_EOF, fatal=lambda: False)
+
+
+@dataclass
+class FakeConsumer:
+    """Replays ``log[(topic, partition)]`` (values at offsets 0..n-1) to one group member."""
+
+    log: dict[tuple[str, int], list[bytes | None]]
+    committed_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    on_commit_check: Callable[[list[TopicPartition]], None] | None = None
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    paused: set[tuple[str, int]] = field(default_factory=set)
+    commits: list[tuple[str, int, int]] = field(default_factory=list)
+    pause_calls: int = 0
+    _callbacks: dict[str, Any] = field(default_factory=dict)
+    _assigned: bool = False
+    _eof_sent: set[tuple[str, int]] = field(default_factory=set)
+    closed: bool = False
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
+        self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
+
+    def list_topics(self, topic: str, timeout: float = 0) -> Any:
+        parts = {p: None for (t, p) in self.log if t == topic}
+        return SimpleNamespace(topics={topic: SimpleNamespace(error=None, partitions=parts)})
+
+    def get_watermark_offsets(self, tp: TopicPartition, timeout: float = 0,
+                              cached: bool = False) -> tuple[int, int]:
+        return 0, len(self.log[(tp.topic, tp.partition)])
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = 0
+                  ) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition,
+                               self.committed_offsets.get((tp.topic, tp.partition), -1001))
+                for tp in partitions]
+
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.positions[(tp.topic, tp.partition)] = tp.offset
+
+    def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.positions.pop((tp.topic, tp.partition), None)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.pause_calls += 1
+        self.paused |= {(tp.topic, tp.partition) for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        if not self._assigned:
+            self._assigned = True
+            self._callbacks["assign"](self, [TopicPartition(t, p) for (t, p) in self.log])
+        out: list[FakeMessage] = []
+        for key, pos in list(self.positions.items()):
+            if key in self.paused:
+                continue
+            values = self.log[key]
+            while pos < len(values) and len(out) < num_messages:
+                out.append(FakeMessage(key[0], key[1], pos, values[pos], f"k{pos}".encode(),
+                                       1_000 + pos))
+                pos += 1
+            self.positions[key] = pos
+            if pos == len(values) and key not in self._eof_sent:
+                self._eof_sent.add(key)
+                out.append(FakeMessage(key[0], key[1], pos, None, _eof=True))
+        return out
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        if self.on_commit_check is not None:
+            self.on_commit_check(offsets)
+        for tp in offsets:
+            self.commits.append((tp.topic, tp.partition, tp.offset))
+            self.committed_offsets[(tp.topic, tp.partition)] = tp.offset
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FlakyStore:
+    """Wraps a real store; while ``down`` every call raises StoreUnavailable."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+        self.down = False
+        self.failed_calls = 0
+
+    @property
+    def url(self) -> str:
+        return self.inner.url
+
+    def _check(self) -> None:
+        if self.down:
+            self.failed_calls += 1
+            raise StoreUnavailable("injected outage", "wait")
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        self._check()
+        self.inner.put(key, data, create_only=create_only)
+
+    def get(self, key: str) -> bytes:
+        self._check()
+        return self.inner.get(key)
+
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        self._check()
+        return self.inner.get_range(key, start, length)
+
+    def head(self, key: str) -> ObjectInfo:
+        self._check()
+        return self.inner.head(key)
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        self._check()
+        return self.inner.list(prefix, start_after)
+
+    def delete(self, key: str) -> None:
+        self._check()
+        self.inner.delete(key)
+
+    def close(self) -> None:
+        self.inner.close()

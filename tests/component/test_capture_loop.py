@@ -1,0 +1,149 @@
+"""The capture commit protocol without a broker: a replaying consumer and stores that fail on
+purpose, against the real file:// store."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from confluent_kafka import TopicPartition
+
+from daemon.capture.loop import CaptureLoop
+from daemon.changelog.keys import SegmentKey
+from daemon.changelog.reader import coverage, read_partition
+from daemon.changelog.repository import Repository
+from daemon.changelog.segment import encode_segment
+from daemon.config import Config, config_from_mapping
+from daemon.errors import IntegrityError
+from daemon.objectstore import open_store
+from tests.component.fakes import FakeConsumer, FlakyStore
+
+TOPIC = "ingest"
+
+
+def event(i: int, dim: int = 4) -> bytes:
+    return orjson.dumps({"op": "upsert", "collection": "c", "tenant": "t", "id": f"r{i}",
+                         "vector": [float(i)] * dim, "metadata": {"i": i}})
+
+
+def config(**capture: object) -> Config:
+    return config_from_mapping({
+        "kafka": {"bootstrap_servers": "fake:9092", "topics": [TOPIC]},
+        "storage": {"url": "file:///unused"},
+        "capture": {"segment_max_age_s": 0.05, "shutdown_timeout_s": 5.0,
+                    "retry_max_backoff_s": 0.2, **capture},
+        "metrics": {"listen": ""},
+    }, environ={})
+
+
+def repo_at(tmp_path: Path) -> Repository:
+    return Repository(open_store(f"file://{tmp_path / 'repo'}"))
+
+
+def test_offsets_are_committed_only_after_segment_sidecar_and_watermark(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    log = {(TOPIC, 0): [event(i) for i in range(50)], (TOPIC, 1): [event(i) for i in range(30)]}
+    checked = []
+
+    def check(offsets: list[TopicPartition]) -> None:
+        for tp in offsets:
+            keys = list(repo.list_segments(tp.topic, tp.partition))
+            assert keys and max(k.end for k in keys) == tp.offset, "segment before commit"
+            last = max(keys, key=lambda k: k.end)
+            repo.read_sidecar(last)  # raises if the sidecar is missing
+            wm = repo.read_watermark(tp.topic, tp.partition)
+            assert wm is not None and wm.captured_through == tp.offset, "watermark before commit"
+            checked.append(tp.offset)
+
+    fake = FakeConsumer(log, on_commit_check=check)
+    loop = CaptureLoop(config(segment_max_records=10), repo, consumer_factory=lambda s: fake)
+    assert loop.run(until_caught_up=True) == 0
+    assert checked and fake.closed
+    assert fake.committed_offsets == {(TOPIC, 0): 50, (TOPIC, 1): 30}
+    for p, n in ((0, 50), (1, 30)):
+        assert [r["offset"] for r in read_partition(repo, TOPIC, p)] == list(range(n))
+        keys = list(repo.list_segments(TOPIC, p))
+        assert len(keys) == n // 10 and not coverage(keys).gaps
+
+
+def test_store_outage_pauses_consumption_commits_nothing_and_loses_nothing(
+        tmp_path: Path) -> None:
+    flaky = FlakyStore(open_store(f"file://{tmp_path / 'repo'}"))
+    repo = Repository(flaky)
+    repo.ensure_initialized()
+    log = {(TOPIC, 0): [event(i, dim=64) for i in range(400)]}
+    fake = FakeConsumer(log)
+    cfg = config(segment_max_records=20, segment_max_bytes=2048, max_buffer_bytes=8192)
+    loop = CaptureLoop(cfg, repo, consumer_factory=lambda s: fake)
+
+    def outage() -> None:
+        while not loop.partitions:
+            time.sleep(0.001)
+        flaky.down = True
+        time.sleep(1.0)
+        assert fake.pause_calls >= 1, "consumption must pause at the buffer bound"
+        assert not fake.commits, "nothing may be committed while the store is down"
+        flaky.down = False
+
+    t = threading.Thread(target=outage)
+    t.start()
+    assert loop.run(until_caught_up=True) == 0
+    t.join()
+    assert flaky.failed_calls > 0
+    assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == list(range(400))
+    assert fake.committed_offsets[(TOPIC, 0)] == 400
+    assert loop.metrics.registry.get_sample_value("vecwal_errors_total", {"kind": "store"}) > 0
+
+
+def test_resume_position_comes_from_the_store(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    repo.ensure_initialized()
+    # A writer died after uploading [0, 25) but before its watermark and commit.
+    from daemon.events import EventParser
+
+    parser = EventParser(1 << 20)
+    records = [parser.parse(event(i), "json", key=None, offset=i, timestamp=1000 + i)
+               for i in range(25)]
+    key = SegmentKey(TOPIC, 0, 0, 25)
+    repo.put_segment(key, encode_segment(key, records))
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(40)]},
+                        committed_offsets={(TOPIC, 0): 10})
+    loop = CaptureLoop(config(), repo, consumer_factory=lambda s: fake)
+    assert loop.run(until_caught_up=True) == 0
+    keys = list(repo.list_segments(TOPIC, 0))
+    assert [(k.start, k.end) for k in keys] == [(0, 25), (25, 40)], "resumed at 25, not 10"
+    assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == list(range(40))
+
+
+class RacingStore(FlakyStore):
+    """A zombie writer stores different bytes under a segment key just before we do."""
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        if key.endswith(".avro"):
+            self.inner.put(key, b"a zombie writer's different bytes", create_only=True)
+        self.inner.put(key, data, create_only=create_only)
+
+
+def test_a_different_object_under_a_segment_key_is_an_integrity_error(tmp_path: Path) -> None:
+    repo = Repository(RacingStore(open_store(f"file://{tmp_path / 'repo'}")))
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(5)]})
+    loop = CaptureLoop(config(), repo, consumer_factory=lambda s: fake)
+    with pytest.raises(IntegrityError, match="different content"):
+        loop.run(until_caught_up=True)
+    assert not fake.commits, "nothing is committed past a conflicting segment"
+
+
+def test_quarantine_is_written_before_its_segment_and_counted(tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    values: list[bytes | None] = [event(0), b"{broken", None, event(3)]
+    fake = FakeConsumer({(TOPIC, 0): values})
+    loop = CaptureLoop(config(), repo, consumer_factory=lambda s: fake)
+    assert loop.run(until_caught_up=True) == 0
+    keys = [i.key for i in repo.store.list("quarantine/")]
+    assert len(keys) == 2
+    assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == [0, 3]
+    assert loop.metrics.registry.get_sample_value(
+        "vecwal_quarantined_events_total", {"topic": TOPIC, "reason": "unparseable"}) == 2
