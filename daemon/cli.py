@@ -12,6 +12,7 @@ import orjson
 import structlog
 
 from daemon import __version__
+from daemon.changelog.repository import Repository
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
 
@@ -59,8 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open_repository(config: Config):  # type: ignore[no-untyped-def]
-    from daemon.changelog.repository import Repository
+def _open_repository(config: Config) -> Repository:
     from daemon.objectstore import open_store
 
     s = config.storage

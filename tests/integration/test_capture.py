@@ -13,13 +13,11 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from daemon.workload import Workload
+from daemon.workload import Produced, Workload, produce
 from tests.integration.harness import (
-    Produced,
     Target,
     assert_exactly_once,
     assert_fields_equal,
-    produce,
     read_everything,
     start_vecwal,
     vecwal,
@@ -234,3 +232,58 @@ def test_wrong_config_names_the_key(tmp_path: Path) -> None:
     proc = vecwal("run", "--config", str(cfg), check=False)
     assert proc.returncode == 2
     assert "segment_max_age" in proc.stderr and "hint:" in proc.stderr
+
+
+def test_metrics_and_health_endpoints(file_target: Target, tmp_path: Path,
+                                      group_id: str) -> None:
+    import urllib.request
+
+    w = mixed_stream(7, 0)
+    produced = produce(file_target.bootstrap, file_target.topic,
+                       [*w.preamble(), *w.events(100), w.bad_event("unparseable")])
+    cfg = file_target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
+                                   dimensions=DIMS)
+    log_path = tmp_path / "daemon.log"
+    proc = start_vecwal("run", "--config", str(cfg), log_path=log_path)
+    try:
+        def address() -> str | None:
+            for line in log_path.read_text().splitlines():
+                if '"metrics endpoint"' in line:
+                    return str(orjson.loads(line)["address"]).rsplit("/", 1)[0]
+            return None
+
+        _wait_for(lambda: address() is not None, 30, "the metrics endpoint")
+        base = address()
+        repo = file_target.repository()
+        highs = {p: max(pr.offset + 1 for pr in produced if pr.partition == p) for p in range(3)}
+        _wait_for(lambda: all((wm := repo.read_watermark(file_target.topic, p)) is not None
+                              and wm.captured_through >= h for p, h in highs.items()),
+                  60, "capture")
+        time.sleep(1.5)  # one metrics tick after the last segment
+        health = urllib.request.urlopen(f"{base}/healthz", timeout=5)
+        ready = urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert health.status == 200 and ready.status == 200
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    topic = file_target.topic
+    valid = sum(1 for p in produced if p.event.bad is None)
+    assert samples[f'vecwal_events_captured_total{{topic="{topic}"}}'] == valid
+    assert samples[f'vecwal_quarantined_events_total{{reason="unparseable",topic="{topic}"}}'] == 1
+    assert samples[f'vecwal_segments_written_total{{topic="{topic}"}}'] >= 3
+    assert samples["vecwal_segment_upload_seconds_count"] >= 3
+    assert samples[f'vecwal_bytes_captured_total{{topic="{topic}"}}'] > 0
+    for p in range(3):
+        assert samples[f'vecwal_consumer_lag_events{{partition="{p}",topic="{topic}"}}'] == 0
+        assert 0 <= samples[f'vecwal_rpo_seconds{{partition="{p}",topic="{topic}"}}'] < 30
+    data_lines = [orjson.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
+    for line in data_lines:
+        if line["event"] in ("segment durable", "event quarantined"):
+            assert line["topic"] == topic and "partition" in line and "object" in line
+            assert "offset" in line or ("from_offset" in line and "to_offset" in line)
