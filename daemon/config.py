@@ -61,7 +61,7 @@ class StorageConfig:
 @dataclass(frozen=True)
 class CaptureConfig:
     segment_max_records: int = 100_000
-    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_bytes: int = 32 * 1024 * 1024
     segment_max_age_s: float = 5.0
     """The RPO knob: an open segment older than this is made durable."""
     max_buffer_bytes: int = 256 * 1024 * 1024

@@ -111,6 +111,13 @@ class CaptureLoop:
                 if self._targets is not None and self._caught_up():
                     log.info("caught up: every partition durable to its start high watermark")
                     break
+        except BaseException:
+            # Nothing more is flushed or committed: drop the buffers and leave the group at
+            # once, so another member takes the partitions over from the store's position.
+            self.partitions.clear()
+            consumer.close()
+            raise
+        else:
             return self._shutdown(consumer)
         finally:
             self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,7 @@
 """Peak RSS of the daemon working through a backlog of 1M 768-dim events, against a baseline
 measured in the same run: a bare confluent-kafka consumer process reading the same backlog.
 
-    python -m tests.bench.bench_rss [--events 1000000] [--max-buffer-mb 256]
+    python -m tests.bench.bench_rss [--events 1000000] [--max-buffer-mb 256] [--segment-max-mb 32]
 
 Peak RSS is the kernel's (``wait4`` rusage ru_maxrss of each child process). The daemon captures
 into a file:// repository with `vecwal run --until-caught-up`.
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--max-buffer-mb", type=int, default=256)
+    ap.add_argument("--segment-max-mb", type=int, default=32)
     args = ap.parse_args(argv)
     with services() as svc:
         topic = svc.topic(3)
@@ -70,6 +71,7 @@ format = "avro"
 url = "file://{svc.workdir / 'repo'}"
 [capture]
 max_buffer_bytes = {args.max_buffer_mb * 1024 * 1024}
+segment_max_bytes = {args.segment_max_mb * 1024 * 1024}
 [metrics]
 listen = ""
 [log]
@@ -81,7 +83,7 @@ level = "warning"
         result = {
             "events": args.events, "dim": args.dim,
             "backlog_mb": round(args.events * (args.dim * 4 + 200) / 1e6),
-            "max_buffer_mb": args.max_buffer_mb,
+            "max_buffer_mb": args.max_buffer_mb, "segment_max_mb": args.segment_max_mb,
             "baseline_consumer_peak_rss_mb": base_mb, "baseline_seconds": round(base_s, 1),
             "daemon_peak_rss_mb": cap_mb, "daemon_seconds": round(cap_s, 1),
             "daemon_events_per_s": round(args.events / cap_s),

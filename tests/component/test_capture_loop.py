@@ -134,6 +134,7 @@ def test_a_different_object_under_a_segment_key_is_an_integrity_error(tmp_path: 
     with pytest.raises(IntegrityError, match="different content"):
         loop.run(until_caught_up=True)
     assert not fake.commits, "nothing is committed past a conflicting segment"
+    assert fake.closed, "the consumer leaves the group so another member can take over"
 
 
 def test_quarantine_is_written_before_its_segment_and_counted(tmp_path: Path) -> None:
