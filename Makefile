@@ -7,7 +7,8 @@
 VECWAL_CACHE ?= $(HOME)/.cache/vecwal
 VENV         ?= $(VECWAL_CACHE)/venv
 PY           := $(VENV)/bin/python
-STAMP        := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+# The stamp names this clone too: the editable install must point at the clone being tested.
+STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo $(CURDIR)) | sha256sum | cut -c1-16)
 PYTEST_ARGS  ?=
 
 export VECWAL_CACHE

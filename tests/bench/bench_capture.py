@@ -23,6 +23,7 @@ from confluent_kafka import Consumer
 from daemon.capture.loop import CaptureLoop
 from daemon.changelog.repository import Repository
 from daemon.config import config_from_mapping
+from daemon.logs import configure_logging
 from daemon.objectstore import open_store
 from tests.bench.services import Services, services
 from tests.bench.workload import event_pool, produce_n
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stores", default="file,s3")
     args = ap.parse_args(argv)
+    configure_logging("warning", "console")  # figures on stdout, nothing else
     results: dict[str, Any] = {}
     with services() as svc:
         for fmt, n in (("json", args.events_json), ("avro", args.events_avro)):
