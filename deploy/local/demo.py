@@ -50,6 +50,7 @@ def main() -> int:
     args = ap.parse_args()
 
     import boto3
+    import orjson
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     from daemon.workload import Workload, produce
@@ -71,6 +72,7 @@ def main() -> int:
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic, 3, 1, config={
         "message.timestamp.type": "LogAppendTime"})])[topic].result(30)
+    del admin  # no client may outlive the broker (it would log reconnect attempts)
 
     dims = {"docs": args.dim, "images": 128}
     w = Workload(seed=42, collections=dims, bad_rate=0.002, id_space=4000)
@@ -107,7 +109,7 @@ listen = "127.0.0.1:0"
 
 [log]
 format = "console"
-level = "warning"
+level = "error"
 """)
     step("vecwal run --until-caught-up   (capture into s3://demo/vecwal)")
     t0 = time.monotonic()
@@ -138,6 +140,14 @@ level = "warning"
             counts[kind][1] += obj["Size"]
     for kind, (n, size) in sorted(counts.items()):
         print(f"    {kind:16s} {n:6d} objects {size / 1e6:10.2f} MB")
+    reasons: dict[str, int] = {}
+    for page in s3c.get_paginator("list_objects_v2").paginate(Bucket="demo",
+                                                              Prefix="vecwal/quarantine/"):
+        for obj in page.get("Contents", []):
+            entry = orjson.loads(s3c.get_object(Bucket="demo", Key=obj["Key"])["Body"].read())
+            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
+    print(f"    quarantined by reason: {dict(sorted(reasons.items()))} "
+          f"(produced bad on purpose: {bad})")
 
     if args.keep:
         print(f"\nservices left running; try:\n  vecwal status --config {config}\n"
