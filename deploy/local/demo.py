@@ -15,26 +15,16 @@ can run ``vecwal status --config ...`` yourself).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-
-
-def _launcher() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vecwal_launch", REPO / "deploy/local/launch.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["vecwal_launch"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # launch.py sits beside this file
 
 
 def step(text: str) -> None:
@@ -50,12 +40,12 @@ def main() -> int:
     args = ap.parse_args()
 
     import boto3
+    import launch
     import orjson
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     from daemon.workload import Workload, produce
 
-    launch = _launcher()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="vecwal-demo-"))
     step(f"starting Kafka and the S3 server (work dir {work})")
     launch.install()

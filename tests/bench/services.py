@@ -4,28 +4,18 @@ or the project's own launchers, started for the duration of the benchmark."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.services import load_launcher
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def launcher() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("vecwal_launch", REPO / "deploy/local/launch.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["vecwal_launch"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @dataclass
@@ -65,7 +55,7 @@ def services() -> Iterator[Services]:
                if k in os.environ}
         launch = None
         if not bootstrap or not endpoint:
-            launch = launcher()
+            launch = load_launcher()
             launch.install()
         if not bootstrap:
             assert launch is not None
