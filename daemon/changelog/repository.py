@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
@@ -97,7 +98,7 @@ class Repository:
     def read_sidecar(self, key: SegmentKey) -> Sidecar:
         return Sidecar.from_json(self.store.get(key.sidecar))
 
-    def read_segment(self, key: SegmentKey) -> list[dict[str, object]]:
+    def read_segment(self, key: SegmentKey) -> list[dict[str, Any]]:
         header, records = decode_segment(self.store.get(key.avro))
         if header.key != key:
             raise IntegrityError(f"{key.avro} says it holds {header.key}",

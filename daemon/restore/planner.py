@@ -1,0 +1,150 @@
+"""The restore planner: a pure function from what the repository holds (snapshots, segment
+listings, watermarks) and a target to a RestorePlan. ``gather`` does the I/O; ``make_plan``
+does none, so ``restore --dry-run`` costs LIST calls and one manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.changelog.repository import Repository
+from daemon.changelog.watermark import Watermark
+from daemon.changelog.window import (
+    PartitionWindow,
+    SegmentListing,
+    list_partition_segments,
+    plan_window,
+)
+from daemon.errors import VecwalError
+from daemon.restore.target import RestoreTarget
+from daemon.snapshot.compactor import list_manifests, read_manifest
+from daemon.snapshot.manifest import Manifest
+
+
+class RestoreRefused(VecwalError):
+    """The plan cannot give a correct restore; nothing was written."""
+
+    exit_code = 4
+
+
+@dataclass(frozen=True)
+class Scope:
+    collections: frozenset[str] | None = None
+    tenants: frozenset[str] | None = None
+
+    def has_collection(self, name: str) -> bool:
+        return self.collections is None or name in self.collections
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    snapshot: Manifest | None
+    watermarks: list[Watermark]
+    listings: dict[tuple[str, int], SegmentListing]
+
+
+@dataclass
+class RestorePlan:
+    target: RestoreTarget
+    scope: Scope
+    snapshot: Manifest | None
+    windows: list[PartitionWindow]
+    valid_through_ms: int | None
+    incomplete: bool
+    until_ms: int | None
+    """The time the replay stops after (``now`` means the valid-through time)."""
+    expected: dict[str, Any] = field(default_factory=dict)
+    """From the snapshot: records per collection and tenant before the log is replayed."""
+
+    @property
+    def snapshot_bytes(self) -> int:
+        if self.snapshot is None:
+            return 0
+        return sum(f.bytes for name, c in self.snapshot.collections.items()
+                   if self.scope.has_collection(name) for f in c.files)
+
+    @property
+    def log_bytes(self) -> int:
+        return sum(w.bytes for w in self.windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.snapshot
+        return {
+            "target": self.target.label, "target_time_ms": self.until_ms,
+            "target_offsets": self.target.offsets,
+            "scope": {"collections": sorted(self.scope.collections or []) or None,
+                      "tenants": sorted(self.scope.tenants or []) or None},
+            "snapshot": None if s is None else {
+                "id": s.id, "cut_time_ms": s.cut_time_ms, "records": s.records},
+            "valid_through_ms": self.valid_through_ms, "incomplete": self.incomplete,
+            "bytes_to_read": self.snapshot_bytes + self.log_bytes,
+            "snapshot_bytes": self.snapshot_bytes, "log_bytes_at_most": self.log_bytes,
+            "segments": [{"topic": w.topic, "partition": w.partition, "from_offset": w.start,
+                          "durable_end": w.durable_end, "objects": [k.avro for k in w.segments]}
+                         for w in self.windows],
+            "expected_from_snapshot": self.expected,
+        }
+
+
+def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanInputs:
+    """The I/O half: the newest snapshot at or before the target, watermarks, listings."""
+    snapshot = None
+    for sid in reversed(list_manifests(repo)):
+        if target.time_ms is not None and int(sid.split("-")[0]) > target.time_ms:
+            continue
+        m = read_manifest(repo, sid)
+        if target.offsets is not None and any(
+                m.cut_of(t, int(p)) > off for t, parts in target.offsets.items()
+                for p, off in parts.items()):
+            continue
+        snapshot = m
+        break
+    watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
+    listings = {(wm.topic, wm.partition): list_partition_segments(repo, wm.topic, wm.partition)
+                for wm in watermarks}
+    return PlanInputs(snapshot, watermarks, listings)
+
+
+def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
+              allow_incomplete: bool = False) -> RestorePlan:
+    """The pure half: choose windows, check coverage and completeness."""
+    marks = inputs.watermarks
+    if not marks and inputs.snapshot is None:
+        raise RestoreRefused("the repository holds nothing to restore",
+                             "check storage.url and [kafka] topics; run capture first")
+    valids = [wm.valid_through_ms for wm in marks]
+    valid = None if not valids or any(v is None for v in valids) else min(
+        v for v in valids if v is not None)
+    incomplete = False
+    if target.time_ms is not None and not target.now and (valid is None or target.time_ms > valid):
+        incomplete = True
+        if not allow_incomplete:
+            raise RestoreRefused(
+                f"target {target.label} is after the repository's valid-through time "
+                f"({valid} ms): events up to the target may not all be durable yet",
+                "choose an earlier target, wait for capture, or pass --allow-incomplete")
+    if target.offsets is not None:
+        for wm in marks:
+            want = target.offsets.get(wm.topic, {}).get(str(wm.partition))
+            if want is not None and want > wm.captured_through:
+                incomplete = True
+                if not allow_incomplete:
+                    raise RestoreRefused(
+                        f"{wm.topic}/{wm.partition} is durable to offset {wm.captured_through}, "
+                        f"the target asks for {want - 1}",
+                        "choose earlier offsets, wait for capture, or pass --allow-incomplete")
+    windows = []
+    for wm in marks:
+        start = inputs.snapshot.cut_of(wm.topic, wm.partition) if inputs.snapshot else 0
+        windows.append(plan_window(inputs.listings[(wm.topic, wm.partition)], wm.topic,
+                                   wm.partition, start, wm.captured_through))
+    expected: dict[str, Any] = {}
+    if inputs.snapshot is not None:
+        for name, c in inputs.snapshot.collections.items():
+            if scope.has_collection(name):
+                tenants = {t: n for t, n in c.tenants.items()
+                           if scope.tenants is None or t in scope.tenants}
+                expected[name] = {"records": sum(tenants.values()), "tenants": tenants}
+    until_ms = valid if target.now else target.time_ms
+    return RestorePlan(target, scope, inputs.snapshot, windows, valid, incomplete, until_ms,
+                       expected)

@@ -1,0 +1,35 @@
+"""Where a restore writes: a directory, Kafka, or a vector database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class WrittenState:
+    """What a sink holds for one collection: count, per-tenant counts, state digest."""
+
+    records: int = 0
+    digest: str = "0" * 32
+    tenants: dict[str, int] = field(default_factory=dict)
+
+
+class Sink(Protocol):
+    """A restore destination. ``write_bucket`` receives one bucket's records sorted by
+    (tenant, id) and returns what it wrote; ``read_back`` re-reads everything written, by
+    another path than the one that wrote it, for validation."""
+
+    name: str
+
+    def begin(self) -> None: ...
+
+    def write_bucket(self, collection: str, bucket: int,
+                     records: Iterable[dict[str, Any]]) -> WrittenState: ...
+
+    def write_catalog(self, catalog: dict[str, Any]) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def read_back(self) -> dict[str, WrittenState]: ...

@@ -1,0 +1,101 @@
+"""Manifest: the commit point of a snapshot, written last and create-only. It names the cut
+(per-partition offsets and the cut time), the catalog, and every data file with its count,
+size, sha256 and state digest. Data files are shared between snapshots: an untouched bucket is
+referenced again, not copied."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+
+from daemon.errors import IntegrityError
+
+MANIFEST_FORMAT = 1
+SNAPSHOTS_ROOT = "snapshots/"
+DATA_ROOT = "data/"
+
+
+def manifest_key(snapshot_id: str) -> str:
+    return f"{SNAPSHOTS_ROOT}{snapshot_id}/manifest.json"
+
+
+def snapshot_id_from_key(key: str) -> str | None:
+    parts = key.split("/")
+    if len(parts) == 3 and parts[0] == "snapshots" and parts[2] == "manifest.json":
+        return parts[1]
+    return None
+
+
+def data_key(collection: str, bucket: int, file_id: str) -> str:
+    return f"{DATA_ROOT}{collection}/b={bucket:04d}/{file_id}.avro"
+
+
+@dataclass(frozen=True)
+class DataFile:
+    path: str
+    bucket: int
+    records: int
+    bytes: int
+    sha256: str
+    digest: str
+    tenants: dict[str, int]
+
+
+@dataclass(frozen=True)
+class CollectionState:
+    buckets: int
+    files: list[DataFile]
+    records: int
+    digest: str
+    tenants: dict[str, int]
+
+    def file_of(self, bucket: int) -> DataFile | None:
+        for f in self.files:
+            if f.bucket == bucket:
+                return f
+        return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    parent: str | None
+    created_at_ms: int
+    cut_time_ms: int
+    cut: dict[str, dict[str, int]]
+    """topic -> partition (as text) -> first offset not in the snapshot."""
+    catalog: dict[str, Any]
+    collections: dict[str, CollectionState] = field(default_factory=dict)
+    format: int = MANIFEST_FORMAT
+
+    def cut_of(self, topic: str, partition: int) -> int:
+        return self.cut.get(topic, {}).get(str(partition), 0)
+
+    @property
+    def records(self) -> int:
+        return sum(c.records for c in self.collections.values())
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.bytes for c in self.collections.values() for f in c.files)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Manifest:
+        try:
+            raw = orjson.loads(data)
+            if raw.get("format") != MANIFEST_FORMAT:
+                raise IntegrityError(f"manifest format {raw.get('format')} is not supported",
+                                     "use the vecwal version that wrote it")
+            colls = {name: CollectionState(
+                c["buckets"], [DataFile(**f) for f in c["files"]], c["records"], c["digest"],
+                c["tenants"]) for name, c in raw["collections"].items()}
+            return cls(raw["id"], raw["parent"], raw["created_at_ms"], raw["cut_time_ms"],
+                       raw["cut"], raw["catalog"], colls, raw["format"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise IntegrityError(f"manifest is not valid: {exc}",
+                                 "run `vecwal verify`; restore from another snapshot") from None
