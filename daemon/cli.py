@@ -25,6 +25,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
+    from daemon.logs import configure_logging
+
+    configure_logging("warning", "auto")  # until a command reads its config
     try:
         code: int = args.handler(args)
         return code
@@ -57,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--no-kafka", action="store_true", help="read the store only")
     st.set_defaults(handler=_cmd_status)
+
+    from daemon.cli_restore import add_commands
+
+    add_commands(sub, _open_repository)
     return p
 
 
@@ -115,9 +122,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from daemon.logs import configure_logging
     from daemon.status import collect_status, kafka_offsets_reader
 
     config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
     repo = _open_repository(config)
     report = collect_status(config, repo, None if args.no_kafka else kafka_offsets_reader(config))
     if args.json:

@@ -79,6 +79,17 @@ class CaptureConfig:
 
 
 @dataclass(frozen=True)
+class CompactionConfig:
+    interval_s: float = 3600.0
+    """How often `vecwal run` compacts the log onto a new snapshot; 0 disables."""
+    min_buckets: int = 16
+    target_bucket_records: int = 50_000
+    """A new collection gets enough buckets (a power of two) for about this many records each."""
+    lease_ttl_s: float = 600.0
+    codec: str = "null"
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
     """host:port of /metrics, /healthz and /readyz; empty disables; port 0 picks a free port."""
@@ -96,6 +107,7 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    compaction: CompactionConfig = field(default_factory=CompactionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
@@ -105,6 +117,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "kafka": KafkaConfig,
     "storage": StorageConfig,
     "capture": CaptureConfig,
+    "compaction": CompactionConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -312,6 +325,15 @@ def _validate(config: Config) -> None:
         if dim <= 0:
             raise ConfigError(f"{src}: [capture] dimensions.{coll} must be positive, got {dim}",
                               "set the collection's vector dimension, e.g. 768")
+    cc = config.compaction
+    if cc.interval_s < 0 or cc.min_buckets <= 0 or cc.target_bucket_records <= 0 \
+            or cc.lease_ttl_s <= 0:
+        raise ConfigError(f"{src}: [compaction] interval_s must be >= 0 (0 disables) and "
+                          "min_buckets, target_bucket_records, lease_ttl_s positive",
+                          "fix the values under [compaction] or remove them for defaults")
+    if cc.codec not in CODECS:
+        raise ConfigError(f"{src}: [compaction] codec is {cc.codec!r}",
+                          f"use one of {', '.join(CODECS)}")
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{src}: [log] level is {config.log.level!r}",
                           "use debug, info, warning or error")

@@ -99,11 +99,20 @@ class Repository:
         return Sidecar.from_json(self.store.get(key.sidecar))
 
     def read_segment(self, key: SegmentKey) -> list[dict[str, Any]]:
-        header, records = decode_segment(self.store.get(key.avro))
+        header, records = decode_segment(self.store.get(key.avro), key.avro)
         if header.key != key:
             raise IntegrityError(f"{key.avro} says it holds {header.key}",
                                  "the object was renamed or overwritten; run `vecwal verify --deep`")
-        return list(records)
+        try:
+            out = list(records)
+        except Exception as exc:  # fastavro raises many kinds on a torn block
+            raise IntegrityError(f"{key.avro} is truncated or corrupt: {type(exc).__name__}: {exc}",
+                                 "restore to a time before this segment, or from a copy") from None
+        if len(out) != header.count:
+            raise IntegrityError(
+                f"{key.avro} holds {len(out)} records, its header says {header.count}: truncated",
+                "restore to a time before this segment, or from a copy")
+        return out
 
     def list_partitions(self, topic: str) -> list[int]:
         parts = set()

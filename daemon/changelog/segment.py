@@ -58,23 +58,25 @@ def encode_segment(key: SegmentKey, records: Sequence[dict[str, Any]], codec: st
     return buf.getvalue()
 
 
-def read_header(data: bytes) -> SegmentHeader:
-    reader = _reader(data)
+def read_header(data: bytes, where: str = "segment") -> SegmentHeader:
+    reader = _reader(data, where)
     return _header(reader.metadata)
 
 
-def decode_segment(data: bytes) -> tuple[SegmentHeader, Iterator[dict[str, Any]]]:
+def decode_segment(data: bytes, where: str = "segment"
+                   ) -> tuple[SegmentHeader, Iterator[dict[str, Any]]]:
     """The header and an iterator over the records. Raises IntegrityError if undecodable."""
-    reader = _reader(data)
+    reader = _reader(data, where)
     return _header(reader.metadata), iter(reader)
 
 
-def _reader(data: bytes) -> Any:
+def _reader(data: bytes, where: str) -> Any:
     try:
         return fastavro.reader(io.BytesIO(data), RECORD_SCHEMA)
     except Exception as exc:
         raise IntegrityError(
-            f"segment is not a readable Avro file: {type(exc).__name__}: {exc}",
+            f"{where} is not a readable Avro file (truncated or corrupt): "
+            f"{type(exc).__name__}: {exc}",
             "the object is truncated or corrupt; run `vecwal verify --deep`",
         ) from None
 

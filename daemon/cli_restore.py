@@ -1,0 +1,188 @@
+"""The `compact`, `restore` and `list` commands. Like cli.py, the only place that prints."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.changelog.repository import Repository
+from daemon.config import Config, load_config
+from daemon.errors import VecwalError
+from daemon.restore.sinks import Sink
+from daemon.status import iso_ms
+
+
+def add_commands(sub: Any, open_repository: Any) -> None:
+    """Register the subcommands on cli.py's parser."""
+    c = sub.add_parser("compact", help="fold the log onto a new base snapshot")
+    c.add_argument("--config", required=True)
+    c.add_argument("--to", default=None,
+                   help="cut time (RFC 3339 or epoch ms); default: the valid-through time")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(handler=lambda a: _cmd_compact(a, open_repository))
+
+    r = sub.add_parser("restore", help="restore to a point in time into a sink")
+    r.add_argument("--config", required=True)
+    r.add_argument("--to", required=True,
+                   help="RFC 3339 time, epoch ms, now, or topic/partition=offset[,...]")
+    r.add_argument("--into", required=True, help="dir:PATH or kafka:TOPIC")
+    r.add_argument("--collection", action="append", help="restore only this collection "
+                   "(repeatable)")
+    r.add_argument("--tenant", action="append", help="restore only this tenant (repeatable)")
+    r.add_argument("--exclusive", action="store_true", help="leave out events at the target")
+    r.add_argument("--allow-incomplete", action="store_true",
+                   help="restore past the valid-through time")
+    r.add_argument("--dry-run", action="store_true", help="print the plan, move no data")
+    r.add_argument("--no-validate", action="store_true")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=lambda a: _cmd_restore(a, open_repository))
+
+    ls = sub.add_parser("list", help="snapshots, segments per partition, restorable window")
+    ls.add_argument("--config", required=True)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=lambda a: _cmd_list(a, open_repository))
+
+
+def _load(path: str) -> Config:
+    from daemon.logs import configure_logging
+
+    config = load_config(path)
+    configure_logging(config.log.level, config.log.format)  # logs to stderr, figures to stdout
+    return config
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.restore.target import parse_target
+    from daemon.snapshot.compactor import Compactor
+
+    config = _load(args.config)
+    repo: Repository = open_repository(config)
+    cut = None
+    if args.to is not None:
+        target = parse_target(args.to, int(time.time() * 1000))
+        if target.time_ms is None:
+            raise VecwalError("compact --to takes a time", "give RFC 3339 or epoch ms")
+        cut = target.time_ms
+    cc = config.compaction
+    m = Compactor(repo, config.kafka.topics, codec=cc.codec, min_buckets=cc.min_buckets,
+                  target_bucket_records=cc.target_bucket_records,
+                  lease_ttl_s=cc.lease_ttl_s).compact(cut)
+    counts = {c: s.records for c, s in m.collections.items()}
+    summary: dict[str, Any] = {"snapshot": m.id, "parent": m.parent,
+                               "cut_time": iso_ms(m.cut_time_ms), "records": m.records,
+                               "bytes": m.total_bytes, "collections": counts}
+    if args.json:
+        _emit_json(summary)
+    else:
+        print(f"snapshot {m.id} at {summary['cut_time']}: {m.records:,} records, "
+              f"{m.total_bytes / 1e6:.1f} MB (parent {m.parent or '-'})")
+        for c, n in counts.items():
+            print(f"  {c:24s} {n:>12,}")
+    return 0
+
+
+def make_sink(spec: str, config: Config) -> Sink:
+    kind, sep, where = spec.partition(":")
+    if kind == "dir" and sep and where:
+        from daemon.restore.sinks.directory import DirSink
+
+        return DirSink(Path(where))
+    if kind == "kafka" and sep and where:
+        from daemon.restore.sinks.kafka import KafkaSink  # type: ignore[import-not-found]
+
+        sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where, client=config.kafka.client)
+        return sink
+    raise VecwalError(f"--into {spec!r} is not a sink", "use dir:PATH or kafka:TOPIC")
+
+
+def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.restore.executor import execute
+    from daemon.restore.planner import Scope, gather, make_plan
+    from daemon.restore.target import parse_target
+    from daemon.restore.validate import validate
+
+    config = _load(args.config)
+    repo: Repository = open_repository(config)
+    target = parse_target(args.to, int(time.time() * 1000), exclusive=args.exclusive)
+    scope = Scope(frozenset(args.collection) if args.collection else None,
+                  frozenset(args.tenant) if args.tenant else None)
+    sink = make_sink(args.into, config)
+    plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
+                     allow_incomplete=args.allow_incomplete)
+    if args.dry_run:
+        if args.json:
+            _emit_json(plan.to_dict())
+        else:
+            _print_plan(plan.to_dict())
+        return 0
+    result = execute(repo, plan, sink)
+    report = None if args.no_validate else validate(result, sink)
+    out = {
+        "sink": result.sink, "target": plan.target.label, "until_ms": plan.until_ms,
+        "snapshot": plan.snapshot.id if plan.snapshot else None,
+        "rto_seconds": round(result.seconds, 3), "records": result.records,
+        "records_per_s": round(result.records_per_s), "bytes_read": result.bytes_read,
+        "events_replayed": result.events_replayed,
+        "collections": {c: {"records": w.records, "digest": w.digest, "tenants": w.tenants}
+                        for c, w in result.collections.items()},
+        "validation": None if report is None else report.to_dict(),
+    }
+    if args.json:
+        _emit_json(out)
+    else:
+        print(f"restored {result.records:,} records to {plan.target.label} into {result.sink}")
+        print(f"  snapshot {out['snapshot'] or '-'}, {result.events_replayed:,} log events "
+              f"replayed, {result.bytes_read / 1e6:.1f} MB read")
+        print(f"  RTO {result.seconds:.2f}s, {result.records_per_s:,.0f} records/s")
+        for c, w in result.collections.items():
+            print(f"  {c:24s} {w.records:>10,} records  tenants {w.tenants}")
+        if report is not None:
+            print(f"validation: {'PASSED' if report.ok else 'FAILED'}")
+            for chk in report.checks:
+                print(f"  [{'ok' if chk.ok else 'FAIL'}] {chk.name}: {chk.detail}")
+    return 0 if report is None or report.ok else 5
+
+
+def _print_plan(plan: dict[str, Any]) -> None:
+    snap = plan["snapshot"]
+    print(f"restore plan to {plan['target']} (until {iso_ms(plan['target_time_ms']) or '-'})")
+    print(f"  snapshot   {snap['id'] + ' at ' + str(iso_ms(snap['cut_time_ms'])) if snap else '-'}")
+    print(f"  bytes      {plan['bytes_to_read'] / 1e6:.1f} MB at most "
+          f"(snapshot {plan['snapshot_bytes'] / 1e6:.1f}, log {plan['log_bytes_at_most'] / 1e6:.1f})")
+    for seg in plan["segments"]:
+        print(f"  log        {seg['topic']}/{seg['partition']} from offset {seg['from_offset']}: "
+              f"{len(seg['objects'])} segments (durable to {seg['durable_end']})")
+    for c, e in plan["expected_from_snapshot"].items():
+        print(f"  expected   {c}: {e['records']:,} records in the snapshot, before the log")
+    if plan["incomplete"]:
+        print("  WARNING    the target is past the valid-through time: the result may lack events")
+
+
+def _cmd_list(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.inventory import collect_inventory
+
+    config = _load(args.config)
+    inv = collect_inventory(open_repository(config), config.kafka.topics)
+    if args.json:
+        _emit_json(inv.to_dict())
+        return 0
+    print(f"repository  {inv.repository}")
+    print(f"restorable  {inv.restorable_from or '-'}  ..  {inv.restorable_to or '-'}")
+    print(f"\nsnapshots ({len(inv.snapshots)})")
+    for s in inv.snapshots:
+        print(f"  {s.id}  cut {s.cut_time}  {s.records:>12,} records  {s.bytes / 1e6:9.1f} MB")
+    print(f"\nlog ({len(inv.partitions)} partitions)")
+    for p in inv.partitions:
+        gaps = f"  GAPS {p.gaps}" if p.gaps else ""
+        print(f"  {p.topic}/{p.partition}  offsets {p.from_offset}..{p.to_offset}  "
+              f"{p.segments} segments  {p.bytes / 1e6:.1f} MB{gaps}")
+    return 0

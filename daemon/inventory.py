@@ -1,0 +1,83 @@
+"""``vecwal list``: what a repository holds (snapshots, segments per partition) and the window
+of times it can restore to."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from daemon.changelog.reader import coverage
+from daemon.changelog.repository import Repository
+from daemon.changelog.window import list_partition_segments
+from daemon.snapshot.compactor import list_manifests, read_manifest, repository_valid_through
+from daemon.status import iso_ms
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    id: str
+    cut_time: str | None
+    cut_time_ms: int
+    records: int
+    bytes: int
+    collections: dict[str, int]
+    parent: str | None
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    topic: str
+    partition: int
+    segments: int
+    bytes: int
+    from_offset: int | None
+    to_offset: int | None
+    gaps: list[tuple[int, int]]
+
+
+@dataclass
+class Inventory:
+    repository: str
+    snapshots: list[SnapshotSummary] = field(default_factory=list)
+    partitions: list[PartitionSummary] = field(default_factory=list)
+    restorable_from: str | None = None
+    restorable_to: str | None = None
+    restorable_from_ms: int | None = None
+    restorable_to_ms: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def collect_inventory(repo: Repository, topics: list[str]) -> Inventory:
+    inv = Inventory(repo.store.url)
+    for sid in list_manifests(repo):
+        m = read_manifest(repo, sid)
+        inv.snapshots.append(SnapshotSummary(
+            m.id, iso_ms(m.cut_time_ms), m.cut_time_ms, m.records, m.total_bytes,
+            {c: s.records for c, s in m.collections.items()}, m.parent))
+    first_times = []
+    for topic in topics:
+        for wm in repo.list_watermarks(topic):
+            listing = list_partition_segments(repo, topic, wm.partition)
+            keys = sorted(k for k, _ in listing)
+            inv.partitions.append(PartitionSummary(
+                topic, wm.partition, len(keys), sum(size for _, size in listing),
+                keys[0].start if keys else None, max((k.end for k in keys), default=None),
+                coverage(keys).gaps))
+            for key in keys:  # the first segment with a record gives the log's first time
+                side = repo.read_sidecar(key)
+                if side.min_timestamp is not None:
+                    first_times.append(side.min_timestamp)
+                    break
+    valid = repository_valid_through(repo, topics)
+    earliest: int | None
+    if inv.snapshots:
+        earliest = inv.snapshots[0].cut_time_ms
+        if all(p.from_offset in (0, None) for p in inv.partitions) and first_times:
+            earliest = min(earliest, min(first_times))
+    else:
+        earliest = min(first_times) if first_times else None
+    inv.restorable_from_ms, inv.restorable_to_ms = earliest, valid
+    inv.restorable_from, inv.restorable_to = iso_ms(earliest), iso_ms(valid)
+    return inv
