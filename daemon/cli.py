@@ -114,9 +114,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               "set [metrics] listen to a free host:port, or \"\" to disable") from None
         server.start()
         log.info("metrics endpoint", address=f"http://{server.address}/metrics")
+    from daemon.snapshot.scheduler import CompactionScheduler
+
+    scheduler = CompactionScheduler(config, repo, metrics)
+    if not args.until_caught_up:
+        scheduler.start()
     try:
         return loop.run(until_caught_up=args.until_caught_up)
     finally:
+        scheduler.stop()
         if server is not None:
             server.stop()
 

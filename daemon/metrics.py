@@ -45,3 +45,9 @@ class Metrics:
         self.store_up = Gauge(
             "vecwal_store_up", "0 while the object store is failing", registry=r)
         self.store_up.set(1)
+        self.compaction_seconds = Histogram(
+            "vecwal_compaction_seconds", "Time to write one snapshot",
+            buckets=(1, 5, 15, 60, 300, 900, 3600), registry=r)
+        self.last_snapshot_cut = Gauge(
+            "vecwal_last_snapshot_cut_timestamp_seconds",
+            "Cut time of the newest snapshot this process wrote", registry=r)

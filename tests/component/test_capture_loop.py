@@ -148,3 +148,33 @@ def test_quarantine_is_written_before_its_segment_and_counted(tmp_path: Path) ->
     assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == [0, 3]
     assert loop.metrics.registry.get_sample_value(
         "vecwal_quarantined_events_total", {"topic": TOPIC, "reason": "unparseable"}) == 2
+
+
+def test_scheduled_compaction_writes_snapshots(tmp_path: Path) -> None:
+    from daemon.metrics import Metrics
+    from daemon.snapshot.compactor import list_manifests
+    from daemon.snapshot.scheduler import CompactionScheduler
+
+    repo = repo_at(tmp_path)
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(30)]})
+    cfg = config_from_mapping({
+        "kafka": {"bootstrap_servers": "fake:9092", "topics": [TOPIC]},
+        "storage": {"url": "file:///unused"},
+        "capture": {"segment_max_age_s": 0.05},
+        "compaction": {"interval_s": 0.2, "min_buckets": 2},
+        "metrics": {"listen": ""},
+    }, environ={})
+    assert CaptureLoop(cfg, repo, consumer_factory=lambda s: fake).run(until_caught_up=True) == 0
+    metrics = Metrics()
+    scheduler = CompactionScheduler(cfg, repo, metrics)
+    scheduler.start()
+    deadline = time.monotonic() + 10
+    while not list_manifests(repo) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    scheduler.stop()
+    ids = list_manifests(repo)
+    assert ids, "the scheduler wrote no snapshot"
+    from daemon.snapshot.compactor import read_manifest
+
+    assert read_manifest(repo, ids[-1]).records == 30
+    assert metrics.registry.get_sample_value("vecwal_compaction_seconds_count") >= 1
