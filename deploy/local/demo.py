@@ -2,14 +2,16 @@
 """The main job, end to end on one machine (``make demo``):
 
 1. start a real Kafka broker and a real S3 server (deploy/local/launch.py; cached downloads);
-2. create an ingestion topic (3 partitions, LogAppendTime) and produce a realistic stream:
-   two collections, three tenants, upserts, re-upserts, deletes, schema and alias changes,
-   tenant settings, and a few bad events;
-3. run ``vecwal run --until-caught-up`` into s3://demo/vecwal on the S3 server;
-4. print ``vecwal status`` and what the repository now holds (segments, quarantine).
+2. produce a realistic stream into a 3-partition topic (LogAppendTime): two collections, three
+   tenants, upserts, re-upserts, deletes, tenant settings, aliases, a few bad events;
+3. capture it with ``vecwal run --until-caught-up`` into s3://demo/vecwal, then compact it
+   (``vecwal compact``) onto a base snapshot;
+4. keep changing: a schema change (new embedding model version), more writes and deletes, a
+   tenant dropped; note the time T in the middle of that; more changes after T; capture again;
+5. ``vecwal list``, then ``vecwal restore --to T`` into a directory, with its validation
+   report, and a check of the restored state against a plain replay of what was produced.
 
-Services are stopped at the end unless --keep is given (then the config file is printed so you
-can run ``vecwal status --config ...`` yourself).
+Services are stopped at the end unless --keep is given.
 """
 
 from __future__ import annotations
@@ -21,14 +23,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # launch.py sits beside this file
 
+VECWAL = [sys.executable, "-m", "daemon.cli"]
+
 
 def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
+
+
+def run(args: list[str], env: dict[str, str]) -> None:
+    rc = subprocess.call([*VECWAL, *args], env=env, cwd=REPO)
+    if rc != 0:
+        raise SystemExit(f"vecwal {args[0]} failed with exit code {rc}")
 
 
 def main() -> int:
@@ -41,7 +52,6 @@ def main() -> int:
 
     import boto3
     import launch
-    import orjson
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     from daemon.workload import Workload, produce
@@ -57,41 +67,79 @@ def main() -> int:
     boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
                  aws_access_key_id=s3.access_key,
                  aws_secret_access_key=s3.secret_key).create_bucket(Bucket="demo")
-
     topic = "vectors.ingest"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic, 3, 1, config={
         "message.timestamp.type": "LogAppendTime"})])[topic].result(30)
     del admin  # no client may outlive the broker (it would log reconnect attempts)
+    config = write_config(work, broker.bootstrap, topic, s3.endpoint_url, args.dim)
 
     dims = {"docs": args.dim, "images": 128}
     w = Workload(seed=42, collections=dims, bad_rate=0.002, id_space=4000)
-    half = args.events // 2
-    step(f"producing {args.events:,} change events to {topic} "
-         f"(collections {dims}, tenants {w.tenants})")
-    t0 = time.monotonic()
-    events = [*w.preamble(), *w.events(half), w.schema_change("docs"), *w.events(half)]
-    produced = produce(broker.bootstrap, topic, events)
+    n = args.events
+    step(f"producing {n // 2:,} change events (collections {dims}, tenants {w.tenants})")
+    produced = produce(broker.bootstrap, topic, [*w.preamble(), *w.events(n // 2)])
     bad = sum(1 for p in produced if p.event.bad)
-    print(f"    {len(produced):,} events in {time.monotonic() - t0:.1f}s, {bad} of them bad on "
-          "purpose (they must be quarantined, not lost)")
+    print(f"    {len(produced):,} events, {bad} of them bad on purpose (quarantined, not lost)")
 
+    step("vecwal run --until-caught-up, then vecwal compact")
+    t0 = time.monotonic()
+    run(["run", "--config", str(config), "--until-caught-up"], env)
+    print(f"    captured in {time.monotonic() - t0:.1f}s (including start-up and group join)")
+    run(["compact", "--config", str(config)], env)
+
+    step("keep changing: a new embedding model for docs, writes, deletes, tenant 'initech' "
+         "of images dropped")
+    time.sleep(1.1)
+    drop = w._encode(b"images", {"op": "tenant.drop", "collection": "images",
+                                 "tenant": "initech"})
+    before = produce(broker.bootstrap, topic, [w.schema_change("docs"), *w.events(n // 4), drop])
+    target_ms = max(p.timestamp for p in before)
+    time.sleep(1.1)
+    after = produce(broker.bootstrap, topic, list(w.events(n // 4)))
+    print(f"    {len(before):,} events up to T = {iso(target_ms)}, then {len(after):,} more")
+    run(["run", "--config", str(config), "--until-caught-up"], env)
+
+    step("vecwal status")
+    run(["status", "--config", str(config)], env)
+    step("vecwal list")
+    run(["list", "--config", str(config)], env)
+
+    out = work / "restore"
+    step(f"vecwal restore --to {iso(target_ms)} --into dir:{out}")
+    run(["restore", "--config", str(config), "--to", iso(target_ms), "--into", f"dir:{out}"],
+        env)
+
+    step("checking the restored state against a plain replay of what was produced up to T")
+    ok = check_against_replay(out, [*produced, *before, *after], target_ms)
+    print("    restored state equals the replay" if ok else "    MISMATCH")
+
+    if args.keep:
+        print(f"\nservices left running; try:\n  vecwal list --config {config}\n"
+              f"  (AWS_ACCESS_KEY_ID={s3.access_key} AWS_SECRET_ACCESS_KEY={s3.secret_key})")
+    else:
+        broker.stop()
+        s3.stop()
+    return 0 if ok else 1
+
+
+def write_config(work: Path, bootstrap: str, topic: str, endpoint: str, dim: int) -> Path:
     config = work / "vecwal.toml"
     config.write_text(f"""[kafka]
-bootstrap_servers = "{broker.bootstrap}"
+bootstrap_servers = "{bootstrap}"
 topics = ["{topic}"]
 group_id = "vecwal-demo"
 
 [storage]
 url = "s3://demo/vecwal"
-endpoint_url = "{s3.endpoint_url}"
+endpoint_url = "{endpoint}"
 
 [capture]
 segment_max_age_s = 5.0
 max_event_bytes = 200000
 
 [capture.dimensions]
-docs = {args.dim}
+docs = {dim}
 images = 128
 
 [metrics]
@@ -101,52 +149,46 @@ listen = "127.0.0.1:0"
 format = "console"
 level = "error"
 """)
-    step("vecwal run --until-caught-up   (capture into s3://demo/vecwal)")
-    t0 = time.monotonic()
-    vecwal = [sys.executable, "-m", "daemon.cli"]
-    rc = subprocess.call([*vecwal, "run", "--config", str(config), "--until-caught-up"],
-                         env=env, cwd=REPO)
-    took = time.monotonic() - t0
-    if rc != 0:
-        print(f"capture failed with exit code {rc}", file=sys.stderr)
-        return rc
-    print(f"    captured {len(produced):,} events in {took:.1f}s "
-          f"({len(produced) / took:,.0f} events/s including start-up and group join)")
+    return config
 
-    step("vecwal status")
-    subprocess.call([*vecwal, "status", "--config", str(config)], env=env, cwd=REPO)
 
-    step("what the repository holds")
-    s3c = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1",
-                       aws_access_key_id=s3.access_key, aws_secret_access_key=s3.secret_key)
-    counts: dict[str, list[int]] = {}
-    for page in s3c.get_paginator("list_objects_v2").paginate(Bucket="demo", Prefix="vecwal/"):
-        for obj in page.get("Contents", []):
-            kind = obj["Key"].split("/")[1]
-            if obj["Key"].endswith(".idx"):
-                kind = "log (sidecars)"
-            counts.setdefault(kind, [0, 0])
-            counts[kind][0] += 1
-            counts[kind][1] += obj["Size"]
-    for kind, (n, size) in sorted(counts.items()):
-        print(f"    {kind:16s} {n:6d} objects {size / 1e6:10.2f} MB")
-    reasons: dict[str, int] = {}
-    for page in s3c.get_paginator("list_objects_v2").paginate(Bucket="demo",
-                                                              Prefix="vecwal/quarantine/"):
-        for obj in page.get("Contents", []):
-            entry = orjson.loads(s3c.get_object(Bucket="demo", Key=obj["Key"])["Body"].read())
-            reasons[entry["reason"]] = reasons.get(entry["reason"], 0) + 1
-    print(f"    quarantined by reason: {dict(sorted(reasons.items()))} "
-          f"(produced bad on purpose: {bad})")
+def iso(ms: int) -> str:
+    from daemon.status import iso_ms
 
-    if args.keep:
-        print(f"\nservices left running; try:\n  vecwal status --config {config}\n"
-              f"  (AWS_ACCESS_KEY_ID={s3.access_key} AWS_SECRET_ACCESS_KEY={s3.secret_key})\n"
-              f"stop them with: python deploy/local/launch.py stop kafka --dir {work / 'kafka'}")
-    else:
-        broker.stop()
-        s3.stop()
-    return 0
+    return str(iso_ms(ms))
+
+
+def check_against_replay(out: Path, produced: list[Any], target_ms: int) -> bool:
+    """Replay the produced events (Kafka's timestamps) with a dictionary, compare to dir:."""
+    from daemon.events import EventParser
+    from daemon.snapshot.datafile import decode_records
+
+    parser = EventParser(200_000, {"docs": 0})
+    parser.dimensions.clear()
+    state: dict[tuple[str, str, str], tuple[tuple[int, int, int], Any]] = {}
+    drops: dict[tuple[str, str], int] = {}
+    for p in produced:
+        if p.event.bad or p.timestamp > target_ms:
+            continue
+        ev = p.event.event
+        key = (p.timestamp, p.partition, p.offset)
+        if ev["op"] in ("upsert", "delete"):
+            k = (ev["collection"], ev.get("tenant", ""), ev["id"])
+            if k not in state or key > state[k][0]:
+                state[k] = (key, ev if ev["op"] == "upsert" else None)
+        elif ev["op"] == "tenant.drop":
+            drops[(ev["collection"], ev["tenant"])] = p.timestamp
+    want = {k: v for k, (ver, v) in state.items()
+            if v is not None and ver[0] > drops.get((k[0], k[1]), -1)}
+    got = {}
+    for f in out.glob("*/part-*.avro"):
+        for r in decode_records(f.read_bytes(), str(f)):
+            got[(r["collection"], r["tenant"], r["id"])] = r
+    same = set(got) == set(want) and all(
+        got[k]["metadata"] is not None and got[k]["document"] == v.get("document")
+        for k, v in want.items())
+    print(f"    replay: {len(want):,} records; restored: {len(got):,} records")
+    return same
 
 
 if __name__ == "__main__":
