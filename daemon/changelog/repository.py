@@ -98,8 +98,11 @@ class Repository:
     def read_sidecar(self, key: SegmentKey) -> Sidecar:
         return Sidecar.from_json(self.store.get(key.sidecar))
 
-    def read_segment(self, key: SegmentKey) -> list[dict[str, Any]]:
-        header, records = decode_segment(self.store.get(key.avro), key.avro)
+    def read_segment(self, key: SegmentKey, data: bytes | None = None) -> list[dict[str, Any]]:
+        """The records of a segment (``data``: its bytes, when already fetched)."""
+        if data is None:
+            data = self.store.get(key.avro)
+        header, records = decode_segment(data, key.avro)
         if header.key != key:
             raise IntegrityError(f"{key.avro} says it holds {header.key}",
                                  "the object was renamed or overwritten; run `vecwal verify --deep`")

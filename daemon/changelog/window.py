@@ -12,6 +12,7 @@ from typing import Any
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
 from daemon.errors import VecwalError
+from daemon.objectstore.prefetch import prefetched
 
 
 class CoverageGap(VecwalError):
@@ -92,9 +93,10 @@ class WindowReader:
         w = self.window
         through = w.start
         self.stopped_at = w.durable_end
-        for key in w.segments:
+        fetched = prefetched(self.repo.store, [k.avro for k in w.segments])
+        for key, data in zip(w.segments, fetched, strict=True):
             self.bytes_read += w.sizes.get(key, 0)
-            for rec in self.repo.read_segment(key):
+            for rec in self.repo.read_segment(key, data):
                 offset = rec["offset"]
                 if offset < through:
                     continue  # an overlapping segment: read once

@@ -12,15 +12,16 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan
 from daemon.restore.sinks import Sink, WrittenState
 from daemon.snapshot.compactor import (
     choose_buckets,
     collection_state_digest,
     fold_log,
-    old_records,
     split_by_bucket,
 )
+from daemon.snapshot.datafile import decode_records
 from daemon.snapshot.state import BucketChanges, merge_bucket
 
 log = structlog.get_logger("vecwal.restore")
@@ -62,13 +63,15 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
         nb = prev.buckets if prev else choose_buckets(len(changes.changes), 16, 50_000)
         by_bucket = split_by_bucket(changes, nb)
         states = []
-        for b in range(nb):
-            old_file = prev.file_of(b) if prev else None
-            if old_file is None and b not in by_bucket:
-                continue
-            if old_file is not None:
+        buckets = [b for b in range(nb)
+                   if b in by_bucket or (prev is not None and prev.file_of(b) is not None)]
+        files = [prev.file_of(b) if prev else None for b in buckets]
+        fetched = prefetched(repo.store, [f.path if f else None for f in files])
+        for b, old_file, data in zip(buckets, files, fetched, strict=True):
+            old: Iterator[dict[str, Any]] = iter(())
+            if old_file is not None and data is not None:
                 bytes_read += old_file.bytes
-            old = _in_tenants(old_records(repo, old_file), scope.tenants)
+                old = _in_tenants(decode_records(data, old_file.path), scope.tenants)
             merged = merge_bucket(old, by_bucket.get(b),
                                   lambda t, n=name: folded.catalog.drop_time(n, t))
             states.append(sink.write_bucket(name, b, merged))
