@@ -97,9 +97,10 @@ def make_sink(spec: str, config: Config) -> Sink:
 
         return DirSink(Path(where))
     if kind == "kafka" and sep and where:
-        from daemon.restore.sinks.kafka import KafkaSink  # type: ignore[import-not-found]
+        from daemon.restore.sinks.kafka import KafkaSink
 
-        sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where, client=config.kafka.client)
+        sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where,
+                               fmt=config.kafka.format_of(where), client=config.kafka.client)
         return sink
     raise VecwalError(f"--into {spec!r} is not a sink", "use dir:PATH or kafka:TOPIC")
 

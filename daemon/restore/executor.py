@@ -55,6 +55,10 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
     names = set(base.collections if base else ()) | set(folded.records)
     names = {n for n in names if scope.has_collection(n)}
     sink.begin()
+    # The catalog first: a database rebuilt from the sink needs each collection's schema
+    # (dimension, metric, index) before its first record.
+    scoped_catalog = _scope_catalog(catalog, plan)
+    sink.write_catalog(scoped_catalog)
     written: dict[str, WrittenState] = {}
     bytes_read = folded.bytes_read
     for name in sorted(names):
@@ -78,8 +82,6 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
         written[name] = collection_state_digest(states)
         log.info("collection restored", collection=name, records=written[name].records,
                  sink=sink.name)
-    scoped_catalog = _scope_catalog(catalog, plan)
-    sink.write_catalog(scoped_catalog)
     sink.finish()
     seconds = time.monotonic() - began
     return RestoreResult(sink.name, written, scoped_catalog, folded.events, bytes_read, seconds,

@@ -17,8 +17,9 @@ class WrittenState:
 
 
 class Sink(Protocol):
-    """A restore destination. ``write_bucket`` receives one bucket's records sorted by
-    (tenant, id) and returns what it wrote; ``read_back`` re-reads everything written, by
+    """A restore destination. Calls come in this order: ``begin``; ``write_catalog`` once,
+    before any record; ``write_bucket`` per bucket, with its records sorted by (tenant, id),
+    returning what it wrote; ``finish``. ``read_back`` then re-reads everything written, by
     another path than the one that wrote it, for validation."""
 
     name: str

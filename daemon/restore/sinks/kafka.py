@@ -23,20 +23,24 @@ What is written:
 - every message carries the header ``vecwal-restore: <restore id>``. The contract ignores
   headers; read-back uses it to tell this restore's messages from anybody else's.
 
-Catalog ordering. The executor calls ``write_catalog`` after the last bucket, so with it as it
-is the catalog events follow the records in time (their Kafka timestamps are later). That is
-harmless for the state: vecwal's own capture does not depend on cross-partition order (an
-upsert for a collection whose ``collection.put`` it has not seen yet is captured, and every
-catalog rule is last-write-wins by version), so capturing this topic rebuilds exactly the
-restored state. It is not what a user rebuilding a *database* wants, though: an indexer that
-creates the collection (dimension, metric, index parameters) from ``collection.put`` needs it
-before the first upsert, and the records can only be emitted as the buckets stream (nothing big
-is buffered here). The catalog is known before the first bucket (the executor computes it from
-the folded log before ``sink.begin()``), so the right fix is in the executor: call
-``sink.write_catalog`` right after ``sink.begin()``, before the buckets. This sink does not
-depend on the order: it emits the catalog whenever it is given, and read-back checks it either
-way. Kafka orders only within a partition, so "first" means earlier in time: consumers that
-follow timestamps (LogAppendTime topics, as DESIGN section 1 asks) then see the schema first.
+Catalog ordering. The executor calls ``write_catalog`` after the last bucket, so, as it is, the
+catalog events follow the records in time (their Kafka timestamps are later). That is harmless
+for the state: vecwal's own capture does not depend on cross-partition order (an upsert for a
+collection whose ``collection.put`` it has not seen yet is captured, and every catalog rule is
+last-write-wins by version), so capturing this topic rebuilds exactly the restored state. It is
+not what a user rebuilding a *database* wants, though: an indexer that creates the collection
+(dimension, metric, index parameters) from ``collection.put`` needs it before the first upsert,
+and records can only be emitted as the buckets stream (nothing big is buffered here). The
+catalog is known before the first bucket (the executor computes it from the folded log before
+``sink.begin()``), so the fix belongs in the executor: call ``sink.write_catalog`` right after
+``sink.begin()``, before the buckets.
+
+This sink works in either order. It emits the catalog whenever it is given, read-back checks it
+either way, and ``write_catalog`` waits until the catalog events are acknowledged: Kafka orders
+only within a partition, and batches for different partitions leave in any order, so without
+that wait a record produced after the catalog could still get an earlier timestamp. Called
+first, every catalog event is therefore earlier in time than every record, and consumers that
+follow timestamps (LogAppendTime topics, as DESIGN section 1 asks) see the schema first.
 
 Timestamps: messages get the producer's current time, not the records' original times.
 Rewriting old timestamps would let time-based retention delete the restored events at once,
@@ -106,13 +110,11 @@ class KafkaSink:
         self.name = f"kafka:{topic}"
         self.restore_id = uuid.uuid4().hex
         self.produced = 0
-        self.delivered = 0
         self.catalog_read_back: dict[str, Any] | None = None
         """The live catalog the topic's control events give, after ``read_back``."""
         self._headers = [(HEADER, self.restore_id.encode())]
         self._producer: Any = None
-        self._failure: str | None = None
-        self._delivered_end: dict[int, int] = {}
+        self._deliveries = _Deliveries()
         self._start: dict[int, int] = {}
         self._end: dict[int, int] | None = None
         self._catalog: dict[str, Any] | None = None
@@ -130,7 +132,7 @@ class KafkaSink:
             "enable.idempotence": True,  # implies acks=all and no duplicates on retry
             "acks": "all",
             "allow.auto.create.topics": False,
-            "on_delivery": self._on_delivery,
+            "on_delivery": self._deliveries,  # not a bound method: no sink<->producer cycle
         })
         settings.setdefault("linger.ms", 20)
         settings.setdefault("compression.type", "lz4")
@@ -160,30 +162,22 @@ class KafkaSink:
         encode = self._encode_avro if self.fmt == "avro" else _encode_json
         for event in catalog_events(catalog, self.fmt):
             self._produce(event["collection"].encode(), encode(event))
+        # Acknowledged before anything produced after it is sent: Kafka orders partitions only
+        # by time, and batches of different partitions leave in any order.
+        self._flush()
         log.info("catalog re-emitted", topic=self.topic,
                  collections=len(self._catalog["collections"]),
                  restored_to=catalog.get("restored_to"))
 
     def finish(self) -> None:
-        producer = self._require_producer()
-        remaining = -1
-        while True:
-            left = producer.flush(self.timeout_s)
-            self._raise_failure()
-            if left == 0:
-                break
-            if 0 <= remaining <= left:
-                raise VecwalError(
-                    f"{left} messages to Kafka topic {self.topic!r} were not delivered within "
-                    f"{self.timeout_s:.0f} s", "check that the brokers are up and reachable; the "
-                    "topic may hold a partial restore: restore again into a new topic")
-            remaining = left
+        self._flush()
         self._producer = None
-        if self.delivered != self.produced:
+        delivered = self._deliveries.delivered
+        if delivered != self.produced:
             raise VecwalError(f"Kafka topic {self.topic!r}: {self.produced} messages produced, "
-                              f"{self.delivered} acknowledged", "restore again into a new topic")
+                              f"{delivered} acknowledged", "restore again into a new topic")
         end = self._high_watermarks(self._partitions())
-        short = {p: (end.get(p, 0), want) for p, want in self._delivered_end.items()
+        short = {p: (end.get(p, 0), want) for p, want in self._deliveries.end.items()
                  if end.get(p, 0) < want}
         if short:
             raise VecwalError(f"Kafka topic {self.topic!r}: high watermarks below acknowledged "
@@ -241,9 +235,11 @@ class KafkaSink:
                         messages=foreign)
         live = catalog.live()
         self.catalog_read_back = live
-        if self._catalog is not None and _catalog_part(live) != self._catalog:
+        got = _catalog_part(live)
+        if self._catalog is not None and got != self._catalog:
+            differ = [k for k in ("collections", "aliases", "tenants") if got[k] != self._catalog[k]]
             raise IntegrityError(f"the catalog events in Kafka topic {self.topic!r} do not give "
-                                 "the catalog the restore wrote",
+                                 f"the catalog the restore wrote (differing: {', '.join(differ)})",
                                  "restore again into a new topic")
         for coll, seen in sorted(dims.items()):
             want = live["collections"].get(coll, {}).get("dimension")
@@ -324,7 +320,8 @@ class KafkaSink:
                 for msg in batch:
                     err = msg.error()
                     if err is not None:
-                        raise VecwalError(f"cannot read back Kafka topic {self.topic!r}: {err}",
+                        raise VecwalError(f"cannot read back Kafka topic {self.topic!r}: "
+                                          f"{_describe(err)}",
                                           "was the topic deleted, or its retention too short?")
                     p, offset = msg.partition(), msg.offset()
                     end = pending.get(p)
@@ -368,19 +365,27 @@ class KafkaSink:
             producer.poll(0)
             self._raise_failure()
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            if self._failure is None:
-                self._failure = f"{err} (key {msg.key()!r})"
-            return
-        self.delivered += 1
-        p = msg.partition()
-        self._delivered_end[p] = max(self._delivered_end.get(p, 0), msg.offset() + 1)
+    def _flush(self) -> None:
+        """Wait for every produced message to be acknowledged, as long as progress is made."""
+        producer = self._require_producer()
+        remaining = -1
+        while True:
+            left = producer.flush(self.timeout_s)
+            self._raise_failure()
+            if left == 0:
+                return
+            if 0 <= remaining <= left:
+                raise VecwalError(
+                    f"{left} messages to Kafka topic {self.topic!r} were not delivered within "
+                    f"{self.timeout_s:.0f} s", "check that the brokers are up and reachable; the "
+                    "topic may hold a partial restore: restore again into a new topic")
+            remaining = left
 
     def _raise_failure(self) -> None:
-        if self._failure is not None:
+        failure = self._deliveries.failure
+        if failure is not None:
             raise VecwalError(f"Kafka did not accept a message for topic {self.topic!r}: "
-                              f"{self._failure}",
+                              f"{failure}",
                               "fix the cause (size limits, ACLs, broker health); the topic may "
                               "hold a partial restore: restore again into a new topic")
 
@@ -396,6 +401,25 @@ class KafkaSink:
         buf.truncate()
         fastavro.schemaless_writer(buf, CHANGE_EVENT_SCHEMA, event)
         return buf.getvalue()
+
+
+class _Deliveries:
+    """The producer's delivery reports: the first failure, acknowledgements, and the end
+    offset (last acknowledged + 1) per partition."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+        self.delivered = 0
+        self.end: dict[int, int] = {}
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            if self.failure is None:
+                self.failure = f"{_describe(err)} (message key {msg.key()!r})"
+            return
+        self.delivered += 1
+        p = msg.partition()
+        self.end[p] = max(self.end.get(p, 0), msg.offset() + 1)
 
 
 # -- events -----------------------------------------------------------------------------------
@@ -504,4 +528,12 @@ def _catalog_part(catalog: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kafka_error(exc: KafkaException) -> str:
-    return str(exc.args[0]) if exc.args else str(exc)
+    return _describe(exc.args[0]) if exc.args else str(exc)
+
+
+def _describe(err: Any) -> str:
+    """``MSG_SIZE_TOO_LARGE: Broker: Message size too large`` for a KafkaError."""
+    try:
+        return f"{err.name()}: {err.str()}"
+    except AttributeError:
+        return str(err)
