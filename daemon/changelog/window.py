@@ -11,7 +11,8 @@ from typing import Any
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
-from daemon.errors import VecwalError
+from daemon.changelog.segment import read_header
+from daemon.errors import IntegrityError, ObjectNotFound, VecwalError
 from daemon.objectstore.prefetch import prefetched
 
 
@@ -29,11 +30,36 @@ class PartitionWindow:
     durable_end: int
     """Every offset below this is in the log (the watermark, or the last segment's end)."""
     segments: list[SegmentKey]
+    """Contiguous from ``start``: up to ``gap`` if there is one, else to ``durable_end``."""
     sizes: dict[SegmentKey, int] = field(default_factory=dict)
+    gap: tuple[int, int] | None = None
+    """The first offsets after ``segments`` that no segment covers."""
+    gap_safe_until_ms: int | None = None
+    """A time target at or before this cannot need the gap (None: every time target may)."""
 
     @property
     def bytes(self) -> int:
         return sum(self.sizes.get(k, 0) for k in self.segments)
+
+    def check_reach(self, until_ms: int | None, until_offset: int | None) -> None:
+        """Raise CoverageGap if reading to the target may need offsets in the gap."""
+        if self.gap is None:
+            return
+        a, b = self.gap
+        where = f"log/{self.topic}/p={self.partition:05d}"
+        if until_offset is not None:
+            if until_offset <= a:
+                return
+        elif until_ms is not None and self.gap_safe_until_ms is not None \
+                and until_ms <= self.gap_safe_until_ms:
+            return
+        safe = ("" if self.gap_safe_until_ms is None else
+                f", or to a time at or before {self.gap_safe_until_ms} ms (epoch)")
+        raise CoverageGap(
+            f"{where} lacks offsets [{a}, {b}): no segment covers them, and the target "
+            "may need them",
+            f"a segment was deleted or never written; restore to offsets below {a}{safe}; "
+            "`vecwal list` shows every gap")
 
 
 SegmentListing = list[tuple[SegmentKey, int]]
@@ -51,36 +77,53 @@ def list_partition_segments(repo: Repository, topic: str, partition: int) -> Seg
 
 def plan_window(listing: SegmentListing, topic: str, partition: int, start: int,
                 durable_end: int | None = None) -> PartitionWindow:
-    """The segments covering [start, durable end) of one partition, in order (pure); raises
-    CoverageGap naming the partition and the missing range."""
+    """The contiguous segments from ``start`` (pure), and the first gap after them, if any."""
     infos = sorted(listing, key=lambda ks: (ks[0].start, ks[0].end))
     end = durable_end if durable_end is not None else max((k.end for k, _ in infos), default=start)
     chosen, sizes = [], {}
     through = start
+    gap = None
     for key, size in infos:
         if key.end <= through or key.start >= end:
             continue
         if key.start > through:
-            raise CoverageGap(
-                f"log/{topic}/p={partition:05d} lacks offsets [{through}, {key.start}): no "
-                "segment covers them",
-                "a segment was deleted or never written; run `vecwal verify`, or restore to "
-                "a time before the gap",
-            )
+            gap = (through, key.start)
+            break
         chosen.append(key)
         sizes[key] = size
         through = key.end
-    if through < end:
-        raise CoverageGap(
-            f"log/{topic}/p={partition:05d} is durable to offset {end} but its segments end at "
-            f"{through}",
-            "a segment was deleted; run `vecwal verify`, or restore to an earlier time")
-    return PartitionWindow(topic, partition, start, end, chosen, sizes)
+    if gap is None and through < end:
+        gap = (through, end)
+    return PartitionWindow(topic, partition, start, end, chosen, sizes, gap)
+
+
+def bound_gap(repo: Repository, window: PartitionWindow, cut_time_ms: int | None) -> None:
+    """Fill ``gap_safe_until_ms`` (a sidecar read or two): from the lost segment's own sidecar
+    when it survived, else from the last event before the gap (events in the gap are no older
+    than it, so targets before that time never reach the gap)."""
+    if window.gap is None:
+        return
+    a, b = window.gap
+    try:  # the lost segment's sidecar may have survived it: it knows the gap's first time
+        lost = repo.read_sidecar(SegmentKey(window.topic, window.partition, a, b))
+    except (IntegrityError, ObjectNotFound):
+        lost = None
+    if lost is not None and lost.min_timestamp is not None:
+        window.gap_safe_until_ms = lost.min_timestamp - 1
+    elif window.segments:
+        side = repo.read_sidecar(window.segments[-1])
+        if side.max_timestamp is not None:
+            window.gap_safe_until_ms = side.max_timestamp - 1
+    elif cut_time_ms is not None:
+        window.gap_safe_until_ms = cut_time_ms  # events after a cut are later than its time
 
 
 @dataclass
 class WindowReader:
-    """Iterates one window's events; ``stopped_at`` is then the first offset not read."""
+    """Iterates one window's events; ``stopped_at`` is then the first offset not read.
+
+    A segment whose header (or sidecar) says every event in it is after the target is not
+    decoded at all, so a damaged segment past the target does not stop a restore before it."""
 
     repo: Repository
     window: PartitionWindow
@@ -91,10 +134,14 @@ class WindowReader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         w = self.window
+        w.check_reach(self.until_ms, self.until_offset)
         through = w.start
         self.stopped_at = w.durable_end
         fetched = prefetched(self.repo.store, [k.avro for k in w.segments])
         for key, data in zip(w.segments, fetched, strict=True):
+            if self.until_ms is not None and self._all_after(key, data, self.until_ms):
+                self.stopped_at = through
+                return
             self.bytes_read += w.sizes.get(key, 0)
             for rec in self.repo.read_segment(key, data):
                 offset = rec["offset"]
@@ -111,5 +158,20 @@ class WindowReader:
             if self.until_offset is not None and through >= self.until_offset:
                 self.stopped_at = self.until_offset
                 return
+        if w.gap is not None:  # at the gap: only a target it cannot contain may stop here
+            w.check_reach(self.until_ms, self.until_offset)
         self.stopped_at = min(through, w.durable_end) if self.until_offset is None else \
             min(through, self.until_offset)
+
+    def _all_after(self, key: SegmentKey, data: bytes | None, until_ms: int) -> bool:
+        """True when every event of the segment is after ``until_ms``, asking the header
+        first and the sidecar if the header is unreadable."""
+        try:
+            first = read_header(data if data is not None else self.repo.store.get(key.avro),
+                                key.avro).min_timestamp
+        except IntegrityError:
+            try:
+                first = self.repo.read_sidecar(key).min_timestamp
+            except (IntegrityError, ObjectNotFound):
+                return False  # unknowable: reading it will report the damage
+        return first is not None and first > until_ms

@@ -11,7 +11,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.watermark import Watermark
 from daemon.changelog.window import (
     PartitionWindow,
-    SegmentListing,
+    bound_gap,
     list_partition_segments,
     plan_window,
 )
@@ -40,7 +40,8 @@ class Scope:
 class PlanInputs:
     snapshot: Manifest | None
     watermarks: list[Watermark]
-    listings: dict[tuple[str, int], SegmentListing]
+    windows: list[PartitionWindow]
+    """Each partition's contiguous segments from the snapshot's cut, and its first gap."""
 
 
 @dataclass
@@ -80,8 +81,8 @@ class RestorePlan:
             "bytes_to_read": self.snapshot_bytes + self.log_bytes,
             "snapshot_bytes": self.snapshot_bytes, "log_bytes_at_most": self.log_bytes,
             "segments": [{"topic": w.topic, "partition": w.partition, "from_offset": w.start,
-                          "durable_end": w.durable_end, "objects": [k.avro for k in w.segments]}
-                         for w in self.windows],
+                          "durable_end": w.durable_end, "objects": [k.avro for k in w.segments],
+                          "gap": w.gap} for w in self.windows],
             "expected_from_snapshot": self.expected,
         }
 
@@ -100,9 +101,14 @@ def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanIn
         snapshot = m
         break
     watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
-    listings = {(wm.topic, wm.partition): list_partition_segments(repo, wm.topic, wm.partition)
-                for wm in watermarks}
-    return PlanInputs(snapshot, watermarks, listings)
+    windows = []
+    for wm in watermarks:
+        start = snapshot.cut_of(wm.topic, wm.partition) if snapshot else 0
+        listing = list_partition_segments(repo, wm.topic, wm.partition)
+        window = plan_window(listing, wm.topic, wm.partition, start, wm.captured_through)
+        bound_gap(repo, window, snapshot.cut_time_ms if snapshot else None)
+        windows.append(window)
+    return PlanInputs(snapshot, watermarks, windows)
 
 
 def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
@@ -133,11 +139,11 @@ def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
                         f"{wm.topic}/{wm.partition} is durable to offset {wm.captured_through}, "
                         f"the target asks for {want - 1}",
                         "choose earlier offsets, wait for capture, or pass --allow-incomplete")
-    windows = []
-    for wm in marks:
-        start = inputs.snapshot.cut_of(wm.topic, wm.partition) if inputs.snapshot else 0
-        windows.append(plan_window(inputs.listings[(wm.topic, wm.partition)], wm.topic,
-                                   wm.partition, start, wm.captured_through))
+    until_ms = valid if target.now else target.time_ms
+    windows = inputs.windows
+    for w in windows:  # refuse a target that needs offsets no segment holds
+        w.check_reach(until_ms, None if target.offsets is None else
+                      target.offsets.get(w.topic, {}).get(str(w.partition)))
     expected: dict[str, Any] = {}
     if inputs.snapshot is not None:
         for name, c in inputs.snapshot.collections.items():
@@ -145,6 +151,5 @@ def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
                 tenants = {t: n for t, n in c.tenants.items()
                            if scope.tenants is None or t in scope.tenants}
                 expected[name] = {"records": sum(tenants.values()), "tenants": tenants}
-    until_ms = valid if target.now else target.time_ms
     return RestorePlan(target, scope, inputs.snapshot, windows, valid, incomplete, until_ms,
                        expected)

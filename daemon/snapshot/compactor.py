@@ -27,6 +27,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
+    bound_gap,
     list_partition_segments,
     plan_window,
 )
@@ -87,7 +88,9 @@ def log_windows(repo: Repository, topics: list[str], base: Manifest | None
         for wm in repo.list_watermarks(topic):
             start = base.cut_of(topic, wm.partition) if base else 0
             listing = list_partition_segments(repo, topic, wm.partition)
-            windows.append(plan_window(listing, topic, wm.partition, start, wm.captured_through))
+            window = plan_window(listing, topic, wm.partition, start, wm.captured_through)
+            bound_gap(repo, window, base.cut_time_ms if base else None)
+            windows.append(window)
     return windows
 
 

@@ -497,10 +497,6 @@ def _restore_or_raise(cfg: Path, target: Target, until: int, out: Path,
     return report
 
 
-@pytest.mark.xfail(strict=True, raises=RestoreRefused, reason=(
-    "BUG: the hint for a truncated segment says 'restore to a time before this segment', but "
-    "WindowReader decodes each segment whole before it looks at timestamps, so a target between "
-    "the previous segment's last event and the damaged segment's first still fails with exit 3"))
 def test_restore_to_before_a_truncated_segment_works_as_the_hint_says(
         file_target: Target, tmp_path: Path, group_id: str) -> None:
     target = file_target
@@ -519,10 +515,6 @@ def test_restore_to_before_a_truncated_segment_works_as_the_hint_says(
                                                     target.topic))
 
 
-@pytest.mark.xfail(strict=True, raises=RestoreRefused, reason=(
-    "BUG: the hint for a deleted segment says 'restore to a time before the gap', but the "
-    "planner checks coverage up to each partition's watermark whatever the target, so every "
-    "restore that has no snapshot past the gap is refused with exit 4"))
 def test_restore_to_before_a_deleted_segment_works_as_the_hint_says(
         file_target: Target, tmp_path: Path, group_id: str) -> None:
     target = file_target

@@ -95,3 +95,23 @@ def test_scoped_restore_equals_scoped_replay(tmp_path: Path) -> None:
                         Scope(collections=frozenset({"docs"}), tenants=frozenset({"acme"})))
     want, _ = oracle(history, t)
     assert_same(got, {k: v for k, v in want.items() if k[0] == "docs" and k[1] == "acme"})
+
+
+def test_a_gap_refuses_only_targets_that_may_need_it(tmp_path: Path) -> None:
+    from daemon.changelog.window import CoverageGap
+
+    history = generate(21, 160)
+    repo = Repository(open_store(f"file://{tmp_path}/repo"))
+    write_log(repo, history, 21)
+    keys = list(repo.list_segments(TOPIC, 0))
+    victim, before = keys[len(keys) // 2], keys[len(keys) // 2 - 1]
+    last_before = max(r["timestamp"] for r in repo.read_segment(before))
+    repo.store.delete(victim.avro)
+    repo.store.delete(victim.sidecar)  # nothing left that knows the gap's times
+    got, _ = restore_to(repo, last_before - 1, tmp_path / "ok")
+    assert_same(got, oracle(history, last_before - 1)[0])
+    import pytest
+
+    with pytest.raises(CoverageGap, match=f"lacks offsets \\[{victim.start}, {victim.end}\\)"):
+        restore_to(repo, last_before, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
