@@ -160,11 +160,11 @@ class Compactor:
         lease = Lease(self.repo.store, "compaction", self.lease_ttl_s)
         lease.acquire()
         try:
-            return self._compact(cut_time_ms)
+            return self._compact(cut_time_ms, lease)
         finally:
             lease.release()
 
-    def _compact(self, cut_time_ms: int | None) -> Manifest:
+    def _compact(self, cut_time_ms: int | None, lease: Lease) -> Manifest:
         began = time.monotonic()
         ids = list_manifests(self.repo)
         base = read_manifest(self.repo, ids[-1]) if ids else None
@@ -192,6 +192,7 @@ class Compactor:
             touched = set(range(nb)) if name in folded.touched_by_drop else set(by_bucket)
             files: list[DataFile] = []
             for b in range(nb):
+                lease.keep_alive()
                 old = prev.file_of(b) if prev else None
                 if b not in touched:
                     if old is not None:
@@ -215,6 +216,7 @@ class Compactor:
             id=snapshot_id, parent=base.id if base else None,
             created_at_ms=int(time.time() * 1000), cut_time_ms=cut_time, cut=folded.cut,
             catalog=folded.catalog.to_json(), collections=collections)
+        lease.check()  # a compactor that lost its lease must not commit
         self.repo.put_immutable(manifest_key(snapshot_id), manifest.to_json())  # the commit
         log.info("snapshot written", snapshot=snapshot_id, parent=manifest.parent,
                  cut_time_ms=cut_time, events=folded.events, records=manifest.records,
