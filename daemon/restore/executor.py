@@ -71,7 +71,17 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
                    if b in by_bucket or (prev is not None and prev.file_of(b) is not None)]
         files = [prev.file_of(b) if prev else None for b in buckets]
         fetched = prefetched(repo.store, [f.path if f else None for f in files])
+        # A bucket the log did not touch is the snapshot's file as it is: a sink that can
+        # take whole files gets its bytes (validation still re-reads every record).
+        copyable = (scope.tenants is None and name not in folded.touched_by_drop
+                    and hasattr(sink, "write_file"))
         for b, old_file, data in zip(buckets, files, fetched, strict=True):
+            if copyable and b not in by_bucket and old_file is not None and data is not None:
+                bytes_read += old_file.bytes
+                states.append(sink.write_file(  # type: ignore[attr-defined]
+                    name, b, data,
+                    WrittenState(old_file.records, old_file.digest, dict(old_file.tenants))))
+                continue
             old: Iterator[dict[str, Any]] = iter(())
             if old_file is not None and data is not None:
                 bytes_read += old_file.bytes

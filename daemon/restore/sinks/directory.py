@@ -36,6 +36,13 @@ class DirSink:
             atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.data)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
+    def write_file(self, collection: str, bucket: int, data: bytes,
+                   state: WrittenState) -> WrittenState:
+        """A snapshot data file the log did not touch: already this sink's format."""
+        make_dirs(self.path / collection)
+        atomic_write(self.path / collection / f"part-{bucket:04d}.avro", data)
+        return state
+
     def write_catalog(self, catalog: dict[str, Any]) -> None:
         atomic_write(self.path / "catalog.json",
                      orjson.dumps(catalog, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
