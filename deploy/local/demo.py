@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,6 +121,8 @@ def main() -> int:
     else:
         broker.stop()
         s3.stop()
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 

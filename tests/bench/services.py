@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ def services() -> Iterator[Services]:
     work = Path(tempfile.mkdtemp(prefix="vecwal-bench-"))
     stack = contextlib.ExitStack()
     with stack:
+        stack.callback(shutil.rmtree, work, True)  # GBs of topics and repositories
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3")
         env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
