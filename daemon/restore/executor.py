@@ -70,7 +70,8 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
         buckets = [b for b in range(nb)
                    if b in by_bucket or (prev is not None and prev.file_of(b) is not None)]
         files = [prev.file_of(b) if prev else None for b in buckets]
-        fetched = prefetched(repo.store, [f.path if f else None for f in files])
+        # Bucket files are large (tens of MB): one in flight beside the one being merged.
+        fetched = prefetched(repo.store, [f.path if f else None for f in files], depth=1)
         # A bucket the log did not touch is the snapshot's file as it is: a sink that can
         # take whole files gets its bytes (validation still re-reads every record).
         copyable = (scope.tenants is None and name not in folded.touched_by_drop
