@@ -1,0 +1,684 @@
+"""Restore throughput and RTO: a snapshot of N records plus M log events after it, restored
+to ``dir:``, against a naive baseline measured in the same run: replaying every event of the
+history one by one from its JSON value into a dictionary keyed by (collection, tenant, id),
+then writing the records out one at a time with fastavro.
+
+    python -m tests.bench.bench_restore [--records 1000000] [--log-events 100000] [--dim 768]
+                                        [--rounds 3] [--naive-records 50000] [--profile]
+
+The repository is built straight on a ``file://`` store, no Kafka: the snapshot's bucket files
+and manifest as the compactor writes them, then segments, sidecars and watermarks of the log
+after its cut as capture writes them (see tests/oracle/history.py). Records are the parser's
+output (``daemon.events.EventParser``) for realistic JSON events of ``daemon.workload``: a pool
+of parsed events is reused with fresh ids, so building costs encoding, not generation.
+
+Each restore round runs in a child process (plan, ``execute`` to ``dir:``, then validation,
+timed apart); peak RSS is the child's own high-water mark (VmHWM; see ``peak_rss_mb``). The naive
+baseline replays a subset of the same history (its first K records and the proportional
+share of log events, same mix) when the full history would not fit in memory: its cost is
+linear in events, so records/s carries over. Figures on stdout as JSON, progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import io
+import os
+import pstats
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import numpy as np
+import orjson
+
+from daemon.changelog.keys import SegmentKey
+from daemon.changelog.repository import Repository
+from daemon.changelog.segment import encode_segment
+from daemon.changelog.sidecar import Sidecar
+from daemon.changelog.watermark import Watermark
+from daemon.events import EventParser
+from daemon.logs import configure_logging
+from daemon.objectstore import open_store
+from daemon.snapshot.compactor import choose_buckets, collection_state
+from daemon.snapshot.datafile import SNAPSHOT_SCHEMA, bucket_of, encode_records
+from daemon.snapshot.manifest import DataFile, Manifest, data_key, manifest_key
+from daemon.snapshot.state import Catalog, record_from_event
+from daemon.workload import Workload
+
+REPO = Path(__file__).resolve().parents[2]
+TOPIC = "ingest"
+COLLECTION = "docs"
+TENANTS = ("acme", "globex", "initech")
+PARTITIONS = 3
+T0 = 1_764_079_200_000
+"""2025-11-25T14:00:00Z: the first event's timestamp."""
+EVENTS_PER_MS = 4
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- the records ------------------------------------------------------------------------------
+def tenant_of(i: int) -> str:
+    return TENANTS[i % len(TENANTS)]
+
+
+def id_of(i: int) -> str:
+    return f"doc-{i}#{i % 4}"
+
+
+def partition_of(i: int) -> int:
+    """Kafka partitions by key: a record's events all land in one partition."""
+    return zlib.crc32(id_of(i).encode()) % PARTITIONS
+
+
+class Pool:
+    """Parsed change-log records (and their JSON events) of realistic upserts, reused with
+    fresh ids: generating and parsing a 768-dim JSON event costs ~150 µs, copying a dict ~1."""
+
+    def __init__(self, dim: int, size: int = 256, seed: int = 11) -> None:
+        w = Workload(seed=seed, collections={COLLECTION: dim}, tenants=list(TENANTS))
+        parser = EventParser(1 << 24, {COLLECTION: dim})
+        self.dim, self.size = dim, size
+        self.events: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []
+        for k in range(size):
+            ev = w.upsert(COLLECTION, tenant_of(k), id_of(k))
+            self.events.append(ev)
+            self.records.append(self._parse(parser, ev))
+        self.delete = self._parse(parser, {"op": "delete", "collection": COLLECTION,
+                                           "tenant": TENANTS[0], "id": id_of(0)})
+        self.preamble = [parser.parse(g.value, "json", key=g.key, offset=0, timestamp=0)
+                         for g in w.preamble()]
+
+    @staticmethod
+    def _parse(parser: EventParser, ev: dict[str, Any]) -> dict[str, Any]:
+        return parser.parse(orjson.dumps(ev), "json", key=None, offset=0, timestamp=0)
+
+    def change(self, i: int, version: int, op: str, offset: int, timestamp: int
+               ) -> dict[str, Any]:
+        """The change-log record of version ``version`` of record ``i`` (0: its first)."""
+        rid, tenant = id_of(i), tenant_of(i)
+        if op == "delete":
+            rec = dict(self.delete)
+        else:
+            rec = dict(self.records[(i + version * 7919) % self.size])
+            rec["document"] = f"chunk {rid} of {COLLECTION} for {tenant} v{version}"
+        rec["tenant"], rec["id"], rec["key"] = tenant, rid, rid.encode()
+        rec["offset"], rec["timestamp"] = offset, timestamp
+        return rec
+
+    def event_json(self, i: int, version: int, op: str) -> bytes:
+        """The JSON value capture would have consumed for the same change."""
+        rid, tenant = id_of(i), tenant_of(i)
+        if op == "delete":
+            return orjson.dumps({"op": "delete", "collection": COLLECTION, "tenant": tenant,
+                                 "id": rid})
+        ev = dict(self.events[(i + version * 7919) % self.size])
+        ev["tenant"], ev["id"] = tenant, rid
+        ev["document"] = f"chunk {rid} of {COLLECTION} for {tenant} v{version}"
+        return orjson.dumps(ev)
+
+
+# -- the repository ----------------------------------------------------------------------------
+@dataclass
+class Built:
+    root: Path
+    records: int
+    dim: int
+    buckets: int
+    snapshot_id: str
+    snapshot_bytes: int
+    cut: dict[str, int]
+    cut_time_ms: int
+    log_events: int = 0
+    log_bytes: int = 0
+    log_segments: int = 0
+    expected_records: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def write_snapshot(repo: Repository, pool: Pool, n: int, buckets: int | None = None,
+                   codec: str = "null") -> Built:
+    """The snapshot a compaction of the first ``n`` upserts (after the catalog preamble)
+    would write: one sorted bucket file per bucket, then the manifest. The log before its
+    cut is not written (as if retention had removed it): restore never reads it."""
+    began = time.monotonic()
+    repo.ensure_initialized()
+    nb = buckets or choose_buckets(n, 16, 50_000)
+    catalog = Catalog()
+    next_offset = [0] * PARTITIONS
+    for j, rec in enumerate(pool.preamble):
+        rec = dict(rec, offset=j, timestamp=T0)
+        catalog.apply(rec, TOPIC, 0)
+        next_offset[0] += 1
+    # Where record i's upsert sits in the log, and which bucket it falls in.
+    offsets, members = array("q", bytes(8 * n)), [array("l") for _ in range(nb)]
+    for i in range(n):
+        p = partition_of(i)
+        offsets[i] = next_offset[p]
+        next_offset[p] += 1
+        members[bucket_of(tenant_of(i), id_of(i), nb)].append(i)
+    cut_time = T0 + max(next_offset) // EVENTS_PER_MS
+    snapshot_id = f"{cut_time:013d}-{uuid.uuid4().hex[:8]}"
+    files, total = [], 0
+    for b in range(nb):
+        recs = []
+        for i in members[b]:
+            p, off = partition_of(i), offsets[i]
+            ev = pool.change(i, 0, "upsert", off, T0 + off // EVENTS_PER_MS)
+            recs.append(record_from_event(ev, TOPIC, p))
+        recs.sort(key=lambda r: (r["tenant"], r["id"]))
+        enc = encode_records(recs, codec)
+        del recs
+        path = data_key(COLLECTION, b, snapshot_id)
+        repo.put_immutable(path, enc.data)
+        total += len(enc.data)
+        files.append(DataFile(path, b, enc.records, len(enc.data),
+                              hashlib.sha256(enc.data).hexdigest(), enc.digest, enc.tenants))
+        if b % 8 == 7 or b == nb - 1:
+            say(f"  snapshot: {b + 1}/{nb} buckets, {total / 1e9:.2f} GB")
+    cut = {TOPIC: {str(p): next_offset[p] for p in range(PARTITIONS)}}
+    manifest = Manifest(id=snapshot_id, parent=None, created_at_ms=int(time.time() * 1000),
+                        cut_time_ms=cut_time, cut=cut, catalog=catalog.to_json(),
+                        collections={COLLECTION: collection_state(nb, files)})
+    repo.put_immutable(manifest_key(snapshot_id), manifest.to_json())
+    for p in range(PARTITIONS):  # the log is durable to the cut (no events after it yet)
+        repo.write_watermark(Watermark(TOPIC, p, next_offset[p], cut_time, 0, "bench"))
+    root = Path(repo.store.url.removeprefix("file://"))
+    return Built(root, n, pool.dim, nb, snapshot_id, total,
+                 {str(p): next_offset[p] for p in range(PARTITIONS)}, cut_time,
+                 expected_records=n, seconds={"snapshot": time.monotonic() - began})
+
+
+def write_log(repo: Repository, pool: Pool, built: Built, ops: Iterable[tuple[str, int]],
+              segment_bytes: int = 32 << 20) -> None:
+    """Segments, sidecars and watermarks of the events ``ops`` ((op, record index) in log
+    order) after the snapshot's cut, as capture would leave them: each partition's segment
+    closes at about ``segment_bytes`` (capture's default 32 MiB)."""
+    began = time.monotonic()
+    next_offset = [built.cut[str(p)] for p in range(PARTITIONS)]
+    seg_start = list(next_offset)
+    pending: list[list[dict[str, Any]]] = [[] for _ in range(PARTITIONS)]
+    per_segment = max(1, segment_bytes // (pool.dim * 4 + 600))
+    versions: dict[int, int] = {}
+    last_op: dict[int, str] = {}
+    last_ts = [built.cut_time_ms] * PARTITIONS
+
+    def seal(p: int) -> None:
+        recs = pending[p]
+        if not recs:
+            return
+        key = SegmentKey(TOPIC, p, seg_start[p], next_offset[p])
+        data = encode_segment(key, recs)
+        repo.put_segment(key, data)
+        repo.put_sidecar(Sidecar.build(key, recs, data, 0))
+        built.log_bytes += len(data)
+        built.log_segments += 1
+        seg_start[p] = next_offset[p]
+        pending[p] = []
+
+    for op, i in ops:
+        p = partition_of(i)
+        version = versions.get(i, 0) + 1
+        versions[i] = version
+        seq = next_offset[p] - built.cut[str(p)]
+        ts = built.cut_time_ms + 1 + seq // EVENTS_PER_MS
+        pending[p].append(pool.change(i, version, op, next_offset[p], ts))
+        last_ts[p] = ts
+        next_offset[p] += 1
+        last_op[i] = op
+        built.log_events += 1
+        if len(pending[p]) >= per_segment:
+            seal(p)
+    for p in range(PARTITIONS):
+        seal(p)
+    valid = max(last_ts)  # every partition is durable through its last event
+    for p in range(PARTITIONS):
+        repo.write_watermark(Watermark(TOPIC, p, next_offset[p], valid, 0, "bench"))
+    deleted = sum(1 for i, op in last_op.items() if op == "delete" and i < built.records)
+    new = sum(1 for i, op in last_op.items() if op == "upsert" and i >= built.records)
+    built.expected_records = built.records - deleted + new
+    built.seconds["log"] = time.monotonic() - began
+
+
+def mixed_ops(n: int, m: int, seed: int, reupsert: float = 0.60, delete: float = 0.12
+              ) -> Iterator[tuple[str, int]]:
+    """``m`` log events over ``n`` existing records: re-upserts and deletes of existing ids,
+    the rest upserts of new ids (the shares of daemon.workload: 12% deletes)."""
+    rng = random.Random(seed)
+    fresh = n
+    for _ in range(m):
+        roll = rng.random()
+        if roll < reupsert:
+            yield "upsert", rng.randrange(n)
+        elif roll < reupsert + delete:
+            yield "delete", rng.randrange(n)
+        else:
+            yield "upsert", fresh
+            fresh += 1
+
+
+def build(root: Path, pool: Pool, records: int, log_ops: Iterable[tuple[str, int]],
+          buckets: int | None = None) -> Built:
+    repo = Repository(open_store(f"file://{root}"))
+    built = write_snapshot(repo, pool, records, buckets)
+    write_log(repo, pool, built, log_ops)
+    return built
+
+
+# -- measuring in a child process --------------------------------------------------------------
+def spawn(args: list[str], module: str = "tests.bench.bench_restore"
+          ) -> tuple[dict[str, Any], int]:
+    """Run ``module`` as a child process: (the JSON it printed last, which includes the
+    child's own peak RSS, and ru_maxrss from wait4 in MB, which includes ours at fork)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-m", module, *args],
+                                cwd=REPO, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"child {args[:2]} failed ({proc.returncode}):\n"
+                               f"{err.read().decode()[-4000:]}")
+        return orjson.loads(out.read().splitlines()[-1]), usage.ru_maxrss // 1024
+
+
+def peak_rss_mb() -> int:
+    """This process's own peak RSS (VmHWM). Not ru_maxrss: on Linux a child's ru_maxrss
+    (getrusage or wait4) starts from its parent's RSS at fork, as exec keeps the old image's
+    high-water mark, so a small child of a big parent would report the parent's size."""
+    return _status_kb("VmHWM") // 1024
+
+
+def rss_mb() -> int:
+    return _status_kb("VmRSS") // 1024
+
+
+def _status_kb(name: str) -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def io_counters() -> dict[str, int]:
+    """This process's read/write bytes (rchar/wchar: every read()/write(), page cache or
+    not; read_bytes/write_bytes: what reached the block layer)."""
+    try:
+        lines = Path("/proc/self/io").read_text().splitlines()
+    except OSError:
+        return {}
+    return {k: int(v) for k, v in (line.split(": ") for line in lines)}
+
+
+def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
+                  ) -> dict[str, Any]:
+    from daemon.restore.executor import execute
+    from daemon.restore.planner import Scope, gather, make_plan
+    from daemon.restore.sinks.directory import DirSink
+    from daemon.restore.target import parse_target
+    from daemon.restore.validate import validate
+
+    class WatchedSink(DirSink):
+        """DirSink noting RSS when the log is folded (begin) and after each bucket."""
+
+        def __init__(self, path: Path) -> None:
+            super().__init__(path)
+            self.rss_at_begin = 0
+            self.rss_after_buckets: list[int] = []
+
+        def begin(self) -> None:
+            self.rss_at_begin = rss_mb()
+            super().begin()
+
+        def write_bucket(self, collection: str, bucket: int, records: Iterable[dict[str, Any]]
+                         ) -> Any:
+            written = super().write_bucket(collection, bucket, records)
+            self.rss_after_buckets.append(rss_mb())
+            return written
+
+    rss_idle = peak_rss_mb()
+    io0 = io_counters()
+    prof = cProfile.Profile() if profile else None
+    if prof:
+        prof.enable()
+    began = time.monotonic()
+    repo = Repository(open_store(f"file://{repo_path}"))
+    target = parse_target(to, now_ms=int(time.time() * 1000))
+    plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
+    planned = time.monotonic()
+    sink = WatchedSink(Path(out))
+    result = execute(repo, plan, sink)
+    executed = time.monotonic()
+    rss_execute = peak_rss_mb()
+    io1 = io_counters()
+    report = validate(result, sink)
+    validated = time.monotonic()
+    if prof:
+        prof.disable()
+        prof.dump_stats(profile)
+    io2 = io_counters()
+    if not report.ok:
+        raise SystemExit(f"validation failed: {report.to_dict()}")
+    return {
+        "records": result.records, "events_replayed": result.events_replayed,
+        "bytes_read": result.bytes_read, "plan_bytes": plan.snapshot_bytes + plan.log_bytes,
+        "plan_s": planned - began, "execute_s": executed - planned,
+        "execute_internal_s": result.seconds, "validate_s": validated - executed,
+        "rchar_execute": io1.get("rchar", 0) - io0.get("rchar", 0),
+        "wchar_execute": io1.get("wchar", 0) - io0.get("wchar", 0),
+        "rchar_validate": io2.get("rchar", 0) - io1.get("rchar", 0),
+        "output_bytes": sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()),
+        "rss_after_imports_mb": rss_idle, "peak_rss_execute_mb": rss_execute,
+        "rss_after_fold_mb": sink.rss_at_begin,
+        "rss_after_bucket_max_mb": max(sink.rss_after_buckets, default=0),
+        "peak_rss_mb": peak_rss_mb(), "validation_ok": report.ok,
+    }
+
+
+# -- the naive baseline -------------------------------------------------------------------------
+def write_naive_input(path: Path, pool: Pool, k: int, m: int, seed: int) -> int:
+    """The JSON values of a history of ``k`` records and ``m`` later events (same mix as the
+    benchmark's log), one per line (orjson never writes a raw newline). Returns events."""
+    versions: dict[int, int] = {}
+    events = 0
+    with path.open("wb") as f:
+        for i in range(k):
+            f.write(pool.event_json(i, 0, "upsert") + b"\n")
+            events += 1
+        for op, i in mixed_ops(k, m, seed):
+            versions[i] = versions.get(i, 0) + 1
+            f.write(pool.event_json(i, versions[i], op) + b"\n")
+            events += 1
+    return events
+
+
+def naive_record(ev: dict[str, Any], seq: int) -> dict[str, Any]:
+    vec, doc = ev.get("vector"), ev.get("document")
+    md, src = ev.get("metadata"), ev.get("source")
+    return {
+        "collection": ev["collection"], "tenant": ev.get("tenant") or "", "id": ev["id"],
+        "dimension": len(vec) if vec is not None else None,
+        "vector": np.asarray(vec, dtype="<f4").tobytes() if vec is not None else None,
+        "sparse_indices": None, "sparse_values": None,
+        "document": doc if doc is None or isinstance(doc, str) else orjson.dumps(doc).decode(),
+        "document_is_json": doc is not None and not isinstance(doc, str),
+        "metadata": orjson.dumps(md).decode() if md is not None else None,
+        "acl": ev.get("acl"), "embedding_model": ev.get("embedding_model"),
+        "source": orjson.dumps(src).decode() if src is not None else None,
+        "event_id": ev.get("event_id"), "event_time": ev.get("event_time"), "extra": None,
+        "last_offset": seq, "last_timestamp": seq, "last_partition": 0, "last_topic": TOPIC,
+    }
+
+
+def child_naive(inp: str, out: str) -> dict[str, Any]:
+    """Replay every event from JSON into a dict keyed by (collection, tenant, id), then write
+    the surviving records one at a time with fastavro."""
+    began = time.monotonic()
+    state: dict[tuple[str, str, str], tuple[int, dict[str, Any]]] = {}
+    events = 0
+    with open(inp, "rb") as f:
+        for seq, line in enumerate(f):
+            ev = orjson.loads(line)
+            key = (ev["collection"], ev.get("tenant") or "", ev["id"])
+            if ev["op"] == "delete":
+                state.pop(key, None)
+            else:
+                state[key] = (seq, ev)
+            events += 1
+    replayed = time.monotonic()
+    with open(out, "wb") as fo:
+        writer = fastavro.write.Writer(fo, SNAPSHOT_SCHEMA, codec="null")
+        for seq, ev in state.values():
+            writer.write(naive_record(ev, seq))
+        writer.flush()
+        fo.flush()
+        os.fsync(fo.fileno())
+    done = time.monotonic()
+    return {"events": events, "records": len(state), "replay_s": replayed - began,
+            "write_s": done - replayed, "seconds": done - began,
+            "input_bytes": os.path.getsize(inp), "output_bytes": os.path.getsize(out),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+# -- profile summary ----------------------------------------------------------------------------
+def profile_top(path: str, n: int = 15) -> list[dict[str, Any]]:
+    stats = pstats.Stats(path, stream=io.StringIO())
+    total = stats.total_tt  # type: ignore[attr-defined]
+    rows = []
+    for (filename, line, func), (_cc, calls, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append({"function": f"{Path(filename).name}:{line}({func})", "calls": calls,
+                     "tottime_s": round(tt, 3), "cumtime_s": round(ct, 3),
+                     "share": round(tt / total, 3) if total else 0.0})
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return rows[:n]
+
+
+def stage_costs(built: Built, scratch: Path) -> dict[str, float]:
+    """Microseconds per record of each stage of restoring one (untouched) bucket, timed apart
+    on the snapshot's first bucket file: where the time goes, as cProfile cannot see inside
+    fastavro's compiled reader and writer (it books them to their callers)."""
+    from daemon.atomic import atomic_write
+    from daemon.snapshot.compactor import read_manifest
+    from daemon.snapshot.datafile import decode_records, record_hash
+    from daemon.snapshot.state import merge_bucket
+
+    repo = Repository(open_store(f"file://{built.root}"))
+    f = read_manifest(repo, built.snapshot_id).collections[COLLECTION].files[0]
+    scratch.mkdir(parents=True, exist_ok=True)
+    out: dict[str, float] = {}
+
+    def timed(name: str, fn: Any) -> Any:
+        began = time.perf_counter()
+        value = fn()
+        out[name] = (time.perf_counter() - began) / f.records * 1e6
+        return value
+
+    data = timed("read_file", lambda: repo.store.get(f.path))
+    recs = timed("avro_decode", lambda: list(decode_records(data, f.path)))
+    timed("avro_decode_writer_schema_only",  # no reader schema given: no schema resolution
+          lambda: list(fastavro.reader(io.BytesIO(data))))
+    timed("merge_bucket", lambda: sum(1 for _ in merge_bucket(iter(recs), None, lambda t: None)))
+    timed("record_hash", lambda: [record_hash(r) for r in recs])
+    timed("avro_encode", lambda: fastavro.writer(io.BytesIO(), SNAPSHOT_SCHEMA, recs,
+                                                 validator=False))
+    enc = timed("encode_records", lambda: encode_records(recs))
+    timed("atomic_write", lambda: atomic_write(scratch / "part.avro", enc.data))
+    timed("copy_file", lambda: shutil.copyfile(repo.store.root / f.path,  # type: ignore[attr-defined]
+                                               scratch / "copy.avro"))
+    timed("sha256", lambda: hashlib.sha256(data).digest())
+    shutil.rmtree(scratch)
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+# -- main ---------------------------------------------------------------------------------------
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--log-events", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--buckets", type=int, default=0, help="0: as the compactor chooses")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--naive-records", type=int, default=50_000,
+                    help="records of the history the naive baseline replays (0: all)")
+    ap.add_argument("--profile", action="store_true",
+                    help="one more restore round under cProfile; top costs in the JSON")
+    ap.add_argument("--workdir", default=None, help="default: a new directory under $TMPDIR")
+    ap.add_argument("--keep", action="store_true", help="keep the repository afterwards")
+    ap.add_argument("--child", choices=["restore", "naive"], help=argparse.SUPPRESS)
+    ap.add_argument("--repo", help=argparse.SUPPRESS)
+    ap.add_argument("--input", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--profile-out", help=argparse.SUPPRESS)
+    ap.add_argument("--to", default="now", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    configure_logging("warning", "console")  # figures on stdout, nothing else
+    if args.child == "restore":
+        res = child_restore(args.repo, args.out, args.profile_out, args.to)
+        print(orjson.dumps(res).decode())
+        return res
+    if args.child == "naive":
+        res = child_naive(args.input, args.out)
+        print(orjson.dumps(res).decode())
+        return res
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="vecwal-bench-restore-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    n, m = args.records, args.log_events
+    say(f"building: snapshot of {n:,} records x {args.dim} dims, {m:,} log events after it")
+    pool = Pool(args.dim)
+    built = build(work / "repo", pool, n, mixed_ops(n, m, seed=5), args.buckets or None)
+    say(f"built in {sum(built.seconds.values()):.0f}s: snapshot {built.snapshot_bytes / 1e9:.2f} "
+        f"GB in {built.buckets} buckets, log {built.log_bytes / 1e6:.0f} MB in "
+        f"{built.log_segments} segments")
+    k = n if args.naive_records <= 0 else min(n, args.naive_records)
+    naive_in = work / "naive.ndjson"
+    naive_events = write_naive_input(naive_in, pool, k, round(m * k / n), seed=5)
+    say(f"naive input: {naive_events:,} JSON events, {naive_in.stat().st_size / 1e6:.0f} MB")
+
+    naive_runs: list[tuple[dict[str, Any], int]] = []
+    restore_runs: list[tuple[dict[str, Any], int]] = []
+    snapshot_runs: list[tuple[dict[str, Any], int]] = []
+    for r in range(args.rounds):
+        out = work / f"naive-{r}.avro"
+        naive_runs.append(spawn(["--child", "naive", "--input", str(naive_in),
+                                 "--out", str(out)]))
+        out.unlink()
+        nv = naive_runs[-1][0]
+        say(f"round {r}: naive {nv['records'] / nv['seconds']:,.0f} records/s "
+            f"({nv['events']:,} events in {nv['seconds']:.1f}s)")
+        dest = work / f"restore-{r}"
+        restore_runs.append(spawn(["--child", "restore", "--repo", str(built.root),
+                                   "--out", str(dest)]))
+        shutil.rmtree(dest)
+        rs = restore_runs[-1][0]
+        assert rs["records"] == built.expected_records, (rs["records"], built.expected_records)
+        say(f"round {r}: restore {rs['records'] / rs['execute_s']:,.0f} records/s "
+            f"(execute {rs['execute_s']:.1f}s, validate {rs['validate_s']:.1f}s, "
+            f"peak RSS {rs['peak_rss_mb']} MB, {rs['rss_after_fold_mb']} MB after the fold)")
+        # The same snapshot restored to its own cut: no log to replay, no bucket touched.
+        snapshot_runs.append(spawn(["--child", "restore", "--repo", str(built.root),
+                                    "--out", str(dest), "--to", str(built.cut_time_ms)]))
+        shutil.rmtree(dest)
+        ss = snapshot_runs[-1][0]
+        assert ss["records"] == n, (ss["records"], n)
+        say(f"round {r}: restore to the snapshot's cut {n / ss['execute_s']:,.0f} records/s "
+            f"(execute {ss['execute_s']:.1f}s, validate {ss['validate_s']:.1f}s, "
+            f"peak RSS {ss['peak_rss_mb']} MB)")
+
+    profile: list[dict[str, Any]] = []
+    stages: dict[str, float] = {}
+    if args.profile:
+        stages = stage_costs(built, work / "stages")
+        say(f"  per record (us): {stages}")
+        prof_path = work / "restore.prof"
+        dest = work / "restore-profile"
+        spawn(["--child", "restore", "--repo", str(built.root), "--out", str(dest),
+               "--profile-out", str(prof_path)])
+        shutil.rmtree(dest)
+        profile = profile_top(str(prof_path))
+        for row in profile:
+            say(f"  {row['share']:6.1%} {row['tottime_s']:8.2f}s {row['calls']:>10} "
+                f"{row['function']}")
+
+    rs0 = restore_runs[0][0]
+    exec_s = median([r["execute_s"] for r, _ in restore_runs])
+    plan_s = median([r["plan_s"] for r, _ in restore_runs])
+    val_s = median([r["validate_s"] for r, _ in restore_runs])
+    rto_s = median([r["plan_s"] + r["execute_s"] for r, _ in restore_runs])
+    rto_val_s = median([r["plan_s"] + r["execute_s"] + r["validate_s"] for r, _ in restore_runs])
+    rate = rs0["records"] / exec_s
+    naive_s = median([r["seconds"] for r, _ in naive_runs])
+    nv0 = naive_runs[0][0]
+    naive_rate = nv0["records"] / naive_s
+    result = {
+        "records": n, "dim": args.dim, "log_events": m, "buckets": built.buckets,
+        "rounds": args.rounds,
+        "snapshot_bytes": built.snapshot_bytes, "log_bytes": built.log_bytes,
+        "log_segments": built.log_segments, "build_s": {k: round(v, 1) for k, v in
+                                                        built.seconds.items()},
+        "restore": {
+            "records_out": rs0["records"], "events_replayed": rs0["events_replayed"],
+            "bytes_read": rs0["bytes_read"], "output_bytes": rs0["output_bytes"],
+            "rchar_execute": rs0["rchar_execute"], "rchar_validate": rs0["rchar_validate"],
+            "plan_s": round(plan_s, 2), "execute_s": round(exec_s, 2),
+            "validate_s": round(val_s, 2),
+            "rto_s": round(rto_s, 2), "rto_with_validation_s": round(rto_val_s, 2),
+            "records_per_s": round(rate), "records_per_s_with_validation":
+                round(rs0["records"] / rto_val_s),
+            "read_mb_per_s": round(rs0["bytes_read"] / exec_s / 1e6),
+            "peak_rss_mb": median([r["peak_rss_mb"] for r, _ in restore_runs]),
+            "peak_rss_execute_mb": median([r["peak_rss_execute_mb"] for r, _ in restore_runs]),
+            "rss_after_imports_mb": rs0["rss_after_imports_mb"],
+            "rss_after_fold_mb": median([r["rss_after_fold_mb"] for r, _ in restore_runs]),
+            "rss_after_bucket_max_mb": median([r["rss_after_bucket_max_mb"]
+                                               for r, _ in restore_runs]),
+            "wait4_ru_maxrss_mb": median([rss for _, rss in restore_runs]),
+            "validation_ok": all(r["validation_ok"] for r, _ in restore_runs),
+        },
+        "naive": {
+            "subset": k < n, "records_in_history": k, "events": nv0["events"],
+            "records_out": nv0["records"], "input_bytes": nv0["input_bytes"],
+            "seconds": round(naive_s, 2),
+            "replay_s": round(median([r["replay_s"] for r, _ in naive_runs]), 2),
+            "write_s": round(median([r["write_s"] for r, _ in naive_runs]), 2),
+            "records_per_s": round(naive_rate),
+            "events_per_s": round(nv0["events"] / naive_s),
+            "peak_rss_mb": median([r["peak_rss_mb"] for r, _ in naive_runs]),
+        },
+        "restore_to_snapshot_cut": {
+            "records_out": n, "bytes_read": snapshot_runs[0][0]["bytes_read"],
+            "execute_s": round(median([r["execute_s"] for r, _ in snapshot_runs]), 2),
+            "validate_s": round(median([r["validate_s"] for r, _ in snapshot_runs]), 2),
+            "records_per_s": round(n / median([r["execute_s"] for r, _ in snapshot_runs])),
+            "records_per_s_with_validation": round(n / median(
+                [r["plan_s"] + r["execute_s"] + r["validate_s"] for r, _ in snapshot_runs])),
+            "peak_rss_mb": median([r["peak_rss_mb"] for r, _ in snapshot_runs]),
+        },
+        "ratio_restore_to_naive": round(rate / naive_rate, 2),
+        "ratio_with_validation_to_naive": round(rs0["records"] / rto_val_s / naive_rate, 2),
+        "goals": {"records_per_s_100k": rate >= 100_000, "ratio_20x": rate / naive_rate >= 20},
+    }
+    if profile:
+        result["restore_profile_top"] = profile
+        result["restore_stage_us_per_record"] = stages
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    return result
+
+
+if __name__ == "__main__":
+    main()
