@@ -237,11 +237,6 @@ def collection_state_digest(parts: list[WrittenState]) -> WrittenState:
 
 
 def collection_state(buckets: int, files: list[DataFile]) -> CollectionState:
-    digest = StateDigest()
-    tenants: dict[str, int] = {}
-    for f in files:
-        digest.merge(StateDigest(int(f.digest, 16), f.records))
-        for t, n in f.tenants.items():
-            tenants[t] = tenants.get(t, 0) + n
-    return CollectionState(buckets, sorted(files, key=lambda f: f.bucket), digest.count,
-                           digest.hex, dict(sorted(tenants.items())))
+    total = collection_state_digest([WrittenState(f.records, f.digest, f.tenants) for f in files])
+    return CollectionState(buckets, sorted(files, key=lambda f: f.bucket), total.records,
+                           total.digest, total.tenants)
