@@ -91,7 +91,8 @@ def expected_touched(buckets: int, changes: int) -> float:
 
 def buckets_for(share: float, changes: int) -> int:
     """Bucket count at which uniform changes touch at most ``share`` of the buckets."""
-    return math.ceil(1 / (1 - (1 - share) ** (1 / changes)))
+    untouched_per_change: float = (1 - share) ** (1 / changes)
+    return math.ceil(1 / (1 - untouched_per_change))
 
 
 def measure_point(work: Path, n: int, dim: int, args: argparse.Namespace) -> dict[str, Any]:

@@ -376,7 +376,7 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
     io1 = io_counters()
     report = validate(result, sink)
     validated = time.monotonic()
-    if prof:
+    if prof is not None and profile:
         prof.disable()
         prof.dump_stats(profile)
     io2 = io_counters()
@@ -477,9 +477,9 @@ def profile_top(path: str, n: int = 15) -> list[dict[str, Any]]:
 
 
 def stage_costs(built: Built, scratch: Path) -> dict[str, float]:
-    """Microseconds per record of each stage of restoring one (untouched) bucket, timed apart
-    on the snapshot's first bucket file: where the time goes, as cProfile cannot see inside
-    fastavro's compiled reader and writer (it books them to their callers)."""
+    """Microseconds per record of each stage of restoring one bucket, timed apart on the
+    snapshot's first bucket file (median of 3): where the time goes, as cProfile cannot see
+    inside fastavro's compiled reader and writer (it books them to their callers)."""
     from daemon.atomic import atomic_write
     from daemon.snapshot.compactor import read_manifest
     from daemon.snapshot.datafile import decode_records, record_hash
@@ -490,10 +490,14 @@ def stage_costs(built: Built, scratch: Path) -> dict[str, float]:
     scratch.mkdir(parents=True, exist_ok=True)
     out: dict[str, float] = {}
 
-    def timed(name: str, fn: Any) -> Any:
-        began = time.perf_counter()
-        value = fn()
-        out[name] = (time.perf_counter() - began) / f.records * 1e6
+    def timed(name: str, fn: Any, reps: int = 3) -> Any:
+        """Median of ``reps`` runs: these figures come from one file, on a noisy machine."""
+        times = []
+        for _ in range(reps):
+            began = time.perf_counter()
+            value = fn()
+            times.append(time.perf_counter() - began)
+        out[name] = statistics.median(times) / f.records * 1e6
         return value
 
     data = timed("read_file", lambda: repo.store.get(f.path))
