@@ -106,9 +106,13 @@ def kafka_offsets_reader(config: Config, timeout: float = 10.0) -> Callable[[], 
             marks = high_watermarks(consumer, parts, timeout)
             committed = {(tp.topic, tp.partition): tp.offset
                          for tp in consumer.committed(parts, timeout=timeout)}
-            return {k: (hi, committed.get(k) if (committed.get(k) or -1) >= 0 else None)
-                    for k, (_, hi) in marks.items()}
+            return {k: (hi, _valid_offset(committed.get(k))) for k, (_, hi) in marks.items()}
         finally:
             consumer.close()
 
     return read
+
+
+def _valid_offset(offset: int | None) -> int | None:
+    """Kafka's committed offset, or None when the group has none (negative sentinels)."""
+    return offset if offset is not None and offset >= 0 else None

@@ -7,7 +7,6 @@ Deterministic for a given seed. Each generated event says what capture should ma
 
 from __future__ import annotations
 
-import base64
 import io
 import random
 import time
@@ -163,10 +162,6 @@ def to_avro(event: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, CHANGE_EVENT_SCHEMA, ev)
     return buf.getvalue()
-
-
-def vector_b64(vec: list[float]) -> str:
-    return base64.b64encode(np.asarray(vec, dtype="<f4").tobytes()).decode()
 
 
 @dataclass(frozen=True)

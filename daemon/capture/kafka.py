@@ -51,7 +51,7 @@ def partitions_of(consumer: Consumer, topics: list[str], timeout: float = 10.0) 
                               "check [kafka] bootstrap_servers and that the broker is up") from None
         tmd = md.topics.get(topic)
         if tmd is None or tmd.error is not None or not tmd.partitions:
-            raise VecwalError(f"topic {topic!r} does not exist on {consumer_name(consumer)}",
+            raise VecwalError(f"topic {topic!r} does not exist on the configured brokers",
                               "create the topic, or fix [kafka] topics in the config")
         out.extend(TopicPartition(topic, p) for p in sorted(tmd.partitions))
     return out
@@ -66,7 +66,3 @@ def high_watermarks(consumer: Consumer, partitions: list[TopicPartition],
                                                 timeout=timeout, cached=False)
         out[(tp.topic, tp.partition)] = (lo, hi)
     return out
-
-
-def consumer_name(consumer: Consumer) -> str:
-    return "the configured brokers"

@@ -117,14 +117,6 @@ class Repository:
                 "restore to a time before this segment, or from a copy")
         return out
 
-    def list_partitions(self, topic: str) -> list[int]:
-        parts = set()
-        for info in self.store.list(f"log/{topic}/"):
-            key = SegmentKey.parse(info.key)
-            if key is not None:
-                parts.add(key.partition)
-        return sorted(parts)
-
     # -- watermarks -----------------------------------------------------------------------
     def read_watermark(self, topic: str, partition: int) -> Watermark | None:
         try:

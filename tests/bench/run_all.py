@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import orjson
 
-from tests.bench import bench_capture, bench_rpo, bench_rss
+from tests.bench import (
+    bench_capture,
+    bench_compaction,
+    bench_restore,
+    bench_rpo,
+    bench_rss,
+)
 
 
 def main() -> None:
@@ -13,6 +19,8 @@ def main() -> None:
         "capture_throughput": bench_capture.main([]),
         "rpo": bench_rpo.main([]),
         "peak_rss": bench_rss.main([]),
+        "restore": bench_restore.main([]),
+        "compaction": bench_compaction.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
