@@ -5,7 +5,7 @@ holds the log window's winning changes and one bucket at a time."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,9 @@ from daemon.snapshot.compactor import (
     fold_log,
     split_by_bucket,
 )
-from daemon.snapshot.datafile import decode_records
-from daemon.snapshot.state import BucketChanges, merge_bucket
+from daemon.snapshot.datafile import Row, read_rows
+from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.state import BucketChanges, live, merge_rows, overlay
 
 log = structlog.get_logger("vecwal.restore")
 
@@ -66,30 +67,29 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
         changes = folded.records.get(name, BucketChanges())
         nb = prev.buckets if prev else choose_buckets(len(changes.changes), 16, 50_000)
         by_bucket = split_by_bucket(changes, nb)
-        states = []
-        buckets = [b for b in range(nb)
-                   if b in by_bucket or (prev is not None and prev.file_of(b) is not None)]
-        files = [prev.file_of(b) if prev else None for b in buckets]
+        buckets = sorted(set(by_bucket) | {s.bucket for s in (prev.states if prev else [])})
+        olds = [prev.bucket(b) if prev else None for b in buckets]
         # Bucket files are large (tens of MB): one in flight beside the one being merged.
-        fetched = prefetched(repo.store, [f.path if f else None for f in files], depth=1)
-        # A bucket the log did not touch is the snapshot's file as it is: a sink that can
-        # take whole files gets its bytes (validation still re-reads every record).
-        copyable = (scope.tenants is None and name not in folded.touched_by_drop
-                    and hasattr(sink, "write_file"))
-        for b, old_file, data in zip(buckets, files, fetched, strict=True):
-            if copyable and b not in by_bucket and old_file is not None and data is not None:
-                bytes_read += old_file.bytes
-                states.append(sink.write_file(  # type: ignore[attr-defined]
-                    name, b, data,
-                    WrittenState(old_file.records, old_file.digest, dict(old_file.tenants))))
+        fetched = prefetched(repo.store, [f.path for s in olds if s for f in s.files], depth=1)
+        drop = folded.catalog.drop_filter(name)
+        states = []
+        for b, old in zip(buckets, olds, strict=True):
+            datas = [next(fetched) for _ in (old.files if old else [])]
+            bytes_read += sum(f.bytes for f in (old.files if old else []))
+            # A bucket the log did not touch and no delta changed is the snapshot's file as
+            # it is: a sink that can take whole files gets its bytes.
+            if (old is not None and old.base is not None and not old.deltas
+                    and b not in by_bucket and scope.tenants is None
+                    and name not in folded.touched_by_drop and hasattr(sink, "write_file")):
+                assert datas[0] is not None
+                states.append(sink.write_file(
+                    name, b, datas[0], WrittenState(old.records, old.digest, dict(old.tenants))))
                 continue
-            old: Iterator[dict[str, Any]] = iter(())
-            if old_file is not None and data is not None:
-                bytes_read += old_file.bytes
-                old = _in_tenants(decode_records(data, old_file.path), scope.tenants)
-            merged = merge_bucket(old, by_bucket.get(b),
-                                  lambda t, n=name: folded.catalog.drop_time(n, t))
-            states.append(sink.write_bucket(name, b, merged))
+            rows = _bucket_rows(old, datas, by_bucket.get(b), drop, scope.tenants)
+            if hasattr(sink, "write_rows"):
+                states.append(sink.write_rows(name, b, rows))
+            else:
+                states.append(sink.write_bucket(name, b, (r.record() for r in rows)))
         written[name] = collection_state_digest(states)
         log.info("collection restored", collection=name, records=written[name].records,
                  sink=sink.name)
@@ -99,11 +99,26 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
                          records=sum(w.records for w in written.values()))
 
 
-def _in_tenants(records: Iterator[dict[str, Any]], tenants: frozenset[str] | None
-                ) -> Iterator[dict[str, Any]]:
+def _bucket_rows(old: BucketState | None, datas: list[bytes | None],
+                 changes: BucketChanges | None, drop: Callable[[str], int | None] | None,
+                 tenants: frozenset[str] | None) -> Iterator[Row]:
+    """The bucket's records at the target, sorted by key: its base, then its deltas in order,
+    then the log's changes, the greatest version winning per key."""
+    base: Iterator[Row] = iter(())
+    later: list[Iterable[Row]] = []
+    for f, data in zip(old.files if old else [], datas, strict=True):
+        assert data is not None
+        rows = read_rows(data, f.path)
+        if f.kind == "base":
+            base = rows
+        else:
+            later.append(rows)
+    if changes is not None:
+        later.append(changes.rows().values())
+    merged = live(merge_rows(base, overlay(later)), drop)
     if tenants is None:
-        return records
-    return (r for r in records if r["tenant"] in tenants)
+        return merged
+    return (r for r in merged if r.key[0] in tenants)
 
 
 def _scope_catalog(catalog: dict[str, Any], plan: RestorePlan) -> dict[str, Any]:

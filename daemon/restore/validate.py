@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from daemon.errors import VecwalError
 from daemon.restore.executor import RestoreResult
 from daemon.restore.sinks import Sink
 
@@ -31,7 +32,11 @@ class ValidationReport:
 
 def validate(result: RestoreResult, sink: Sink) -> ValidationReport:
     report = ValidationReport()
-    held = sink.read_back()
+    try:
+        held = sink.read_back()
+    except VecwalError as exc:
+        report.checks.append(Check("read back", False, f"{exc} ({exc.hint})"))
+        return report
     for name, want in sorted(result.collections.items()):
         got = held.get(name)
         if want.records == 0 and got is None:

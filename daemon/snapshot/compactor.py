@@ -6,9 +6,11 @@ Order of work (a compaction that dies at any point leaves no visible snapshot):
 3. read each partition's log from the previous cut to the first event after the cut time;
 4. group record changes by collection and bucket (the winning change per key) and apply
    catalog events;
-5. rewrite only touched buckets (a drop in the window touches every bucket of its
-   collection): old bucket file merged with the changes, written as a new data file;
-   untouched buckets are referenced, not copied;
+5. fold the changes into each touched bucket (a drop in the window touches every bucket of
+   its collection): the winning changes are written as a new *delta* file beside the bucket's
+   base, computed from the row indexes in the files' headers alone; a bucket whose deltas
+   would outgrow ``delta_ratio`` of its base, or that a drop touched, gets a new base with
+   the whole merged state instead. Untouched buckets are referenced, not copied;
 6. write the manifest, create-only: only now does the snapshot exist.
 """
 
@@ -17,9 +19,8 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
@@ -33,10 +34,22 @@ from daemon.changelog.window import (
 )
 from daemon.errors import VecwalError
 from daemon.restore.sinks import WrittenState
-from daemon.snapshot.datafile import StateDigest, bucket_of, decode_records, encode_records
+from daemon.snapshot.datafile import (
+    DataFileIndex,
+    EncodedFile,
+    Key,
+    Row,
+    RowSummary,
+    StateDigest,
+    bucket_of,
+    encode_rows,
+    read_index,
+    read_rows,
+)
 from daemon.snapshot.lease import Lease
 from daemon.snapshot.manifest import (
     SNAPSHOTS_ROOT,
+    BucketState,
     CollectionState,
     DataFile,
     Manifest,
@@ -44,7 +57,15 @@ from daemon.snapshot.manifest import (
     manifest_key,
     snapshot_id_from_key,
 )
-from daemon.snapshot.state import BucketChanges, Catalog, merge_bucket, record_from_event
+from daemon.snapshot.state import (
+    BucketChanges,
+    Catalog,
+    is_live,
+    live,
+    merge_rows,
+    overlay,
+    record_from_event,
+)
 
 log = structlog.get_logger("vecwal.compact")
 
@@ -142,19 +163,15 @@ def split_by_bucket(changes: BucketChanges, buckets: int) -> dict[int, BucketCha
     return out
 
 
-def old_records(repo: Repository, f: DataFile | None) -> Iterator[dict[str, Any]]:
-    if f is None:
-        return iter(())
-    return decode_records(repo.store.get(f.path), f.path)
-
-
 class Compactor:
     def __init__(self, repo: Repository, topics: list[str], *, codec: str = "null",
                  min_buckets: int = 16, target_bucket_records: int = 50_000,
-                 lease_ttl_s: float = 600.0) -> None:
+                 lease_ttl_s: float = 600.0, delta_ratio: float = 0.25) -> None:
         self.repo, self.topics, self.codec = repo, topics, codec
         self.min_buckets, self.target = min_buckets, target_bucket_records
         self.lease_ttl_s = lease_ttl_s
+        self.delta_ratio = delta_ratio
+        self.written = 0
 
     def compact(self, cut_time_ms: int | None = None) -> Manifest:
         lease = Lease(self.repo.store, "compaction", self.lease_ttl_s)
@@ -180,7 +197,7 @@ class Compactor:
                           until_ms=cut_time)
         snapshot_id = f"{cut_time:013d}-{uuid.uuid4().hex[:8]}"
         collections: dict[str, CollectionState] = {}
-        written = 0
+        self.written = 0
         names = set(base.collections if base else ()) | set(folded.records) | \
             set(folded.touched_by_drop)
         for name in sorted(names):
@@ -189,27 +206,19 @@ class Compactor:
             nb = prev.buckets if prev else choose_buckets(len(changes.changes), self.min_buckets,
                                                           self.target)
             by_bucket = split_by_bucket(changes, nb)
-            touched = set(range(nb)) if name in folded.touched_by_drop else set(by_bucket)
-            files: list[DataFile] = []
+            dropped = name in folded.touched_by_drop
+            touched = set(range(nb)) if dropped else set(by_bucket)
+            drop = folded.catalog.drop_filter(name)
+            states: list[BucketState] = []
             for b in range(nb):
                 lease.keep_alive()
-                old = prev.file_of(b) if prev else None
-                if b not in touched:
-                    if old is not None:
-                        files.append(old)
-                    continue
-                merged = merge_bucket(old_records(self.repo, old), by_bucket.get(b),
-                                      lambda t, n=name: folded.catalog.drop_time(n, t))
-                enc = encode_records(merged, self.codec)
-                if enc.records == 0:
-                    continue
-                path = data_key(name, b, snapshot_id)
-                self.repo.put_immutable(path, enc.data)
-                written += len(enc.data)
-                files.append(DataFile(path, b, enc.records, len(enc.data),
-                                      hashlib.sha256(enc.data).hexdigest(), enc.digest,
-                                      enc.tenants))
-            state = collection_state(nb, files)
+                old = prev.bucket(b) if prev else None
+                if b in touched:
+                    where = (name, b, snapshot_id)
+                    old = self._fold_bucket(where, old, by_bucket.get(b), drop, rewrite=dropped)
+                if old is not None:
+                    states.append(old)
+            state = collection_state(nb, states)
             if state.records or name in folded.catalog.live()["collections"]:
                 collections[name] = state
         manifest = Manifest(
@@ -220,9 +229,68 @@ class Compactor:
         self.repo.put_immutable(manifest_key(snapshot_id), manifest.to_json())  # the commit
         log.info("snapshot written", snapshot=snapshot_id, parent=manifest.parent,
                  cut_time_ms=cut_time, events=folded.events, records=manifest.records,
-                 bytes_written=written, bytes_total=manifest.total_bytes,
+                 bytes_written=self.written, bytes_total=manifest.total_bytes,
                  seconds=round(time.monotonic() - began, 3))
         return manifest
+
+    def _fold_bucket(self, where: tuple[str, int, str], old: BucketState | None,
+                     changes: BucketChanges | None, drop: Callable[[str], int | None] | None,
+                     rewrite: bool) -> BucketState | None:
+        """The bucket with ``changes`` folded in: a new delta file beside the old base, or,
+        when a drop touched the bucket or its deltas would outgrow ``delta_ratio`` of the
+        base, a new base holding the whole merged state."""
+        change_rows = changes.rows() if changes else {}
+        if old is None or old.base is None or rewrite or \
+                old.delta_rows + len(change_rows) > self.delta_ratio * max(old.base.rows, 1):
+            return self._rewrite_bucket(where, old, change_rows, drop)
+        # Only headers are read: the row index says every key, version and content hash.
+        prior = overlay(self._index(d).index_rows() for d in old.deltas)
+        over = overlay([prior.values(), change_rows.values()])
+        summary = RowSummary()
+        out: list[Row] = []
+        for row in merge_rows(self._index(old.base).index_rows(), over):
+            if change_rows.get(row.key) is row:
+                out.append(row)
+            if is_live(row, drop):
+                summary.add(row)
+        if not out:
+            return old
+        delta = self._put(where, encode_rows(out, self.codec), "delta")
+        if summary.records == 0:
+            return None
+        return BucketState(old.bucket, summary.records, summary.digest.hex,
+                           dict(sorted(summary.tenants.items())), old.base, [*old.deltas, delta])
+
+    def _rewrite_bucket(self, where: tuple[str, int, str], old: BucketState | None,
+                        change_rows: dict[Key, Row], drop: Callable[[str], int | None] | None
+                        ) -> BucketState | None:
+        files = old.files if old else []
+        base_rows: Iterator[Row] = iter(())
+        sources: list[Iterable[Row]] = []
+        for f in files:
+            rows = read_rows(self.repo.store.get(f.path), f.path)
+            if f.kind == "base":
+                base_rows = rows
+            else:
+                sources.append(rows)
+        over = overlay([*sources, change_rows.values()])
+        enc = encode_rows(live(merge_rows(base_rows, over), drop), self.codec)
+        if enc.records == 0:
+            return None
+        base = self._put(where, enc, "base")
+        return BucketState(where[1], enc.records, enc.digest, enc.tenants, base, [])
+
+    def _index(self, f: DataFile) -> DataFileIndex:
+        return read_index(self.repo.store.get_range(f.path, 0, f.header_bytes), f.path)
+
+    def _put(self, where: tuple[str, int, str], enc: EncodedFile, kind: str) -> DataFile:
+        name, bucket, snapshot_id = where
+        path = data_key(name, bucket, snapshot_id, kind)
+        self.repo.put_immutable(path, enc.data)
+        self.written += len(enc.data)
+        return DataFile(path, bucket, enc.records, len(enc.data),
+                        hashlib.sha256(enc.data).hexdigest(), enc.digest, enc.tenants,
+                        enc.header_bytes, enc.rows, kind)
 
 
 def collection_state_digest(parts: list[WrittenState]) -> WrittenState:
@@ -236,7 +304,8 @@ def collection_state_digest(parts: list[WrittenState]) -> WrittenState:
     return WrittenState(digest.count, digest.hex, dict(sorted(tenants.items())))
 
 
-def collection_state(buckets: int, files: list[DataFile]) -> CollectionState:
-    total = collection_state_digest([WrittenState(f.records, f.digest, f.tenants) for f in files])
-    return CollectionState(buckets, sorted(files, key=lambda f: f.bucket), total.records,
+def collection_state(buckets: int, states: list[BucketState]) -> CollectionState:
+    total = collection_state_digest([WrittenState(s.records, s.digest, s.tenants)
+                                     for s in states])
+    return CollectionState(buckets, sorted(states, key=lambda s: s.bucket), total.records,
                            total.digest, total.tenants)

@@ -1,19 +1,36 @@
-"""Snapshot data files: one Avro file of ``schemas/snapshot_record.avsc`` per collection bucket,
-sorted by (tenant, id), and the order-independent state digest that proves a rebuilt state.
+"""Snapshot data files: Avro object container files of ``schemas/snapshot_record.avsc``, one
+per collection bucket (a *base*) or per bucket and compaction (a *delta*), sorted by
+(tenant, id), each carrying a row index in its header, and the order-independent state digest
+that proves a rebuilt state.
 
-Records are spread over buckets by a stable hash of (tenant, id); the count is chosen per
-collection when it is first compacted and kept in the manifest.
+The index (header metadata ``vecwal.index`` and ``vecwal.index.bin``; docs/format.md) gives,
+for every record in file order: tenant, id, version, its byte length, the length of its
+*content* (every field before the version fields, which the schema puts last), the 128-bit
+content hash, and whether the row is a tombstone (deltas only). With it:
+
+- compaction folds changes into a bucket from the header alone (a ranged read), without
+  decoding a record;
+- restore copies every record the log did not change as raw bytes, decoding nothing;
+- validation re-hashes each record's content bytes, which is what the digest is made of.
+
+Any Avro reader reads the records (the index is metadata it ignores); tombstone rows are
+meaningful only with the index, and appear only in delta files, which are internal.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import fastavro
+import numpy as np
 import orjson
 
 from daemon.errors import IntegrityError
@@ -21,6 +38,31 @@ from daemon.schemas_loader import load_schema
 
 SNAPSHOT_SCHEMA = load_schema("snapshot_record.avsc")
 DIGEST_MOD = 1 << 128
+MAGIC = b"Obj\x01"
+SYNC = b"vecwal-snapshot!"
+BLOCK_RECORDS = 1024
+INDEX_KEY = "vecwal.index"
+INDEX_BIN_KEY = "vecwal.index.bin"
+INDEX_FORMAT = 1
+VERSION_FIELDS = ("last_offset", "last_timestamp", "last_partition", "last_topic")
+
+
+def _split_schema() -> tuple[Any, Any, str]:
+    text = resources.files("daemon").joinpath("schemas", "snapshot_record.avsc").read_text("utf-8")
+    raw = json.loads(text)
+    fields = raw["fields"]
+    assert tuple(f["name"] for f in fields[-4:]) == VERSION_FIELDS, "version fields come last"
+    content = fastavro.parse_schema({"type": "record", "name": "Content",
+                                     "namespace": "io.vecwal.internal", "fields": fields[:-4]})
+    version = fastavro.parse_schema({"type": "record", "name": "Version",
+                                     "namespace": "io.vecwal.internal", "fields": fields[-4:]})
+    return content, version, json.dumps(raw, separators=(",", ":"))
+
+
+CONTENT_SCHEMA, VERSION_SCHEMA, SCHEMA_TEXT = _split_schema()
+
+Key = tuple[str, str]
+Version = tuple[int, str, int, int]
 
 
 def bucket_of(tenant: str, record_id: str, buckets: int) -> int:
@@ -29,22 +71,56 @@ def bucket_of(tenant: str, record_id: str, buckets: int) -> int:
     return int.from_bytes(h, "little") % buckets
 
 
+def content_hash(content: bytes | memoryview) -> int:
+    return int.from_bytes(hashlib.blake2b(content, digest_size=16).digest(), "little")
+
+
+class Row:
+    """One record of a data file: its key and version, and either its Avro bytes (``raw``,
+    ``content_len`` of them content) or only the index entry (``raw`` is None). ``rec`` keeps
+    the decoded dict when the row was made from one."""
+
+    __slots__ = ("content_len", "deleted", "hash", "key", "raw", "rec", "version")
+
+    def __init__(self, key: Key, version: Version, raw: bytes | memoryview | None,
+                 content_len: int, hash_: int, deleted: bool,
+                 rec: dict[str, Any] | None = None) -> None:
+        self.key, self.version, self.raw = key, version, raw
+        self.content_len, self.hash, self.deleted, self.rec = content_len, hash_, deleted, rec
+
+    @classmethod
+    def of(cls, rec: dict[str, Any]) -> Row:
+        """Encode a record dict (a ``deleted`` key marks a tombstone)."""
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, CONTENT_SCHEMA, rec)
+        content_len = buf.tell()
+        fastavro.schemaless_writer(buf, VERSION_SCHEMA, rec)
+        raw = buf.getvalue()
+        version = (rec["last_timestamp"], rec["last_topic"], rec["last_partition"],
+                   rec["last_offset"])
+        return cls((rec["tenant"], rec["id"]), version, raw, content_len,
+                   content_hash(raw[:content_len]), bool(rec.get("deleted")), rec)
+
+    @property
+    def tenant(self) -> str:
+        return self.key[0]
+
+    def record(self) -> dict[str, Any]:
+        """The record as a dict (decoded from ``raw`` when not kept)."""
+        if self.rec is None:
+            if self.raw is None:
+                raise ValueError("an index-only row has no record")
+            rec: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
+                io.BytesIO(self.raw), SNAPSHOT_SCHEMA, None)
+            self.rec = rec
+        return self.rec
+
+
 def record_hash(rec: dict[str, Any]) -> int:
-    """Hash of a record's content (not its version): what restore must reproduce."""
-    vector, si, sv = rec.get("vector"), rec.get("sparse_indices"), rec.get("sparse_values")
-    head = orjson.dumps([
-        rec["collection"], rec["tenant"], rec["id"], rec.get("dimension"), rec.get("document"),
-        bool(rec.get("document_is_json")), rec.get("metadata"), rec.get("acl"),
-        rec.get("embedding_model"), rec.get("source"), rec.get("event_id"),
-        rec.get("event_time"), rec.get("extra"),
-        len(vector) if vector is not None else -1, len(si) if si is not None else -1,
-        len(sv) if sv is not None else -1,
-    ])
-    h = hashlib.blake2b(head, digest_size=16)
-    for part in (vector, si, sv):
-        if part:
-            h.update(part)
-    return int.from_bytes(h.digest(), "little")
+    """Hash of a record's content (every field but the version): what restore must
+    reproduce. It is the blake2b of the content's Avro encoding, so a copied record is
+    checked by hashing its bytes, without decoding them."""
+    return Row.of(rec).hash
 
 
 @dataclass
@@ -56,7 +132,10 @@ class StateDigest:
     count: int = 0
 
     def add(self, rec: dict[str, Any]) -> None:
-        self.value = (self.value + record_hash(rec)) % DIGEST_MOD
+        self.add_hash(record_hash(rec))
+
+    def add_hash(self, h: int) -> None:
+        self.value = (self.value + h) % DIGEST_MOD
         self.count += 1
 
     def merge(self, other: StateDigest) -> None:
@@ -68,32 +147,260 @@ class StateDigest:
         return f"{self.value:032x}"
 
 
+@dataclass
+class RowSummary:
+    """Counts, per-tenant counts and digest of the live (non-tombstone) rows of a stream."""
+
+    rows: int = 0
+    digest: StateDigest = field(default_factory=StateDigest)
+    tenants: dict[str, int] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        self.rows += 1
+        if not row.deleted:
+            self.digest.add_hash(row.hash)
+            self.tenants[row.key[0]] = self.tenants.get(row.key[0], 0) + 1
+
+    @property
+    def records(self) -> int:
+        return self.digest.count
+
+
 @dataclass(frozen=True)
 class EncodedFile:
     data: bytes
+    rows: int
+    """Rows in the file, tombstones included."""
     records: int
+    """Live records (rows that are not tombstones)."""
     digest: str
     tenants: dict[str, int]
+    header_bytes: int
+
+
+# -- writing -------------------------------------------------------------------------------
+def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> EncodedFile:
+    """Write (already sorted) rows as one data file; dicts are encoded, rows copied as bytes."""
+    summary = RowSummary()
+    keys: list[list[Any]] = []
+    lengths: list[int] = []
+    content_lens: list[int] = []
+    hashes = bytearray()
+    deleted: list[int] = []
+    blocks: list[bytes] = []
+    block_counts: list[int] = []
+    pending: list[bytes | memoryview] = []
+
+    def flush() -> None:
+        data = _compress(b"".join(pending), codec)
+        blocks.append(_long(len(pending)) + _long(len(data)) + data + SYNC)
+        block_counts.append(len(pending))
+        pending.clear()
+
+    for item in rows:
+        row = item if isinstance(item, Row) else Row.of(item)
+        assert row.raw is not None, "an index-only row cannot be written"
+        if row.deleted:
+            deleted.append(len(keys))
+        ts, topic, partition, offset = row.version
+        keys.append([row.key[0], row.key[1], ts, topic, partition, offset])
+        lengths.append(len(row.raw))
+        content_lens.append(row.content_len)
+        hashes += row.hash.to_bytes(16, "little")
+        summary.add(row)
+        pending.append(row.raw)
+        if len(pending) == BLOCK_RECORDS:
+            flush()
+    if pending:
+        flush()
+    index = orjson.dumps({"format": INDEX_FORMAT, "blocks": block_counts, "rows": keys,
+                          "deleted": deleted})
+    # Base64: Avro readers (fastavro among them) decode header values as UTF-8 text.
+    binary = base64.b64encode(np.asarray(lengths, dtype="<u4").tobytes()
+                              + np.asarray(content_lens, dtype="<u4").tobytes() + bytes(hashes))
+    header = _header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": codec.encode(),
+                      INDEX_KEY: index, INDEX_BIN_KEY: binary})
+    data = header + b"".join(blocks)
+    return EncodedFile(data, summary.rows, summary.records, summary.digest.hex,
+                       dict(sorted(summary.tenants.items())), len(header))
 
 
 def encode_records(records: Iterable[dict[str, Any]], codec: str = "null") -> EncodedFile:
-    """Encode (already sorted) records; counts, per-tenant counts and the digest come along."""
-    digest = StateDigest()
-    tenants: dict[str, int] = {}
+    """Encode (already sorted) record dicts; counts, per-tenant counts and digest come along."""
+    return encode_rows(records, codec)
 
-    def tap() -> Iterator[dict[str, Any]]:
-        for rec in records:
-            digest.add(rec)
-            tenants[rec["tenant"]] = tenants.get(rec["tenant"], 0) + 1
-            yield rec
 
-    buf = io.BytesIO()
-    fastavro.writer(buf, SNAPSHOT_SCHEMA, tap(), codec=codec, validator=False,
-                    sync_marker=b"vecwal-snapshot!")
-    return EncodedFile(buf.getvalue(), digest.count, digest.hex, tenants)
+def _header(meta: dict[str, bytes]) -> bytes:
+    out = bytearray(MAGIC)
+    out += _long(len(meta))
+    for k, v in meta.items():
+        kb = k.encode()
+        out += _long(len(kb)) + kb + _long(len(v)) + v
+    out += _long(0) + SYNC
+    return bytes(out)
+
+
+def _long(n: int) -> bytes:
+    z = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _compress(data: bytes, codec: str) -> bytes:
+    if codec == "null":
+        return data
+    if codec == "deflate":
+        c = zlib.compressobj(wbits=-15)
+        return c.compress(data) + c.flush()
+    if codec == "zstandard":
+        return _zstd().compress(data)  # type: ignore[no-any-return]
+    raise ValueError(f"unknown codec {codec!r}")
+
+
+def _decompress(data: bytes | memoryview, codec: str) -> bytes | memoryview:
+    if codec == "null":
+        return data
+    if codec == "deflate":
+        return zlib.decompress(data, wbits=-15)
+    if codec == "zstandard":
+        return _zstd().decompress(data)  # type: ignore[no-any-return]
+    raise IntegrityError(f"unknown codec {codec!r}", "use the vecwal version that wrote the file")
+
+
+def _zstd() -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module("compression.zstd")
+    except ImportError:
+        return importlib.import_module("backports.zstd")
+
+
+# -- reading -------------------------------------------------------------------------------
+class _Cursor:
+    def __init__(self, data: bytes | memoryview, where: str) -> None:
+        self.data, self.pos, self.where = memoryview(data), 0, where
+
+    def long(self) -> int:
+        shift = z = 0
+        while True:
+            if self.pos >= len(self.data):
+                raise _Short()
+            b = self.data[self.pos]
+            self.pos += 1
+            z |= (b & 0x7F) << shift
+            if b < 0x80:
+                return (z >> 1) ^ -(z & 1)
+            shift += 7
+
+    def take(self, n: int) -> memoryview:
+        if n < 0 or self.pos + n > len(self.data):
+            raise _Short()
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+
+class _Short(Exception):
+    """The bytes end before the structure does."""
+
+
+@dataclass
+class DataFileIndex:
+    """A data file's header: codec, where the blocks start, and its row index."""
+
+    codec: str
+    header_bytes: int
+    blocks: list[int]
+    keys: list[list[Any]]
+    lengths: np.ndarray
+    content_lens: np.ndarray
+    hashes: bytes
+    deleted: frozenset[int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def row(self, i: int, raw: bytes | memoryview | None = None) -> Row:
+        t, rid, ts, topic, partition, offset = self.keys[i]
+        return Row((t, rid), (ts, topic, partition, offset), raw, int(self.content_lens[i]),
+                   int.from_bytes(self.hashes[16 * i:16 * i + 16], "little"), i in self.deleted)
+
+    def index_rows(self) -> Iterator[Row]:
+        """Rows without their bytes: enough to fold changes into a state."""
+        return (self.row(i) for i in range(len(self.keys)))
+
+
+def read_index(data: bytes | memoryview, where: str) -> DataFileIndex:
+    """Parse a data file's header (``data`` may be only its first ``header_bytes``)."""
+    cur = _Cursor(data, where)
+    try:
+        if bytes(cur.take(4)) != MAGIC:
+            raise IntegrityError(f"{where} is not an Avro file", "run `vecwal verify --deep`")
+        meta: dict[str, bytes] = {}
+        while True:
+            n = cur.long()
+            if n == 0:
+                break
+            if n < 0:
+                cur.long()
+                n = -n
+            for _ in range(n):
+                k = bytes(cur.take(cur.long())).decode()
+                meta[k] = bytes(cur.take(cur.long()))
+        if bytes(cur.take(16)) != SYNC:
+            raise IntegrityError(f"{where} has a foreign sync marker", "not a vecwal data file")
+    except _Short:
+        raise IntegrityError(f"{where} ends inside its header", "the file is truncated") from None
+    if INDEX_KEY not in meta:
+        raise IntegrityError(f"{where} has no row index", "not a vecwal data file")
+    idx = orjson.loads(meta[INDEX_KEY])
+    n = len(idx["rows"])
+    binary = base64.b64decode(meta[INDEX_BIN_KEY])
+    if idx.get("format") != INDEX_FORMAT or len(binary) != 24 * n:
+        raise IntegrityError(f"{where} has an unreadable row index", "run `vecwal verify --deep`")
+    return DataFileIndex(meta.get("avro.codec", b"null").decode(), cur.pos, idx["blocks"],
+                         idx["rows"], np.frombuffer(binary, "<u4", n, 0),
+                         np.frombuffer(binary, "<u4", n, 4 * n), binary[8 * n:],
+                         frozenset(idx["deleted"]))
+
+
+def read_rows(data: bytes, where: str, index: DataFileIndex | None = None) -> Iterator[Row]:
+    """Every row of a data file with its bytes (sliced, not copied, from ``data``)."""
+    index = index or read_index(data, where)
+    cur = _Cursor(data, where)
+    cur.pos = index.header_bytes
+    i = 0
+    ends = np.cumsum(index.lengths, dtype=np.int64).tolist()
+    try:
+        for count in index.blocks:
+            if cur.long() != count:
+                raise IntegrityError(f"{where}: a block's record count disagrees with the index",
+                                     "the file is damaged; restore from another snapshot")
+            block = _decompress(cur.take(cur.long()), index.codec)
+            if bytes(cur.take(16)) != SYNC:
+                raise IntegrityError(f"{where}: bad sync marker", "the file is damaged")
+            view = memoryview(block)
+            base = ends[i - 1] if i else 0
+            if len(view) != ends[i + count - 1] - base:
+                raise IntegrityError(f"{where}: a block's size disagrees with the index",
+                                     "the file is damaged; restore from another snapshot")
+            start = 0
+            for j in range(i, i + count):
+                end = ends[j] - base
+                yield index.row(j, view[start:end])
+                start = end
+            i += count
+    except _Short:
+        raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
 
 
 def decode_records(data: bytes, where: str) -> Iterator[dict[str, Any]]:
+    """Decode every record with a plain Avro reader (tools, tests, and the oracle do)."""
     try:
         reader = fastavro.reader(io.BytesIO(data), SNAPSHOT_SCHEMA)
     except Exception as exc:
@@ -101,3 +408,9 @@ def decode_records(data: bytes, where: str) -> Iterator[dict[str, Any]]:
                              "run `vecwal verify --deep`; restore from an older snapshot") from None
     records: Iterator[dict[str, Any]] = iter(reader)  # type: ignore[arg-type]
     return records
+
+
+def leading_strings(raw: bytes | memoryview, n: int) -> list[str]:
+    """The first ``n`` string fields of a record's bytes (collection, tenant, id)."""
+    cur = _Cursor(raw, "record")
+    return [bytes(cur.take(cur.long())).decode() for _ in range(n)]

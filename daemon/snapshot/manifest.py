@@ -1,7 +1,8 @@
 """Manifest: the commit point of a snapshot, written last and create-only. It names the cut
 (per-partition offsets and the cut time), the catalog, and every data file with its count,
 size, sha256 and state digest. Data files are shared between snapshots: an untouched bucket is
-referenced again, not copied."""
+referenced again, not copied. A bucket is a base file plus the delta files of later
+compactions; a compaction rewrites the base only when its deltas have grown large."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orjson
 
 from daemon.errors import IntegrityError
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 SNAPSHOTS_ROOT = "snapshots/"
 DATA_ROOT = "data/"
 
@@ -28,34 +29,69 @@ def snapshot_id_from_key(key: str) -> str | None:
     return None
 
 
-def data_key(collection: str, bucket: int, file_id: str) -> str:
-    return f"{DATA_ROOT}{collection}/b={bucket:04d}/{file_id}.avro"
+def data_key(collection: str, bucket: int, file_id: str, kind: str = "base") -> str:
+    suffix = "" if kind == "base" else f".{kind}"
+    return f"{DATA_ROOT}{collection}/b={bucket:04d}/{file_id}{suffix}.avro"
 
 
 @dataclass(frozen=True)
 class DataFile:
+    """One data file: a bucket's *base* (its records at some cut) or a *delta* (the rows a
+    later compaction changed in it, tombstones included)."""
+
     path: str
     bucket: int
     records: int
+    """Live records in the file (tombstones not counted)."""
     bytes: int
     sha256: str
     digest: str
     tenants: dict[str, int]
+    header_bytes: int
+    """The Avro header with the row index: a ranged read of this many bytes gives it."""
+    rows: int = 0
+    kind: str = "base"
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """A bucket at the snapshot's cut: its base file (if any) with the deltas after it, in
+    order, and what they make together (counts, digest)."""
+
+    bucket: int
+    records: int
+    digest: str
+    tenants: dict[str, int]
+    base: DataFile | None
+    deltas: list[DataFile] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[DataFile]:
+        return ([self.base] if self.base else []) + self.deltas
+
+    @property
+    def delta_rows(self) -> int:
+        return sum(d.rows for d in self.deltas)
 
 
 @dataclass(frozen=True)
 class CollectionState:
     buckets: int
-    files: list[DataFile]
+    states: list[BucketState]
+    """Non-empty buckets, by bucket number."""
     records: int
     digest: str
     tenants: dict[str, int]
 
-    def file_of(self, bucket: int) -> DataFile | None:
-        for f in self.files:
-            if f.bucket == bucket:
-                return f
+    def bucket(self, b: int) -> BucketState | None:
+        for s in self.states:
+            if s.bucket == b:
+                return s
         return None
+
+    @property
+    def files(self) -> list[DataFile]:
+        return [f for s in self.states for f in s.files]
 
 
 @dataclass(frozen=True)
@@ -81,6 +117,10 @@ class Manifest:
     def total_bytes(self) -> int:
         return sum(f.bytes for c in self.collections.values() for f in c.files)
 
+    @property
+    def delta_bytes(self) -> int:
+        return sum(d.bytes for c in self.collections.values() for s in c.states for d in s.deltas)
+
     def to_json(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
 
@@ -92,10 +132,16 @@ class Manifest:
                 raise IntegrityError(f"manifest format {raw.get('format')} is not supported",
                                      "use the vecwal version that wrote it")
             colls = {name: CollectionState(
-                c["buckets"], [DataFile(**f) for f in c["files"]], c["records"], c["digest"],
-                c["tenants"]) for name, c in raw["collections"].items()}
+                c["buckets"], [_bucket_state(b) for b in c["states"]], c["records"],
+                c["digest"], c["tenants"]) for name, c in raw["collections"].items()}
             return cls(raw["id"], raw["parent"], raw["created_at_ms"], raw["cut_time_ms"],
                        raw["cut"], raw["catalog"], colls, raw["format"])
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise IntegrityError(f"manifest is not valid: {exc}",
                                  "run `vecwal verify`; restore from another snapshot") from None
+
+
+def _bucket_state(raw: dict[str, Any]) -> BucketState:
+    base = DataFile(**raw["base"]) if raw["base"] else None
+    return BucketState(raw["bucket"], raw["records"], raw["digest"], raw["tenants"], base,
+                       [DataFile(**d) for d in raw["deltas"]])

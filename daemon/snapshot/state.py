@@ -11,13 +11,13 @@ is what lets a snapshot plus the log after it equal a replay from the beginning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-Version = tuple[int, str, int, int]
+from daemon.snapshot.datafile import Key, Row, Version
 
 RECORD_FIELDS = (
     "dimension", "vector", "sparse_indices", "sparse_values", "document", "document_is_json",
@@ -86,6 +86,12 @@ class Catalog:
                              self.tenant_drops.get(collection, {}).get(tenant)) if t is not None]
         return max(times) if times else None
 
+    def drop_filter(self, collection: str) -> Callable[[str], int | None] | None:
+        """``drop_time`` for one collection's tenants, or None when nothing of it was dropped."""
+        if collection not in self.collection_drops and not self.tenant_drops.get(collection):
+            return None
+        return lambda tenant: self.drop_time(collection, tenant)
+
     def live(self) -> dict[str, Any]:
         """The catalog as users see it: no tombstones, no entries a drop removed."""
         collections = {c: e["schema"] for c, e in sorted(self.collections.items())
@@ -131,36 +137,65 @@ class BucketChanges:
         if old is None or version_of(rec) > version_of(old):
             self.changes[key] = rec
 
+    def rows(self) -> dict[Key, Row]:
+        """The changes encoded as rows (tombstones for deletes), keyed like ``changes``."""
+        return {k: Row.of(rec) for k, rec in self.changes.items()}
 
-def merge_bucket(old: Iterable[dict[str, Any]], changes: BucketChanges | None,
-                 drop_time: Any) -> Iterator[dict[str, Any]]:
-    """The bucket's new state, sorted by (tenant, id): ``old`` (sorted) merged with
-    ``changes`` by version, deletes and drops applied. ``drop_time(tenant)`` gives the time at
-    or before which a record of that tenant is gone (or None)."""
-    pending = sorted((changes.changes if changes else {}).items())
+
+def overlay(sources: Iterable[Iterable[Row]]) -> dict[Key, Row]:
+    """The greatest-version row per key over several row streams (deltas, log changes):
+    small next to a bucket's base, so it is held in memory and merged with the base."""
+    over: dict[Key, Row] = {}
+    for rows in sources:
+        for row in rows:
+            old = over.get(row.key)
+            if old is None or row.version >= old.version:
+                over[row.key] = row
+    return over
+
+
+def merge_rows(base: Iterable[Row], over: dict[Key, Row]) -> Iterator[Row]:
+    """``base`` (sorted by key) merged with ``over``: per key the row of greater version,
+    sorted by key, tombstones included (``live`` drops them)."""
+    pending = sorted(over.items())
+    n = len(pending)
     i = 0
-
-    def keep(rec: dict[str, Any]) -> bool:
-        if rec.get("deleted"):
-            return False
-        dropped = drop_time(rec["tenant"])
-        return dropped is None or rec["last_timestamp"] > dropped
-
-    for rec in old:
-        key = (rec["tenant"], rec["id"])
-        while i < len(pending) and pending[i][0] < key:
-            if keep(pending[i][1]):
-                yield _clean(pending[i][1])
+    for row in base:
+        key = row.key
+        while i < n and pending[i][0] < key:
+            yield pending[i][1]
             i += 1
-        if i < len(pending) and pending[i][0] == key:
+        if i < n and pending[i][0] == key:
             change = pending[i][1]
             i += 1
-            rec = change if version_of(change) > version_of(rec) else rec
-        if keep(rec):
-            yield _clean(rec)
-    for _, change in pending[i:]:
-        if keep(change):
-            yield _clean(change)
+            if change.version >= row.version:
+                row = change
+        yield row
+    while i < n:
+        yield pending[i][1]
+        i += 1
+
+
+def live(rows: Iterable[Row], drop_time: Callable[[str], int | None] | None) -> Iterator[Row]:
+    """The rows that are records of the state: no tombstone, none a drop removed.
+    ``drop_time(tenant)`` gives the time at or before which a record of that tenant is gone."""
+    if drop_time is None:
+        return (r for r in rows if not r.deleted)
+    return (r for r in rows if is_live(r, drop_time))
+
+
+def is_live(row: Row, drop_time: Callable[[str], int | None] | None) -> bool:
+    if row.deleted:
+        return False
+    dropped = drop_time(row.key[0]) if drop_time is not None else None
+    return dropped is None or row.version[0] > dropped
+
+
+def merge_bucket(old: Iterable[dict[str, Any]], changes: BucketChanges | None,
+                 drop_time: Callable[[str], int | None] | None) -> Iterator[dict[str, Any]]:
+    """Record dicts: ``old`` (sorted) merged with ``changes``, deletes and drops applied."""
+    rows = merge_rows((Row.of(r) for r in old), changes.rows() if changes else {})
+    return (_clean(r.record()) for r in live(rows, drop_time))
 
 
 def _clean(rec: dict[str, Any]) -> dict[str, Any]:

@@ -32,7 +32,7 @@ class History:
         return sorted({e["timestamp"] for p in self.events for e in p})
 
 
-def generate(seed: int, n: int, partitions: int = 3) -> History:
+def generate(seed: int, n: int, partitions: int = 3, control_rate: float = 0.08) -> History:
     rng = random.Random(seed)
     parser = EventParser(1 << 20)
     per_p: list[list[dict[str, Any]]] = [[] for _ in range(partitions)]
@@ -45,7 +45,7 @@ def generate(seed: int, n: int, partitions: int = 3) -> History:
     for i in range(n):
         roll = rng.random()
         coll = rng.choice(COLLECTIONS)
-        if roll < 0.08:
+        if roll < control_rate:
             op = rng.choice(["collection.put", "collection.drop", "alias.put", "alias.drop",
                              "tenant.put", "tenant.drop"])
             ev: dict[str, Any] = {"op": op, "collection": coll}
@@ -61,7 +61,7 @@ def generate(seed: int, n: int, partitions: int = 3) -> History:
         else:
             rid = f"r{rng.randrange(12)}"
             tenant = rng.choice(TENANTS)
-            if roll < 0.25:
+            if roll < control_rate + 0.17:
                 ev = {"op": "delete", "collection": coll, "tenant": tenant, "id": rid}
             else:
                 ev = {"op": "upsert", "collection": coll, "tenant": tenant, "id": rid,

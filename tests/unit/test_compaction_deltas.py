@@ -1,0 +1,49 @@
+"""Compaction writes deltas beside bucket bases, and rewrites a base once its deltas grow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.changelog.repository import Repository
+from daemon.objectstore import open_store
+from daemon.snapshot.compactor import Compactor
+from daemon.snapshot.manifest import Manifest
+from tests.oracle.history import TOPIC, generate, oracle, write_log
+
+
+def compact(repo: Repository, cut: int, ratio: float) -> tuple[Compactor, Manifest]:
+    c = Compactor(repo, [TOPIC], min_buckets=2, target_bucket_records=1000, delta_ratio=ratio)
+    return c, c.compact(cut)
+
+
+def test_a_small_change_writes_only_a_delta(tmp_path: Path) -> None:
+    history = generate(7, 400, control_rate=0.0)  # no drop: a drop rewrites
+    repo = Repository(open_store(f"file://{tmp_path}/repo"))
+    write_log(repo, history, 7)
+    times = history.times
+    first, m1 = compact(repo, times[-10], ratio=1.0)
+    second, m2 = compact(repo, times[-1], ratio=1.0)
+    assert m1.delta_bytes == 0
+    states = [s for c in m2.collections.values() for s in c.states]
+    with_deltas = [s for s in states if s.deltas]
+    assert with_deltas, "the last events became deltas"
+    assert all(s.base is not None and s.base.kind == "base" for s in with_deltas)
+    assert all(d.kind == "delta" and d.path.endswith(".delta.avro")
+               for s in with_deltas for d in s.deltas)
+    # Only the deltas were written: every base is the first snapshot's.
+    bases_before = {f.path for c in m1.collections.values() for f in c.files}
+    assert {s.base.path for s in with_deltas if s.base} <= bases_before
+    assert second.written == m2.delta_bytes < first.written / 2  # headers dominate tiny files
+    want, _ = oracle(history, m2.cut_time_ms)
+    assert m2.records == len(want)
+
+
+def test_deltas_past_the_ratio_rewrite_the_base(tmp_path: Path) -> None:
+    history = generate(8, 400)
+    repo = Repository(open_store(f"file://{tmp_path}/repo"))
+    write_log(repo, history, 8)
+    times = history.times
+    compact(repo, times[len(times) // 2], ratio=0.0)
+    _, m2 = compact(repo, times[-1], ratio=0.0)
+    assert m2.delta_bytes == 0
+    assert all(not s.deltas for c in m2.collections.values() for s in c.states)
