@@ -21,6 +21,7 @@ import contextlib
 import os
 import secrets
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
@@ -51,8 +52,9 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably.
+def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
+    durably.
 
     Readers see the old content or the new content, never a partial file; once this
     returns, the new content survives a crash. The parent directory must exist (see
@@ -161,7 +163,7 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
+def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview]) -> Path:
     """Write ``data`` to a new temp file beside ``path``, fsync it, return its path."""
     tmp = path.with_name(
         f"{TEMP_PREFIX}{path.name[:_TARGET_NAME_CHARS]}.{os.getpid()}.{secrets.token_hex(6)}"
@@ -171,10 +173,11 @@ def _write_temp(path: Path, data: bytes) -> Path:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        for piece in [data] if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
         os.fsync(fd)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import orjson
@@ -15,6 +16,7 @@ from daemon import __version__
 from daemon.changelog.repository import Repository
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
+from daemon.objectstore import ObjectStore
 
 log = structlog.get_logger("vecwal")
 
@@ -68,12 +70,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open_repository(config: Config) -> Repository:
+    return Repository(store_opener(config)())
+
+
+def store_opener(config: Config) -> Callable[[], ObjectStore]:
+    """Opens the configured store; picklable, so a worker process can open its own."""
     from daemon.objectstore import open_store
 
     s = config.storage
-    store = open_store(s.url, endpoint_url=s.endpoint_url or None, region=s.region or None,
-                       sse=s.sse or None, sse_kms_key_id=s.sse_kms_key_id or None)
-    return Repository(store)
+    return functools.partial(open_store, s.url, endpoint_url=s.endpoint_url or None,
+                             region=s.region or None, sse=s.sse or None,
+                             sse_kms_key_id=s.sse_kms_key_id or None)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def add_commands(sub: Any, open_repository: Any) -> None:
                    help="restore past the valid-through time")
     r.add_argument("--dry-run", action="store_true", help="print the plan, move no data")
     r.add_argument("--no-validate", action="store_true")
+    r.add_argument("--workers", type=int, default=0,
+                   help="processes writing buckets into a dir: sink (default: one per CPU "
+                   "when the snapshot to read is large)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=lambda a: _cmd_restore(a, open_repository))
 
@@ -72,19 +76,19 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
         if target.time_ms is None:
             raise VecwalError("compact --to takes a time", "give RFC 3339 or epoch ms")
         cut = target.time_ms
-    cc = config.compaction
-    m = Compactor(repo, config.kafka.topics, codec=cc.codec, min_buckets=cc.min_buckets,
-                  target_bucket_records=cc.target_bucket_records,
-                  lease_ttl_s=cc.lease_ttl_s).compact(cut)
+    compactor = Compactor.from_config(repo, config)
+    m = compactor.compact(cut)
     counts = {c: s.records for c, s in m.collections.items()}
     summary: dict[str, Any] = {"snapshot": m.id, "parent": m.parent,
                                "cut_time": iso_ms(m.cut_time_ms), "records": m.records,
-                               "bytes": m.total_bytes, "collections": counts}
+                               "bytes": m.total_bytes, "bytes_written": compactor.written,
+                               "collections": counts}
     if args.json:
         _emit_json(summary)
     else:
         print(f"snapshot {m.id} at {summary['cut_time']}: {m.records:,} records, "
-              f"{m.total_bytes / 1e6:.1f} MB (parent {m.parent or '-'})")
+              f"{m.total_bytes / 1e6:.1f} MB, {compactor.written / 1e6:.1f} MB written "
+              f"(parent {m.parent or '-'})")
         for c, n in counts.items():
             print(f"  {c:24s} {n:>12,}")
     return 0
@@ -125,14 +129,20 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         else:
             _print_plan(plan.to_dict())
         return 0
-    result = execute(repo, plan, sink)
+    from daemon.cli import store_opener
+    from daemon.restore.executor import Workers
+
+    # --workers N is honoured as given; by default one per CPU, for large restores only.
+    workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
+        else Workers(os.cpu_count() or 1, store_opener(config))
+    result = execute(repo, plan, sink, workers)
     report = None if args.no_validate else validate(result, sink)
     out = {
         "sink": result.sink, "target": plan.target.label, "until_ms": plan.until_ms,
         "snapshot": plan.snapshot.id if plan.snapshot else None,
         "rto_seconds": round(result.seconds, 3), "records": result.records,
         "records_per_s": round(result.records_per_s), "bytes_read": result.bytes_read,
-        "events_replayed": result.events_replayed,
+        "events_replayed": result.events_replayed, "workers": result.extra.get("workers", 1),
         "collections": {c: {"records": w.records, "digest": w.digest, "tenants": w.tenants}
                         for c, w in result.collections.items()},
         "validation": None if report is None else report.to_dict(),

@@ -87,6 +87,9 @@ class CompactionConfig:
     """A new collection gets enough buckets (a power of two) for about this many records each."""
     lease_ttl_s: float = 600.0
     codec: str = "null"
+    delta_ratio: float = 0.25
+    """A touched bucket gets a delta file beside its base until its deltas hold more rows
+    than this share of the base's; then the base is rewritten (0 always rewrites)."""
 
 
 @dataclass(frozen=True)
@@ -327,8 +330,9 @@ def _validate(config: Config) -> None:
                               "set the collection's vector dimension, e.g. 768")
     cc = config.compaction
     if cc.interval_s < 0 or cc.min_buckets <= 0 or cc.target_bucket_records <= 0 \
-            or cc.lease_ttl_s <= 0:
-        raise ConfigError(f"{src}: [compaction] interval_s must be >= 0 (0 disables) and "
+            or cc.lease_ttl_s <= 0 or cc.delta_ratio < 0:
+        raise ConfigError(f"{src}: [compaction] interval_s must be >= 0 (0 disables), "
+                          "delta_ratio >= 0, and "
                           "min_buckets, target_bucket_records, lease_ttl_s positive",
                           "fix the values under [compaction] or remove them for defaults")
     if cc.codec not in CODECS:

@@ -71,8 +71,15 @@ def decode_segment(data: bytes, where: str = "segment"
 
 
 def _reader(data: bytes, where: str) -> Any:
+    """A reader of the segment. A segment written with today's record schema (its header
+    says so by fingerprint) is read with its own schema: schema resolution would double the
+    cost of decoding. Any other is resolved to today's schema."""
     try:
-        return fastavro.reader(io.BytesIO(data), RECORD_SCHEMA)
+        reader = fastavro.reader(io.BytesIO(data))
+        if reader.metadata.get(_META + "schema_fingerprint") != schema_fingerprint(
+                RECORD_SCHEMA_FILE):
+            reader = fastavro.reader(io.BytesIO(data), RECORD_SCHEMA)
+        return reader
     except Exception as exc:
         raise IntegrityError(
             f"{where} is not a readable Avro file (truncated or corrupt): "

@@ -4,17 +4,20 @@ holds the log window's winning changes and one bucket at a time."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.objectstore import ObjectStore
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan
-from daemon.restore.sinks import Sink, WrittenState
+from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState
 from daemon.snapshot.compactor import (
     choose_buckets,
     collection_state_digest,
@@ -23,7 +26,7 @@ from daemon.snapshot.compactor import (
 )
 from daemon.snapshot.datafile import Row, read_rows
 from daemon.snapshot.manifest import BucketState
-from daemon.snapshot.state import BucketChanges, live, merge_rows, overlay
+from daemon.snapshot.state import BucketChanges, DropTimes, live, merge_rows, overlay
 
 log = structlog.get_logger("vecwal.restore")
 
@@ -44,7 +47,39 @@ class RestoreResult:
         return self.records / self.seconds if self.seconds else 0.0
 
 
-def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
+@dataclass(frozen=True)
+class BucketJob:
+    """One bucket to restore: what the snapshot holds of it and what the log changed.
+    Plain data, so it can run in a worker process."""
+
+    collection: str
+    bucket: int
+    old: BucketState | None
+    changes: BucketChanges | None
+    drop: DropTimes | None
+    tenants: frozenset[str] | None
+    copyable: bool
+    """Nothing changed the bucket's base: a sink that takes whole files gets its bytes."""
+
+    @property
+    def paths(self) -> list[str]:
+        return [f.path for f in self.old.files] if self.old else []
+
+
+@dataclass(frozen=True)
+class Workers:
+    """Restore buckets in ``count`` worker processes, each opening the repository's store
+    with ``open_store`` (picklable: a module-level function or a partial of one). Used for
+    sinks that write each bucket on their own (``parallel_safe``): the directory sink."""
+
+    count: int
+    open_store: Callable[[], ObjectStore]
+    min_bytes: int = 256 << 20
+    """Below this many snapshot bytes to read, one process does it all."""
+
+
+def execute(repo: Repository, plan: RestorePlan, sink: Sink,
+            workers: Workers | None = None) -> RestoreResult:
     began = time.monotonic()
     scope = plan.scope
     base = plan.snapshot
@@ -60,54 +95,103 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
     # (dimension, metric, index) before its first record.
     scoped_catalog = _scope_catalog(catalog, plan)
     sink.write_catalog(scoped_catalog)
-    written: dict[str, WrittenState] = {}
-    bytes_read = folded.bytes_read
+    jobs: dict[str, list[BucketJob]] = {}
     for name in sorted(names):
         prev = base.collections.get(name) if base else None
         changes = folded.records.get(name, BucketChanges())
         nb = prev.buckets if prev else choose_buckets(len(changes.changes), 16, 50_000)
         by_bucket = split_by_bucket(changes, nb)
         buckets = sorted(set(by_bucket) | {s.bucket for s in (prev.states if prev else [])})
-        olds = [prev.bucket(b) if prev else None for b in buckets]
-        # Bucket files are large (tens of MB): one in flight beside the one being merged.
-        fetched = prefetched(repo.store, [f.path for s in olds if s for f in s.files], depth=1)
         drop = folded.catalog.drop_filter(name)
-        states = []
-        for b, old in zip(buckets, olds, strict=True):
-            datas = [next(fetched) for _ in (old.files if old else [])]
-            bytes_read += sum(f.bytes for f in (old.files if old else []))
-            # A bucket the log did not touch and no delta changed is the snapshot's file as
-            # it is: a sink that can take whole files gets its bytes.
-            if (old is not None and old.base is not None and not old.deltas
-                    and b not in by_bucket and scope.tenants is None
-                    and name not in folded.touched_by_drop and hasattr(sink, "write_file")):
-                assert datas[0] is not None
-                states.append(sink.write_file(
-                    name, b, datas[0], WrittenState(old.records, old.digest, dict(old.tenants))))
-                continue
-            rows = _bucket_rows(old, datas, by_bucket.get(b), drop, scope.tenants)
-            if hasattr(sink, "write_rows"):
-                states.append(sink.write_rows(name, b, rows))
-            else:
-                states.append(sink.write_bucket(name, b, (r.record() for r in rows)))
-        written[name] = collection_state_digest(states)
+        jobs[name] = []
+        for b in buckets:
+            old = prev.bucket(b) if prev else None
+            copyable = (old is not None and old.base is not None and not old.deltas
+                        and b not in by_bucket and scope.tenants is None
+                        and name not in folded.touched_by_drop)
+            jobs[name].append(BucketJob(name, b, old, by_bucket.get(b), drop, scope.tenants,
+                                        copyable))
+    bytes_read = folded.bytes_read + sum(f.bytes for js in jobs.values() for j in js
+                                         for f in (j.old.files if j.old else []))
+    # Starting a worker costs about a second (it imports what a restore needs): worth it
+    # only when there is much to read.
+    parallel = (workers is not None and workers.count > 1 and getattr(sink, "parallel_safe", False)
+                and sum(len(js) for js in jobs.values()) > 1
+                and bytes_read - folded.bytes_read >= workers.min_bytes)
+    states = _run_parallel(jobs, sink, workers) if parallel and workers else \
+        _run_serial(repo, jobs, sink)
+    written: dict[str, WrittenState] = {}
+    for name in jobs:
+        written[name] = collection_state_digest(states[name])
         log.info("collection restored", collection=name, records=written[name].records,
                  sink=sink.name)
     sink.finish()
     seconds = time.monotonic() - began
+    used = min(workers.count, sum(len(js) for js in jobs.values())) if parallel and workers else 1
     return RestoreResult(sink.name, written, scoped_catalog, folded.events, bytes_read, seconds,
-                         records=sum(w.records for w in written.values()))
+                         records=sum(w.records for w in written.values()),
+                         extra={"workers": used})
 
 
-def _bucket_rows(old: BucketState | None, datas: list[bytes | None],
-                 changes: BucketChanges | None, drop: Callable[[str], int | None] | None,
+def _run_serial(repo: Repository, jobs: dict[str, list[BucketJob]], sink: Sink
+                ) -> dict[str, list[WrittenState]]:
+    flat = [j for js in jobs.values() for j in js]
+    # Bucket files are large (tens of MB): one in flight beside the one being merged.
+    fetched = prefetched(repo.store, [p for j in flat for p in j.paths], depth=1)
+    out: dict[str, list[WrittenState]] = {name: [] for name in jobs}
+    for job in flat:
+        datas = [next(fetched) for _ in job.paths]
+        out[job.collection].append(restore_bucket(job, datas, sink))  # type: ignore[arg-type]
+    return out
+
+
+def _run_parallel(jobs: dict[str, list[BucketJob]], sink: Sink, workers: Workers
+                  ) -> dict[str, list[WrittenState]]:
+    flat = [j for js in jobs.values() for j in js]
+    # Spawned, not forked: a worker opens its own store (an S3 client is not fork-safe).
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers.count, len(flat)), mp_context=ctx,
+                             initializer=_worker_init, initargs=(workers.open_store,)) as pool:
+        futures = [pool.submit(_worker_bucket, job, sink) for job in flat]
+        out: dict[str, list[WrittenState]] = {name: [] for name in jobs}
+        for job, fut in zip(flat, futures, strict=True):
+            out[job.collection].append(fut.result())
+    return out
+
+
+_WORKER_STORE: list[ObjectStore] = []
+
+
+def _worker_init(open_store: Callable[[], ObjectStore]) -> None:
+    _WORKER_STORE.append(open_store())
+
+
+def _worker_bucket(job: BucketJob, sink: Sink) -> WrittenState:
+    store = _WORKER_STORE[0]
+    return restore_bucket(job, [store.get(p) for p in job.paths], sink)
+
+
+def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenState:
+    """Write one bucket into the sink: its base file as it is when nothing changed it (and
+    the sink takes files), else its rows merged."""
+    old = job.old
+    if job.copyable and old is not None and isinstance(sink, FileSink):
+        return sink.write_file(job.collection, job.bucket, datas[0],
+                               WrittenState(old.records, old.digest, dict(old.tenants)))
+    rows = _bucket_rows(old, datas, job.changes, job.drop, job.tenants)
+    if isinstance(sink, RowSink):
+        return sink.write_rows(job.collection, job.bucket, rows)
+    return sink.write_bucket(job.collection, job.bucket, (r.record() for r in rows))
+
+
+def _bucket_rows(old: BucketState | None, datas: list[bytes],
+                 changes: BucketChanges | None, drop: DropTimes | None,
                  tenants: frozenset[str] | None) -> Iterator[Row]:
     """The bucket's records at the target, sorted by key: its base, then its deltas in order,
     then the log's changes, the greatest version winning per key."""
     base: Iterator[Row] = iter(())
     later: list[Iterable[Row]] = []
     for f, data in zip(old.files if old else [], datas, strict=True):
-        assert data is not None
         rows = read_rows(data, f.path)
         if f.kind == "base":
             base = rows

@@ -32,6 +32,7 @@ from daemon.changelog.window import (
     list_partition_segments,
     plan_window,
 )
+from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.restore.sinks import WrittenState
 from daemon.snapshot.datafile import (
@@ -172,6 +173,13 @@ class Compactor:
         self.lease_ttl_s = lease_ttl_s
         self.delta_ratio = delta_ratio
         self.written = 0
+
+    @classmethod
+    def from_config(cls, repo: Repository, config: Config) -> Compactor:
+        cc = config.compaction
+        return cls(repo, config.kafka.topics, codec=cc.codec, min_buckets=cc.min_buckets,
+                   target_bucket_records=cc.target_bucket_records, lease_ttl_s=cc.lease_ttl_s,
+                   delta_ratio=cc.delta_ratio)
 
     def compact(self, cut_time_ms: int | None = None) -> Manifest:
         lease = Lease(self.repo.store, "compaction", self.lease_ttl_s)

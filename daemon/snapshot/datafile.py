@@ -26,6 +26,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -47,19 +48,15 @@ INDEX_FORMAT = 1
 VERSION_FIELDS = ("last_offset", "last_timestamp", "last_partition", "last_topic")
 
 
-def _split_schema() -> tuple[Any, Any, str]:
+def _schema_text() -> str:
     text = resources.files("daemon").joinpath("schemas", "snapshot_record.avsc").read_text("utf-8")
     raw = json.loads(text)
-    fields = raw["fields"]
-    assert tuple(f["name"] for f in fields[-4:]) == VERSION_FIELDS, "version fields come last"
-    content = fastavro.parse_schema({"type": "record", "name": "Content",
-                                     "namespace": "io.vecwal.internal", "fields": fields[:-4]})
-    version = fastavro.parse_schema({"type": "record", "name": "Version",
-                                     "namespace": "io.vecwal.internal", "fields": fields[-4:]})
-    return content, version, json.dumps(raw, separators=(",", ":"))
+    # Row.of and the content hash rely on it: the version is the record's tail.
+    assert tuple(f["name"] for f in raw["fields"][-4:]) == VERSION_FIELDS, "version fields last"
+    return json.dumps(raw, separators=(",", ":"))
 
 
-CONTENT_SCHEMA, VERSION_SCHEMA, SCHEMA_TEXT = _split_schema()
+SCHEMA_TEXT = _schema_text()
 
 Key = tuple[str, str]
 Version = tuple[int, str, int, int]
@@ -92,12 +89,14 @@ class Row:
     def of(cls, rec: dict[str, Any]) -> Row:
         """Encode a record dict (a ``deleted`` key marks a tombstone)."""
         buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, CONTENT_SCHEMA, rec)
-        content_len = buf.tell()
-        fastavro.schemaless_writer(buf, VERSION_SCHEMA, rec)
+        fastavro.schemaless_writer(buf, SNAPSHOT_SCHEMA, rec)
         raw = buf.getvalue()
         version = (rec["last_timestamp"], rec["last_topic"], rec["last_partition"],
                    rec["last_offset"])
+        # The version fields come last: their encoded length, from their values.
+        topic_len = len(rec["last_topic"].encode())
+        content_len = len(raw) - (_long_len(rec["last_offset"]) + _long_len(version[0])
+                                  + _long_len(version[2]) + _long_len(topic_len) + topic_len)
         return cls((rec["tenant"], rec["id"]), version, raw, content_len,
                    content_hash(raw[:content_len]), bool(rec.get("deleted")), rec)
 
@@ -168,7 +167,8 @@ class RowSummary:
 
 @dataclass(frozen=True)
 class EncodedFile:
-    data: bytes
+    chunks: list[bytes | memoryview]
+    """The file's bytes in pieces (header, then each block's), to write without joining."""
     rows: int
     """Rows in the file, tombstones included."""
     records: int
@@ -177,38 +177,53 @@ class EncodedFile:
     tenants: dict[str, int]
     header_bytes: int
 
+    @cached_property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
 
 # -- writing -------------------------------------------------------------------------------
 def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> EncodedFile:
-    """Write (already sorted) rows as one data file; dicts are encoded, rows copied as bytes."""
-    summary = RowSummary()
-    keys: list[list[Any]] = []
+    """Write (already sorted) rows as one data file; dicts are encoded, rows copied as bytes.
+    The hot loop of restore and compaction: one pass, no per-row call it can avoid."""
+    keys: list[tuple[str, str, int, str, int, int]] = []
     lengths: list[int] = []
     content_lens: list[int] = []
     hashes = bytearray()
     deleted: list[int] = []
-    blocks: list[bytes] = []
+    chunks: list[bytes | memoryview] = []
     block_counts: list[int] = []
     pending: list[bytes | memoryview] = []
+    digest = live = 0
+    tenants: dict[str, int] = {}
 
     def flush() -> None:
         data = _compress(b"".join(pending), codec)
-        blocks.append(_long(len(pending)) + _long(len(data)) + data + SYNC)
+        chunks.extend((_long(len(pending)) + _long(len(data)), data, SYNC))
         block_counts.append(len(pending))
         pending.clear()
 
     for item in rows:
-        row = item if isinstance(item, Row) else Row.of(item)
-        assert row.raw is not None, "an index-only row cannot be written"
+        row = item if type(item) is Row else Row.of(item)  # type: ignore[arg-type]
+        raw = row.raw
+        assert raw is not None, "an index-only row cannot be written"
+        tenant, rid = row.key
+        h = row.hash
         if row.deleted:
             deleted.append(len(keys))
-        ts, topic, partition, offset = row.version
-        keys.append([row.key[0], row.key[1], ts, topic, partition, offset])
-        lengths.append(len(row.raw))
+        else:
+            digest += h
+            live += 1
+            tenants[tenant] = tenants.get(tenant, 0) + 1
+        keys.append((tenant, rid, *row.version))
+        lengths.append(len(raw))
         content_lens.append(row.content_len)
-        hashes += row.hash.to_bytes(16, "little")
-        summary.add(row)
-        pending.append(row.raw)
+        hashes += h.to_bytes(16, "little")
+        pending.append(raw)
         if len(pending) == BLOCK_RECORDS:
             flush()
     if pending:
@@ -220,9 +235,8 @@ def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> En
                               + np.asarray(content_lens, dtype="<u4").tobytes() + bytes(hashes))
     header = _header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": codec.encode(),
                       INDEX_KEY: index, INDEX_BIN_KEY: binary})
-    data = header + b"".join(blocks)
-    return EncodedFile(data, summary.rows, summary.records, summary.digest.hex,
-                       dict(sorted(summary.tenants.items())), len(header))
+    return EncodedFile([header, *chunks], len(keys), live, f"{digest % DIGEST_MOD:032x}",
+                       dict(sorted(tenants.items())), len(header))
 
 
 def encode_records(records: Iterable[dict[str, Any]], codec: str = "null") -> EncodedFile:
@@ -248,6 +262,12 @@ def _long(n: int) -> bytes:
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+def _long_len(n: int) -> int:
+    """Bytes of ``n`` as an Avro (zigzag varint) long."""
+    z = (n << 1) ^ (n >> 63)
+    return max(1, (z.bit_length() + 6) // 7)
 
 
 def _compress(data: bytes, codec: str) -> bytes:

@@ -24,10 +24,7 @@ class CompactionScheduler:
         cc = config.compaction
         self.interval = cc.interval_s
         self.metrics = metrics
-        self.compactor = Compactor(repo, config.kafka.topics, codec=cc.codec,
-                                   min_buckets=cc.min_buckets,
-                                   target_bucket_records=cc.target_bucket_records,
-                                   lease_ttl_s=cc.lease_ttl_s)
+        self.compactor = Compactor.from_config(repo, config)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vecwal-compaction", daemon=True)
 

@@ -86,11 +86,12 @@ class Catalog:
                              self.tenant_drops.get(collection, {}).get(tenant)) if t is not None]
         return max(times) if times else None
 
-    def drop_filter(self, collection: str) -> Callable[[str], int | None] | None:
+    def drop_filter(self, collection: str) -> DropTimes | None:
         """``drop_time`` for one collection's tenants, or None when nothing of it was dropped."""
         if collection not in self.collection_drops and not self.tenant_drops.get(collection):
             return None
-        return lambda tenant: self.drop_time(collection, tenant)
+        return DropTimes(self.collection_drops.get(collection),
+                         dict(self.tenant_drops.get(collection, {})))
 
     def live(self) -> dict[str, Any]:
         """The catalog as users see it: no tombstones, no entries a drop removed."""
@@ -117,6 +118,21 @@ class Catalog:
     def from_json(cls, raw: dict[str, Any]) -> Catalog:
         return cls(raw["collections"], raw["aliases"], raw["tenants"], raw["collection_drops"],
                    raw["tenant_drops"])
+
+
+@dataclass(frozen=True)
+class DropTimes:
+    """One collection's drop times: called with a tenant, the time at or before which its
+    records are gone (or None). Plain data, so it crosses to a worker process."""
+
+    collection: int | None
+    tenants: dict[str, int]
+
+    def __call__(self, tenant: str) -> int | None:
+        t = self.tenants.get(tenant)
+        if t is None or (self.collection is not None and self.collection > t):
+            return self.collection
+        return t
 
 
 def _lww(table: dict[str, dict[str, Any]], key: str, entry: dict[str, Any]) -> None:

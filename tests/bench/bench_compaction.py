@@ -67,18 +67,21 @@ def changed_ids(n: int, count: int, buckets: int, locality: str, hot_buckets: in
     return rng.sample(hot, count)
 
 
-def child_compact(repo_path: str) -> dict[str, Any]:
+def child_compact(repo_path: str, delta_ratio: float) -> dict[str, Any]:
     from daemon.snapshot.compactor import Compactor
 
     rss_idle = peak_rss_mb()
     repo = Repository(open_store(f"file://{repo_path}"))
     began = time.monotonic()
-    m = Compactor(repo, [TOPIC]).compact()
+    compactor = Compactor(repo, [TOPIC], delta_ratio=delta_ratio)
+    m = compactor.compact()
     seconds = time.monotonic() - began
     files = [f for c in m.collections.values() for f in c.files]
-    new = [f for f in files if f.path.endswith(f"/{m.id}.avro")]
+    new = [f for f in files if f"/{m.id}." in f.path]
+    assert sum(f.bytes for f in new) == compactor.written
     return {"snapshot": m.id, "seconds": seconds, "records": m.records,
-            "bytes_total": m.total_bytes, "bytes_written": sum(f.bytes for f in new),
+            "bytes_total": m.total_bytes, "bytes_written": compactor.written,
+            "deltas_written": sum(1 for f in new if f.kind == "delta"),
             "manifest_bytes": len(m.to_json()), "files": len(files), "files_written": len(new),
             "paths_written": [f.path for f in new],
             "rss_after_imports_mb": rss_idle, "peak_rss_mb": peak_rss_mb()}
@@ -109,18 +112,23 @@ def measure_point(work: Path, n: int, dim: int, args: argparse.Namespace) -> dic
         f"buckets, {count:,} changes ({built.log_bytes / 1e6:.0f} MB of log) touching "
         f"{touched_buckets} buckets; built in {sum(built.seconds.values()):.0f}s")
     rounds: list[tuple[dict[str, Any], int]] = []
+    baseline: list[dict[str, Any]] = []
     for r in range(args.rounds):
-        res, _ = spawn(["--child", "compact", "--repo", str(root)],
-                       "tests.bench.bench_compaction")
-        rss = res["peak_rss_mb"]
-        rounds.append((res, rss))
-        say(f"  compaction {r}: {res['seconds']:.1f}s, wrote {res['bytes_written'] / 1e9:.2f} "
-            f"GB ({res['bytes_written'] / built.snapshot_bytes:.1%}) in {res['files_written']}"
-            f" files, peak RSS {rss} MB")
-        if r < args.rounds - 1:  # undo it, so the next round does the same work
-            for path in res["paths_written"]:
-                repo.store.delete(path)
-            repo.store.delete(manifest_key(res["snapshot"]))
+        # The baseline first, then the compaction measured: each is undone but the last,
+        # so every round does the same work and the restore below reads deltas.
+        for mode, ratio in (("rewrite", 0.0), ("delta", args.delta_ratio)):
+            res, _ = spawn(["--child", "compact", "--repo", str(root),
+                            "--delta-ratio", str(ratio)], "tests.bench.bench_compaction")
+            rss = res["peak_rss_mb"]
+            (rounds.append((res, rss)) if mode == "delta" else baseline.append(res))
+            say(f"  compaction {r} ({mode}): {res['seconds']:.1f}s, wrote "
+                f"{res['bytes_written'] / 1e9:.3f} GB "
+                f"({res['bytes_written'] / built.snapshot_bytes:.1%}) in {res['files_written']}"
+                f" files ({res['deltas_written']} deltas), peak RSS {rss} MB")
+            if mode == "rewrite" or r < args.rounds - 1:
+                for path in res["paths_written"]:
+                    repo.store.delete(path)
+                repo.store.delete(manifest_key(res["snapshot"]))
     dest = work / "restore-out"
     restored, _ = spawn(["--child", "restore", "--repo", str(root), "--out", str(dest)])
     restore_rss = restored["peak_rss_mb"]
@@ -149,7 +157,16 @@ def measure_point(work: Path, n: int, dim: int, args: argparse.Namespace) -> dic
             "written_share_of_snapshot": round(written / built.snapshot_bytes, 4),
             "peak_rss_mb": round(statistics.median(rss for _, rss in rounds)),
             "rss_after_imports_mb": last["rss_after_imports_mb"],
+            "delta_ratio": args.delta_ratio, "deltas_written": last["deltas_written"],
         },
+        "baseline_rewrite": {
+            "seconds": round(statistics.median(b["seconds"] for b in baseline), 1),
+            "bytes_written": baseline[-1]["bytes_written"],
+            "written_share_of_snapshot": round(baseline[-1]["bytes_written"]
+                                               / built.snapshot_bytes, 4),
+            "peak_rss_mb": round(statistics.median(b["peak_rss_mb"] for b in baseline)),
+        },
+        "bytes_written_vs_rewrite": round(written / baseline[-1]["bytes_written"], 4),
         "restore": {
             "seconds": round(restored["execute_s"], 1),
             "validate_s": round(restored["validate_s"], 1),
@@ -172,13 +189,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--hot-buckets", type=int, default=1)
     ap.add_argument("--buckets", type=int, default=0, help="0: as the compactor chooses")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--delta-ratio", type=float, default=0.25)
     ap.add_argument("--workdir", default=None, help="default: a new directory under $TMPDIR")
     ap.add_argument("--child", choices=["compact"], help=argparse.SUPPRESS)
     ap.add_argument("--repo", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     configure_logging("warning", "console")  # figures on stdout, nothing else
     if args.child == "compact":
-        res = child_compact(args.repo)
+        res = child_compact(args.repo, args.delta_ratio)
         print(orjson.dumps(res).decode())
         return res
     work = Path(args.workdir or tempfile.mkdtemp(prefix="vecwal-bench-compaction-"))

@@ -57,7 +57,7 @@ from daemon.logs import configure_logging
 from daemon.objectstore import open_store
 from daemon.snapshot.compactor import choose_buckets, collection_state
 from daemon.snapshot.datafile import SNAPSHOT_SCHEMA, bucket_of, encode_records
-from daemon.snapshot.manifest import DataFile, Manifest, data_key, manifest_key
+from daemon.snapshot.manifest import BucketState, DataFile, Manifest, data_key, manifest_key
 from daemon.snapshot.state import Catalog, record_from_event
 from daemon.workload import Workload
 
@@ -191,8 +191,9 @@ def write_snapshot(repo: Repository, pool: Pool, n: int, buckets: int | None = N
         path = data_key(COLLECTION, b, snapshot_id)
         repo.put_immutable(path, enc.data)
         total += len(enc.data)
-        files.append(DataFile(path, b, enc.records, len(enc.data),
-                              hashlib.sha256(enc.data).hexdigest(), enc.digest, enc.tenants))
+        f = DataFile(path, b, enc.records, len(enc.data), hashlib.sha256(enc.data).hexdigest(),
+                     enc.digest, enc.tenants, enc.header_bytes, enc.rows)
+        files.append(BucketState(b, f.records, f.digest, f.tenants, f))
         if b % 8 == 7 or b == nb - 1:
             say(f"  snapshot: {b + 1}/{nb} buckets, {total / 1e9:.2f} GB")
     cut = {TOPIC: {str(p): next_offset[p] for p in range(PARTITIONS)}}
@@ -356,6 +357,11 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
         def write_bucket(self, collection: str, bucket: int, records: Iterable[dict[str, Any]]
                          ) -> Any:
             written = super().write_bucket(collection, bucket, records)
+            self.rss_after_buckets.append(rss_mb())
+            return written
+
+        def write_rows(self, collection: str, bucket: int, rows: Iterable[Any]) -> Any:
+            written = super().write_rows(collection, bucket, rows)
             self.rss_after_buckets.append(rss_mb())
             return written
 

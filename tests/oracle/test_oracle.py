@@ -3,6 +3,7 @@ equals a plain dictionary replay of the same history up to T, field by field."""
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from daemon.changelog.repository import Repository
 from daemon.objectstore import open_store
-from daemon.restore.executor import execute
+from daemon.restore.executor import Workers, execute
 from daemon.restore.planner import Scope, gather, make_plan
 from daemon.restore.sinks.directory import DirSink
 from daemon.restore.target import parse_target
@@ -27,14 +28,15 @@ FIELDS = ("vector", "dimension", "document", "document_is_json", "metadata", "ac
           "embedding_model", "source", "event_id", "event_time", "extra")
 
 
-def restore_to(repo: Repository, until_ms: int, out: Path,
-               scope: Scope | None = None) -> tuple[dict[tuple[str, str, str], dict[str, Any]],
-                                                dict[str, Any]]:
+def restore_to(repo: Repository, until_ms: int, out: Path, scope: Scope | None = None,
+               workers: Workers | None = None
+               ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, Any]]:
     target = parse_target(str(until_ms), now_ms=10**15)
     plan = make_plan(gather(repo, [TOPIC], target), target, scope or Scope(),
                      allow_incomplete=True)
     sink = DirSink(out)
-    result = execute(repo, plan, sink)
+    result = execute(repo, plan, sink, workers)
+    assert result.extra["workers"] == (workers.count if workers else 1)
     report = validate(result, sink)
     assert report.ok, report.to_dict()
     got: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -102,6 +104,30 @@ def test_restore_equals_replay(seed: int, n: int, data: st.DataObject, delta_rat
     compactions = data.draw(st.lists(pick, max_size=4))
     targets = data.draw(st.lists(pick, min_size=1, max_size=3))
     check(history, seed, compactions, targets, delta_ratio)
+
+
+def test_worker_processes_restore_the_same_files(tmp_path: Path) -> None:
+    """Buckets restored by two worker processes (each opening the store itself) are the
+    files one process writes, byte for byte."""
+    history = generate(12, 300, control_rate=0.03)
+    url = f"file://{tmp_path}/repo"
+    repo = Repository(open_store(url))
+    write_log(repo, history, 12)
+    Compactor(repo, [TOPIC], min_buckets=4, target_bucket_records=4).compact(history.times[60])
+    t = history.times[-3]
+    serial, _ = restore_to(repo, t, tmp_path / "serial")
+    workers = Workers(2, functools.partial(open_store, url), min_bytes=0)
+    parallel, _ = restore_to(repo, t, tmp_path / "parallel", workers=workers)
+    assert parallel == serial
+    files = sorted(p.relative_to(tmp_path / "serial")
+                   for p in (tmp_path / "serial").rglob("*.avro"))
+    assert len(files) > 4
+    assert files == sorted(p.relative_to(tmp_path / "parallel")
+                           for p in (tmp_path / "parallel").rglob("*.avro"))
+    for f in files:
+        assert (tmp_path / "serial" / f).read_bytes() == (tmp_path / "parallel" / f).read_bytes()
+    want, _ = oracle(history, t)
+    assert_same(parallel, want)
 
 
 def test_scoped_restore_equals_scoped_replay(tmp_path: Path) -> None:

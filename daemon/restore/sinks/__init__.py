@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from daemon.snapshot.datafile import Row
 
 
 @dataclass
@@ -34,3 +37,19 @@ class Sink(Protocol):
     def finish(self) -> None: ...
 
     def read_back(self) -> dict[str, WrittenState]: ...
+
+
+@runtime_checkable
+class RowSink(Protocol):
+    """A sink that takes rows as bytes (``daemon.snapshot.datafile.Row``): records the log
+    did not change are copied, never decoded."""
+
+    def write_rows(self, collection: str, bucket: int, rows: Iterable[Row]) -> WrittenState: ...
+
+
+@runtime_checkable
+class FileSink(Protocol):
+    """A sink that takes a whole snapshot data file for a bucket nothing changed."""
+
+    def write_file(self, collection: str, bucket: int, data: bytes,
+                   state: WrittenState) -> WrittenState: ...

@@ -25,6 +25,9 @@ from daemon.snapshot.datafile import (
 
 
 class DirSink:
+    parallel_safe = True
+    """Each bucket is its own file: worker processes may write buckets side by side."""
+
     def __init__(self, path: Path, codec: str = "null") -> None:
         self.path = path
         self.codec = codec
@@ -41,7 +44,7 @@ class DirSink:
         enc = encode_records(records, self.codec)
         if enc.records:
             make_dirs(self.path / collection)
-            atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.data)
+            atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.chunks)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_rows(self, collection: str, bucket: int, rows: Iterable[Row]) -> WrittenState:
@@ -49,7 +52,7 @@ class DirSink:
         enc = encode_rows(rows, self.codec)
         if enc.records:
             make_dirs(self.path / collection)
-            atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.data)
+            atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.chunks)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_file(self, collection: str, bucket: int, data: bytes,
