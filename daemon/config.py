@@ -90,6 +90,9 @@ class CompactionConfig:
     delta_ratio: float = 0.25
     """A touched bucket gets a delta file beside its base until its deltas hold more rows
     than this share of the base's; then the base is rewritten (0 always rewrites)."""
+    max_step_bytes: int = 256 << 20
+    """A longer log window is folded in steps of about this many bytes of segments, each a
+    snapshot: compaction memory is bounded by this, not by the window (0: one step)."""
 
 
 @dataclass(frozen=True)
@@ -330,9 +333,9 @@ def _validate(config: Config) -> None:
                               "set the collection's vector dimension, e.g. 768")
     cc = config.compaction
     if cc.interval_s < 0 or cc.min_buckets <= 0 or cc.target_bucket_records <= 0 \
-            or cc.lease_ttl_s <= 0 or cc.delta_ratio < 0:
+            or cc.lease_ttl_s <= 0 or cc.delta_ratio < 0 or cc.max_step_bytes < 0:
         raise ConfigError(f"{src}: [compaction] interval_s must be >= 0 (0 disables), "
-                          "delta_ratio >= 0, and "
+                          "delta_ratio and max_step_bytes >= 0, and "
                           "min_buckets, target_bucket_records, lease_ttl_s positive",
                           "fix the values under [compaction] or remove them for defaults")
     if cc.codec not in CODECS:

@@ -167,11 +167,13 @@ def split_by_bucket(changes: BucketChanges, buckets: int) -> dict[int, BucketCha
 class Compactor:
     def __init__(self, repo: Repository, topics: list[str], *, codec: str = "null",
                  min_buckets: int = 16, target_bucket_records: int = 50_000,
-                 lease_ttl_s: float = 600.0, delta_ratio: float = 0.25) -> None:
+                 lease_ttl_s: float = 600.0, delta_ratio: float = 0.25,
+                 max_step_bytes: int = 256 << 20) -> None:
         self.repo, self.topics, self.codec = repo, topics, codec
         self.min_buckets, self.target = min_buckets, target_bucket_records
         self.lease_ttl_s = lease_ttl_s
         self.delta_ratio = delta_ratio
+        self.max_step_bytes = max_step_bytes
         self.written = 0
 
     @classmethod
@@ -179,15 +181,47 @@ class Compactor:
         cc = config.compaction
         return cls(repo, config.kafka.topics, codec=cc.codec, min_buckets=cc.min_buckets,
                    target_bucket_records=cc.target_bucket_records, lease_ttl_s=cc.lease_ttl_s,
-                   delta_ratio=cc.delta_ratio)
+                   delta_ratio=cc.delta_ratio, max_step_bytes=cc.max_step_bytes)
 
     def compact(self, cut_time_ms: int | None = None) -> Manifest:
+        """Fold the log up to ``cut_time_ms`` (default: the valid-through time) into a new
+        snapshot. A window holding more than ``max_step_bytes`` of log is folded in steps,
+        each a snapshot at an earlier cut, so memory holds one step's changes at a time."""
         lease = Lease(self.repo.store, "compaction", self.lease_ttl_s)
         lease.acquire()
         try:
-            return self._compact(cut_time_ms, lease)
+            steps = self._steps(cut_time_ms)
+            if len(steps) > 1:
+                log.info("compacting in steps", steps=len(steps), max_step_bytes=self.max_step_bytes)
+            for step in steps[:-1]:
+                self._compact(step, lease)
+            return self._compact(steps[-1], lease)
         finally:
             lease.release()
+
+    def _steps(self, cut_time_ms: int | None) -> list[int | None]:
+        """Cut times that split the window into parts of about ``max_step_bytes`` of log,
+        by the segments' time bounds (their sidecars); the last is ``cut_time_ms``."""
+        ids = list_manifests(self.repo)
+        base = read_manifest(self.repo, ids[-1]) if ids else None
+        windows = log_windows(self.repo, self.topics, base)
+        if self.max_step_bytes <= 0 or sum(w.bytes for w in windows) <= self.max_step_bytes:
+            return [cut_time_ms]
+        points = []
+        for w in windows:
+            for key in w.segments:
+                side = self.repo.read_sidecar(key)
+                if side.max_timestamp is not None:
+                    points.append((side.max_timestamp, side.size))
+        steps: list[int | None] = []
+        acc = 0
+        for ts, size in sorted(points):
+            acc += size
+            if acc >= self.max_step_bytes and (cut_time_ms is None or ts < cut_time_ms) \
+                    and (not steps or ts != steps[-1]):
+                steps.append(ts)
+                acc = 0
+        return [*steps, cut_time_ms]
 
     def _compact(self, cut_time_ms: int | None, lease: Lease) -> Manifest:
         began = time.monotonic()

@@ -130,7 +130,8 @@ def measure_point(work: Path, n: int, dim: int, args: argparse.Namespace) -> dic
                     repo.store.delete(path)
                 repo.store.delete(manifest_key(res["snapshot"]))
     dest = work / "restore-out"
-    restored, _ = spawn(["--child", "restore", "--repo", str(root), "--out", str(dest)])
+    restored, _ = spawn(["--child", "restore", "--repo", str(root), "--out", str(dest),
+                         "--workers", "1"])
     restore_rss = restored["peak_rss_mb"]
     shutil.rmtree(dest)
     say(f"  restore of the new snapshot: {restored['records']:,} records in "

@@ -334,9 +334,42 @@ def io_counters() -> dict[str, int]:
     return {k: int(v) for k, v in (line.split(": ") for line in lines)}
 
 
-def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
-                  ) -> dict[str, Any]:
-    from daemon.restore.executor import execute
+class TreeRss:
+    """Peak resident memory of this process and its children (worker processes), sampled
+    every 20 ms in a thread: VmHWM covers one process only."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.peak = 0
+        self._stop = threading.Event()
+        me = psutil.Process()
+
+        def sample() -> None:
+            while not self._stop.wait(0.02):
+                try:
+                    procs = [me, *me.children(recursive=True)]
+                    total = sum(p.memory_info().rss for p in procs if p.is_running())
+                except psutil.Error:
+                    continue
+                self.peak = max(self.peak, total // (1 << 20))
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now",
+                  workers: int = 1) -> dict[str, Any]:
+    import functools
+
+    from daemon.restore.executor import Workers, execute
     from daemon.restore.planner import Scope, gather, make_plan
     from daemon.restore.sinks.directory import DirSink
     from daemon.restore.target import parse_target
@@ -375,9 +408,12 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
     target = parse_target(to, now_ms=int(time.time() * 1000))
     plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
     planned = time.monotonic()
-    sink = WatchedSink(Path(out))
-    result = execute(repo, plan, sink)
+    sink = WatchedSink(Path(out)) if workers == 1 else DirSink(Path(out))
+    tree = TreeRss()
+    pool = Workers(workers, functools.partial(open_store, f"file://{repo_path}"), min_bytes=0)
+    result = execute(repo, plan, sink, pool if workers > 1 else None)
     executed = time.monotonic()
+    tree_peak = tree.stop()
     rss_execute = peak_rss_mb()
     io1 = io_counters()
     report = validate(result, sink)
@@ -398,8 +434,9 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
         "rchar_validate": io2.get("rchar", 0) - io1.get("rchar", 0),
         "output_bytes": sum(f.stat().st_size for f in Path(out).rglob("*") if f.is_file()),
         "rss_after_imports_mb": rss_idle, "peak_rss_execute_mb": rss_execute,
-        "rss_after_fold_mb": sink.rss_at_begin,
-        "rss_after_bucket_max_mb": max(sink.rss_after_buckets, default=0),
+        "rss_after_fold_mb": getattr(sink, "rss_at_begin", 0),
+        "rss_after_bucket_max_mb": max(getattr(sink, "rss_after_buckets", []), default=0),
+        "peak_rss_tree_execute_mb": tree_peak, "workers": result.extra["workers"],
         "peak_rss_mb": peak_rss_mb(), "validation_ok": report.ok,
     }
 
@@ -535,6 +572,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--buckets", type=int, default=0, help="0: as the compactor chooses")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2,
+                    help="worker processes of the restore measured (1: one process)")
     ap.add_argument("--naive-records", type=int, default=50_000,
                     help="records of the history the naive baseline replays (0: all)")
     ap.add_argument("--profile", action="store_true",
@@ -550,7 +589,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     configure_logging("warning", "console")  # figures on stdout, nothing else
     if args.child == "restore":
-        res = child_restore(args.repo, args.out, args.profile_out, args.to)
+        res = child_restore(args.repo, args.out, args.profile_out, args.to, args.workers)
         print(orjson.dumps(res).decode())
         return res
     if args.child == "naive":
@@ -582,6 +621,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     naive_runs: list[tuple[dict[str, Any], int]] = []
     restore_runs: list[tuple[dict[str, Any], int]] = []
+    serial_runs: list[tuple[dict[str, Any], int]] = []
     snapshot_runs: list[tuple[dict[str, Any], int]] = []
     for r in range(args.rounds):
         out = work / f"naive-{r}.avro"
@@ -592,17 +632,26 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         say(f"round {r}: naive {nv['records'] / nv['seconds']:,.0f} records/s "
             f"({nv['events']:,} events in {nv['seconds']:.1f}s)")
         dest = work / f"restore-{r}"
+        serial_runs.append(spawn(["--child", "restore", "--repo", str(built.root),
+                                  "--out", str(dest), "--workers", "1"]))
+        shutil.rmtree(dest)
+        sr = serial_runs[-1][0]
+        say(f"round {r}: restore in one process {sr['records'] / sr['execute_s']:,.0f} records/s "
+            f"(execute {sr['execute_s']:.1f}s, validate {sr['validate_s']:.1f}s, "
+            f"peak RSS {sr['peak_rss_mb']} MB, {sr['rss_after_fold_mb']} MB after the fold)")
         restore_runs.append(spawn(["--child", "restore", "--repo", str(built.root),
-                                   "--out", str(dest)]))
+                                   "--out", str(dest), "--workers", str(args.workers)]))
         shutil.rmtree(dest)
         rs = restore_runs[-1][0]
         assert rs["records"] == built.expected_records, (rs["records"], built.expected_records)
-        say(f"round {r}: restore {rs['records'] / rs['execute_s']:,.0f} records/s "
+        say(f"round {r}: restore with {rs['workers']} workers "
+            f"{rs['records'] / rs['execute_s']:,.0f} records/s "
             f"(execute {rs['execute_s']:.1f}s, validate {rs['validate_s']:.1f}s, "
-            f"peak RSS {rs['peak_rss_mb']} MB, {rs['rss_after_fold_mb']} MB after the fold)")
+            f"peak RSS {rs['peak_rss_tree_execute_mb']} MB with the workers)")
         # The same snapshot restored to its own cut: no log to replay, no bucket touched.
         snapshot_runs.append(spawn(["--child", "restore", "--repo", str(built.root),
-                                    "--out", str(dest), "--to", str(built.cut_time_ms)]))
+                                    "--out", str(dest), "--to", str(built.cut_time_ms),
+                                    "--workers", "1"]))
         shutil.rmtree(dest)
         ss = snapshot_runs[-1][0]
         assert ss["records"] == n, (ss["records"], n)
@@ -618,7 +667,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         prof_path = work / "restore.prof"
         dest = work / "restore-profile"
         spawn(["--child", "restore", "--repo", str(built.root), "--out", str(dest),
-               "--profile-out", str(prof_path)])
+               "--profile-out", str(prof_path), "--workers", "1"])
         shutil.rmtree(dest)
         profile = profile_top(str(prof_path))
         for row in profile:
@@ -659,6 +708,20 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                                                for r, _ in restore_runs]),
             "wait4_ru_maxrss_mb": median([rss for _, rss in restore_runs]),
             "validation_ok": all(r["validation_ok"] for r, _ in restore_runs),
+            "workers": rs0["workers"],
+            "peak_rss_with_workers_mb": median([r["peak_rss_tree_execute_mb"]
+                                                for r, _ in restore_runs]),
+        },
+        "restore_one_process": {
+            "execute_s": round(median([r["execute_s"] for r, _ in serial_runs]), 2),
+            "records_per_s": round(rs0["records"] / median([r["execute_s"]
+                                                            for r, _ in serial_runs])),
+            "validate_s": round(median([r["validate_s"] for r, _ in serial_runs]), 2),
+            "peak_rss_mb": median([r["peak_rss_mb"] for r, _ in serial_runs]),
+            "rss_after_fold_mb": median([r["rss_after_fold_mb"] for r, _ in serial_runs]),
+            "ratio_to_naive": round(rs0["records"] / median([r["execute_s"]
+                                                             for r, _ in serial_runs])
+                                    / naive_rate, 2),
         },
         "naive": {
             "subset": k < n, "records_in_history": k, "events": nv0["events"],

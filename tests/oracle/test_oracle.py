@@ -71,13 +71,13 @@ def state_digests(history: History, state: dict[tuple[str, str, str], dict[str, 
 
 
 def check(history: History, seed: int, compactions: list[int], targets: list[int],
-          delta_ratio: float = 0.25) -> None:
+          delta_ratio: float = 0.25, max_step_bytes: int = 0) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Repository(open_store(f"file://{tmp}/repo"))
         write_log(repo, history, seed)
         for cut in sorted(compactions):
             m = Compactor(repo, [TOPIC], min_buckets=2, target_bucket_records=4,
-                          delta_ratio=delta_ratio).compact(cut)
+                          delta_ratio=delta_ratio, max_step_bytes=max_step_bytes).compact(cut)
             # The snapshot itself holds the replayed state at its cut, not just restore: its
             # counts and digests (from row indexes alone, when it wrote deltas) are the oracle's.
             want, _ = oracle(history, m.cut_time_ms)
@@ -94,16 +94,18 @@ def check(history: History, seed: int, compactions: list[int], targets: list[int
 
 @settings(max_examples=90, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6), n=st.integers(1, 120), data=st.data(),
-       delta_ratio=st.sampled_from([0.0, 0.25, 1e9]))
-def test_restore_equals_replay(seed: int, n: int, data: st.DataObject, delta_ratio: float) -> None:
+       delta_ratio=st.sampled_from([0.0, 0.25, 1e9]), max_step_bytes=st.sampled_from([0, 4000]))
+def test_restore_equals_replay(seed: int, n: int, data: st.DataObject, delta_ratio: float,
+                               max_step_bytes: int) -> None:
     """``delta_ratio`` 0 makes every compaction rewrite the buckets it touches; 1e9 makes
-    every one after the first write deltas only."""
+    every one after the first write deltas only. ``max_step_bytes`` 4000 splits most
+    compactions into steps."""
     history = generate(seed, n)
     times = history.times
     pick = st.sampled_from([*times, times[0] - 1, times[-1]])
     compactions = data.draw(st.lists(pick, max_size=4))
     targets = data.draw(st.lists(pick, min_size=1, max_size=3))
-    check(history, seed, compactions, targets, delta_ratio)
+    check(history, seed, compactions, targets, delta_ratio, max_step_bytes)
 
 
 def test_worker_processes_restore_the_same_files(tmp_path: Path) -> None:

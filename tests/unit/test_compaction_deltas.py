@@ -47,3 +47,22 @@ def test_deltas_past_the_ratio_rewrite_the_base(tmp_path: Path) -> None:
     _, m2 = compact(repo, times[-1], ratio=0.0)
     assert m2.delta_bytes == 0
     assert all(not s.deltas for c in m2.collections.values() for s in c.states)
+
+
+def test_a_long_window_is_folded_in_steps(tmp_path: Path) -> None:
+    history = generate(9, 600)
+    repo = Repository(open_store(f"file://{tmp_path}/repo"))
+    write_log(repo, history, 9)
+    c = Compactor(repo, [TOPIC], min_buckets=2, target_bucket_records=1000,
+                  max_step_bytes=20_000)
+    m = c.compact()
+    chain = [m]
+    while chain[-1].parent:
+        chain.append(Manifest.from_json(repo.store.get(
+            f"snapshots/{chain[-1].parent}/manifest.json")))
+    assert len(chain) >= 3, "the window was folded in several steps"
+    cuts = [s.cut_time_ms for s in reversed(chain)]
+    assert cuts == sorted(cuts) and len(set(cuts)) == len(cuts)
+    for snap in chain:  # every step is a snapshot of the state at its own cut
+        want, _ = oracle(history, snap.cut_time_ms)
+        assert snap.records == len(want)
