@@ -94,12 +94,12 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
     return 0
 
 
-def make_sink(spec: str, config: Config) -> Sink:
+def make_sink(spec: str, config: Config, workers: int = 1, min_bytes: int = 256 << 20) -> Sink:
     kind, sep, where = spec.partition(":")
     if kind == "dir" and sep and where:
         from daemon.restore.sinks.directory import DirSink
 
-        return DirSink(Path(where))
+        return DirSink(Path(where), workers=workers, parallel_min_bytes=min_bytes)
     if kind == "kafka" and sep and where:
         from daemon.restore.sinks.kafka import KafkaSink
 
@@ -120,7 +120,13 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     target = parse_target(args.to, int(time.time() * 1000), exclusive=args.exclusive)
     scope = Scope(frozenset(args.collection) if args.collection else None,
                   frozenset(args.tenant) if args.tenant else None)
-    sink = make_sink(args.into, config)
+    from daemon.cli import store_opener
+    from daemon.restore.executor import Workers
+
+    # --workers N is honoured as given; by default one per CPU, for large restores only.
+    workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
+        else Workers(os.cpu_count() or 1, store_opener(config))
+    sink = make_sink(args.into, config, workers.count, workers.min_bytes)
     plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
                      allow_incomplete=args.allow_incomplete)
     if args.dry_run:
@@ -129,12 +135,6 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         else:
             _print_plan(plan.to_dict())
         return 0
-    from daemon.cli import store_opener
-    from daemon.restore.executor import Workers
-
-    # --workers N is honoured as given; by default one per CPU, for large restores only.
-    workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
-        else Workers(os.cpu_count() or 1, store_opener(config))
     result = execute(repo, plan, sink, workers)
     report = None if args.no_validate else validate(result, sink)
     out = {

@@ -17,10 +17,9 @@ from daemon.changelog.repository import Repository
 from daemon.objectstore import ObjectStore
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan
-from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState
+from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.snapshot.compactor import (
     choose_buckets,
-    collection_state_digest,
     fold_log,
     split_by_bucket,
 )
@@ -122,7 +121,7 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink,
         _run_serial(repo, jobs, sink)
     written: dict[str, WrittenState] = {}
     for name in jobs:
-        written[name] = collection_state_digest(states[name])
+        written[name] = combine_written(states[name])
         log.info("collection restored", collection=name, records=written[name].records,
                  sink=sink.name)
     sink.finish()

@@ -34,14 +34,13 @@ from daemon.changelog.window import (
 )
 from daemon.config import Config
 from daemon.errors import VecwalError
-from daemon.restore.sinks import WrittenState
+from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
     DataFileIndex,
     EncodedFile,
     Key,
     Row,
     RowSummary,
-    StateDigest,
     bucket_of,
     encode_rows,
     read_index,
@@ -335,19 +334,8 @@ class Compactor:
                         enc.header_bytes, enc.rows, kind)
 
 
-def collection_state_digest(parts: list[WrittenState]) -> WrittenState:
-    """Combine per-bucket counts and digests (digests add up: order does not matter)."""
-    digest = StateDigest()
-    tenants: dict[str, int] = {}
-    for w in parts:
-        digest.merge(StateDigest(int(w.digest, 16), w.records))
-        for t, n in w.tenants.items():
-            tenants[t] = tenants.get(t, 0) + n
-    return WrittenState(digest.count, digest.hex, dict(sorted(tenants.items())))
-
-
 def collection_state(buckets: int, states: list[BucketState]) -> CollectionState:
-    total = collection_state_digest([WrittenState(s.records, s.digest, s.tenants)
+    total = combine_written([WrittenState(s.records, s.digest, s.tenants)
                                      for s in states])
     return CollectionState(buckets, sorted(states, key=lambda s: s.bucket), total.records,
                            total.digest, total.tenants)

@@ -69,6 +69,16 @@ def test_compact_list_restore(repo_config: tuple[Path, Repository, list[int]],
                   f"dir:{tmp_path / 'out2'}")
     assert "validation: PASSED" in text.stdout and "RTO" in text.stdout
 
+    # Two worker processes write (and validate) the same files.
+    out = vecwal("restore", "--config", str(cfg), "--to", target, "--into",
+                 f"dir:{tmp_path / 'out3'}", "--workers", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    parallel = json.loads(out.stdout)
+    assert parallel["workers"] == 2 and parallel["validation"]["ok"]
+    assert parallel["collections"] == report["collections"]
+    for f in (tmp_path / "out").rglob("*.avro"):
+        assert f.read_bytes() == (tmp_path / "out3" / f.relative_to(tmp_path / "out")).read_bytes()
+
 
 def test_deleted_segment_is_refused(repo_config: tuple[Path, Repository, list[int]],
                                     tmp_path: Path) -> None:

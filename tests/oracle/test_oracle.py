@@ -20,7 +20,7 @@ from daemon.restore.sinks.directory import DirSink
 from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
 from daemon.snapshot.compactor import Compactor
-from daemon.snapshot.datafile import StateDigest, decode_records
+from daemon.snapshot.datafile import StateDigest, decode_records, encode_rows, read_rows
 from daemon.snapshot.state import record_from_event
 from tests.oracle.history import TOPIC, History, generate, oracle, write_log
 
@@ -162,3 +162,47 @@ def test_a_gap_refuses_only_targets_that_may_need_it(tmp_path: Path) -> None:
     with pytest.raises(CoverageGap, match=f"lacks offsets \\[{victim.start}, {victim.end}\\)"):
         restore_to(repo, last_before, tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
+
+
+def test_validation_fails_on_a_damaged_restore(tmp_path: Path) -> None:
+    """A validator that cannot fail is a defect: each damage is caught, by name."""
+    history = generate(13, 200, control_rate=0.0)
+    repo = Repository(open_store(f"file://{tmp_path}/repo"))
+    write_log(repo, history, 13)
+    Compactor(repo, [TOPIC], min_buckets=2, target_bucket_records=4).compact(history.times[80])
+    target = parse_target(str(history.times[-1]), now_ms=10**15)
+    plan = make_plan(gather(repo, [TOPIC], target), target, Scope(), allow_incomplete=True)
+
+    def restored(name: str) -> tuple[Any, DirSink, list[Path]]:
+        sink = DirSink(tmp_path / name)
+        result = execute(repo, plan, sink)
+        assert validate(result, sink).ok
+        return result, sink, sorted((tmp_path / name).rglob("part-*.avro"))
+
+    def failed(result: Any, sink: DirSink) -> list[str]:
+        report = validate(result, sink)
+        assert not report.ok
+        return [c.name for c in report.checks if not c.ok]
+
+    # A vector byte changed: same count, another digest.
+    result, sink, files = restored("flip")
+    data = bytearray(files[0].read_bytes())
+    row = next(r for r in read_rows(bytes(data), "f") if r.record()["vector"])
+    assert row.raw is not None
+    raw, vector = bytes(row.raw), row.record()["vector"]
+    data[bytes(data).index(raw) + raw.index(vector) + 1] ^= 0x01
+    files[0].write_bytes(bytes(data))
+    assert any(n.endswith("state digest") for n in failed(result, sink))
+
+    # A record left out: counts per collection and tenant disagree.
+    result, sink, files = restored("drop")
+    rows = list(read_rows(files[0].read_bytes(), "f"))
+    files[0].write_bytes(encode_rows(rows[1:]).data)
+    names = failed(result, sink)
+    assert any(n.endswith(": records") for n in names)
+    assert any(n.endswith("records per tenant") for n in names)
+
+    # A truncated file cannot be read back at all.
+    result, sink, files = restored("cut")
+    files[0].write_bytes(files[0].read_bytes()[:-20])
+    assert failed(result, sink) == ["read back"]

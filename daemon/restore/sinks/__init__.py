@@ -19,6 +19,21 @@ class WrittenState:
     tenants: dict[str, int] = field(default_factory=dict)
 
 
+def combine_written(parts: list[WrittenState]) -> WrittenState:
+    """Counts and digests of disjoint parts, combined (digests add up: order does not
+    matter)."""
+    from daemon.snapshot.datafile import DIGEST_MOD
+
+    value = records = 0
+    tenants: dict[str, int] = {}
+    for w in parts:
+        value += int(w.digest, 16)
+        records += w.records
+        for t, n in w.tenants.items():
+            tenants[t] = tenants.get(t, 0) + n
+    return WrittenState(records, f"{value % DIGEST_MOD:032x}", dict(sorted(tenants.items())))
+
+
 class Sink(Protocol):
     """A restore destination. Calls come in this order: ``begin``; ``write_catalog`` once,
     before any record; ``write_bucket`` per bucket, with its records sorted by (tenant, id),

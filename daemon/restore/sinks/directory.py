@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import orjson
 
 from daemon.atomic import atomic_write, make_dirs
 from daemon.errors import IntegrityError, VecwalError
-from daemon.restore.sinks import WrittenState
+from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
     Row,
     StateDigest,
@@ -28,9 +30,12 @@ class DirSink:
     parallel_safe = True
     """Each bucket is its own file: worker processes may write buckets side by side."""
 
-    def __init__(self, path: Path, codec: str = "null") -> None:
+    def __init__(self, path: Path, codec: str = "null", workers: int = 1,
+                 parallel_min_bytes: int = 256 << 20) -> None:
         self.path = path
         self.codec = codec
+        self.workers = workers
+        self.parallel_min_bytes = parallel_min_bytes
         self.name = f"dir:{path}"
 
     def begin(self) -> None:
@@ -73,18 +78,34 @@ class DirSink:
         """Re-read every file: each record's content bytes re-hashed (the digest is made of
         those hashes), its collection, tenant and id read from its own bytes and matched
         with the row index, and one record in ``SPOT_CHECK`` decoded in full by the Avro
-        reader, so a file that only looks right fails."""
+        reader, so a file that only looks right fails. With ``workers`` > 1 and much to
+        read, files are read in that many worker processes."""
+        files = [f for d in sorted(p for p in self.path.iterdir() if p.is_dir())
+                 for f in sorted(d.glob("part-*.avro"))]
+        if self.workers > 1 and len(files) > 1 and \
+                sum(f.stat().st_size for f in files) >= self.parallel_min_bytes:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(self.workers, len(files)), mp_context=ctx) as pool:
+                parts = list(pool.map(read_back_file, files))
+        else:
+            parts = [read_back_file(f) for f in files]
         out: dict[str, WrittenState] = {}
-        for coll_dir in sorted(p for p in self.path.iterdir() if p.is_dir()):
-            digest = StateDigest()
-            tenants: dict[str, int] = {}
-            for f in sorted(coll_dir.glob("part-*.avro")):
-                for i, row in enumerate(read_rows(f.read_bytes(), str(f))):
-                    _check_row(row, coll_dir.name, f, spot=i % SPOT_CHECK == 0)
-                    digest.add_hash(content_hash(row.raw[:row.content_len]))  # type: ignore[index]
-                    tenants[row.key[0]] = tenants.get(row.key[0], 0) + 1
-            out[coll_dir.name] = WrittenState(digest.count, digest.hex, dict(sorted(tenants.items())))
+        for f, part in zip(files, parts, strict=True):
+            coll = f.parent.name
+            have = out.get(coll, WrittenState())
+            out[coll] = combine_written([have, part])
         return out
+
+
+def read_back_file(f: Path) -> WrittenState:
+    """What one restored file holds, re-read from its bytes (see ``DirSink.read_back``)."""
+    digest = StateDigest()
+    tenants: dict[str, int] = {}
+    for i, row in enumerate(read_rows(f.read_bytes(), str(f))):
+        _check_row(row, f.parent.name, f, spot=i % SPOT_CHECK == 0)
+        digest.add_hash(content_hash(row.raw[:row.content_len]))  # type: ignore[index]
+        tenants[row.key[0]] = tenants.get(row.key[0], 0) + 1
+    return WrittenState(digest.count, digest.hex, dict(sorted(tenants.items())))
 
 
 SPOT_CHECK = 64
@@ -95,9 +116,13 @@ def _check_row(row: Row, collection: str, f: Path, spot: bool) -> None:
     where = f"{f}: record {row.key[1]!r} of tenant {row.key[0]!r}"
     if row.deleted:
         raise IntegrityError(f"{where} is a tombstone", "a restore never writes one: re-run it")
-    if leading_strings(row.raw, 3) != [collection, *row.key]:
+    try:
+        leading = leading_strings(row.raw, 3)
+        rec = row.record() if spot else None
+    except Exception as exc:  # damaged bytes fail in many ways: each is a failed check
+        raise IntegrityError(f"{where} does not decode: {type(exc).__name__}: {exc}",
+                             "re-run the restore") from None
+    if leading != [collection, *row.key]:
         raise IntegrityError(f"{where}: its bytes disagree with the row index", "re-run the restore")
-    if spot:
-        rec = row.record()
-        if (rec["collection"], rec["tenant"], rec["id"]) != (collection, *row.key):
-            raise IntegrityError(f"{where} does not decode to itself", "re-run the restore")
+    if rec is not None and (rec["collection"], rec["tenant"], rec["id"]) != (collection, *row.key):
+        raise IntegrityError(f"{where} does not decode to itself", "re-run the restore")
