@@ -121,7 +121,7 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     scope = Scope(frozenset(args.collection) if args.collection else None,
                   frozenset(args.tenant) if args.tenant else None)
     from daemon.cli import store_opener
-    from daemon.restore.executor import Workers
+    from daemon.restore.workers import Workers
 
     # --workers N is honoured as given; by default one per CPU, for large restores only.
     workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \

@@ -4,24 +4,26 @@ holds the log window's winning changes and one bucket at a time."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from daemon.changelog.repository import Repository
-from daemon.objectstore import ObjectStore
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
+from daemon.restore.workers import WorkerPool, Workers, worker_pool
 from daemon.snapshot.compactor import (
     choose_buckets,
     fold_log,
+    merge_fold,
+    new_changes,
     split_by_bucket,
+    stop_offset,
 )
 from daemon.snapshot.datafile import Row, read_rows
 from daemon.snapshot.manifest import BucketState
@@ -65,27 +67,34 @@ class BucketJob:
         return [f.path for f in self.old.files] if self.old else []
 
 
-@dataclass(frozen=True)
-class Workers:
-    """Restore buckets in ``count`` worker processes, each opening the repository's store
-    with ``open_store`` (picklable: a module-level function or a partial of one). Used for
-    sinks that write each bucket on their own (``parallel_safe``): the directory sink."""
-
-    count: int
-    open_store: Callable[[], ObjectStore]
-    min_bytes: int = 256 << 20
-    """Below this many snapshot bytes to read, one process does it all."""
-
-
 def execute(repo: Repository, plan: RestorePlan, sink: Sink,
             workers: Workers | None = None) -> RestoreResult:
+    """Restore the plan into the sink. With ``workers`` (and a sink that is
+    ``parallel_safe``, and enough to read) the log windows are folded and the buckets written
+    in worker processes."""
+    parallel = (workers is not None and workers.count > 1
+                and getattr(sink, "parallel_safe", False)
+                and plan.snapshot_bytes + plan.log_bytes >= workers.min_bytes)
+    with worker_pool(workers) if parallel and workers else nullcontext() as pool:
+        return _execute(repo, plan, sink, pool, workers.count if pool and workers else 1)
+
+
+def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: WorkerPool | None,
+             count: int) -> RestoreResult:
     began = time.monotonic()
     scope = plan.scope
     base = plan.snapshot
-    folded = fold_log(repo, plan.windows, base, until_ms=plan.until_ms,
-                      until_offsets=plan.target.offsets,
-                      collections=set(scope.collections) if scope.collections else None,
-                      tenants=set(scope.tenants) if scope.tenants else None)
+    collections = set(scope.collections) if scope.collections else None
+    tenants = set(scope.tenants) if scope.tenants else None
+    if pool is None:
+        folded = fold_log(repo, plan.windows, base, until_ms=plan.until_ms,
+                          until_offsets=plan.target.offsets, collections=collections,
+                          tenants=tenants)
+    else:
+        folded = new_changes(base)
+        stops = [stop_offset(w, plan.target.offsets) for w in plan.windows]
+        for part in pool.fold(plan.windows, plan.until_ms, stops, collections, tenants):
+            merge_fold(folded, part)
     catalog = folded.catalog.live()
     names = set(base.collections if base else ()) | set(folded.records)
     names = {n for n in names if scope.has_collection(n)}
@@ -94,7 +103,7 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink,
     # (dimension, metric, index) before its first record.
     scoped_catalog = _scope_catalog(catalog, plan)
     sink.write_catalog(scoped_catalog)
-    jobs: dict[str, list[BucketJob]] = {}
+    jobs: list[BucketJob] = []
     for name in sorted(names):
         prev = base.collections.get(name) if base else None
         changes = folded.records.get(name, BucketChanges())
@@ -102,72 +111,40 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink,
         by_bucket = split_by_bucket(changes, nb)
         buckets = sorted(set(by_bucket) | {s.bucket for s in (prev.states if prev else [])})
         drop = folded.catalog.drop_filter(name)
-        jobs[name] = []
         for b in buckets:
             old = prev.bucket(b) if prev else None
             copyable = (old is not None and old.base is not None and not old.deltas
                         and b not in by_bucket and scope.tenants is None
                         and name not in folded.touched_by_drop)
-            jobs[name].append(BucketJob(name, b, old, by_bucket.get(b), drop, scope.tenants,
-                                        copyable))
-    bytes_read = folded.bytes_read + sum(f.bytes for js in jobs.values() for j in js
+            jobs.append(BucketJob(name, b, old, by_bucket.get(b), drop, scope.tenants,
+                                  copyable))
+    folded.records.clear()  # the jobs hold the changes now
+    bytes_read = folded.bytes_read + sum(f.bytes for j in jobs
                                          for f in (j.old.files if j.old else []))
-    # Starting a worker costs about a second (it imports what a restore needs): worth it
-    # only when there is much to read.
-    parallel = (workers is not None and workers.count > 1 and getattr(sink, "parallel_safe", False)
-                and sum(len(js) for js in jobs.values()) > 1
-                and bytes_read - folded.bytes_read >= workers.min_bytes)
-    states = _run_parallel(jobs, sink, workers) if parallel and workers else \
-        _run_serial(repo, jobs, sink)
+    states = pool.restore(jobs, sink) if pool else _run_serial(repo, jobs, sink)
+    parts: dict[str, list[WrittenState]] = {name: [] for name in sorted(names)}
+    for job, state in zip(jobs, states, strict=True):
+        parts[job.collection].append(state)
     written: dict[str, WrittenState] = {}
-    for name in jobs:
-        written[name] = combine_written(states[name])
+    for name, collection_parts in parts.items():
+        written[name] = combine_written(collection_parts)
         log.info("collection restored", collection=name, records=written[name].records,
                  sink=sink.name)
     sink.finish()
     seconds = time.monotonic() - began
-    used = min(workers.count, sum(len(js) for js in jobs.values())) if parallel and workers else 1
     return RestoreResult(sink.name, written, scoped_catalog, folded.events, bytes_read, seconds,
                          records=sum(w.records for w in written.values()),
-                         extra={"workers": used})
+                         extra={"workers": count})
 
 
-def _run_serial(repo: Repository, jobs: dict[str, list[BucketJob]], sink: Sink
-                ) -> dict[str, list[WrittenState]]:
-    flat = [j for js in jobs.values() for j in js]
+def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:
     # Bucket files are large (tens of MB): one in flight beside the one being merged.
-    fetched = prefetched(repo.store, [p for j in flat for p in j.paths], depth=1)
-    out: dict[str, list[WrittenState]] = {name: [] for name in jobs}
-    for job in flat:
+    fetched = prefetched(repo.store, [p for j in jobs for p in j.paths], depth=1)
+    out = []
+    for job in jobs:
         datas = [next(fetched) for _ in job.paths]
-        out[job.collection].append(restore_bucket(job, datas, sink))  # type: ignore[arg-type]
+        out.append(restore_bucket(job, datas, sink))  # type: ignore[arg-type]
     return out
-
-
-def _run_parallel(jobs: dict[str, list[BucketJob]], sink: Sink, workers: Workers
-                  ) -> dict[str, list[WrittenState]]:
-    flat = [j for js in jobs.values() for j in js]
-    # Spawned, not forked: a worker opens its own store (an S3 client is not fork-safe).
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers.count, len(flat)), mp_context=ctx,
-                             initializer=_worker_init, initargs=(workers.open_store,)) as pool:
-        futures = [pool.submit(_worker_bucket, job, sink) for job in flat]
-        out: dict[str, list[WrittenState]] = {name: [] for name in jobs}
-        for job, fut in zip(flat, futures, strict=True):
-            out[job.collection].append(fut.result())
-    return out
-
-
-_WORKER_STORE: list[ObjectStore] = []
-
-
-def _worker_init(open_store: Callable[[], ObjectStore]) -> None:
-    _WORKER_STORE.append(open_store())
-
-
-def _worker_bucket(job: BucketJob, sink: Sink) -> WrittenState:
-    store = _WORKER_STORE[0]
-    return restore_bucket(job, [store.get(p) for p in job.paths], sink)
 
 
 def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenState:

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -119,33 +120,78 @@ def fold_log(repo: Repository, windows: list[PartitionWindow], base: Manifest | 
              until_ms: int | None, until_offsets: dict[str, dict[str, int]] | None = None,
              collections: set[str] | None = None, tenants: set[str] | None = None) -> Changes:
     """Read every window and fold it (steps 3-4)."""
-    catalog = Catalog.from_json(base.catalog) if base else Catalog()
-    changes: dict[str, BucketChanges] = {}
-    touched: set[str] = set()
-    cut: dict[str, dict[str, int]] = {}
-    folded = Changes(catalog, changes, touched, cut)
+    folded = new_changes(base)
     for window in windows:
-        topic, partition, start = window.topic, window.partition, window.start
-        stop = None if until_offsets is None else until_offsets.get(topic, {}).get(
-            str(partition))
-        reader = WindowReader(repo, window, until_ms=until_ms, until_offset=stop)
-        for ev in reader:
-            folded.events += 1
-            op = ev["op"]
-            if op in ("upsert", "delete"):
-                if collections is not None and ev["collection"] not in collections:
-                    continue
-                if tenants is not None and ev["tenant"] not in tenants:
-                    continue
-                changes.setdefault(ev["collection"], BucketChanges()).add(
-                    record_from_event(ev, topic, partition))
-            else:
-                catalog.apply(ev, topic, partition)
-                if op in ("collection.drop", "tenant.drop"):
-                    touched.add(ev["collection"])
-        folded.bytes_read += reader.bytes_read
-        cut.setdefault(topic, {})[str(partition)] = max(start, reader.stopped_at)
+        merge_fold(folded, fold_window(repo, window, until_ms, stop_offset(window, until_offsets),
+                                       collections, tenants))
     return folded
+
+
+@dataclass
+class WindowFold:
+    """One partition window, folded: the winning change per key (as dicts, or as encoded
+    rows when folded in a worker process) and the catalog events in offset order."""
+
+    topic: str
+    partition: int
+    start: int
+    records: dict[str, BucketChanges]
+    catalog_events: list[dict[str, Any]]
+    events: int
+    bytes_read: int
+    stopped_at: int
+
+
+def stop_offset(window: PartitionWindow, until_offsets: dict[str, dict[str, int]] | None
+                ) -> int | None:
+    return None if until_offsets is None else until_offsets.get(window.topic, {}).get(
+        str(window.partition))
+
+
+def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
+                stop: int | None, collections: set[str] | None, tenants: set[str] | None,
+                as_rows: bool = False) -> WindowFold:
+    topic, partition = window.topic, window.partition
+    reader = WindowReader(repo, window, until_ms=until_ms, until_offset=stop)
+    records: dict[str, BucketChanges] = {}
+    catalog_events: list[dict[str, Any]] = []
+    events = 0
+    for ev in reader:
+        events += 1
+        if ev["op"] in ("upsert", "delete"):
+            if collections is not None and ev["collection"] not in collections:
+                continue
+            if tenants is not None and ev["tenant"] not in tenants:
+                continue
+            rec = record_from_event(ev, topic, partition)
+            records.setdefault(ev["collection"], BucketChanges()).add(
+                Row.of(rec).without_record() if as_rows else rec)
+        else:
+            catalog_events.append(ev)
+    return WindowFold(topic, partition, window.start, records, catalog_events, events,
+                      reader.bytes_read, reader.stopped_at)
+
+
+def new_changes(base: Manifest | None) -> Changes:
+    return Changes(Catalog.from_json(base.catalog) if base else Catalog(), {}, set(), {})
+
+
+def merge_fold(folded: Changes, part: WindowFold) -> None:
+    """Add one window's fold (windows are disjoint; versions decide between them)."""
+    for coll, changes in part.records.items():
+        into = folded.records.get(coll)
+        if into is None:
+            folded.records[coll] = changes
+            continue
+        for change in changes.changes.values():
+            into.add(change)
+    for ev in part.catalog_events:
+        folded.catalog.apply(ev, part.topic, part.partition)
+        if ev["op"] in ("collection.drop", "tenant.drop"):
+            folded.touched_by_drop.add(ev["collection"])
+    folded.events += part.events
+    folded.bytes_read += part.bytes_read
+    folded.cut.setdefault(part.topic, {})[str(part.partition)] = max(part.start, part.stopped_at)
 
 
 def choose_buckets(records: int, min_buckets: int, target_records: int) -> int:

@@ -104,6 +104,11 @@ class Row:
     def tenant(self) -> str:
         return self.key[0]
 
+    def without_record(self) -> Row:
+        """This row without its decoded dict: lighter to keep and to send to a process."""
+        self.rec = None
+        return self
+
     def record(self) -> dict[str, Any]:
         """The record as a dict (decoded from ``raw`` when not kept)."""
         if self.rec is None:

@@ -141,21 +141,29 @@ def _lww(table: dict[str, dict[str, Any]], key: str, entry: dict[str, Any]) -> N
         table[key] = entry
 
 
+Change = dict[str, Any] | Row
+"""A change as a record dict (``record_from_event``) or already encoded as a Row."""
+
+
+def change_version(change: Change) -> Version:
+    return change.version if isinstance(change, Row) else version_of(change)
+
+
 @dataclass
 class BucketChanges:
     """The winning change per (tenant, id) of one bucket (deletes included)."""
 
-    changes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    changes: dict[Key, Change] = field(default_factory=dict)
 
-    def add(self, rec: dict[str, Any]) -> None:
-        key = (rec["tenant"], rec["id"])
+    def add(self, change: Change) -> None:
+        key = change.key if isinstance(change, Row) else (change["tenant"], change["id"])
         old = self.changes.get(key)
-        if old is None or version_of(rec) > version_of(old):
-            self.changes[key] = rec
+        if old is None or change_version(change) > change_version(old):
+            self.changes[key] = change
 
     def rows(self) -> dict[Key, Row]:
-        """The changes encoded as rows (tombstones for deletes), keyed like ``changes``."""
-        return {k: Row.of(rec) for k, rec in self.changes.items()}
+        """The changes as rows (tombstones for deletes), keyed like ``changes``."""
+        return {k: c if isinstance(c, Row) else Row.of(c) for k, c in self.changes.items()}
 
 
 def overlay(sources: Iterable[Iterable[Row]]) -> dict[Key, Row]:

@@ -369,11 +369,12 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
                   workers: int = 1) -> dict[str, Any]:
     import functools
 
-    from daemon.restore.executor import Workers, execute
+    from daemon.restore.executor import execute
     from daemon.restore.planner import Scope, gather, make_plan
     from daemon.restore.sinks.directory import DirSink
     from daemon.restore.target import parse_target
     from daemon.restore.validate import validate
+    from daemon.restore.workers import Workers
 
     class WatchedSink(DirSink):
         """DirSink noting RSS when the log is folded (begin) and after each bucket."""

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from daemon.changelog.repository import Repository
 from daemon.objectstore import open_store
-from daemon.restore.executor import Workers, execute
+from daemon.restore.executor import execute
 from daemon.restore.planner import Scope, gather, make_plan
 from daemon.restore.sinks.directory import DirSink
 from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
+from daemon.restore.workers import Workers
 from daemon.snapshot.compactor import Compactor
 from daemon.snapshot.datafile import StateDigest, decode_records, encode_rows, read_rows
 from daemon.snapshot.state import record_from_event
