@@ -435,6 +435,15 @@ def decode_records(data: bytes, where: str) -> Iterator[dict[str, Any]]:
     return records
 
 
+def key_prefix(collection: str, tenant: str, record_id: str) -> bytes:
+    """How every record of this key begins: its collection, tenant and id fields, encoded."""
+    out = b""
+    for s in (collection, tenant, record_id):
+        b = s.encode()
+        out += _long(len(b)) + b
+    return out
+
+
 def leading_strings(raw: bytes | memoryview, n: int) -> list[str]:
     """The first ``n`` string fields of a record's bytes (collection, tenant, id)."""
     cur = _Cursor(raw, "record")

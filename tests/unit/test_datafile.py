@@ -18,6 +18,7 @@ from daemon.snapshot.datafile import (
     content_hash,
     decode_records,
     encode_rows,
+    key_prefix,
     leading_strings,
     read_index,
     read_rows,
@@ -59,6 +60,7 @@ def test_row_content_is_the_encoding_of_every_field_but_the_version(rec: dict[st
     assert bytes(row.raw[:row.content_len]) == content_bytes(rec)
     assert row.hash == content_hash(content_bytes(rec))
     assert leading_strings(row.raw, 3) == [rec["collection"], rec["tenant"], rec["id"]]
+    assert bytes(row.raw).startswith(key_prefix(rec["collection"], rec["tenant"], rec["id"]))
     decoded = Row(row.key, row.version, row.raw, row.content_len, row.hash, False)
     assert decoded.record() == rec  # decoded from the bytes: Row.of keeps the dict
 
