@@ -52,7 +52,8 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview], *,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
     durably.
 
@@ -60,9 +61,15 @@ def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None
     returns, the new content survives a crash. The parent directory must exist (see
     :func:`make_dirs`). Raises ``IsADirectoryError`` when ``path`` is a directory and the
     usual ``OSError`` family otherwise; the temporary file is removed on every failure.
+
+    ``durable=False`` is for a batch of files made durable together afterwards with
+    :func:`sync_tree` (a restore's output): the file is written and renamed at once, its
+    write-back to disk started but not waited for, so it overlaps the work that follows.
+    Until ``sync_tree`` returns, a crash may lose it.
     """
-    # 1. Write the bytes to a fresh temporary file next to the target and fsync them.
-    tmp = _write_temp(path, data)
+    # 1. Write the bytes to a fresh temporary file next to the target and fsync them
+    #    (or, not durable, only start their write-back).
+    tmp = _write_temp(path, data, durable)
     try:
         # 2. Rename it over the target: atomic on POSIX, readers never see a torn file.
         os.replace(tmp, path)
@@ -70,7 +77,22 @@ def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None
         _unlink_quietly(tmp)
         raise
     # 3. fsync the directory so the rename (the new directory entry) is itself durable.
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
+
+
+def sync_tree(root: Path) -> None:
+    """Make every file and directory under ``root`` (and ``root`` in its parent) durable:
+    the second half of a batch of ``atomic_write(..., durable=False)``."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_directory(Path(dirpath))
+    fsync_directory(root.parent)
 
 
 def create_exclusive(path: Path, data: bytes) -> bool:
@@ -163,8 +185,10 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview]) -> Path:
-    """Write ``data`` to a new temp file beside ``path``, fsync it, return its path."""
+def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview], durable: bool = True
+                ) -> Path:
+    """Write ``data`` to a new temp file beside ``path``, fsync it (or, not ``durable``,
+    start its write-back), return its path."""
     tmp = path.with_name(
         f"{TEMP_PREFIX}{path.name[:_TARGET_NAME_CHARS]}.{os.getpid()}.{secrets.token_hex(6)}"
     )
@@ -180,7 +204,11 @@ def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview]) -> Path:
                 view = view[written:]
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
+        elif hasattr(os, "posix_fadvise"):
+            # On Linux this starts write-back of the dirty pages without waiting for it.
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     except BaseException:
         os.close(fd)
         _unlink_quietly(tmp)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -110,3 +111,18 @@ def test_a_truncated_file_is_refused() -> None:
         list(read_rows(data[:-100], "f"))
     with pytest.raises(IntegrityError, match="ends inside its header"):
         read_index(data[:50], "f")
+
+
+def test_a_batch_of_non_durable_writes_is_synced_together(tmp_path: Path) -> None:
+    from daemon.atomic import atomic_write, is_temp_name, sync_tree
+
+    root = tmp_path / "out"
+    (root / "docs").mkdir(parents=True)
+    for i in range(3):
+        atomic_write(root / "docs" / f"part-{i}.avro", [b"abc", memoryview(b"def")],
+                     durable=False)
+    sync_tree(root)
+    files = sorted(p.name for p in (root / "docs").iterdir())
+    assert files == ["part-0.avro", "part-1.avro", "part-2.avro"]
+    assert not any(is_temp_name(n) for n in files)
+    assert (root / "docs" / "part-1.avro").read_bytes() == b"abcdef"
