@@ -64,9 +64,8 @@ def test_history_and_diff_through_broker_and_s3(s3_target: Target, tmp_path: Pat
     (coll, rid), _ = Counter((e["collection"], e["id"]) for p in history.events for e in p
                              if e["id"]).most_common(1)[0]
     bad = {"op": "upsert", "collection": coll, "id": rid, "vector": "not a vector"}
-    b3, b4 = produce_batches(target, [story.batch(100) +
-                                      [GeneratedEvent(rid.encode(), orjson.dumps(bad), bad)],
-                                      story.batch(100)])
+    rejected_event = GeneratedEvent(rid.encode(), orjson.dumps(bad), bad)
+    b3, b4 = produce_batches(target, [[*story.batch(100), rejected_event], story.batch(100)])
     capture(cfg, target)
     good: list[Produced] = [p for p in b1 + b2 + b3 + b4 if p.event.value != orjson.dumps(bad)]
     history = to_history(good)
