@@ -22,18 +22,21 @@ buckets of a group are merged (``heapq.merge``); memory then holds one group.
 from __future__ import annotations
 
 import heapq
+import io
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import fastavro
+
 from daemon.changelog.repository import Repository
+from daemon.errors import IntegrityError
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
 from daemon.restore.target import RestoreTarget
 from daemon.snapshot.compactor import Changes, fold_log, split_by_bucket
-from daemon.snapshot.datafile import decode_records
 from daemon.snapshot.manifest import CollectionState, DataFile
 from daemon.snapshot.state import BucketChanges, merge_bucket
 
@@ -300,13 +303,25 @@ def _stream(side: _Side, buckets: list[int], data: list[bytes | None], scope: Sc
         f = side.file_of(bucket)
         old: Iterator[dict[str, Any]] = iter(())
         if f is not None and raw is not None:
-            old = decode_records(raw, f.path)
+            old = _decode(raw, f.path)
             if scope.tenants is not None:
                 old = (r for r in old if r["tenant"] in scope.tenants)
         streams.append(merge_bucket(old, side.changes.get(bucket), side.drop_time))
     if len(streams) == 1:
         return streams[0]
     return heapq.merge(*streams, key=lambda r: (r["tenant"], r["id"]))
+
+
+def _decode(data: bytes, where: str) -> Iterator[dict[str, Any]]:
+    """A bucket file's records, read with the schema it was written with (no reader schema:
+    fastavro's schema resolution nearly doubles the decoding cost, docs/performance.md)."""
+    try:
+        reader = fastavro.reader(io.BytesIO(data))
+    except Exception as exc:
+        raise IntegrityError(f"{where} is not a readable snapshot file: {exc}",
+                             "run `vecwal verify --deep`; diff other moments") from None
+    records: Iterator[dict[str, Any]] = iter(reader)  # type: ignore[arg-type]
+    return records
 
 
 def _join(left: Iterator[dict[str, Any]], right: Iterator[dict[str, Any]], totals: Totals
