@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import bisect
 import io
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from daemon.audit.idfilter import fetch_many, read_indexes
 from daemon.changelog.keys import QUARANTINE_ROOT, SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.repository import Repository
+from daemon.changelog.segment import read_header
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.window import list_partition_segments
 from daemon.errors import IntegrityError, VecwalError
@@ -127,12 +128,42 @@ def _partition_events(repo: Repository, topic: str, partition: int, query: Histo
                          strict=True):
         stats.segments_opened += 1
         stats.bytes_opened += sizes.get(key, 0)
-        for rec in repo.read_segment(key, data):
+        assert data is not None
+        records = repo.read_segment(key, data) if method == "scan" else \
+            _blocks_with_id(data, key, query.record_id)
+        for rec in records:
             if rec["id"] == query.record_id and rec["collection"] == query.collection \
                     and rec["op"] in ("upsert", "delete") \
                     and (query.tenant is None or rec["tenant"] == query.tenant):
                 out.append(rec)
     return out
+
+
+def _blocks_with_id(data: bytes, key: SegmentKey, record_id: str) -> Iterator[dict[str, Any]]:
+    """The records of the segment's Avro blocks whose bytes contain the id's Avro encoding
+    (a varint length, then UTF-8): a block without those bytes holds no event of the id, so
+    it is not decoded. Decoding uses the writer's schema (no resolution cost)."""
+    raw_id = record_id.encode()
+    n, pattern = len(raw_id) << 1, bytearray()  # zigzag of a non-negative length
+    while n > 0x7F:
+        pattern.append((n & 0x7F) | 0x80)
+        n >>= 7
+    pattern.append(n)
+    pattern += raw_id
+    header = read_header(data, key.avro)
+    if header.key != key:
+        raise IntegrityError(f"{key.avro} says it holds {header.key}",
+                             "the object was renamed or overwritten; run `vecwal verify --deep`")
+    try:
+        for block in fastavro.block_reader(io.BytesIO(data)):
+            payload: io.BytesIO = block.bytes_  # type: ignore[attr-defined]
+            if bytes(pattern) in payload.getvalue():
+                for rec in block:
+                    assert isinstance(rec, dict)
+                    yield rec
+    except Exception as exc:  # fastavro raises many kinds on a torn block
+        raise IntegrityError(f"{key.avro} is truncated or corrupt: {type(exc).__name__}: {exc}",
+                             "history stops here; run `vecwal verify --deep`") from None
 
 
 def _candidates(repo: Repository, topic: str, partition: int, keys: list[SegmentKey],
