@@ -16,7 +16,7 @@ import pytest
 
 from daemon.audit.diff import COLUMNS as DIFF_COLUMNS
 from daemon.audit.history import COLUMNS, HistoryQuery, history
-from daemon.audit.idfilter import INDEX_ROOT, update_index
+from daemon.audit.idfilter import INDEX_ROOT, read_indexes, update_index
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.repository import Repository
 from daemon.objectstore import open_store
@@ -160,3 +160,15 @@ def test_diff_formats(setup: tuple[Path, Repository, History]) -> None:
     assert now.returncode == 0, now.stderr  # now: the valid-through time
     late = vecwal("diff", "--config", str(cfg), "--from", str(t1), "--to", str(10**13))
     assert late.returncode == 4 and "valid-through" in late.stderr
+
+
+def test_scheduled_compaction_also_indexes(setup: tuple[Path, Repository, History]) -> None:
+    from daemon.config import load_config
+    from daemon.metrics import Metrics
+    from daemon.snapshot.scheduler import CompactionScheduler
+
+    cfg, repo, _ = setup
+    CompactionScheduler(load_config(str(cfg)), repo, Metrics()).run_once()
+    assert list(repo.store.list("snapshots/")), "the compaction ran"
+    indexed = {s.key for p in range(3) for ix in read_indexes(repo, TOPIC, p) for s in ix.segments}
+    assert indexed == {k for p in range(3) for k in repo.list_segments(TOPIC, p)}
