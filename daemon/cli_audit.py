@@ -46,6 +46,9 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     d.add_argument("--format", choices=FORMATS, default="table")
     d.add_argument("--allow-incomplete", action="store_true",
                    help="accept moments past the valid-through time")
+    d.add_argument("--method", choices=("auto", "buckets", "log"), default="auto",
+                   help="compare the two states bucket by bucket, or along the log between "
+                        "them where that applies (default: whichever reads less)")
     d.set_defaults(handler=lambda a: _cmd_diff(a, open_repository))
 
     ix = sub.add_parser("index", help="build the id filter index history uses (idempotent; "
@@ -134,7 +137,7 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
     scope = Scope(frozenset(args.collection) if args.collection else None,
                   frozenset(args.tenant) if args.tenant else None)
     d = diff(repo, config.kafka.topics, _target(args.from_, "--from"), _target(args.to, "--to"),
-             scope, allow_incomplete=args.allow_incomplete)
+             scope, allow_incomplete=args.allow_incomplete, method=args.method)
     if args.format == "json":
         _write(json_lines(d.rows, COLUMNS))
         _write(json_lines(d.total_rows(), COLUMNS))
@@ -146,9 +149,12 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
 
         for label, side in (("from", d.old), ("to", d.new)):
             snap = side.plan.snapshot
+            base = f"snapshot {snap.id if snap else '-'}"
+            if label == "to" and d.method == "log":
+                base = "the state at --from"
             print(f"{label:4s} {side.plan.target.label} (state at "
-                  f"{iso_ms(side.plan.until_ms) or 'the given offsets'}: snapshot "
-                  f"{snap.id if snap else '-'} + {side.folded.events:,} log events)")
+                  f"{iso_ms(side.plan.until_ms) or 'the given offsets'}: {base} + "
+                  f"{side.folded.events:,} log events)")
         print()
         any_row = False
         for line in table_lines(d.rows, DIFF_TABLE):
@@ -158,11 +164,11 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
             print("(no difference)")
         _write(diff_totals_lines(d.total_rows()))
     t = d.total
-    compared = max(t.records_from, t.records_to)
+    rate = max(t.records_from, t.records_to) / d.seconds if d.seconds else 0.0
     print(f"diff: {t.added:,} added, {t.updated:,} updated, {t.deleted:,} deleted, "
-          f"{t.unchanged:,} unchanged; {t.buckets_skipped} of {t.buckets} buckets shared and "
-          f"skipped; {d.seconds:.2f}s ({compared / d.seconds if d.seconds else 0:,.0f} "
-          "records/s)", file=sys.stderr)
+          f"{t.unchanged:,} unchanged; compared by {d.method}, {t.buckets_skipped} of "
+          f"{t.buckets} buckets skipped unread; {d.seconds:.2f}s ({rate:,.0f} records/s)",
+          file=sys.stderr)
     return 0
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import fastavro
 
 from daemon.changelog.repository import Repository
-from daemon.errors import IntegrityError
+from daemon.errors import IntegrityError, VecwalError
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
 from daemon.restore.target import RestoreTarget
@@ -125,6 +125,8 @@ class Diff:
     rows: Iterator[dict[str, Any]]
     totals: dict[str, Totals] = field(default_factory=dict)
     seconds: float = 0.0
+    method: str = "buckets"
+    """How the states were compared: ``buckets``, or ``log`` (along the log between them)."""
 
     @property
     def total(self) -> Totals:
@@ -143,28 +145,89 @@ class Diff:
         return out
 
 
+METHODS = ("auto", "buckets", "log")
+
+LOG_PATH_MIN_BYTES = 64 << 20
+"""``auto`` diffs along the log when the log between the moments is at most this many bytes or
+a quarter of the snapshot bytes the bucket comparison would read, whichever is more."""
+
+
 def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTarget,
-         scope: Scope | None = None, allow_incomplete: bool = False) -> Diff:
+         scope: Scope | None = None, allow_incomplete: bool = False,
+         method: str = "auto") -> Diff:
     """The difference between the states at ``old`` and ``new``. Planning and the log folds
-    happen here; bucket files are read as ``rows`` is iterated."""
+    happen here; bucket files are read as ``rows`` is iterated.
+
+    ``method``: ``buckets`` compares the two restore states bucket by bucket; ``log`` diffs
+    along the log between the moments (diff_log.py) where that applies, else falls back to
+    ``buckets``; ``auto`` picks ``log`` when it applies and reads fewer bytes."""
+    from daemon.audit import diff_log
+
+    if method not in METHODS:
+        raise VecwalError(f"diff method {method!r} is unknown", f"use one of {METHODS}")
     scope = scope or Scope()
     began = time.monotonic()
     a = state_at(repo, topics, old, scope, allow_incomplete)
-    b = state_at(repo, topics, new, scope, allow_incomplete)
-    result = Diff(a, b, scope, iter(()))
+    new_plan = make_plan(gather(repo, topics, new), new, scope, allow_incomplete)
+    stretch = None
+    if method != "buckets" and old.offsets is None and new.offsets is None:
+        windows = diff_log.plan_stretch(repo, topics, a.folded, a.plan.until_ms,
+                                        new_plan.until_ms)
+        budget = max(LOG_PATH_MIN_BYTES, _snapshot_bytes(a.plan, new_plan, scope) // 4)
+        if windows is not None and (method == "log" or
+                                    sum(w.bytes for w in windows) <= budget):
+            assert new_plan.until_ms is not None
+            stretch = diff_log.fold_stretch(repo, windows, a.folded, new_plan.until_ms, scope)
+            names = _names(a.plan, a.folded, stretch.folded)
+            if not diff_log.stretch_applies(a.folded, stretch, names):
+                stretch = None
+    if stretch is None:
+        b = StateAt(new_plan, fold_log(
+            repo, new_plan.windows, new_plan.snapshot, until_ms=new_plan.until_ms,
+            until_offsets=new.offsets,
+            collections=set(scope.collections) if scope.collections else None,
+            tenants=set(scope.tenants) if scope.tenants else None))
+    else:
+        b = StateAt(new_plan, stretch.folded)
+    result = Diff(a, b, scope, iter(()), method="buckets" if stretch is None else "log")
 
     def rows() -> Iterator[dict[str, Any]]:
         yield from catalog_rows(a.folded.catalog.live(), b.folded.catalog.live(), scope)
-        names = {n for side in (a, b) for n in (
-            *(side.plan.snapshot.collections if side.plan.snapshot else ()),
-            *side.folded.records)}
+        if stretch is None:
+            names = {n for side in (a, b) for n in (
+                *(side.plan.snapshot.collections if side.plan.snapshot else ()),
+                *side.folded.records)}
+        else:
+            names = _names(a.plan, a.folded, stretch.folded)
         for name in sorted(n for n in names if scope.has_collection(n)):
             totals = result.totals.setdefault(name, Totals())
-            yield from _collection_rows(repo, name, a, b, scope, totals)
+            if stretch is None:
+                yield from _collection_rows(repo, name, a, b, scope, totals)
+            else:
+                yield from diff_log.stretch_rows(repo, name, a.plan.snapshot, a.folded,
+                                                 stretch, scope, totals)
         result.seconds = time.monotonic() - began
 
     result.rows = rows()
     return result
+
+
+def _names(plan: RestorePlan, early: Changes, late: Changes) -> set[str]:
+    snap = plan.snapshot
+    return {*(snap.collections if snap else ()), *early.records, *late.records}
+
+
+def _snapshot_bytes(a: RestorePlan, b: RestorePlan, scope: Scope) -> int:
+    """Bytes of the two moments' snapshot files that are not shared (in scope)."""
+    files: dict[str, int] = {}
+    for plan in (a, b):
+        if plan.snapshot is None:
+            continue
+        for name, c in plan.snapshot.collections.items():
+            if scope.has_collection(name):
+                for f in c.files:
+                    files[f.path] = f.bytes if f.path not in files else 0
+    return sum(files.values())
 
 
 # -- catalog ----------------------------------------------------------------------------------
