@@ -178,7 +178,7 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
                                     sum(w.bytes for w in windows) <= budget):
             assert new_plan.until_ms is not None
             stretch = diff_log.fold_stretch(repo, windows, a.folded, new_plan.until_ms, scope)
-            names = _names(a.plan, a.folded, stretch.folded)
+            names = _names(a.plan, a.folded, stretch.folded, scope)
             if not diff_log.stretch_applies(a.folded, stretch, names):
                 stretch = None
     if stretch is None:
@@ -198,7 +198,7 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
                 *(side.plan.snapshot.collections if side.plan.snapshot else ()),
                 *side.folded.records)}
         else:
-            names = _names(a.plan, a.folded, stretch.folded)
+            names = _names(a.plan, a.folded, stretch.folded, scope)
         for name in sorted(n for n in names if scope.has_collection(n)):
             totals = result.totals.setdefault(name, Totals())
             if stretch is None:
@@ -212,9 +212,10 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
     return result
 
 
-def _names(plan: RestorePlan, early: Changes, late: Changes) -> set[str]:
+def _names(plan: RestorePlan, early: Changes, late: Changes, scope: Scope) -> set[str]:
     snap = plan.snapshot
-    return {*(snap.collections if snap else ()), *early.records, *late.records}
+    return {n for n in (*(snap.collections if snap else ()), *early.records, *late.records)
+            if scope.has_collection(n)}
 
 
 def _snapshot_bytes(a: RestorePlan, b: RestorePlan, scope: Scope) -> int:
