@@ -109,6 +109,9 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
           f"({s.bytes_opened / 1e6:.1f} MB), {s.index_objects} index objects, "
           f"{s.sidecars_read} sidecars, {s.quarantine_entries} quarantine entries; "
           f"{seconds:.2f}s", file=sys.stderr)
+    for gap in s.gaps:
+        print(f"warning: the log lacks offsets {gap} (no segment covers them): events there "
+              "are not shown; `vecwal list` shows every gap", file=sys.stderr)
     return 0
 
 

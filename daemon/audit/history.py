@@ -30,6 +30,7 @@ import orjson
 from daemon.audit.idfilter import fetch_many, read_indexes
 from daemon.changelog.keys import QUARANTINE_ROOT, SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
+from daemon.changelog.reader import coverage
 from daemon.changelog.repository import Repository
 from daemon.changelog.segment import read_header
 from daemon.changelog.sidecar import Sidecar
@@ -70,8 +71,11 @@ class HistoryStats:
     segments_opened: int = 0
     bytes_opened: int = 0
     quarantine_entries: int = 0
+    gaps: list[str] = field(default_factory=list)
+    """Offset ranges inside the retained log that no segment covers ("topic/p [a, b)"):
+    events there cannot be shown."""
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -120,6 +124,8 @@ def _partition_events(repo: Repository, topic: str, partition: int, query: Histo
                       method: str, stats: HistoryStats) -> list[dict[str, Any]]:
     listing = sorted(list_partition_segments(repo, topic, partition))
     stats.segments += len(listing)
+    for a, b in coverage(k for k, _ in listing).gaps:
+        stats.gaps.append(f"{topic}/{partition} [{a}, {b})")
     sizes = dict(listing)
     keys = [k for k, _ in listing]
     candidates = _candidates(repo, topic, partition, keys, query, method, stats)

@@ -172,3 +172,18 @@ def test_scheduled_compaction_also_indexes(setup: tuple[Path, Repository, Histor
     assert list(repo.store.list("snapshots/")), "the compaction ran"
     indexed = {s.key for p in range(3) for ix in read_indexes(repo, TOPIC, p) for s in ix.segments}
     assert indexed == {k for p in range(3) for k in repo.list_segments(TOPIC, p)}
+
+
+def test_a_gap_in_the_log_is_reported(setup: tuple[Path, Repository, History]) -> None:
+    cfg, repo, h = setup
+    keys = list(repo.list_segments(TOPIC, 0))
+    victim = keys[len(keys) // 2]
+    repo.store.delete(victim.avro)
+    out = vecwal("history", "--config", str(cfg), "--collection", "docs", "--id", "r3",
+                 "--format", "json")
+    assert out.returncode == 0, out.stderr
+    assert f"lacks offsets {TOPIC}/0 [{victim.start}, {victim.end})" in out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    want = [(p, off) for p, off in events_of(h, "docs", "r3")
+            if not (p == 0 and victim.start <= off < victim.end)]
+    assert [(r["partition"], r["offset"]) for r in rows] == want
