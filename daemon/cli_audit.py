@@ -38,7 +38,7 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     d = sub.add_parser("diff", help="records and catalog entries that differ between two "
                        "moments")
     d.add_argument("--config", required=True)
-    d.add_argument("--from", required=True, dest="from_",
+    d.add_argument("--from", required=True, dest="from_", metavar="FROM",
                    help="RFC 3339 time, epoch ms, or topic/partition=offset[,...]")
     d.add_argument("--to", required=True, help="RFC 3339 time, epoch ms, now, or offsets")
     d.add_argument("--collection", action="append", help="only this collection (repeatable)")
