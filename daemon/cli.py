@@ -63,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--no-kafka", action="store_true", help="read the store only")
     st.set_defaults(handler=_cmd_status)
 
+    from daemon.cli_audit import add_commands as add_audit_commands
     from daemon.cli_restore import add_commands
 
     add_commands(sub, _open_repository)
+    add_audit_commands(sub, _open_repository)
     return p
 
 

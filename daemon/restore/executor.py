@@ -154,13 +154,13 @@ def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenSta
     if job.copyable and old is not None and isinstance(sink, FileSink):
         return sink.write_file(job.collection, job.bucket, datas[0],
                                WrittenState(old.records, old.digest, dict(old.tenants)))
-    rows = _bucket_rows(old, datas, job.changes, job.drop, job.tenants)
+    rows = bucket_rows(old, datas, job.changes, job.drop, job.tenants)
     if isinstance(sink, RowSink):
         return sink.write_rows(job.collection, job.bucket, rows)
     return sink.write_bucket(job.collection, job.bucket, (r.record() for r in rows))
 
 
-def _bucket_rows(old: BucketState | None, datas: list[bytes],
+def bucket_rows(old: BucketState | None, datas: list[bytes],
                  changes: BucketChanges | None, drop: DropTimes | None,
                  tenants: frozenset[str] | None) -> Iterator[Row]:
     """The bucket's records at the target, sorted by key: its base, then its deltas in order,

@@ -424,6 +424,40 @@ def read_rows(data: bytes, where: str, index: DataFileIndex | None = None) -> It
         raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
 
 
+def rows_at(data: bytes, where: str, keys: set[Key]) -> list[Row]:
+    """The rows of a data file whose key is in ``keys``, in file order, found by its row index
+    and sliced out of their blocks; nothing else is read row by row."""
+    index = read_index(data, where)
+    wanted = sorted(i for i, k in enumerate(index.keys) if (k[0], k[1]) in keys)
+    if not wanted:
+        return []
+    ends = np.cumsum(index.lengths, dtype=np.int64)
+    out = []
+    cur = _Cursor(data, where)
+    cur.pos = index.header_bytes
+    first = 0  # index of the block's first row
+    w = 0
+    try:
+        for count in index.blocks:
+            cur.long()
+            size = cur.long()
+            start = cur.pos
+            cur.take(size + 16)
+            last = first + count
+            if w < len(wanted) and wanted[w] < last:
+                block = memoryview(_decompress(memoryview(data)[start:start + size], index.codec))
+                base = int(ends[first - 1]) if first else 0
+                while w < len(wanted) and wanted[w] < last:
+                    j = wanted[w]
+                    lo = (int(ends[j - 1]) if j else 0) - base
+                    out.append(index.row(j, block[lo:int(ends[j]) - base]))
+                    w += 1
+            first = last
+    except _Short:
+        raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
+    return out
+
+
 def decode_records(data: bytes, where: str) -> Iterator[dict[str, Any]]:
     """Decode every record with a plain Avro reader (tools, tests, and the oracle do)."""
     try:

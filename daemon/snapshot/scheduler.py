@@ -1,6 +1,8 @@
 """Scheduled compaction inside `vecwal run`: every ``compaction.interval_s`` a background
 thread folds the log onto a new snapshot. Several daemons in one group all schedule it; the
-lease lets one at a time work, the others log that it is held and wait for the next turn."""
+lease lets one at a time work, the others log that it is held and wait for the next turn.
+After a compaction the same thread indexes the segments written since the last turn (the id
+filter index history uses, daemon/audit/idfilter.py); a failure there only costs speed."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class CompactionScheduler:
         cc = config.compaction
         self.interval = cc.interval_s
         self.metrics = metrics
+        self.repo, self.topics = repo, config.kafka.topics
         self.compactor = Compactor.from_config(repo, config)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="vecwal-compaction", daemon=True)
@@ -55,6 +58,19 @@ class CompactionScheduler:
             return
         self.metrics.compaction_seconds.observe(time.monotonic() - began)
         self.metrics.last_snapshot_cut.set(manifest.cut_time_ms / 1000)
+        self.index_once()
+
+    def index_once(self) -> None:
+        from daemon.audit.idfilter import update_index
+
+        try:
+            updates = update_index(self.repo, self.topics)
+        except Exception as exc:  # the index only saves work: never let it stop capture
+            log.warning("id filter index update failed, history reads sidecars meanwhile",
+                        error=repr(exc))
+            return
+        log.info("id filter index updated",
+                 segments_indexed=sum(u.indexed_now for u in updates))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

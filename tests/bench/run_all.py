@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from tests.bench import (
+    bench_audit,
     bench_capture,
     bench_compaction,
     bench_restore,
@@ -21,6 +22,7 @@ def main() -> None:
         "peak_rss": bench_rss.main([]),
         "restore": bench_restore.main([]),
         "compaction": bench_compaction.main([]),
+        "audit": bench_audit.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 

@@ -1,0 +1,194 @@
+"""The `history`, `diff` and `index` commands. Like cli.py, the only place that prints.
+
+Figures and rows go to stdout; a one-line summary of the work done goes to stderr, so that
+``--format json`` and ``--format csv`` output loads as it is."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from daemon.changelog.repository import Repository
+from daemon.config import Config, load_config
+from daemon.errors import VecwalError
+from daemon.restore.target import RestoreTarget
+
+FORMATS = ("table", "json", "csv")
+
+
+def add_commands(sub: Any, open_repository: Any) -> None:
+    """Register the subcommands on cli.py's parser."""
+    h = sub.add_parser("history", help="every event of one record, oldest first")
+    h.add_argument("--config", required=True)
+    h.add_argument("--collection", required=True)
+    h.add_argument("--id", required=True, dest="record_id")
+    h.add_argument("--tenant", default=None, help="only this tenant's record (default: every "
+                   "tenant's record of that id; the default tenant is \"\")")
+    h.add_argument("--since", default=None, help="RFC 3339 time or epoch ms (inclusive)")
+    h.add_argument("--until", default=None, help="RFC 3339 time or epoch ms (inclusive)")
+    h.add_argument("--format", choices=FORMATS, default="table")
+    h.add_argument("--method", choices=("index", "sidecar", "scan"), default="index",
+                   help="how segments are ruled out: id filter index (default), sidecars "
+                        "only, or none (read every segment)")
+    h.set_defaults(handler=lambda a: _cmd_history(a, open_repository))
+
+    d = sub.add_parser("diff", help="records and catalog entries that differ between two "
+                       "moments")
+    d.add_argument("--config", required=True)
+    d.add_argument("--from", required=True, dest="from_", metavar="FROM",
+                   help="RFC 3339 time, epoch ms, or topic/partition=offset[,...]")
+    d.add_argument("--to", required=True, help="RFC 3339 time, epoch ms, now, or offsets")
+    d.add_argument("--collection", action="append", help="only this collection (repeatable)")
+    d.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
+    d.add_argument("--format", choices=FORMATS, default="table")
+    d.add_argument("--allow-incomplete", action="store_true",
+                   help="accept moments past the valid-through time")
+    d.add_argument("--method", choices=("auto", "buckets", "log"), default="auto",
+                   help="compare the two states bucket by bucket, or along the log between "
+                        "them where that applies (default: whichever reads less)")
+    d.set_defaults(handler=lambda a: _cmd_diff(a, open_repository))
+
+    ix = sub.add_parser("index", help="build the id filter index history uses (idempotent; "
+                        "`vecwal run` does it after each compaction)")
+    ix.add_argument("--config", required=True)
+    ix.add_argument("--json", action="store_true")
+    ix.set_defaults(handler=lambda a: _cmd_index(a, open_repository))
+
+
+def _load(path: str) -> Config:
+    from daemon.logs import configure_logging
+
+    config = load_config(path)
+    configure_logging(config.log.level, config.log.format)  # logs to stderr
+    return config
+
+
+def _time(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    from daemon.restore.target import parse_target
+
+    target = parse_target(text, int(time.time() * 1000))
+    if target.time_ms is None:
+        raise VecwalError(f"{flag} {text!r} is not a time", "give RFC 3339 or epoch ms")
+    return target.time_ms
+
+
+def _write(lines: Iterable[str]) -> None:
+    out = sys.stdout
+    for line in lines:
+        out.write(line)
+        out.write("\n")
+
+
+def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.audit.history import COLUMNS, HistoryQuery, history
+    from daemon.audit.render import HISTORY_TABLE, csv_lines, json_lines, table_lines
+
+    config = _load(args.config)
+    repo: Repository = open_repository(config)
+    query = HistoryQuery(args.collection, args.record_id, args.tenant,
+                         _time(args.since, "--since"), _time(args.until, "--until"))
+    began = time.monotonic()
+    formats = {t: config.kafka.format_of(t) for t in config.kafka.topics}
+    result = history(repo, config.kafka.topics, query, method=args.method, formats=formats)
+    seconds = time.monotonic() - began
+    if args.format == "json":
+        _write(json_lines(result.events, COLUMNS))
+    elif args.format == "csv":
+        _write(csv_lines(result.events, COLUMNS))
+    elif result.events:
+        _write(table_lines(result.events, HISTORY_TABLE))
+    else:
+        print(f"no event of {args.collection}/{args.record_id} in the retained log")
+    s = result.stats
+    print(f"{len(result.events)} events; opened {s.segments_opened} of {s.segments} segments "
+          f"({s.bytes_opened / 1e6:.1f} MB), {s.index_objects} index objects, "
+          f"{s.sidecars_read} sidecars, {s.quarantine_entries} quarantine entries; "
+          f"{seconds:.2f}s", file=sys.stderr)
+    for gap in s.gaps:
+        print(f"warning: the log lacks offsets {gap} (no segment covers them): events there "
+              "are not shown; `vecwal list` shows every gap", file=sys.stderr)
+    return 0
+
+
+def _target(text: str, flag: str) -> RestoreTarget:
+    from daemon.restore.target import parse_target
+
+    target = parse_target(text, int(time.time() * 1000))
+    if target.now and flag == "--from":
+        raise VecwalError("--from now leaves nothing to compare", "give an earlier time")
+    return target
+
+
+def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.audit.diff import COLUMNS, diff
+    from daemon.audit.render import (
+        DIFF_TABLE,
+        csv_lines,
+        diff_totals_lines,
+        json_lines,
+        table_lines,
+    )
+    from daemon.restore.planner import Scope
+
+    config = _load(args.config)
+    repo: Repository = open_repository(config)
+    scope = Scope(frozenset(args.collection) if args.collection else None,
+                  frozenset(args.tenant) if args.tenant else None)
+    d = diff(repo, config.kafka.topics, _target(args.from_, "--from"), _target(args.to, "--to"),
+             scope, allow_incomplete=args.allow_incomplete, method=args.method)
+    if args.format == "json":
+        _write(json_lines(d.rows, COLUMNS))
+        _write(json_lines(d.total_rows(), COLUMNS))
+    elif args.format == "csv":
+        _write(csv_lines(d.rows, COLUMNS))
+        _write(list(csv_lines(d.total_rows(), COLUMNS))[1:])
+    else:
+        from daemon.status import iso_ms
+
+        for label, side in (("from", d.old), ("to", d.new)):
+            snap = side.plan.snapshot
+            base = f"snapshot {snap.id if snap else '-'}"
+            if label == "to" and d.method == "log":
+                base = "the state at --from"
+            print(f"{label:4s} {side.plan.target.label} (state at "
+                  f"{iso_ms(side.plan.until_ms) or 'the given offsets'}: {base} + "
+                  f"{side.folded.events:,} log events)")
+        print()
+        any_row = False
+        for line in table_lines(d.rows, DIFF_TABLE):
+            any_row = True
+            print(line)
+        if not any_row:
+            print("(no difference)")
+        _write(diff_totals_lines(d.total_rows()))
+    t = d.total
+    rate = max(t.records_from, t.records_to) / d.seconds if d.seconds else 0.0
+    print(f"diff: {t.added:,} added, {t.updated:,} updated, {t.deleted:,} deleted, "
+          f"{t.unchanged:,} unchanged; compared by {d.method}, {t.buckets_skipped} of "
+          f"{t.buckets} buckets skipped unread; {d.seconds:.2f}s ({rate:,.0f} records/s)",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_index(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.audit.idfilter import update_index
+
+    config = _load(args.config)
+    updates = update_index(open_repository(config), config.kafka.topics)
+    if args.json:
+        import orjson
+
+        sys.stdout.write(orjson.dumps([u.__dict__ for u in updates],
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    for u in updates:
+        print(f"{u.topic}/{u.partition}: {u.segments} segments, {u.covered_before} indexed "
+              f"before, {u.indexed_now} indexed now ({len(u.objects_written)} objects written)")
+    if not updates:
+        print("nothing to index: no partition has a watermark yet")
+    return 0
