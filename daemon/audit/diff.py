@@ -5,13 +5,15 @@ Each state is what a restore to that moment would produce, built with the restor
 the newest snapshot at or before T (planner ``gather``/``make_plan``) plus the log after its
 cut folded up to T (``fold_log``). The two states are then compared bucket by bucket: records
 are bucketed by a stable hash of (tenant, id) and sorted by (tenant, id) inside a bucket, so
-each side of a bucket is the snapshot's bucket file merged with that bucket's log changes
-(``merge_bucket``), a sorted stream, and the comparison is a merge join. Memory holds the two
-log windows' winning changes and one bucket pair at a time.
+each side of a bucket is the snapshot's bucket (base and deltas) merged with that bucket's
+log changes (``executor.bucket_rows``), a stream of rows sorted by key, and the comparison is
+a merge join on keys and content hashes: only records whose content differs are decoded.
+Memory holds the two log windows' winning changes and one bucket pair at a time.
 
-A bucket whose file both states share (same path and sha256) and that neither log window
-touches is the same on both sides: it is counted as unchanged without being read. When both
-moments are snapshot cuts, every bucket the second snapshot did not rewrite is skipped.
+A bucket made of the same files in both states (base and deltas, same paths and sha256) that
+neither log window touches is the same on both sides: it is counted as unchanged without being
+read. When both moments are snapshot cuts, every bucket the second snapshot did not touch is
+skipped.
 
 If the two sides bucket a collection differently (a collection that only one snapshot holds,
 or one recreated with another bucket count), buckets are grouped by the greatest common
