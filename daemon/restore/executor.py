@@ -74,7 +74,8 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
         fetched = prefetched(repo.store, [f.path if f else None for f in files], depth=1)
         # A bucket the log did not touch is the snapshot's file as it is: a sink that can
         # take whole files gets its bytes (validation still re-reads every record).
-        copyable = (scope.tenants is None and name not in folded.touched_by_drop
+        copyable = (scope.tenants is None and scope.embedding_model is None
+                    and name not in folded.touched_by_drop
                     and hasattr(sink, "write_file"))
         for b, old_file, data in zip(buckets, files, fetched, strict=True):
             if copyable and b not in by_bucket and old_file is not None and data is not None:
@@ -89,6 +90,8 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink) -> RestoreResult:
                 old = _in_tenants(decode_records(data, old_file.path), scope.tenants)
             merged = merge_bucket(old, by_bucket.get(b),
                                   lambda t, n=name: folded.catalog.drop_time(n, t))
+            if scope.embedding_model is not None:  # after the merge: a newer write wins first
+                merged = filter(scope.has_model, merged)
             states.append(sink.write_bucket(name, b, merged))
         written[name] = collection_state_digest(states)
         log.info("collection restored", collection=name, records=written[name].records,

@@ -35,6 +35,7 @@ class MilvusEngine:
         self.uri = uri
         self.name = f"milvus:{uri}"
         self._index: dict[str, dict[str, Any]] = {}
+        self._loaded: set[str] = set()
         try:
             self.client = MilvusClient(uri=uri, token=token or "")
         except Exception as exc:  # pymilvus raises MilvusException, ConnectionError, ...
@@ -49,6 +50,7 @@ class MilvusEngine:
         for alias in self.client.list_aliases(collection).get("aliases", []):
             self.client.drop_alias(alias)
         self.client.drop_collection(collection)
+        self._loaded.discard(collection)
 
     def create(self, collection: str, spec: CollectionSpec) -> None:
         from pymilvus import DataType
@@ -67,6 +69,7 @@ class MilvusEngine:
         self.client.create_collection(collection, schema=s, index_params=ip,
                                       consistency_level="Strong")
         self._index[collection] = search
+        self._loaded.add(collection)  # create_collection with an index loads it
 
     def insert(self, collection: str, keys: list[str], vectors: np.ndarray,
                payloads: list[dict[str, Any]]) -> None:
@@ -88,11 +91,13 @@ class MilvusEngine:
             self.client.alter_alias(collection, alias)
 
     def count(self, collection: str, where: Where | None = None) -> int:
+        self._load(collection)
         res = self.client.query(collection, filter=_expr(where), output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
     def search(self, collection: str, vector: np.ndarray, k: int,
                where: Where | None = None) -> list[str]:
+        self._load(collection)
         params = self._index.get(collection) or {}
         if "ef" in params:
             params = {"ef": max(params["ef"], k)}
@@ -111,6 +116,7 @@ class MilvusEngine:
 
     def _iterate(self, collection: str, expr: str, fields: list[str]
                  ) -> Iterator[dict[str, Any]]:
+        self._load(collection)
         it = self.client.query_iterator(collection, batch_size=1000, filter=expr,
                                         output_fields=fields)
         try:
@@ -119,6 +125,12 @@ class MilvusEngine:
         finally:
             it.close()
 
+    def _load(self, collection: str) -> None:
+        """A collection opened again (another process, Milvus Lite reopened) starts released."""
+        if collection not in self._loaded:
+            self.client.load_collection(collection)
+            self._loaded.add(collection)
+
     def finish(self) -> None:
         for collection in self._index:
             if self.client.has_collection(collection):
@@ -126,6 +138,12 @@ class MilvusEngine:
 
     def close(self) -> None:
         self.client.close()
+        if self.uri.endswith(".db"):
+            # Milvus Lite serves the file from a thread of this process and keeps it locked
+            # until released: another process (a later restore, a drill) could not open it.
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
 
 
 def _index(index: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
