@@ -162,13 +162,15 @@ class EngineSink:
 
     def __init__(self, engine: Engine, *, replace: bool = False,
                  rename: dict[str, str] | None = None, progress: Progress | None = None,
-                 skip_aliases: bool = False) -> None:
+                 prefix: str = "") -> None:
         self.engine = engine
         self.name = engine.name
         self.replace = replace
         self.rename = dict(rename or {})
         self.progress = progress
-        self.skip_aliases = skip_aliases or bool(self.rename)
+        self.prefix = prefix
+        """Put before every collection name not renamed (drills' scratch collections)."""
+        self.skip_aliases = bool(self.rename or prefix)
         self.truth: dict[str, Truth] = {}
         self.catalog: dict[str, Any] = {}
         self.created: list[str] = []
@@ -178,7 +180,7 @@ class EngineSink:
         """Time spent inside the engine's insert calls."""
 
     def target(self, collection: str) -> str:
-        return self.rename.get(collection, collection)
+        return self.rename.get(collection, self.prefix + collection)
 
     # -- the Sink protocol ---------------------------------------------------------------
     def begin(self) -> None:

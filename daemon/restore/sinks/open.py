@@ -20,7 +20,8 @@ ENGINES = ("qdrant", "milvus")
 
 
 def open_sink(spec: str, config: Config, *, replace: bool = False,
-              rename: dict[str, str] | None = None, progress: Progress | None = None) -> Sink:
+              rename: dict[str, str] | None = None, progress: Progress | None = None,
+              prefix: str = "") -> Sink:
     kind, sep, where = spec.partition(":")
     if not (sep and where):
         raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
@@ -51,7 +52,8 @@ def open_sink(spec: str, config: Config, *, replace: bool = False,
                 raise VecwalError(f"--into {spec!r}: a local Milvus Lite file must end in .db",
                                   "use milvus:/path/restore.db or milvus:http://host:19530")
             engine = MilvusEngine(where)
-        return EngineSink(engine, replace=replace, rename=rename, progress=progress)
+        return EngineSink(engine, replace=replace, rename=rename, progress=progress,
+                          prefix=prefix)
     raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
 
 
