@@ -8,6 +8,7 @@ import orjson
 from tests.bench import (
     bench_capture,
     bench_compaction,
+    bench_engines,
     bench_restore,
     bench_rpo,
     bench_rss,
@@ -21,6 +22,7 @@ def main() -> None:
         "peak_rss": bench_rss.main([]),
         "restore": bench_restore.main([]),
         "compaction": bench_compaction.main([]),
+        "engines": bench_engines.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
