@@ -31,7 +31,9 @@ QUERIES = 16
 MIN_RECALL = 0.95
 FILTER_PROBES = 3
 TENANT_PROBES = 8
-PRINCIPAL_PROBES = 16
+PRINCIPAL_PROBES = 6
+"""Principals probed per collection (spread over the sorted list); each is one filtered
+select and one scoped search. Every record's acl is compared point by point anyway."""
 SHOWN = 10
 SEED = 20261126
 
@@ -190,7 +192,9 @@ class _Prober:
             for p in acl or ():
                 by.setdefault(p, set()).add(key)
         out = []
-        for principal in sorted(by)[:PRINCIPAL_PROBES]:
+        names = sorted(by)
+        step = max(1, len(names) // PRINCIPAL_PROBES)
+        for principal in names[::step][:PRINCIPAL_PROBES]:
             want = by[principal]
             out.append(self._set_check(f"acl {principal!r} selects its records",
                                        self.engine.select(self.target, Where(principal=principal)),

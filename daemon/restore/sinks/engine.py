@@ -29,6 +29,9 @@ from daemon.snapshot.datafile import StateDigest
 
 BATCH = 512
 """Points per insert call."""
+SEARCH_EF = 128
+"""HNSW ef of the validation searches (or the recorded ef when larger): probes check that the
+restored data and index answer like a brute force, not the recall a low serving ef trades."""
 _KEY_NS = uuid.UUID("6f1c1c8e-3f5b-4b0e-9b7e-7665637761c1")
 METRICS = ("cosine", "dot", "l2")
 _METRIC_ALIASES = {"cosine": "cosine", "dot": "dot", "ip": "dot", "inner_product": "dot",

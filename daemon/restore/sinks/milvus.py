@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from daemon.errors import VecwalError
-from daemon.restore.sinks.engine import CollectionSpec, EngineRefused, Where
+from daemon.restore.sinks.engine import SEARCH_EF, CollectionSpec, EngineRefused, Where
 
 _METRIC = {"cosine": "COSINE", "dot": "IP", "l2": "L2"}
 MAX_TEXT = 65_535
@@ -33,6 +33,7 @@ class MilvusEngine:
         # The query iterator logs a WARNING per scan under Milvus Lite (no server timestamp).
         logging.getLogger("pymilvus").setLevel(logging.ERROR)
         self.uri = uri
+        self.lite = uri.endswith(".db")
         self.name = f"milvus:{uri}"
         self._index: dict[str, dict[str, Any]] = {}
         self._loaded: set[str] = set()
@@ -106,18 +107,26 @@ class MilvusEngine:
         return [str(hit["pk"] if "pk" in hit else hit["id"]) for hit in res[0]]
 
     def select(self, collection: str, where: Where) -> set[str]:
-        return {str(row["pk"]) for row in self._iterate(collection, _expr(where), ["pk"])}
+        expr = _expr(where)
+        if self.lite:
+            # Milvus Lite evaluates filters row by row in Python and an iterator re-evaluates
+            # its filter on every page: one query without a result window is far cheaper.
+            total = self.count(collection)
+            rows = self.client.query(collection, filter=expr, output_fields=["pk"],
+                                     limit=max(total, 1))
+            return {str(row["pk"]) for row in rows}
+        return {str(row["pk"]) for row in self._iterate(collection, expr, ["pk"], 16_384)}
 
     def scan(self, collection: str) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
         fields = ["pk", "vector", "id", "tenant", "document", *_JSON_FIELDS]
-        for row in self._iterate(collection, "", fields):
+        for row in self._iterate(collection, "", fields, 8192):
             vec = np.asarray(row.pop("vector"), dtype=np.float32)
             yield str(row.pop("pk")), row, vec
 
-    def _iterate(self, collection: str, expr: str, fields: list[str]
+    def _iterate(self, collection: str, expr: str, fields: list[str], batch: int
                  ) -> Iterator[dict[str, Any]]:
         self._load(collection)
-        it = self.client.query_iterator(collection, batch_size=1000, filter=expr,
+        it = self.client.query_iterator(collection, batch_size=batch, filter=expr,
                                         output_fields=fields)
         try:
             while batch := it.next():
@@ -138,7 +147,7 @@ class MilvusEngine:
 
     def close(self) -> None:
         self.client.close()
-        if self.uri.endswith(".db"):
+        if self.lite:
             # Milvus Lite serves the file from a thread of this process and keeps it locked
             # until released: another process (a later restore, a drill) could not open it.
             from milvus_lite.server_manager import server_manager_instance
@@ -151,7 +160,8 @@ def _index(index: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
     kind = str(index.get("type", "hnsw")).lower()
     if kind == "hnsw":
         m, ef = index.get("m", 16), index.get("ef_construct", 200)
-        return "HNSW", {"M": int(m), "efConstruction": int(ef)}, {"ef": int(index.get("ef", 64))}
+        return "HNSW", {"M": int(m), "efConstruction": int(ef)}, {
+            "ef": max(int(index.get("ef", 0)), SEARCH_EF)}
     if kind == "flat":
         return "FLAT", {}, {}
     if kind == "ivf_flat":

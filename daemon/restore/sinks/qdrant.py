@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from daemon.errors import VecwalError
-from daemon.restore.sinks.engine import CollectionSpec, Where
+from daemon.restore.sinks.engine import SEARCH_EF, CollectionSpec, Where
 
 _DISTANCE = {"cosine": "Cosine", "dot": "Dot", "l2": "Euclid"}
 
@@ -88,8 +88,11 @@ class QdrantEngine:
 
     def search(self, collection: str, vector: np.ndarray, k: int,
                where: Where | None = None) -> list[str]:
+        from qdrant_client import models as m
+
         res = self.client.query_points(collection, query=vector.tolist(), limit=k,
-                                       query_filter=_filter(where), with_payload=False)
+                                       query_filter=_filter(where), with_payload=False,
+                                       search_params=m.SearchParams(hnsw_ef=max(SEARCH_EF, k)))
         return [str(p.id) for p in res.points]
 
     def select(self, collection: str, where: Where) -> set[str]:
