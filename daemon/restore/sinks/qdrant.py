@@ -90,25 +90,29 @@ class QdrantEngine:
                where: Where | None = None) -> list[str]:
         from qdrant_client import models as m
 
+        params = None if self.local else m.SearchParams(hnsw_ef=max(SEARCH_EF, k))
         res = self.client.query_points(collection, query=vector.tolist(), limit=k,
                                        query_filter=_filter(where), with_payload=False,
-                                       search_params=m.SearchParams(hnsw_ef=max(SEARCH_EF, k)))
+                                       search_params=params)  # local mode searches exactly
         return [str(p.id) for p in res.points]
 
     def select(self, collection: str, where: Where) -> set[str]:
+        # Local mode evaluates a filter over every point for each page: one page is cheaper.
+        page = max(1, self.count(collection)) if self.local else 2048
         out: set[str] = set()
         offset = None
         while True:
             points, offset = self.client.scroll(collection, scroll_filter=_filter(where),
-                                                limit=2048, offset=offset, with_payload=False)
+                                                limit=page, offset=offset, with_payload=False)
             out.update(str(p.id) for p in points)
             if offset is None:
                 return out
 
     def scan(self, collection: str) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
         offset = None
+        page = 8192 if self.local else 1024
         while True:
-            points, offset = self.client.scroll(collection, limit=1024, offset=offset,
+            points, offset = self.client.scroll(collection, limit=page, offset=offset,
                                                 with_payload=True, with_vectors=True)
             for p in points:
                 vec = p.vector
