@@ -68,10 +68,10 @@ class QdrantEngine:
 
     def insert(self, collection: str, keys: list[str], vectors: np.ndarray,
                payloads: list[dict[str, Any]]) -> None:
-        from qdrant_client import models as m
-
-        self.client.upsert(collection, points=m.Batch(ids=list[Any](keys), vectors=vectors.tolist(),
-                                                      payloads=payloads), wait=True)
+        # qdrant-client's own bulk path (numpy in, batches, retries on a server).
+        self.client.upload_collection(collection, vectors=vectors, payload=payloads,
+                                      ids=list[Any](keys), batch_size=len(keys), parallel=1,
+                                      wait=True)
 
     def set_alias(self, alias: str, collection: str) -> None:
         from qdrant_client import models as m
