@@ -64,10 +64,12 @@ def _parser() -> argparse.ArgumentParser:
     st.set_defaults(handler=_cmd_status)
 
     from daemon.cli_audit import add_commands as add_audit_commands
+    from daemon.cli_drill import add_command as add_drill_command
     from daemon.cli_restore import add_commands
 
     add_commands(sub, _open_repository)
     add_audit_commands(sub, _open_repository)
+    add_drill_command(sub, _open_repository)
     return p
 
 
@@ -123,15 +125,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               "set [metrics] listen to a free host:port, or \"\" to disable") from None
         server.start()
         log.info("metrics endpoint", address=f"http://{server.address}/metrics")
+    from daemon.drill import DrillScheduler
     from daemon.snapshot.scheduler import CompactionScheduler
 
     scheduler = CompactionScheduler(config, repo, metrics)
+    drills = DrillScheduler(config, repo, metrics)
     if not args.until_caught_up:
         scheduler.start()
+        drills.start()
     try:
         return loop.run(until_caught_up=args.until_caught_up)
     finally:
         scheduler.stop()
+        drills.stop()
         if server is not None:
             server.stop()
 
@@ -165,6 +171,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     if not rows:
         print("(nothing captured yet)")
+    print()
+    if report.last_drill is None:
+        print("last drill     none recorded (run `vecwal drill`, or set [drill] interval_s)")
+    else:
+        from daemon.cli_drill import print_drill
+
+        print("last drill")
+        print_drill(report.last_drill, indent="  ")
     return 0
 
 

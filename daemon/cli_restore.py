@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,10 +30,18 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     r.add_argument("--config", required=True)
     r.add_argument("--to", required=True,
                    help="RFC 3339 time, epoch ms, now, or topic/partition=offset[,...]")
-    r.add_argument("--into", required=True, help="dir:PATH or kafka:TOPIC")
+    r.add_argument("--into", required=True,
+                   help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH or milvus:URI")
     r.add_argument("--collection", action="append", help="restore only this collection "
                    "(repeatable)")
     r.add_argument("--tenant", action="append", help="restore only this tenant (repeatable)")
+    r.add_argument("--embedding-model", metavar="NAME[:VERSION]",
+                   help="restore only records produced by this embedding model (version)")
+    r.add_argument("--replace", action="store_true",
+                   help="qdrant:/milvus: drop and recreate target collections that exist")
+    r.add_argument("--rename", action="append", metavar="OLD:NEW",
+                   help="qdrant:/milvus: restore collection OLD as NEW, beside the original "
+                        "(repeatable; its aliases are not moved)")
     r.add_argument("--exclusive", action="store_true", help="leave out events at the target")
     r.add_argument("--allow-incomplete", action="store_true",
                    help="restore past the valid-through time")
@@ -94,19 +101,23 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
     return 0
 
 
-def make_sink(spec: str, config: Config, workers: int = 1, min_bytes: int = 256 << 20) -> Sink:
-    kind, sep, where = spec.partition(":")
-    if kind == "dir" and sep and where:
-        from daemon.restore.sinks.directory import DirSink
+def make_sink(spec: str, config: Config, **options: Any) -> Sink:
+    from daemon.restore.sinks.open import open_sink
 
-        return DirSink(Path(where), workers=workers, parallel_min_bytes=min_bytes)
-    if kind == "kafka" and sep and where:
-        from daemon.restore.sinks.kafka import KafkaSink
+    return open_sink(spec, config, **options)
 
-        sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where,
-                               fmt=config.kafka.format_of(where), client=config.kafka.client)
-        return sink
-    raise VecwalError(f"--into {spec!r} is not a sink", "use dir:PATH or kafka:TOPIC")
+
+def progress_printer(every_s: float = 2.0) -> Any:
+    """A progress callback for engine loads: a line on stderr every few seconds."""
+    last: dict[str, float] = {}
+
+    def show(collection: str, loaded: int) -> None:
+        now = time.monotonic()
+        if now - last.get(collection, 0.0) >= every_s:
+            last[collection] = now
+            print(f"  loading {collection}: {loaded:,} records", file=sys.stderr, flush=True)
+
+    return show
 
 
 def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
@@ -117,26 +128,40 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
 
     config = _load(args.config)
     repo: Repository = open_repository(config)
+    from daemon.restore.sinks.open import parse_model, parse_rename
+
     target = parse_target(args.to, int(time.time() * 1000), exclusive=args.exclusive)
     scope = Scope(frozenset(args.collection) if args.collection else None,
-                  frozenset(args.tenant) if args.tenant else None)
+                  frozenset(args.tenant) if args.tenant else None,
+                  parse_model(args.embedding_model))
     from daemon.cli import store_opener
     from daemon.restore.workers import Workers
 
     # --workers N is honoured as given; by default one per CPU, for large restores only.
     workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
         else Workers(os.cpu_count() or 1, store_opener(config))
-    sink = make_sink(args.into, config, workers.count, workers.min_bytes)
-    plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
-                     allow_incomplete=args.allow_incomplete)
-    if args.dry_run:
-        if args.json:
-            _emit_json(plan.to_dict())
-        else:
-            _print_plan(plan.to_dict())
-        return 0
-    result = execute(repo, plan, sink, workers)
-    report = None if args.no_validate else validate(result, sink)
+    sink = make_sink(args.into, config, replace=args.replace, rename=parse_rename(args.rename),
+                     progress=None if args.dry_run else progress_printer(),
+                     workers=workers.count, parallel_min_bytes=workers.min_bytes)
+    try:
+        plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
+                         allow_incomplete=args.allow_incomplete)
+        if args.dry_run:
+            if args.json:
+                _emit_json(plan.to_dict())
+            else:
+                _print_plan(plan.to_dict())
+            return 0
+        result = execute(repo, plan, sink, workers)
+        began = time.monotonic()
+        report = None if args.no_validate else validate(result, sink)
+        validation_s = time.monotonic() - began
+    finally:
+        close = getattr(sink, "close", None)
+        if close is not None:
+            close()
+    engine_s = getattr(sink, "load_seconds", None)
+    notes: list[str] = list(getattr(sink, "notes", []))
     out = {
         "sink": result.sink, "target": plan.target.label, "until_ms": plan.until_ms,
         "snapshot": plan.snapshot.id if plan.snapshot else None,
@@ -146,6 +171,9 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         "collections": {c: {"records": w.records, "digest": w.digest, "tenants": w.tenants}
                         for c, w in result.collections.items()},
         "validation": None if report is None else report.to_dict(),
+        "validation_seconds": None if report is None else round(validation_s, 3),
+        "engine_load_seconds": None if engine_s is None else round(engine_s, 3),
+        "notes": notes,
     }
     if args.json:
         _emit_json(out)
@@ -153,11 +181,14 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         print(f"restored {result.records:,} records to {plan.target.label} into {result.sink}")
         print(f"  snapshot {out['snapshot'] or '-'}, {result.events_replayed:,} log events "
               f"replayed, {result.bytes_read / 1e6:.1f} MB read")
-        print(f"  RTO {result.seconds:.2f}s, {result.records_per_s:,.0f} records/s")
+        print(f"  RTO {result.seconds:.2f}s, {result.records_per_s:,.0f} records/s"
+              + ("" if engine_s is None else f" ({engine_s:.2f}s inside the engine's load)"))
+        for note in notes:
+            print(f"  note: {note}")
         for c, w in result.collections.items():
             print(f"  {c:24s} {w.records:>10,} records  tenants {w.tenants}")
         if report is not None:
-            print(f"validation: {'PASSED' if report.ok else 'FAILED'}")
+            print(f"validation: {'PASSED' if report.ok else 'FAILED'} in {validation_s:.2f}s")
             for chk in report.checks:
                 print(f"  [{'ok' if chk.ok else 'FAIL'}] {chk.name}: {chk.detail}")
     return 0 if report is None or report.ok else 5

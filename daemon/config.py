@@ -96,6 +96,17 @@ class CompactionConfig:
 
 
 @dataclass(frozen=True)
+class DrillConfig:
+    interval_s: float = 0.0
+    """How often `vecwal run` runs a restore drill; 0 (the default) disables."""
+    into: str = "qdrant::memory:"
+    """The scratch sink: qdrant::memory:, qdrant:PATH_OR_URL, milvus:PATH.db or URI, dir:PATH."""
+    to: str = "now"
+    collections: list[str] = field(default_factory=list)
+    """Only these collections (empty: all)."""
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
     """host:port of /metrics, /healthz and /readyz; empty disables; port 0 picks a free port."""
@@ -114,6 +125,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
+    drill: DrillConfig = field(default_factory=DrillConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
@@ -124,6 +136,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "storage": StorageConfig,
     "capture": CaptureConfig,
     "compaction": CompactionConfig,
+    "drill": DrillConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -341,6 +354,13 @@ def _validate(config: Config) -> None:
     if cc.codec not in CODECS:
         raise ConfigError(f"{src}: [compaction] codec is {cc.codec!r}",
                           f"use one of {', '.join(CODECS)}")
+    d = config.drill
+    if d.interval_s < 0:
+        raise ConfigError(f"{src}: [drill] interval_s must be >= 0 (0 disables), got {d.interval_s}",
+                          "set interval_s = 86400 for a daily drill, or remove it")
+    if d.into.partition(":")[0] not in ("qdrant", "milvus", "dir") or ":" not in d.into:
+        raise ConfigError(f"{src}: [drill] into is {d.into!r}",
+                          'use "qdrant::memory:", "qdrant:PATH_OR_URL", "milvus:PATH.db" or "dir:PATH"')
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{src}: [log] level is {config.log.level!r}",
                           "use debug, info, warning or error")

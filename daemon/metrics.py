@@ -51,3 +51,14 @@ class Metrics:
         self.last_snapshot_cut = Gauge(
             "vecwal_last_snapshot_cut_timestamp_seconds",
             "Cut time of the newest snapshot this process wrote", registry=r)
+        self.last_drill_time = Gauge(
+            "vecwal_last_drill_timestamp_seconds", "When the newest restore drill finished",
+            registry=r)
+        self.last_drill_ok = Gauge(
+            "vecwal_last_drill_success", "1 if the newest restore drill validated, else 0",
+            registry=r)
+        self.last_drill_rto = Gauge(
+            "vecwal_last_drill_rto_seconds",
+            "RTO of the newest restore drill: plan, load and validation, wall time", registry=r)
+        self.drills = Counter("vecwal_drills", "Restore drills run by this process", ["result"],
+                              registry=r)

@@ -43,6 +43,8 @@ class StatusReport:
     valid_through: str | None
     rpo_seconds: float | None
     partitions: list[PartitionStatus] = field(default_factory=list)
+    last_drill: dict[str, Any] | None = None
+    """The newest record under drills/ (``daemon/drill.py``), or None."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,11 +86,14 @@ def collect_status(config: Config, repo: Repository,
     valids = [r.valid_through_ms for r in rows]
     overall = None if not rows or any(v is None for v in valids) else min(
         v for v in valids if v is not None)
+    from daemon.drill import latest_drill
+
+    drill = latest_drill(repo)
     return StatusReport(
         repository=repo.store.url, group_id=config.kafka.group_id, kafka_error=kafka_error,
         valid_through=iso_ms(overall),
         rpo_seconds=None if overall is None else round(max(0, now_ms - overall) / 1000, 3),
-        partitions=rows)
+        partitions=rows, last_drill=None if drill is None else drill.to_dict())
 
 
 def kafka_offsets_reader(config: Config, timeout: float = 10.0) -> Callable[[], KafkaOffsets]:

@@ -14,7 +14,7 @@ import structlog
 
 from daemon.changelog.repository import Repository
 from daemon.objectstore.prefetch import prefetched
-from daemon.restore.planner import RestorePlan
+from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.restore.workers import WorkerPool, Workers, worker_pool
 from daemon.snapshot.compactor import (
@@ -61,6 +61,8 @@ class BucketJob:
     tenants: frozenset[str] | None
     copyable: bool
     """Nothing changed the bucket's base: a sink that takes whole files gets its bytes."""
+    model: tuple[str, str | None] | None = None
+    """Only records of this embedding model (name, version or any), ``--embedding-model``."""
 
     @property
     def paths(self) -> list[str]:
@@ -115,9 +117,10 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: WorkerPool |
             old = prev.bucket(b) if prev else None
             copyable = (old is not None and old.base is not None and not old.deltas
                         and b not in by_bucket and scope.tenants is None
+                        and scope.embedding_model is None
                         and name not in folded.touched_by_drop)
             jobs.append(BucketJob(name, b, old, by_bucket.get(b), drop, scope.tenants,
-                                  copyable))
+                                  copyable, scope.embedding_model))
     folded.records.clear()  # the jobs hold the changes now
     bytes_read = folded.bytes_read + sum(f.bytes for j in jobs
                                          for f in (j.old.files if j.old else []))
@@ -155,14 +158,17 @@ def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenSta
         return sink.write_file(job.collection, job.bucket, datas[0],
                                WrittenState(old.records, old.digest, dict(old.tenants)))
     rows = bucket_rows(old, datas, job.changes, job.drop, job.tenants)
+    if job.model is not None:  # after the merge: a newer write of another model wins first
+        has_model = Scope(embedding_model=job.model).has_model
+        rows = (r for r in rows if has_model(r.record()))
     if isinstance(sink, RowSink):
         return sink.write_rows(job.collection, job.bucket, rows)
     return sink.write_bucket(job.collection, job.bucket, (r.record() for r in rows))
 
 
 def bucket_rows(old: BucketState | None, datas: list[bytes],
-                 changes: BucketChanges | None, drop: DropTimes | None,
-                 tenants: frozenset[str] | None) -> Iterator[Row]:
+                changes: BucketChanges | None, drop: DropTimes | None,
+                tenants: frozenset[str] | None) -> Iterator[Row]:
     """The bucket's records at the target, sorted by key: its base, then its deltas in order,
     then the log's changes, the greatest version winning per key."""
     base: Iterator[Row] = iter(())

@@ -31,9 +31,19 @@ class RestoreRefused(VecwalError):
 class Scope:
     collections: frozenset[str] | None = None
     tenants: frozenset[str] | None = None
+    embedding_model: tuple[str, str | None] | None = None
+    """(name, version): only records produced by that model (any version when None)."""
 
     def has_collection(self, name: str) -> bool:
         return self.collections is None or name in self.collections
+
+    def has_model(self, rec: dict[str, Any]) -> bool:
+        if self.embedding_model is None:
+            return True
+        model = rec.get("embedding_model")
+        name, version = self.embedding_model
+        return model is not None and model["name"] == name and (
+            version is None or model.get("version") == version)
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,9 @@ class RestorePlan:
             "target": self.target.label, "target_time_ms": self.until_ms,
             "target_offsets": self.target.offsets,
             "scope": {"collections": sorted(self.scope.collections or []) or None,
-                      "tenants": sorted(self.scope.tenants or []) or None},
+                      "tenants": sorted(self.scope.tenants or []) or None,
+                      "embedding_model": (None if self.scope.embedding_model is None else
+                                          ":".join(filter(None, self.scope.embedding_model)))},
             "snapshot": None if s is None else {
                 "id": s.id, "cut_time_ms": s.cut_time_ms, "records": s.records},
             "valid_through_ms": self.valid_through_ms, "incomplete": self.incomplete,

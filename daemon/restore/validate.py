@@ -1,5 +1,7 @@
 """Validation: what the sink holds, re-read by another path, must equal what the restore
-computed: records per collection and tenant, and the order-independent state digest."""
+computed: records per collection and tenant, and the order-independent state digest. A sink
+with a ``probe()`` method (the vector databases) adds its own checks, run in the engine
+(``daemon/restore/probes.py``)."""
 
 from __future__ import annotations
 
@@ -54,4 +56,7 @@ def validate(result: RestoreResult, sink: Sink) -> ValidationReport:
     for name in sorted(set(held) - set(result.collections)):
         report.checks.append(Check(f"{name}: unexpected", False,
                                    "the sink holds a collection the restore did not write"))
+    probe = getattr(sink, "probe", None)  # vector databases: search checks in the engine
+    if probe is not None:
+        report.checks.extend(probe())
     return report

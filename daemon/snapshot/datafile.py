@@ -57,6 +57,10 @@ def _schema_text() -> str:
 
 
 SCHEMA_TEXT = _schema_text()
+CONTENT_SCHEMA = fastavro.parse_schema({
+    "type": "record", "name": "Content", "namespace": "io.vecwal.internal",
+    "fields": json.loads(SCHEMA_TEXT)["fields"][:-len(VERSION_FIELDS)]})
+"""Every field but the version: what a record's content hash is taken over."""
 
 Key = tuple[str, str]
 Version = tuple[int, str, int, int]
@@ -123,8 +127,10 @@ class Row:
 def record_hash(rec: dict[str, Any]) -> int:
     """Hash of a record's content (every field but the version): what restore must
     reproduce. It is the blake2b of the content's Avro encoding, so a copied record is
-    checked by hashing its bytes, without decoding them."""
-    return Row.of(rec).hash
+    checked by hashing its bytes, without decoding them. ``rec`` needs no version fields."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, CONTENT_SCHEMA, rec)
+    return content_hash(buf.getbuffer())
 
 
 @dataclass

@@ -9,6 +9,7 @@ from tests.bench import (
     bench_audit,
     bench_capture,
     bench_compaction,
+    bench_engines,
     bench_restore,
     bench_rpo,
     bench_rss,
@@ -23,6 +24,7 @@ def main() -> None:
         "restore": bench_restore.main([]),
         "compaction": bench_compaction.main([]),
         "audit": bench_audit.main([]),
+        "engines": bench_engines.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 

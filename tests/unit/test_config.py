@@ -69,3 +69,15 @@ def test_wrong_config_names_key_and_fix(tmp_path: Path, text: str, env: dict[str
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_drill_is_off_by_default_and_its_sink_is_checked(tmp_path: Path) -> None:
+    c = load_config(write(tmp_path, GOOD), environ={})
+    assert c.drill.interval_s == 0 and c.drill.into == "qdrant::memory:" and c.drill.to == "now"
+    c = load_config(write(tmp_path, GOOD + '[drill]\ninterval_s = 86400\ninto = "milvus:/d.db"\n'),
+                    environ={"VECWAL_DRILL_COLLECTIONS": "docs,img"})
+    assert c.drill.interval_s == 86400 and c.drill.collections == ["docs", "img"]
+    for bad, word in (('into = "kafka:t"', "into"), ("interval_s = -1", "interval_s")):
+        with pytest.raises(ConfigError, match=word) as err:
+            load_config(write(tmp_path, GOOD + f"[drill]\n{bad}\n"), environ={})
+        assert err.value.hint

@@ -126,3 +126,12 @@ def test_a_batch_of_non_durable_writes_is_synced_together(tmp_path: Path) -> Non
     assert files == ["part-0.avro", "part-1.avro", "part-2.avro"]
     assert not any(is_temp_name(n) for n in files)
     assert (root / "docs" / "part-1.avro").read_bytes() == b"abcdef"
+
+
+@settings(max_examples=50, deadline=None)
+@given(rec=records)
+def test_record_hash_needs_no_version_and_equals_the_row_hash(rec: dict[str, Any]) -> None:
+    from daemon.snapshot.datafile import record_hash
+
+    content = {k: v for k, v in rec.items() if not k.startswith("last_")}
+    assert record_hash(content) == Row.of(rec).hash

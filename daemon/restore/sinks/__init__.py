@@ -38,7 +38,11 @@ class Sink(Protocol):
     """A restore destination. Calls come in this order: ``begin``; ``write_catalog`` once,
     before any record; ``write_bucket`` per bucket, with its records sorted by (tenant, id),
     returning what it wrote; ``finish``. ``read_back`` then re-reads everything written, by
-    another path than the one that wrote it, for validation."""
+    another path than the one that wrote it, for validation.
+
+    Optional methods, looked up with getattr: ``write_file`` (take a snapshot data file
+    whole), ``probe()`` (more validation checks, run in the sink's engine), ``cleanup()``
+    (remove what was written: drills), ``close()`` (release the engine)."""
 
     name: str
 

@@ -1,0 +1,80 @@
+"""Sink specs as the CLI and the drill take them: ``dir:PATH``, ``kafka:TOPIC``,
+``qdrant:URL_OR_PATH`` (``qdrant::memory:`` for an in-process scratch), ``milvus:URI``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from daemon.config import Config
+from daemon.errors import VecwalError
+from daemon.restore.sinks import Sink
+from daemon.restore.sinks.engine import Progress
+
+if TYPE_CHECKING:
+    from daemon.restore.sinks.milvus import MilvusEngine
+    from daemon.restore.sinks.qdrant import QdrantEngine
+
+SPECS = "dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH or milvus:URI"
+ENGINES = ("qdrant", "milvus")
+
+
+def open_sink(spec: str, config: Config, *, replace: bool = False,
+              rename: dict[str, str] | None = None, progress: Progress | None = None,
+              prefix: str = "", workers: int = 1, parallel_min_bytes: int = 256 << 20) -> Sink:
+    """``workers`` and ``parallel_min_bytes`` are how a ``dir:`` sink reads its files back
+    for validation (see ``DirSink``)."""
+    kind, sep, where = spec.partition(":")
+    if not (sep and where):
+        raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
+    if kind not in ENGINES and (replace or rename):
+        raise VecwalError("--replace and --rename apply to qdrant: and milvus: sinks",
+                          "a dir: sink must be new or empty; a kafka: topic is appended to")
+    if kind == "dir":
+        from daemon.restore.sinks.directory import DirSink
+
+        return DirSink(Path(where), workers=workers, parallel_min_bytes=parallel_min_bytes)
+    if kind == "kafka":
+        from daemon.restore.sinks.kafka import KafkaSink
+
+        sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where,
+                               fmt=config.kafka.format_of(where), client=config.kafka.client)
+        return sink
+    if kind in ENGINES:
+        from daemon.restore.sinks.engine import EngineSink
+
+        if kind == "qdrant":
+            from daemon.restore.sinks.qdrant import QdrantEngine
+
+            engine: QdrantEngine | MilvusEngine = QdrantEngine(where)
+        else:
+            from daemon.restore.sinks.milvus import MilvusEngine
+
+            if not where.startswith(("http://", "https://")) and not where.endswith(".db"):
+                raise VecwalError(f"--into {spec!r}: a local Milvus Lite file must end in .db",
+                                  "use milvus:/path/restore.db or milvus:http://host:19530")
+            engine = MilvusEngine(where)
+        return EngineSink(engine, replace=replace, rename=rename, progress=progress,
+                          prefix=prefix)
+    raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
+
+
+def parse_rename(pairs: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs or ():
+        old, sep, new = pair.partition(":")
+        if not (sep and old and new) or old == new:
+            raise VecwalError(f"--rename {pair!r} is not OLD:NEW",
+                              "give the collection's name and the name to restore it under")
+        out[old] = new
+    return out
+
+
+def parse_model(text: str | None) -> tuple[str, str | None] | None:
+    if text is None:
+        return None
+    name, sep, version = text.partition(":")
+    if not name or (sep and not version):
+        raise VecwalError(f"--embedding-model {text!r} is not NAME[:VERSION]",
+                          "for example --embedding-model e5:2")
+    return name, version or None
