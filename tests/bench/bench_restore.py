@@ -525,9 +525,17 @@ def stage_costs(built: Built, scratch: Path) -> dict[str, float]:
     snapshot's first bucket file (median of 3): where the time goes, as cProfile cannot see
     inside fastavro's compiled reader and writer (it books them to their callers)."""
     from daemon.atomic import atomic_write
+    from daemon.restore.sinks.directory import read_back_file
     from daemon.snapshot.compactor import read_manifest
-    from daemon.snapshot.datafile import decode_records, record_hash
-    from daemon.snapshot.state import merge_bucket
+    from daemon.snapshot.datafile import (
+        Row,
+        content_hash,
+        decode_records,
+        encode_rows,
+        read_index,
+        read_rows,
+    )
+    from daemon.snapshot.state import live, merge_rows
 
     repo = Repository(open_store(f"file://{built.root}"))
     f = read_manifest(repo, built.snapshot_id).collections[COLLECTION].files[0]
@@ -545,18 +553,18 @@ def stage_costs(built: Built, scratch: Path) -> dict[str, float]:
         return value
 
     data = timed("read_file", lambda: repo.store.get(f.path))
-    recs = timed("avro_decode", lambda: list(decode_records(data, f.path)))
-    timed("avro_decode_writer_schema_only",  # no reader schema given: no schema resolution
-          lambda: list(fastavro.reader(io.BytesIO(data))))
-    timed("merge_bucket", lambda: sum(1 for _ in merge_bucket(iter(recs), None, lambda t: None)))
-    timed("record_hash", lambda: [record_hash(r) for r in recs])
-    timed("avro_encode", lambda: fastavro.writer(io.BytesIO(), SNAPSHOT_SCHEMA, recs,
-                                                 validator=False))
-    enc = timed("encode_records", lambda: encode_records(recs))
-    timed("atomic_write", lambda: atomic_write(scratch / "part.avro", enc.data))
+    timed("read_index", lambda: read_index(data, f.path))
+    rows = timed("read_rows", lambda: list(read_rows(data, f.path)))
+    timed("merge_rows_live", lambda: sum(1 for _ in live(merge_rows(iter(rows), {}), None)))
+    enc = timed("encode_rows_copying_bytes", lambda: encode_rows(rows))
+    recs = timed("avro_decode_whole_record", lambda: list(decode_records(data, f.path)))
+    timed("row_of_encode_changed_record", lambda: [Row.of(r) for r in recs])
+    timed("content_hash", lambda: [content_hash(r.raw[:r.content_len]) for r in rows])  # type: ignore[index]
+    (scratch / COLLECTION).mkdir()  # read_back_file takes the collection from the directory
+    timed("atomic_write", lambda: atomic_write(scratch / COLLECTION / "part.avro", enc.chunks))
+    timed("validate_read_back_file", lambda: read_back_file(scratch / COLLECTION / "part.avro"))
     timed("copy_file", lambda: shutil.copyfile(repo.store.root / f.path,  # type: ignore[attr-defined]
                                                scratch / "copy.avro"))
-    timed("sha256", lambda: hashlib.sha256(data).digest())
     shutil.rmtree(scratch)
     return {k: round(v, 2) for k, v in out.items()}
 
