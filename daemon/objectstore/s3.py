@@ -33,7 +33,7 @@ import contextlib
 import os
 import urllib.parse
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 import urllib3.exceptions
@@ -43,6 +43,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError,
     CredentialRetrievalError,
+    FlexibleChecksumError,
     HTTPClientError,
     IncompleteReadError,
     NoCredentialsError,
@@ -127,6 +128,10 @@ _UNREACHABLE_HINT = (
     "check that the S3 endpoint is up and reachable from this host (storage.endpoint_url, "
     "DNS, firewall, proxy); vecwal retries with backoff meanwhile"
 )
+
+
+CHECKSUM_ATTEMPTS = 3
+"""GETs of one object whose body fails its checksum before the mismatch is an error."""
 
 
 class S3Store:
@@ -269,9 +274,22 @@ class S3Store:
     def get(self, key: str) -> bytes:
         object_key = self._object_key(key)
         with self._translated("reading", key, missing_is_not_found=True):
-            response = self._client.get_object(Bucket=self._bucket, Key=object_key)
-            with contextlib.closing(response["Body"]) as body:
-                return body.read()
+            return self._get_object(Bucket=self._bucket, Key=object_key)[0]
+
+    def _get_object(self, **request: Any) -> tuple[bytes, int]:
+        """GET and read the body: (bytes, HTTP status). A body that does not match the
+        checksum sent with it (torn in transit, or, on S3-compatible servers whose
+        overwrites are not atomic, a read that raced an overwrite) is read again; only
+        repeated mismatches raise."""
+        for attempt in range(CHECKSUM_ATTEMPTS):
+            response = self._client.get_object(**request)
+            try:
+                with contextlib.closing(response["Body"]) as body:
+                    return body.read(), response["ResponseMetadata"]["HTTPStatusCode"]
+            except FlexibleChecksumError:
+                if attempt == CHECKSUM_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:
@@ -283,7 +301,7 @@ class S3Store:
             return b""
         with self._translated("reading", key, missing_is_not_found=True):
             try:
-                response = self._client.get_object(
+                data, status = self._get_object(
                     Bucket=self._bucket,
                     Key=object_key,
                     Range=f"bytes={start}-{start + length - 1}",
@@ -292,9 +310,7 @@ class S3Store:
                 if _code(exc) == "InvalidRange" or _status(exc) == 416:
                     return b""  # the range starts at or past the end of the object
                 raise
-            with contextlib.closing(response["Body"]) as body:
-                data = body.read()
-        if response["ResponseMetadata"]["HTTPStatusCode"] == 200:
+        if status == 200:
             # The server ignored the Range header and sent the whole object.
             return data[start : start + length]
         return data
@@ -465,6 +481,10 @@ class S3Store:
                 "the endpoint's TLS certificate is not trusted: fix it, or point "
                 "AWS_CA_BUNDLE at the CA that signed it",
             ) from exc
+        if isinstance(exc, FlexibleChecksumError):
+            raise StoreUnavailable(message, "the object's bytes kept failing their checksum "
+                                   "in transit; retry, and check the network or the server "
+                                   "if it persists") from exc
         transport = (
             ConnectionError,
             HTTPClientError,
