@@ -15,7 +15,6 @@ disables), beside compaction (``daemon/snapshot/scheduler.py``)."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from daemon.changelog.repository import Repository, writer_identity
 from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.metrics import Metrics
+from daemon.periodic import Periodic
 from daemon.restore.planner import Scope
 from daemon.restore.sinks import Sink
 
@@ -179,26 +179,15 @@ def publish(metrics: Metrics, rec: DrillRecord) -> None:
     metrics.drills.labels("ok" if rec.ok else "failed").inc()
 
 
-class DrillScheduler:
+class DrillScheduler(Periodic):
     """Every ``[drill] interval_s`` inside `vecwal run`, a background thread runs a drill and
     records it. A failing drill is logged and counted; it never stops capture."""
 
     def __init__(self, config: Config, repo: Repository, metrics: Metrics) -> None:
+        super().__init__(config.drill.interval_s, "vecwal-drill")
         self.config = config
         self.repo = repo
         self.metrics = metrics
-        self.interval = config.drill.interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vecwal-drill", daemon=True)
-
-    def start(self) -> None:
-        if self.interval > 0:
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def run_once(self) -> DrillRecord | None:
         d = self.config.drill
@@ -218,7 +207,7 @@ class DrillScheduler:
                         failed=[c["name"] for c in rec.failed_checks][:10])
         return rec
 
-    def _run(self) -> None:
+    def before_first(self) -> None:
         try:
             last = latest_drill(self.repo)
             if last is not None:
@@ -227,5 +216,3 @@ class DrillScheduler:
                 self.metrics.last_drill_rto.set(last.rto_seconds)
         except Exception as exc:
             log.warning("cannot read the last drill", error=repr(exc))
-        while not self._stop.wait(self.interval):
-            self.run_once()

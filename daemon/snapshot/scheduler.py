@@ -6,7 +6,6 @@ filter index history uses, daemon/audit/idfilter.py); a failure there only costs
 
 from __future__ import annotations
 
-import threading
 import time
 
 import structlog
@@ -15,30 +14,19 @@ from daemon.changelog.repository import Repository
 from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.metrics import Metrics
+from daemon.periodic import Periodic
 from daemon.snapshot.compactor import Compactor
 from daemon.snapshot.lease import LeaseHeld
 
 log = structlog.get_logger("vecwal.compact")
 
 
-class CompactionScheduler:
+class CompactionScheduler(Periodic):
     def __init__(self, config: Config, repo: Repository, metrics: Metrics) -> None:
-        cc = config.compaction
-        self.interval = cc.interval_s
+        super().__init__(config.compaction.interval_s, "vecwal-compaction")
         self.metrics = metrics
         self.repo, self.topics = repo, config.kafka.topics
         self.compactor = Compactor.from_config(repo, config)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vecwal-compaction", daemon=True)
-
-    def start(self) -> None:
-        if self.interval > 0:
-            self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def run_once(self) -> None:
         began = time.monotonic()
@@ -71,7 +59,3 @@ class CompactionScheduler:
             return
         log.info("id filter index updated",
                  segments_indexed=sum(u.indexed_now for u in updates))
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.run_once()

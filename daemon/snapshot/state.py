@@ -213,16 +213,3 @@ def is_live(row: Row, drop_time: Callable[[str], int | None] | None) -> bool:
         return False
     dropped = drop_time(row.key[0]) if drop_time is not None else None
     return dropped is None or row.version[0] > dropped
-
-
-def merge_bucket(old: Iterable[dict[str, Any]], changes: BucketChanges | None,
-                 drop_time: Callable[[str], int | None] | None) -> Iterator[dict[str, Any]]:
-    """Record dicts: ``old`` (sorted) merged with ``changes``, deletes and drops applied."""
-    rows = merge_rows((Row.of(r) for r in old), changes.rows() if changes else {})
-    return (_clean(r.record()) for r in live(rows, drop_time))
-
-
-def _clean(rec: dict[str, Any]) -> dict[str, Any]:
-    if "deleted" in rec:
-        rec = {k: v for k, v in rec.items() if k != "deleted"}
-    return rec
