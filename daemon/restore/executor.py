@@ -15,6 +15,7 @@ import structlog
 from daemon.changelog.repository import Repository
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope
+from daemon.restore.runs import write_bucket_runs
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.restore.workers import WorkerPool, Workers, worker_pool
 from daemon.snapshot.compactor import (
@@ -152,11 +153,19 @@ def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[Wri
 
 def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenState:
     """Write one bucket into the sink: its base file as it is when nothing changed it (and
-    the sink takes files), else its rows merged."""
+    the sink takes files), else the base copied by runs with the changed rows in between
+    (``restore.runs``), or for sinks that take records, its rows merged."""
     old = job.old
     if job.copyable and old is not None and isinstance(sink, FileSink):
         return sink.write_file(job.collection, job.bucket, datas[0],
                                WrittenState(old.records, old.digest, dict(old.tenants)))
+    if isinstance(sink, FileSink) and job.model is None:  # copied by runs of rows
+        enc = write_bucket_runs(old, datas, job.changes, job.drop, job.tenants,
+                                getattr(sink, "codec", "null"))
+        if not enc.records:
+            return WrittenState()
+        return sink.write_file(job.collection, job.bucket, enc.chunks,
+                               WrittenState(enc.records, enc.digest, enc.tenants))
     rows = bucket_rows(old, datas, job.changes, job.drop, job.tenants)
     if job.model is not None:  # after the merge: a newer write of another model wins first
         has_model = Scope(embedding_model=job.model).has_model

@@ -19,7 +19,7 @@ meaningful only with the index, and appear only in delta files, which are intern
 
 from __future__ import annotations
 
-import base64
+import bisect
 import hashlib
 import io
 import json
@@ -31,20 +31,16 @@ from importlib import resources
 from typing import Any
 
 import fastavro
-import numpy as np
-import orjson
 
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import load_schema
+from daemon.snapshot.rowindex import RowIndex, RowIndexBuilder, decode_index
 
 SNAPSHOT_SCHEMA = load_schema("snapshot_record.avsc")
 DIGEST_MOD = 1 << 128
 MAGIC = b"Obj\x01"
 SYNC = b"vecwal-snapshot!"
 BLOCK_RECORDS = 1024
-INDEX_KEY = "vecwal.index"
-INDEX_BIN_KEY = "vecwal.index.bin"
-INDEX_FORMAT = 1
 VERSION_FIELDS = ("last_offset", "last_timestamp", "last_partition", "last_topic")
 
 
@@ -198,56 +194,77 @@ class EncodedFile:
 
 
 # -- writing -------------------------------------------------------------------------------
-def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> EncodedFile:
-    """Write (already sorted) rows as one data file; dicts are encoded, rows copied as bytes.
-    The hot loop of restore and compaction: one pass, no per-row call it can avoid."""
-    keys: list[tuple[str, str, int, str, int, int]] = []
-    lengths: list[int] = []
-    content_lens: list[int] = []
-    hashes = bytearray()
-    deleted: list[int] = []
-    chunks: list[bytes | memoryview] = []
-    block_counts: list[int] = []
-    pending: list[bytes | memoryview] = []
-    digest = live = 0
-    tenants: dict[str, int] = {}
+class DataFileWriter:
+    """Writes one data file from rows (their bytes as they are, or encoded from dicts) and
+    from runs of another data file's rows (``copy``): a run's bytes are slices of the other
+    file's blocks and its index entries array slices, so copying costs per run, not per row.
+    Rows must come sorted by key; blocks hold about ``BLOCK_RECORDS`` rows."""
 
-    def flush() -> None:
-        data = _compress(b"".join(pending), codec)
-        chunks.extend((_long(len(pending)) + _long(len(data)), data, SYNC))
-        block_counts.append(len(pending))
-        pending.clear()
+    def __init__(self, codec: str = "null") -> None:
+        _compress(b"", codec)  # an unknown codec fails before any work
+        self.codec = codec
+        self.index = RowIndexBuilder()
+        self._chunks: list[bytes | memoryview] = []
+        self._blocks: list[int] = []
+        self._pending: list[bytes | memoryview] = []
+        self._pending_rows = 0
+        self._pending_size = 0
 
-    for item in rows:
-        row = item if type(item) is Row else Row.of(item)  # type: ignore[arg-type]
+    def add(self, row: Row) -> None:
         raw = row.raw
         assert raw is not None, "an index-only row cannot be written"
-        tenant, rid = row.key
-        h = row.hash
-        if row.deleted:
-            deleted.append(len(keys))
+        self.index.add(row, len(raw))
+        self._pending.append(raw)
+        self._pending_size += len(raw)
+        self._pending_rows += 1
+        if self._pending_rows >= BLOCK_RECORDS:
+            self._flush()
+
+    def copy(self, src: SourceFile, a: int, b: int) -> None:
+        """Rows [a, b) of ``src``, as bytes."""
+        if a >= b:
+            return
+        self.index.copy(src.index, a, b)
+        for piece, count in src.pieces(a, b):
+            self._pending.append(piece)
+            self._pending_size += len(piece)
+            self._pending_rows += count
+            if self._pending_rows >= BLOCK_RECORDS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending_rows:
+            return
+        if self.codec == "null":
+            data: list[bytes | memoryview] = list(self._pending)
+            size = self._pending_size
         else:
-            digest += h
-            live += 1
-            tenants[tenant] = tenants.get(tenant, 0) + 1
-        keys.append((tenant, rid, *row.version))
-        lengths.append(len(raw))
-        content_lens.append(row.content_len)
-        hashes += h.to_bytes(16, "little")
-        pending.append(raw)
-        if len(pending) == BLOCK_RECORDS:
-            flush()
-    if pending:
-        flush()
-    index = orjson.dumps({"format": INDEX_FORMAT, "blocks": block_counts, "rows": keys,
-                          "deleted": deleted})
-    # Base64: Avro readers (fastavro among them) decode header values as UTF-8 text.
-    binary = base64.b64encode(np.asarray(lengths, dtype="<u4").tobytes()
-                              + np.asarray(content_lens, dtype="<u4").tobytes() + bytes(hashes))
-    header = _header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": codec.encode(),
-                      INDEX_KEY: index, INDEX_BIN_KEY: binary})
-    return EncodedFile([header, *chunks], len(keys), live, f"{digest % DIGEST_MOD:032x}",
-                       dict(sorted(tenants.items())), len(header))
+            data = [_compress(b"".join(self._pending), self.codec)]
+            size = len(data[0])
+        self._chunks.append(_long(self._pending_rows) + _long(size))
+        self._chunks.extend(data)
+        self._chunks.append(SYNC)
+        self._blocks.append(self._pending_rows)
+        self._pending.clear()
+        self._pending_rows = self._pending_size = 0
+
+    def finish(self) -> EncodedFile:
+        self._flush()
+        columns = self.index.columns()
+        records, digest, tenants = self.index.summary(columns)
+        header = _header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": self.codec.encode(),
+                          **self.index.encode(self._blocks, columns)})
+        return EncodedFile([header, *self._chunks], len(self.index), records, digest, tenants,
+                           len(header))
+
+
+def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> EncodedFile:
+    """Write (already sorted) rows as one data file; dicts are encoded, rows copied as bytes."""
+    out = DataFileWriter(codec)
+    add = out.add
+    for item in rows:
+        add(item if type(item) is Row else Row.of(item))  # type: ignore[arg-type]
+    return out.finish()
 
 
 def encode_records(records: Iterable[dict[str, Any]], codec: str = "null") -> EncodedFile:
@@ -340,33 +357,10 @@ class _Short(Exception):
     """The bytes end before the structure does."""
 
 
-@dataclass
-class DataFileIndex:
-    """A data file's header: codec, where the blocks start, and its row index."""
-
-    codec: str
-    header_bytes: int
-    blocks: list[int]
-    keys: list[list[Any]]
-    lengths: np.ndarray
-    content_lens: np.ndarray
-    hashes: bytes
-    deleted: frozenset[int]
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def row(self, i: int, raw: bytes | memoryview | None = None) -> Row:
-        t, rid, ts, topic, partition, offset = self.keys[i]
-        return Row((t, rid), (ts, topic, partition, offset), raw, int(self.content_lens[i]),
-                   int.from_bytes(self.hashes[16 * i:16 * i + 16], "little"), i in self.deleted)
-
-    def index_rows(self) -> Iterator[Row]:
-        """Rows without their bytes: enough to fold changes into a state."""
-        return (self.row(i) for i in range(len(self.keys)))
+DataFileIndex = RowIndex
 
 
-def read_index(data: bytes | memoryview, where: str) -> DataFileIndex:
+def read_index(data: bytes | memoryview, where: str) -> RowIndex:
     """Parse a data file's header (``data`` may be only its first ``header_bytes``)."""
     cur = _Cursor(data, where)
     try:
@@ -387,81 +381,90 @@ def read_index(data: bytes | memoryview, where: str) -> DataFileIndex:
             raise IntegrityError(f"{where} has a foreign sync marker", "not a vecwal data file")
     except _Short:
         raise IntegrityError(f"{where} ends inside its header", "the file is truncated") from None
-    if INDEX_KEY not in meta:
-        raise IntegrityError(f"{where} has no row index", "not a vecwal data file")
-    idx = orjson.loads(meta[INDEX_KEY])
-    n = len(idx["rows"])
-    binary = base64.b64decode(meta[INDEX_BIN_KEY])
-    if idx.get("format") != INDEX_FORMAT or len(binary) != 24 * n:
-        raise IntegrityError(f"{where} has an unreadable row index", "run `vecwal verify --deep`")
-    return DataFileIndex(meta.get("avro.codec", b"null").decode(), cur.pos, idx["blocks"],
-                         idx["rows"], np.frombuffer(binary, "<u4", n, 0),
-                         np.frombuffer(binary, "<u4", n, 4 * n), binary[8 * n:],
-                         frozenset(idx["deleted"]))
+    return decode_index(meta, meta.get("avro.codec", b"null").decode(), cur.pos, where)
 
 
-def read_rows(data: bytes, where: str, index: DataFileIndex | None = None) -> Iterator[Row]:
-    """Every row of a data file with its bytes (sliced, not copied, from ``data``)."""
-    index = index or read_index(data, where)
-    cur = _Cursor(data, where)
-    cur.pos = index.header_bytes
-    i = 0
-    ends = np.cumsum(index.lengths, dtype=np.int64).tolist()
-    try:
-        for count in index.blocks:
-            if cur.long() != count:
-                raise IntegrityError(f"{where}: a block's record count disagrees with the index",
-                                     "the file is damaged; restore from another snapshot")
-            block = _decompress(cur.take(cur.long()), index.codec)
-            if bytes(cur.take(16)) != SYNC:
-                raise IntegrityError(f"{where}: bad sync marker", "the file is damaged")
+class SourceFile:
+    """A data file's bytes with its index, read block by block: every block's framing (row
+    count, byte size, sync marker) is checked against the index before any row is taken."""
+
+    def __init__(self, data: bytes | memoryview, where: str,
+                 index: RowIndex | None = None) -> None:
+        self.data, self.where = memoryview(data), where
+        self.index = index or read_index(data, where)
+        self._blocks: list[bytes | memoryview] | None = None
+
+    @property
+    def blocks(self) -> list[bytes | memoryview]:
+        """Each block's (decompressed) record bytes."""
+        if self._blocks is None:
+            self._blocks = list(self._read_blocks())
+        return self._blocks
+
+    def _read_blocks(self) -> Iterator[bytes | memoryview]:
+        index, where = self.index, self.where
+        cur = _Cursor(self.data, where)
+        cur.pos = index.header_bytes
+        starts, ends = index.block_starts, index.row_ends
+        try:
+            for k, count in enumerate(index.blocks):
+                if cur.long() != count:
+                    raise IntegrityError(f"{where}: a block's record count disagrees with the "
+                                         "index", "the file is damaged; restore from another "
+                                         "snapshot")
+                block = _decompress(cur.take(cur.long()), index.codec)
+                if bytes(cur.take(16)) != SYNC:
+                    raise IntegrityError(f"{where}: bad sync marker", "the file is damaged")
+                first, last = starts[k], starts[k + 1]
+                want = (int(ends[last - 1]) if last else 0) - (int(ends[first - 1]) if first else 0)
+                if len(block) != want:
+                    raise IntegrityError(f"{where}: a block's size disagrees with the index",
+                                         "the file is damaged; restore from another snapshot")
+                yield block
+        except _Short:
+            raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
+
+    def pieces(self, a: int, b: int) -> Iterator[tuple[memoryview, int]]:
+        """Rows [a, b) as byte slices, one per block they span, with their row counts."""
+        starts, ends, blocks = self.index.block_starts, self.index.row_ends, self.blocks
+        k = bisect.bisect_right(starts, a) - 1
+        while a < b:
+            first, last = starts[k], starts[k + 1]
+            hi = min(b, last)
+            base = int(ends[first - 1]) if first else 0
+            lo = (int(ends[a - 1]) if a else 0) - base
+            yield memoryview(blocks[k])[lo:int(ends[hi - 1]) - base], hi - a
+            a = hi
+            k += 1
+
+    def raws(self) -> list[memoryview]:
+        """Every row's bytes, in file order."""
+        out: list[memoryview] = []
+        starts, ends = self.index.block_starts, self.index.row_ends.tolist()
+        for k, block in enumerate(self.blocks):
             view = memoryview(block)
-            base = ends[i - 1] if i else 0
-            if len(view) != ends[i + count - 1] - base:
-                raise IntegrityError(f"{where}: a block's size disagrees with the index",
-                                     "the file is damaged; restore from another snapshot")
-            start = 0
-            for j in range(i, i + count):
-                end = ends[j] - base
-                yield index.row(j, view[start:end])
-                start = end
-            i += count
-    except _Short:
-        raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
+            first, last = starts[k], starts[k + 1]
+            base = ends[first - 1] if first else 0
+            lo = 0
+            for j in range(first, last):
+                hi = ends[j] - base
+                out.append(view[lo:hi])
+                lo = hi
+        return out
+
+
+def read_rows(data: bytes, where: str, index: RowIndex | None = None) -> Iterator[Row]:
+    """Every row of a data file with its bytes (sliced, not copied, from ``data``)."""
+    src = SourceFile(data, where, index)
+    return src.index.rows_with(src.raws())
 
 
 def rows_at(data: bytes, where: str, keys: set[Key]) -> list[Row]:
     """The rows of a data file whose key is in ``keys``, in file order, found by its row index
     and sliced out of their blocks; nothing else is read row by row."""
-    index = read_index(data, where)
-    wanted = sorted(i for i, k in enumerate(index.keys) if (k[0], k[1]) in keys)
-    if not wanted:
-        return []
-    ends = np.cumsum(index.lengths, dtype=np.int64)
-    out = []
-    cur = _Cursor(data, where)
-    cur.pos = index.header_bytes
-    first = 0  # index of the block's first row
-    w = 0
-    try:
-        for count in index.blocks:
-            cur.long()
-            size = cur.long()
-            start = cur.pos
-            cur.take(size + 16)
-            last = first + count
-            if w < len(wanted) and wanted[w] < last:
-                block = memoryview(_decompress(memoryview(data)[start:start + size], index.codec))
-                base = int(ends[first - 1]) if first else 0
-                while w < len(wanted) and wanted[w] < last:
-                    j = wanted[w]
-                    lo = (int(ends[j - 1]) if j else 0) - base
-                    out.append(index.row(j, block[lo:int(ends[j]) - base]))
-                    w += 1
-            first = last
-    except _Short:
-        raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
-    return out
+    src = SourceFile(data, where)
+    wanted = sorted(pos for pos, found in map(src.index.find, keys) if found)
+    return [src.index.row(j, next(src.pieces(j, j + 1))[0]) for j in wanted]
 
 
 def decode_records(data: bytes, where: str) -> Iterator[dict[str, Any]]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -68,7 +68,9 @@ class RowSink(Protocol):
 
 @runtime_checkable
 class FileSink(Protocol):
-    """A sink that takes a whole snapshot data file for a bucket nothing changed."""
+    """A sink that takes whole data files: a snapshot's file for a bucket nothing changed,
+    or one written for it (``data`` may come in pieces, to be written in order)."""
 
-    def write_file(self, collection: str, bucket: int, data: bytes,
+    def write_file(self, collection: str, bucket: int,
+                   data: bytes | Sequence[bytes | memoryview],
                    state: WrittenState) -> WrittenState: ...

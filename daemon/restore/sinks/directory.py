@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -62,9 +62,11 @@ class DirSink:
                          durable=False)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
-    def write_file(self, collection: str, bucket: int, data: bytes,
+    def write_file(self, collection: str, bucket: int,
+                   data: bytes | Sequence[bytes | memoryview],
                    state: WrittenState) -> WrittenState:
-        """A snapshot data file the log did not touch: already this sink's format."""
+        """A data file in this sink's format: a snapshot's the log did not touch, or one
+        written for this bucket (``restore.runs``)."""
         make_dirs(self.path / collection)
         atomic_write(self.path / collection / f"part-{bucket:04d}.avro", data, durable=False)
         return state

@@ -1,0 +1,95 @@
+"""One bucket's restored file, written by runs: the bucket's base file copied as long slices
+of its blocks, with the rows that deltas and the log changed put in between.
+
+A bucket at the target is its base file (sorted by key) with the bucket's later rows laid
+over it: its delta files in order, then the log window's winning changes (``overlay``), the
+greater version winning per key, tombstones removing, and drops removing records written at
+or before the drop. ``bucket_rows`` in the executor does that row by row. Here the same
+result is built from the base's row index instead:
+
+1. each overlaid key is found in the base by bisecting ids within its tenant's range;
+2. a ``keep`` mask over the base rows loses every row a newer change replaces or deletes,
+   every row a drop removed, and every tenant out of scope (array operations, per tenant);
+3. the output is then the runs of kept base rows (``DataFileWriter.copy``: block slices and
+   index slices) with the live changed rows inserted at their places.
+
+So a restore costs per changed row and per run, not per record; a bucket of 31,250 records
+with 3,000 changes is about 6,000 runs. Which rows survive is exactly ``bucket_rows``'s
+answer (the oracle tests restore both ways)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFile, read_rows
+from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.state import BucketChanges, DropTimes, is_live, overlay
+
+
+def write_bucket_runs(old: BucketState | None, datas: list[bytes],
+                      changes: BucketChanges | None, drop: DropTimes | None,
+                      tenants: frozenset[str] | None, codec: str = "null") -> EncodedFile:
+    """The bucket's records at the target as one data file (see the module's docstring)."""
+    src: SourceFile | None = None
+    later: list[Iterable[Row]] = []
+    for f, data in zip(old.files if old else [], datas, strict=True):
+        if f.kind == "base":
+            src = SourceFile(data, f.path)
+        else:
+            later.append(read_rows(data, f.path))
+    if changes is not None:
+        later.append(changes.rows().values())
+    over = overlay(later)
+    out = DataFileWriter(codec)
+    if src is None:
+        for _, row in sorted(over.items()):
+            if _in_scope(row, drop, tenants):
+                out.add(row)
+        return out.finish()
+
+    index = src.index
+    keep = ~index.deleted
+    inserts: list[tuple[int, tuple[str, str], Row]] = []
+    for key, row in over.items():
+        pos, found = index.find(key)
+        if found:
+            if row.version < index.version(pos):
+                continue  # the base is newer: the change lost
+            keep[pos] = False
+        if _in_scope(row, drop, tenants):
+            inserts.append((pos, key, row))
+    for tenant, (lo, hi) in index.tenant_ranges.items():
+        if tenants is not None and tenant not in tenants:
+            keep[lo:hi] = False
+        elif drop is not None and (dropped := drop(tenant)) is not None:
+            keep[lo:hi] &= index.ts[lo:hi] > dropped
+    inserts.sort(key=lambda ins: (ins[0], ins[1]))
+
+    edges = np.flatnonzero(np.diff(keep.astype(np.int8), prepend=0, append=0)).tolist()
+    starts, ends = edges[0::2], edges[1::2]
+    r = 0
+
+    def copy_kept(lo: int, hi: int) -> None:
+        """The kept base rows in [lo, hi), run by run."""
+        nonlocal r
+        while r < len(starts) and starts[r] < hi:
+            a, b = max(starts[r], lo), min(ends[r], hi)
+            if a < b:
+                out.copy(src, a, b)
+            if ends[r] > hi:
+                return
+            r += 1
+
+    at = 0
+    for pos, _, row in inserts:
+        copy_kept(at, pos)
+        out.add(row)
+        at = pos
+    copy_kept(at, len(index))
+    return out.finish()
+
+
+def _in_scope(row: Row, drop: DropTimes | None, tenants: frozenset[str] | None) -> bool:
+    return is_live(row, drop) and (tenants is None or row.key[0] in tenants)
