@@ -10,12 +10,13 @@ result is built from the base's row index instead:
 1. each overlaid key is found in the base by bisecting ids within its tenant's range;
 2. a ``keep`` mask over the base rows loses every row a newer change replaces or deletes,
    every row a drop removed, and every tenant out of scope (array operations, per tenant);
-3. the output is then the runs of kept base rows (``DataFileWriter.copy``: block slices and
-   index slices) with the live changed rows inserted at their places.
+3. the output's bytes are the runs of kept base rows (slices of the base's blocks) with the
+   live changed rows' bytes put in at their places, and its row index is the base's columns
+   masked by ``keep`` with the changed rows inserted (``merged_columns``: whole-array
+   operations).
 
-So a restore costs per changed row and per run, not per record; a bucket of 31,250 records
-with 3,000 changes is about 6,000 runs. Which rows survive is exactly ``bucket_rows``'s
-answer (the oracle tests restore both ways)."""
+So a restore costs per changed row and per run, not per record. Which rows survive is exactly
+``bucket_rows``'s answer (``tests/unit/test_runs.py`` checks both ways agree)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import numpy as np
 
 from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFile, read_rows
 from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.rowindex import merged_columns
 from daemon.snapshot.state import BucketChanges, DropTimes, is_live, overlay
 
 
@@ -72,12 +74,12 @@ def write_bucket_runs(old: BucketState | None, datas: list[bytes],
     r = 0
 
     def copy_kept(lo: int, hi: int) -> None:
-        """The kept base rows in [lo, hi), run by run."""
+        """The kept base rows in [lo, hi), run by run, as block slices."""
         nonlocal r
         while r < len(starts) and starts[r] < hi:
             a, b = max(starts[r], lo), min(ends[r], hi)
-            if a < b:
-                out.copy(src, a, b)
+            for piece, count in src.pieces(a, b):
+                out.put(piece, count)
             if ends[r] > hi:
                 return
             r += 1
@@ -85,10 +87,11 @@ def write_bucket_runs(old: BucketState | None, datas: list[bytes],
     at = 0
     for pos, _, row in inserts:
         copy_kept(at, pos)
-        out.add(row)
+        out.put(row.raw, 1)  # type: ignore[arg-type]
         at = pos
     copy_kept(at, len(index))
-    return out.finish()
+    return out.finish(merged_columns(index, keep, [ins[2] for ins in inserts],
+                                     [ins[0] for ins in inserts]))
 
 
 def _in_scope(row: Row, drop: DropTimes | None, tenants: frozenset[str] | None) -> bool:

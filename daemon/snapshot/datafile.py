@@ -34,7 +34,7 @@ import fastavro
 
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import load_schema
-from daemon.snapshot.rowindex import RowIndex, RowIndexBuilder, decode_index
+from daemon.snapshot.rowindex import IndexColumns, RowIndex, RowIndexBuilder, decode_index
 
 SNAPSHOT_SCHEMA = load_schema("snapshot_record.avsc")
 DIGEST_MOD = 1 << 128
@@ -214,11 +214,7 @@ class DataFileWriter:
         raw = row.raw
         assert raw is not None, "an index-only row cannot be written"
         self.index.add(row, len(raw))
-        self._pending.append(raw)
-        self._pending_size += len(raw)
-        self._pending_rows += 1
-        if self._pending_rows >= BLOCK_RECORDS:
-            self._flush()
+        self.put(raw, 1)
 
     def copy(self, src: SourceFile, a: int, b: int) -> None:
         """Rows [a, b) of ``src``, as bytes."""
@@ -226,11 +222,16 @@ class DataFileWriter:
             return
         self.index.copy(src.index, a, b)
         for piece, count in src.pieces(a, b):
-            self._pending.append(piece)
-            self._pending_size += len(piece)
-            self._pending_rows += count
-            if self._pending_rows >= BLOCK_RECORDS:
-                self._flush()
+            self.put(piece, count)
+
+    def put(self, data: bytes | memoryview, count: int) -> None:
+        """``count`` rows' bytes, without their index entries: for a caller that builds the
+        index itself and gives it to ``finish``."""
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self._pending_rows += count
+        if self._pending_rows >= BLOCK_RECORDS:
+            self._flush()
 
     def _flush(self) -> None:
         if not self._pending_rows:
@@ -241,20 +242,23 @@ class DataFileWriter:
         else:
             data = [_compress(b"".join(self._pending), self.codec)]
             size = len(data[0])
-        self._chunks.append(_long(self._pending_rows) + _long(size))
+        self._chunks.append(avro_long(self._pending_rows) + avro_long(size))
         self._chunks.extend(data)
         self._chunks.append(SYNC)
         self._blocks.append(self._pending_rows)
         self._pending.clear()
         self._pending_rows = self._pending_size = 0
 
-    def finish(self) -> EncodedFile:
+    def finish(self, index: IndexColumns | None = None) -> EncodedFile:
+        """The file; ``index`` is the rows' index when they came by ``put``."""
         self._flush()
-        columns = self.index.columns()
-        records, digest, tenants = self.index.summary(columns)
+        built = index if index is not None else self.index.build()
+        if len(built) != sum(self._blocks):
+            raise ValueError(f"the index has {len(built)} rows, the blocks {sum(self._blocks)}")
+        records, digest, tenants = built.summary()
         header = _header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": self.codec.encode(),
-                          **self.index.encode(self._blocks, columns)})
-        return EncodedFile([header, *self._chunks], len(self.index), records, digest, tenants,
+                          **built.encode(self._blocks)})
+        return EncodedFile([header, *self._chunks], len(built), records, digest, tenants,
                            len(header))
 
 
@@ -274,15 +278,15 @@ def encode_records(records: Iterable[dict[str, Any]], codec: str = "null") -> En
 
 def _header(meta: dict[str, bytes]) -> bytes:
     out = bytearray(MAGIC)
-    out += _long(len(meta))
+    out += avro_long(len(meta))
     for k, v in meta.items():
         kb = k.encode()
-        out += _long(len(kb)) + kb + _long(len(v)) + v
-    out += _long(0) + SYNC
+        out += avro_long(len(kb)) + kb + avro_long(len(v)) + v
+    out += avro_long(0) + SYNC
     return bytes(out)
 
 
-def _long(n: int) -> bytes:
+def avro_long(n: int) -> bytes:
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
     while z > 0x7F:
@@ -483,7 +487,7 @@ def key_prefix(collection: str, tenant: str, record_id: str) -> bytes:
     out = b""
     for s in (collection, tenant, record_id):
         b = s.encode()
-        out += _long(len(b)) + b
+        out += avro_long(len(b)) + b
     return out
 
 

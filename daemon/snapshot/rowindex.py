@@ -288,22 +288,70 @@ class RowIndexBuilder:
         self._rows.clear()
         self._hashes.clear()
 
-    def columns(self) -> dict[str, np.ndarray]:
+    def build(self) -> IndexColumns:
         self._flush_rows()
         if not self._pieces:
-            return {name: np.zeros((0, 4) if name == "hashes" else 0, dtype=dtype)
-                    for name, dtype, _ in _COLUMNS}
-        return {name: np.concatenate([p[name] for p in self._pieces])
-                for name, _, _ in _COLUMNS}
+            columns = {name: np.zeros((0, 4) if name == "hashes" else 0, dtype=dtype)
+                       for name, dtype, _ in _COLUMNS}
+        else:
+            columns = {name: np.concatenate([p[name] for p in self._pieces])
+                       for name, _, _ in _COLUMNS}
+        return IndexColumns(self.ids, list(self.tenants), list(self.topics), columns)
 
-    def summary(self, columns: dict[str, np.ndarray]) -> tuple[int, str, dict[str, int]]:
-        """Live records, digest (hex) and per-tenant counts of the rows added."""
-        live = ~columns["deleted"].astype(bool)
-        digest = digest_of(columns["hashes"][live])
-        names = list(self.tenants)
-        counts = np.bincount(columns["tenant_ix"][live], minlength=len(names)).tolist()
-        tenants = {names[t]: c for t, c in enumerate(counts) if c}
+
+@dataclass
+class IndexColumns:
+    """A finished index: ids, tenant and topic tables, and the columns."""
+
+    ids: list[str]
+    tenants: list[str]
+    topics: list[str]
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def summary(self) -> tuple[int, str, dict[str, int]]:
+        """Live records, digest (hex) and per-tenant counts."""
+        live = ~self.columns["deleted"].astype(bool)
+        digest = digest_of(self.columns["hashes"][live])
+        counts = np.bincount(self.columns["tenant_ix"][live],
+                             minlength=len(self.tenants)).tolist()
+        tenants = {self.tenants[t]: c for t, c in enumerate(counts) if c}
         return int(live.sum()), f"{digest:032x}", dict(sorted(tenants.items()))
 
-    def encode(self, blocks: list[int], columns: dict[str, np.ndarray]) -> dict[str, bytes]:
-        return encode_index(blocks, self.ids, list(self.tenants), list(self.topics), columns)
+    def encode(self, blocks: list[int]) -> dict[str, bytes]:
+        return encode_index(blocks, self.ids, self.tenants, self.topics, self.columns)
+
+
+def merged_columns(src: RowIndex, keep: np.ndarray, rows: list[Row],
+                   before: list[int]) -> IndexColumns:
+    """The index of ``src``'s rows where ``keep`` is True, with ``rows`` put in: each before
+    the base row numbered ``before[k]`` (sorted, ties in ``rows``' order). Whole-array
+    operations: no Python step per kept row."""
+    tenants = {t: i for i, t in enumerate(src.tenants)}
+    topics = {t: i for i, t in enumerate(src.topics)}
+    # where each row goes in the kept rows: the number of kept rows before its place
+    kept_before = np.concatenate(([0], np.cumsum(keep, dtype=np.int64)))
+    at = kept_before[np.asarray(before, dtype=np.int64)] if rows else np.zeros(0, np.int64)
+    new: dict[str, np.ndarray] = {
+        "ts": np.asarray([r.version[0] for r in rows], dtype="<i8"),
+        "offsets": np.asarray([r.version[3] for r in rows], dtype="<i8"),
+        "hashes": np.frombuffer(b"".join(r.hash.to_bytes(16, "little") for r in rows),
+                                "<u4").reshape(-1, 4),
+        "lengths": np.asarray([len(r.raw or b"") for r in rows], dtype="<u4"),
+        "content_lens": np.asarray([r.content_len for r in rows], dtype="<u4"),
+        "partitions": np.asarray([r.version[2] for r in rows], dtype="<i4"),
+        "topic_ix": np.asarray([topics.setdefault(r.version[1], len(topics)) for r in rows],
+                               dtype="<u4"),
+        "tenant_ix": np.asarray([tenants.setdefault(r.key[0], len(tenants)) for r in rows],
+                                dtype="<u4"),
+        "deleted": np.asarray([r.deleted for r in rows], dtype=bool)}
+    columns = {}
+    for name, _, _ in _COLUMNS:
+        base = getattr(src, name)[keep]
+        columns[name] = np.insert(base, at, new[name], axis=0) if rows else base
+    ids = np.asarray(src.ids, dtype=object)[keep]
+    if rows:
+        ids = np.insert(ids, at, np.asarray([r.key[1] for r in rows], dtype=object))
+    return IndexColumns(ids.tolist(), list(tenants), list(topics), columns)

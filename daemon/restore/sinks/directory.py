@@ -4,12 +4,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from daemon.atomic import atomic_write, make_dirs, sync_tree
@@ -17,13 +19,13 @@ from daemon.errors import IntegrityError, VecwalError
 from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
     Row,
-    StateDigest,
-    content_hash,
+    SourceFile,
+    avro_long,
     encode_records,
     encode_rows,
     key_prefix,
-    read_rows,
 )
+from daemon.snapshot.rowindex import digest_of, tenant_counts
 
 
 class DirSink:
@@ -104,31 +106,49 @@ class DirSink:
 
 
 def read_back_file(f: Path) -> WrittenState:
-    """What one restored file holds, re-read from its bytes (see ``DirSink.read_back``)."""
-    digest = StateDigest()
-    tenants: dict[str, int] = {}
-    for i, row in enumerate(read_rows(f.read_bytes(), str(f))):
-        _check_row(row, f.parent.name, f, spot=i % SPOT_CHECK == 0)
-        digest.add_hash(content_hash(row.raw[:row.content_len]))  # type: ignore[index]
-        tenants[row.key[0]] = tenants.get(row.key[0], 0) + 1
-    return WrittenState(digest.count, digest.hex, dict(sorted(tenants.items())))
+    """What one restored file holds, re-read from its bytes (see ``DirSink.read_back``):
+    the digest and per-tenant counts are made from the re-hashed bytes, not the index."""
+    where = str(f)
+    src = SourceFile(f.read_bytes(), where)  # checks every block's framing against the index
+    index = src.index
+    if index.deleted.any():
+        i = int(np.flatnonzero(index.deleted)[0])
+        raise IntegrityError(f"{_row_name(f, index.key(i))} is a tombstone",
+                             "a restore never writes one: re-run it")
+    coll = key_prefix(f.parent.name, "", "")[:-2]  # the collection field alone
+    tenant_fields = [key_prefix("", t, "")[1:-1] for t in index.tenants]
+    hashes = bytearray()
+    blake2b = hashlib.blake2b
+    for i, (raw, clen, t, rid) in enumerate(zip(src.raws(), index.content_lens.tolist(),
+                                                index.tenant_ix.tolist(), index.ids,
+                                                strict=True)):
+        hashes += blake2b(raw[:clen], digest_size=16).digest()
+        rb = rid.encode()
+        prefix = coll + tenant_fields[t] + avro_long(len(rb)) + rb
+        if raw[:len(prefix)] != prefix:
+            raise IntegrityError(f"{_row_name(f, index.key(i))}: its bytes disagree with the "
+                                 "row index", "re-run the restore")
+        if i % SPOT_CHECK == 0:
+            _spot_check(index.row(i, raw), f.parent.name, f)
+    digest = digest_of(np.frombuffer(bytes(hashes), "<u4").reshape(-1, 4))
+    tenants = tenant_counts(index, ~index.deleted)  # every row: tombstones were refused
+    return WrittenState(len(index), f"{digest:032x}", dict(sorted(tenants.items())))
 
 
 SPOT_CHECK = 64
 
 
-def _check_row(row: Row, collection: str, f: Path, spot: bool) -> None:
-    assert row.raw is not None
-    where = f"{f}: record {row.key[1]!r} of tenant {row.key[0]!r}"
-    if row.deleted:
-        raise IntegrityError(f"{where} is a tombstone", "a restore never writes one: re-run it")
-    prefix = key_prefix(collection, *row.key)
-    if row.raw[:len(prefix)] != prefix:
-        raise IntegrityError(f"{where}: its bytes disagree with the row index", "re-run the restore")
+def _row_name(f: Path, key: tuple[str, str]) -> str:
+    return f"{f}: record {key[1]!r} of tenant {key[0]!r}"
+
+
+def _spot_check(row: Row, collection: str, f: Path) -> None:
+    """Decode the record in full with the Avro reader: bytes that only look right fail."""
+    where = _row_name(f, row.key)
     try:
-        rec = row.record() if spot else None
+        rec = row.record()
     except Exception as exc:  # damaged bytes fail in many ways: each is a failed check
         raise IntegrityError(f"{where} does not decode: {type(exc).__name__}: {exc}",
                              "re-run the restore") from None
-    if rec is not None and (rec["collection"], rec["tenant"], rec["id"]) != (collection, *row.key):
+    if (rec["collection"], rec["tenant"], rec["id"]) != (collection, *row.key):
         raise IntegrityError(f"{where} does not decode to itself", "re-run the restore")
