@@ -197,11 +197,7 @@ def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview], durable:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
-        for piece in [data] if isinstance(data, bytes) else data:
-            view = memoryview(piece)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+        _write_all(fd, [data] if isinstance(data, bytes) else data)
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
         if durable:
@@ -215,6 +211,24 @@ def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview], durable:
         raise
     os.close(fd)
     return tmp
+
+
+_IOV_MAX = 1024
+
+
+def _write_all(fd: int, data: Sequence[bytes | memoryview]) -> None:
+    """Every piece, in order: many pieces to one ``writev`` call, partial writes resumed."""
+    views = [memoryview(p).cast("B") for p in data if len(p)]
+    i = 0
+    while i < len(views):
+        written = os.writev(fd, views[i:i + _IOV_MAX])
+        while written:
+            if written >= len(views[i]):
+                written -= len(views[i])
+                i += 1
+            else:
+                views[i] = views[i][written:]
+                written = 0
 
 
 def _unlink_quietly(path: Path) -> None:
