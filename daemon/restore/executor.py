@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +16,10 @@ from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.runs import write_bucket_runs
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
-from daemon.restore.workers import WorkerPool, Workers, worker_pool
+from daemon.restore.workers import ShardPool, Workers, shard_count, shard_pool
 from daemon.snapshot.compactor import (
     choose_buckets,
-    fold_log,
+    fold_window,
     merge_fold,
     new_changes,
     split_by_bucket,
@@ -73,34 +72,59 @@ class BucketJob:
 def execute(repo: Repository, plan: RestorePlan, sink: Sink,
             workers: Workers | None = None) -> RestoreResult:
     """Restore the plan into the sink. With ``workers`` (and a sink that is
-    ``parallel_safe``, and enough to read) the log windows are folded and the buckets written
-    in worker processes."""
-    parallel = (workers is not None and workers.count > 1
-                and getattr(sink, "parallel_safe", False)
-                and plan.snapshot_bytes + plan.log_bytes >= workers.min_bytes)
-    with worker_pool(workers) if parallel and workers else nullcontext() as pool:
-        return _execute(repo, plan, sink, pool, workers.count if pool and workers else 1)
+    ``parallel_safe``, and enough to read) the log windows are folded and the buckets
+    written in worker processes, one per shard of the buckets (``restore.workers``)."""
+    count = 1
+    if workers is not None and getattr(sink, "parallel_safe", False) \
+            and plan.snapshot_bytes + plan.log_bytes >= workers.min_bytes:
+        base = plan.snapshot
+        count = shard_count(workers.count, [c.buckets for c in base.collections.values()]
+                            if base else [])
+    if count < 2 or workers is None:
+        return _execute(repo, plan, sink, None)
+    with shard_pool(workers, count) as pool:
+        return _execute(repo, plan, sink, pool)
 
 
-def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: WorkerPool | None,
-             count: int) -> RestoreResult:
+def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | None
+             ) -> RestoreResult:
     began = time.monotonic()
     scope = plan.scope
     base = plan.snapshot
     collections = set(scope.collections) if scope.collections else None
     tenants = set(scope.tenants) if scope.tenants else None
+    stops = [stop_offset(w, plan.target.offsets) for w in plan.windows]
+    folded = new_changes(base)
     if pool is None:
-        folded = fold_log(repo, plan.windows, base, until_ms=plan.until_ms,
-                          until_offsets=plan.target.offsets, collections=collections,
-                          tenants=tenants)
-    else:
-        folded = new_changes(base)
-        stops = [stop_offset(w, plan.target.offsets) for w in plan.windows]
-        for part in pool.fold(plan.windows, plan.until_ms, stops, collections, tenants):
+        for window, stop in zip(plan.windows, stops, strict=True):
+            merge_fold(folded, fold_window(repo, window, plan.until_ms, stop, collections,
+                                           tenants))
+        counts = {name: len(c.changes) for name, c in folded.records.items()}
+    else:  # each worker holds its shard's changes; the catalog comes back from all alike
+        shards = pool.fold(plan.windows, plan.until_ms, stops, collections, tenants)
+        for part in shards[0].windows:
             merge_fold(folded, part)
+        counts = {}
+        for shard in shards:
+            for name, n in shard.changes.items():
+                counts[name] = counts.get(name, 0) + n
     catalog = folded.catalog.live()
-    names = set(base.collections if base else ()) | set(folded.records)
+    names = set(base.collections if base else ()) | {n for n, c in counts.items() if c}
     names = {n for n in names if scope.has_collection(n)}
+    bucket_counts = {}
+    for name in names:
+        prev = base.collections.get(name) if base else None
+        bucket_counts[name] = prev.buckets if prev else choose_buckets(counts.get(name, 0),
+                                                                       16, 50_000)
+    by_bucket: dict[tuple[str, int], BucketChanges | None] = {}
+    if pool is None:
+        for name in names:
+            for b, in_bucket in split_by_bucket(folded.records.get(name, BucketChanges()),
+                                                bucket_counts[name]).items():
+                by_bucket[(name, b)] = in_bucket
+        folded.records.clear()  # the jobs hold the changes now
+    else:
+        by_bucket = dict.fromkeys(pool.split(bucket_counts))  # the workers hold them
     sink.begin()
     # The catalog first: a database rebuilt from the sink needs each collection's schema
     # (dimension, metric, index) before its first record.
@@ -109,20 +133,18 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: WorkerPool |
     jobs: list[BucketJob] = []
     for name in sorted(names):
         prev = base.collections.get(name) if base else None
-        changes = folded.records.get(name, BucketChanges())
-        nb = prev.buckets if prev else choose_buckets(len(changes.changes), 16, 50_000)
-        by_bucket = split_by_bucket(changes, nb)
-        buckets = sorted(set(by_bucket) | {s.bucket for s in (prev.states if prev else [])})
+        buckets = sorted({b for (n, b) in by_bucket if n == name}
+                         | {s.bucket for s in (prev.states if prev else [])})
         drop = folded.catalog.drop_filter(name)
         for b in buckets:
             old = prev.bucket(b) if prev else None
+            changed = (name, b) in by_bucket
             copyable = (old is not None and old.base is not None and not old.deltas
-                        and b not in by_bucket and scope.tenants is None
+                        and not changed and scope.tenants is None
                         and scope.embedding_model is None
                         and name not in folded.touched_by_drop)
-            jobs.append(BucketJob(name, b, old, by_bucket.get(b), drop, scope.tenants,
+            jobs.append(BucketJob(name, b, old, by_bucket.get((name, b)), drop, scope.tenants,
                                   copyable, scope.embedding_model))
-    folded.records.clear()  # the jobs hold the changes now
     bytes_read = folded.bytes_read + sum(f.bytes for j in jobs
                                          for f in (j.old.files if j.old else []))
     states = pool.restore(jobs, sink) if pool else _run_serial(repo, jobs, sink)
@@ -138,7 +160,7 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: WorkerPool |
     seconds = time.monotonic() - began
     return RestoreResult(sink.name, written, scoped_catalog, folded.events, bytes_read, seconds,
                          records=sum(w.records for w in written.values()),
-                         extra={"workers": count})
+                         extra={"workers": pool.count if pool else 1})
 
 
 def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:

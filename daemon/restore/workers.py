@@ -1,23 +1,39 @@
-"""Worker processes for large restores: partition windows are folded, and buckets written, by
-``Workers.count`` processes at once. Each worker opens the repository's store itself (spawned,
-not forked: an S3 client is not fork-safe) and returns plain data: a window's winning changes
-as encoded rows, or what a bucket wrote. Only sinks that write each bucket on their own
-(``parallel_safe``: the directory sink) are used this way."""
+"""Worker processes for large restores, one per *shard* of the buckets.
+
+Every record key has a 64-bit hash (``key_hash``); its bucket is the hash modulo the
+collection's bucket count, a power of two. With a shard count that divides every bucket
+count, the hash modulo the shard count is the bucket modulo the shard count, so a shard owns
+whole buckets in every collection. The work goes:
+
+1. ``fold``: each worker reads every partition window of the plan but keeps only the changes
+   of its own shard (the others' events are walked, not spliced or hashed), and holds them;
+   the parent gets back the catalog events, the counts, and where each window stopped;
+2. ``split``: given each collection's bucket count, each worker splits what it holds by
+   bucket and says which buckets it changes;
+3. ``restore``: each bucket job goes to the worker of its shard, which writes the bucket
+   with the changes it holds.
+
+So the log's changes (hundreds of MB for a long window) never cross a process boundary:
+what does is plans, counts and catalog events. Each worker opens the repository's store
+itself (spawned, not forked: an S3 client is not fork-safe). Only sinks that write each
+bucket on their own (``parallel_safe``: the directory sink) are used this way."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import PartitionWindow
 from daemon.objectstore import ObjectStore
 from daemon.restore.sinks import Sink, WrittenState
-from daemon.snapshot.compactor import WindowFold, fold_window
+from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
+from daemon.snapshot.state import BucketChanges
 
 if TYPE_CHECKING:
     from daemon.restore.executor import BucketJob
@@ -35,46 +51,107 @@ class Workers:
     """Below this many bytes to read, one process does it all."""
 
 
-class WorkerPool:
-    def __init__(self, pool: ProcessPoolExecutor) -> None:
-        self._pool = pool
+def shard_count(workers: int, bucket_counts: list[int]) -> int:
+    """The most shards, at most ``workers``, that divide every bucket count (powers of two
+    all; a collection new since the snapshot gets at least 16 buckets)."""
+    count = 1
+    while count * 2 <= min(workers, 16) and all(n % (count * 2) == 0 for n in bucket_counts):
+        count *= 2
+    return count
+
+
+@dataclass
+class ShardFold:
+    """What one worker's fold tells the parent: each window's catalog events, counts and
+    stop (its ``records`` left empty), and how many changes of each collection it holds."""
+
+    windows: list[WindowFold]
+    changes: dict[str, int] = field(default_factory=dict)
+
+
+class ShardPool:
+    def __init__(self, pools: list[ProcessPoolExecutor]) -> None:
+        self._pools = pools
+
+    @property
+    def count(self) -> int:
+        return len(self._pools)
 
     def fold(self, windows: list[PartitionWindow], until_ms: int | None,
              stops: list[int | None], collections: set[str] | None,
-             tenants: set[str] | None) -> Iterator[WindowFold]:
-        """Each window folded in a worker, in order (as they finish, in windows' order)."""
-        futures = [self._pool.submit(_fold, w, until_ms, stop, collections, tenants)
-                   for w, stop in zip(windows, stops, strict=True)]
-        return (f.result() for f in futures)
+             tenants: set[str] | None) -> list[ShardFold]:
+        futures = [pool.submit(_fold, windows, until_ms, stops, collections, tenants, k,
+                               self.count) for k, pool in enumerate(self._pools)]
+        return [f.result() for f in futures]
+
+    def split(self, bucket_counts: dict[str, int]) -> set[tuple[str, int]]:
+        """Which (collection, bucket) pairs have changes, once the workers split by bucket."""
+        futures = [pool.submit(_split, bucket_counts) for pool in self._pools]
+        return {cb for f in futures for cb in f.result()}
 
     def restore(self, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:
-        futures = [self._pool.submit(_restore, job, sink) for job in jobs]
+        futures: list[Future[WrittenState]] = [
+            self._pools[job.bucket % self.count].submit(_restore, job, sink) for job in jobs]
         return [f.result() for f in futures]
 
 
 @contextmanager
-def worker_pool(workers: Workers) -> Iterator[WorkerPool]:
+def shard_pool(workers: Workers, count: int) -> Iterator[ShardPool]:
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers.count, mp_context=ctx, initializer=_init,
-                             initargs=(workers.open_store,)) as pool:
-        yield WorkerPool(pool)
+    with ExitStack() as stack:
+        pools = [stack.enter_context(ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=_init, initargs=(workers.open_store,)))
+            for _ in range(count)]
+        yield ShardPool(pools)
 
 
 # -- in the worker --------------------------------------------------------------------------
-_REPO: list[Repository] = []
+@dataclass
+class _Held:
+    repo: Repository
+    changes: dict[str, BucketChanges] = field(default_factory=dict)
+    buckets: dict[tuple[str, int], BucketChanges] = field(default_factory=dict)
+
+
+_STATE: list[_Held] = []
 
 
 def _init(open_store: Callable[[], ObjectStore]) -> None:
-    _REPO.append(Repository(open_store()))
+    _STATE.append(_Held(Repository(open_store())))
 
 
-def _fold(window: PartitionWindow, until_ms: int | None, stop: int | None,
-          collections: set[str] | None, tenants: set[str] | None) -> WindowFold:
-    return fold_window(_REPO[0], window, until_ms, stop, collections, tenants, as_rows=True)
+def _fold(windows: list[PartitionWindow], until_ms: int | None, stops: list[int | None],
+          collections: set[str] | None, tenants: set[str] | None, shard: int,
+          count: int) -> ShardFold:
+    held = _STATE[0]
+    held.changes, held.buckets = {}, {}
+    out = ShardFold([])
+    for window, stop in zip(windows, stops, strict=True):
+        part = fold_window(held.repo, window, until_ms, stop, collections, tenants,
+                           shard=(shard, count))
+        for coll, changes in part.records.items():
+            into = held.changes.setdefault(coll, BucketChanges())
+            for change in changes.changes.values():
+                into.add(change)
+        out.windows.append(dataclasses.replace(part, records={}))
+    out.changes = {coll: len(c.changes) for coll, c in held.changes.items()}
+    return out
+
+
+def _split(bucket_counts: dict[str, int]) -> list[tuple[str, int]]:
+    held = _STATE[0]
+    for coll, changes in held.changes.items():
+        for b, part in split_by_bucket(changes, bucket_counts[coll]).items():
+            held.buckets[(coll, b)] = part
+    held.changes = {}
+    return list(held.buckets)
 
 
 def _restore(job: BucketJob, sink: Sink) -> WrittenState:
     from daemon.restore.executor import restore_bucket
 
-    store = _REPO[0].store
-    return restore_bucket(job, [store.get(p) for p in job.paths], sink)
+    held = _STATE[0]
+    changes = held.buckets.pop((job.collection, job.bucket), None)
+    store = held.repo.store
+    return restore_bucket(dataclasses.replace(job, changes=changes),
+                          [store.get(p) for p in job.paths], sink)

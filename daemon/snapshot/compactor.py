@@ -44,6 +44,7 @@ from daemon.snapshot.datafile import (
     RowSummary,
     bucket_of,
     encode_rows,
+    key_hash,
     read_index,
     read_rows,
 )
@@ -150,7 +151,10 @@ def stop_offset(window: PartitionWindow, until_offsets: dict[str, dict[str, int]
 
 def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
                 stop: int | None, collections: set[str] | None, tenants: set[str] | None,
-                as_rows: bool = False) -> WindowFold:
+                as_rows: bool = False, shard: tuple[int, int] | None = None) -> WindowFold:
+    """One window's winning change per key and its catalog events. With ``shard`` (k, n),
+    only the changes of keys whose ``key_hash`` is k modulo n are kept (a worker's share,
+    ``restore.workers``); catalog events are kept whatever the shard."""
     topic, partition = window.topic, window.partition
     reader = WindowReader(repo, window, until_ms=until_ms, until_offset=stop)
     records: dict[str, BucketChanges] = {}
@@ -162,6 +166,8 @@ def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
             if collections is not None and ev["collection"] not in collections:
                 continue
             if tenants is not None and ev["tenant"] not in tenants:
+                continue
+            if shard is not None and key_hash(ev["tenant"], ev["id"]) % shard[1] != shard[0]:
                 continue
             rec = record_from_event(ev, topic, partition)
             records.setdefault(ev["collection"], BucketChanges()).add(

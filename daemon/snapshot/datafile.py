@@ -62,10 +62,15 @@ Key = tuple[str, str]
 Version = tuple[int, str, int, int]
 
 
-def bucket_of(tenant: str, record_id: str, buckets: int) -> int:
-    """Stable across processes and versions (not Python's salted hash)."""
+def key_hash(tenant: str, record_id: str) -> int:
+    """A key's 64-bit hash, stable across processes and versions (not Python's salted
+    hash): its bucket is this modulo the bucket count."""
     h = hashlib.blake2b(f"{tenant}\x00{record_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") % buckets
+    return int.from_bytes(h, "little")
+
+
+def bucket_of(tenant: str, record_id: str, buckets: int) -> int:
+    return key_hash(tenant, record_id) % buckets
 
 
 def content_hash(content: bytes | memoryview) -> int:
