@@ -70,6 +70,25 @@ def decode_segment(data: bytes, where: str = "segment"
     return _header(reader.metadata), iter(reader)
 
 
+def read_records(key: SegmentKey, data: bytes) -> list[dict[str, Any]]:
+    """Every record of the segment ``key`` (``data``: its bytes), decoded by fastavro; the
+    header must name ``key`` and count the records. Raises IntegrityError otherwise."""
+    header, records = decode_segment(data, key.avro)
+    if header.key != key:
+        raise IntegrityError(f"{key.avro} says it holds {header.key}",
+                             "the object was renamed or overwritten; run `vecwal verify --deep`")
+    try:
+        out = list(records)
+    except Exception as exc:  # fastavro raises many kinds on a torn block
+        raise IntegrityError(f"{key.avro} is truncated or corrupt: {type(exc).__name__}: {exc}",
+                             "restore to a time before this segment, or from a copy") from None
+    if len(out) != header.count:
+        raise IntegrityError(
+            f"{key.avro} holds {len(out)} records, its header says {header.count}: truncated",
+            "restore to a time before this segment, or from a copy")
+    return out
+
+
 def _reader(data: bytes, where: str) -> Any:
     """A reader of the segment. A segment written with today's record schema (its header
     says so by fingerprint) is read with its own schema: schema resolution would double the

@@ -70,7 +70,7 @@ def _init(open_store: Callable[[], ObjectStore]) -> None:
 
 def _fold(window: PartitionWindow, until_ms: int | None, stop: int | None,
           collections: set[str] | None, tenants: set[str] | None) -> WindowFold:
-    return fold_window(_REPO[0], window, until_ms, stop, collections, tenants, as_rows=True)
+    return fold_window(_REPO[0], window, until_ms, stop, collections, tenants)
 
 
 def _restore(job: BucketJob, sink: Sink) -> WrittenState:

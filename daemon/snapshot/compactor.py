@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.changelog.scan_loop import RECORD_OPS
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
@@ -65,7 +66,6 @@ from daemon.snapshot.state import (
     live,
     merge_rows,
     overlay,
-    record_from_event,
 )
 
 log = structlog.get_logger("vecwal.compact")
@@ -129,8 +129,8 @@ def fold_log(repo: Repository, windows: list[PartitionWindow], base: Manifest | 
 
 @dataclass
 class WindowFold:
-    """One partition window, folded: the winning change per key (as dicts, or as encoded
-    rows when folded in a worker process) and the catalog events in offset order."""
+    """One partition window, folded: the winning change per key (as encoded rows, spliced
+    from the log's bytes) and the catalog events in offset order."""
 
     topic: str
     partition: int
@@ -149,8 +149,8 @@ def stop_offset(window: PartitionWindow, until_offsets: dict[str, dict[str, int]
 
 
 def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
-                stop: int | None, collections: set[str] | None, tenants: set[str] | None,
-                as_rows: bool = False) -> WindowFold:
+                stop: int | None, collections: set[str] | None, tenants: set[str] | None
+                ) -> WindowFold:
     topic, partition = window.topic, window.partition
     reader = WindowReader(repo, window, until_ms=until_ms, until_offset=stop)
     records: dict[str, BucketChanges] = {}
@@ -158,16 +158,18 @@ def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
     events = 0
     for ev in reader:
         events += 1
-        if ev["op"] in ("upsert", "delete"):
-            if collections is not None and ev["collection"] not in collections:
+        if ev.op in RECORD_OPS:
+            coll = ev.collection
+            if collections is not None and coll not in collections:
                 continue
-            if tenants is not None and ev["tenant"] not in tenants:
+            if tenants is not None and ev.tenant not in tenants:
                 continue
-            rec = record_from_event(ev, topic, partition)
-            records.setdefault(ev["collection"], BucketChanges()).add(
-                Row.of(rec).without_record() if as_rows else rec)
+            changes = records.get(coll)
+            if changes is None:
+                changes = records[coll] = BucketChanges()
+            changes.add(ev.row(topic, partition))
         else:
-            catalog_events.append(ev)
+            catalog_events.append(ev.event())
     return WindowFold(topic, partition, window.start, records, catalog_events, events,
                       reader.bytes_read, reader.stopped_at)
 
