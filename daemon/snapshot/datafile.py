@@ -26,7 +26,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -302,7 +302,9 @@ def _decompress(data: bytes | memoryview, codec: str) -> bytes | memoryview:
     raise IntegrityError(f"unknown codec {codec!r}", "use the vecwal version that wrote the file")
 
 
+@cache
 def _zstd() -> Any:
+    """The zstd module (looked up once: a failed import searches the path every time)."""
     import importlib
 
     try:
