@@ -27,7 +27,7 @@ from daemon.changelog.keys import (
     watermark_prefix,
 )
 from daemon.changelog.quarantine import QuarantineEntry
-from daemon.changelog.segment import decode_segment
+from daemon.changelog.segment import read_records
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
 from daemon.errors import IntegrityError, ObjectExists, ObjectNotFound, VecwalError
@@ -102,20 +102,7 @@ class Repository:
         """The records of a segment (``data``: its bytes, when already fetched)."""
         if data is None:
             data = self.store.get(key.avro)
-        header, records = decode_segment(data, key.avro)
-        if header.key != key:
-            raise IntegrityError(f"{key.avro} says it holds {header.key}",
-                                 "the object was renamed or overwritten; run `vecwal verify --deep`")
-        try:
-            out = list(records)
-        except Exception as exc:  # fastavro raises many kinds on a torn block
-            raise IntegrityError(f"{key.avro} is truncated or corrupt: {type(exc).__name__}: {exc}",
-                                 "restore to a time before this segment, or from a copy") from None
-        if len(out) != header.count:
-            raise IntegrityError(
-                f"{key.avro} holds {len(out)} records, its header says {header.count}: truncated",
-                "restore to a time before this segment, or from a copy")
-        return out
+        return read_records(key, data)
 
     # -- watermarks -----------------------------------------------------------------------
     def read_watermark(self, topic: str, partition: int) -> Watermark | None:

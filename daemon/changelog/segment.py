@@ -60,14 +60,33 @@ def encode_segment(key: SegmentKey, records: Sequence[dict[str, Any]], codec: st
 
 def read_header(data: bytes, where: str = "segment") -> SegmentHeader:
     reader = _reader(data, where)
-    return _header(reader.metadata)
+    return parse_header(reader.metadata)
 
 
 def decode_segment(data: bytes, where: str = "segment"
                    ) -> tuple[SegmentHeader, Iterator[dict[str, Any]]]:
     """The header and an iterator over the records. Raises IntegrityError if undecodable."""
     reader = _reader(data, where)
-    return _header(reader.metadata), iter(reader)
+    return parse_header(reader.metadata), iter(reader)
+
+
+def read_records(key: SegmentKey, data: bytes) -> list[dict[str, Any]]:
+    """Every record of the segment ``key`` (``data``: its bytes), decoded by fastavro; the
+    header must name ``key`` and count the records. Raises IntegrityError otherwise."""
+    header, records = decode_segment(data, key.avro)
+    if header.key != key:
+        raise IntegrityError(f"{key.avro} says it holds {header.key}",
+                             "the object was renamed or overwritten; run `vecwal verify --deep`")
+    try:
+        out = list(records)
+    except Exception as exc:  # fastavro raises many kinds on a torn block
+        raise IntegrityError(f"{key.avro} is truncated or corrupt: {type(exc).__name__}: {exc}",
+                             "restore to a time before this segment, or from a copy") from None
+    if len(out) != header.count:
+        raise IntegrityError(
+            f"{key.avro} holds {len(out)} records, its header says {header.count}: truncated",
+            "restore to a time before this segment, or from a copy")
+    return out
 
 
 def _reader(data: bytes, where: str) -> Any:
@@ -88,7 +107,7 @@ def _reader(data: bytes, where: str) -> Any:
         ) from None
 
 
-def _header(meta: dict[str, str]) -> SegmentHeader:
+def parse_header(meta: dict[str, str]) -> SegmentHeader:
     try:
         key = SegmentKey(meta[_META + "topic"], int(meta[_META + "partition"]),
                          int(meta[_META + "from"]), int(meta[_META + "to"]))

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
+from daemon.changelog.scan import Event, scan_segment
 from daemon.changelog.segment import read_header
 from daemon.errors import IntegrityError, ObjectNotFound, VecwalError
 from daemon.objectstore.prefetch import prefetched
@@ -122,8 +122,10 @@ def bound_gap(repo: Repository, window: PartitionWindow, cut_time_ms: int | None
 class WindowReader:
     """Iterates one window's events; ``stopped_at`` is then the first offset not read.
 
-    A segment whose header (or sidecar) says every event in it is after the target is not
-    decoded at all, so a damaged segment past the target does not stop a restore before it."""
+    Events are scanned, not decoded (``scan.py``): each says its offset, time, op, collection,
+    tenant and id, gives its snapshot row (``row``) or its decoded dict (``event``). A segment
+    whose header (or sidecar) says every event in it is after the target is not scanned at
+    all, so a damaged segment past the target does not stop a restore before it."""
 
     repo: Repository
     window: PartitionWindow
@@ -132,7 +134,7 @@ class WindowReader:
     stopped_at: int = -1
     bytes_read: int = 0
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Event]:
         w = self.window
         w.check_reach(self.until_ms, self.until_offset)
         through = w.start
@@ -143,17 +145,19 @@ class WindowReader:
                 self.stopped_at = through
                 return
             self.bytes_read += w.sizes.get(key, 0)
-            for rec in self.repo.read_segment(key, data):
-                offset = rec["offset"]
+            if data is None:
+                data = self.repo.store.get(key.avro)
+            for ev in scan_segment(key, data):
+                offset = ev.offset
                 if offset < through:
                     continue  # an overlapping segment: read once
                 if self.until_offset is not None and offset >= self.until_offset:
                     self.stopped_at = offset
                     return
-                if self.until_ms is not None and rec["timestamp"] > self.until_ms:
+                if self.until_ms is not None and ev.timestamp > self.until_ms:
                     self.stopped_at = offset
                     return
-                yield rec
+                yield ev
             through = max(through, key.end)
             if self.until_offset is not None and through >= self.until_offset:
                 self.stopped_at = self.until_offset

@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.changelog.scan_loop import RECORD_OPS
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
@@ -66,7 +67,6 @@ from daemon.snapshot.state import (
     live,
     merge_rows,
     overlay,
-    record_from_event,
 )
 
 log = structlog.get_logger("vecwal.compact")
@@ -130,8 +130,8 @@ def fold_log(repo: Repository, windows: list[PartitionWindow], base: Manifest | 
 
 @dataclass
 class WindowFold:
-    """One partition window, folded: the winning change per key (as dicts, or as encoded
-    rows when folded in a worker process) and the catalog events in offset order."""
+    """One partition window, folded: the winning change per key (as encoded rows, spliced
+    from the log's bytes) and the catalog events in offset order."""
 
     topic: str
     partition: int
@@ -151,10 +151,11 @@ def stop_offset(window: PartitionWindow, until_offsets: dict[str, dict[str, int]
 
 def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
                 stop: int | None, collections: set[str] | None, tenants: set[str] | None,
-                as_rows: bool = False, shard: tuple[int, int] | None = None) -> WindowFold:
+                shard: tuple[int, int] | None = None) -> WindowFold:
     """One window's winning change per key and its catalog events. With ``shard`` (k, n),
     only the changes of keys whose ``key_hash`` is k modulo n are kept (a worker's share,
-    ``restore.workers``); catalog events are kept whatever the shard."""
+    ``restore.workers``): the others' events are walked, never spliced or hashed. Catalog
+    events are kept whatever the shard."""
     topic, partition = window.topic, window.partition
     reader = WindowReader(repo, window, until_ms=until_ms, until_offset=stop)
     records: dict[str, BucketChanges] = {}
@@ -162,18 +163,20 @@ def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
     events = 0
     for ev in reader:
         events += 1
-        if ev["op"] in ("upsert", "delete"):
-            if collections is not None and ev["collection"] not in collections:
+        if ev.op in RECORD_OPS:
+            coll = ev.collection
+            if collections is not None and coll not in collections:
                 continue
-            if tenants is not None and ev["tenant"] not in tenants:
+            if tenants is not None and ev.tenant not in tenants:
                 continue
-            if shard is not None and key_hash(ev["tenant"], ev["id"]) % shard[1] != shard[0]:
+            if shard is not None and key_hash(ev.tenant, ev.id or "") % shard[1] != shard[0]:
                 continue
-            rec = record_from_event(ev, topic, partition)
-            records.setdefault(ev["collection"], BucketChanges()).add(
-                Row.of(rec).without_record() if as_rows else rec)
+            changes = records.get(coll)
+            if changes is None:
+                changes = records[coll] = BucketChanges()
+            changes.add(ev.row(topic, partition))
         else:
-            catalog_events.append(ev)
+            catalog_events.append(ev.event())
     return WindowFold(topic, partition, window.start, records, catalog_events, events,
                       reader.bytes_read, reader.stopped_at)
 

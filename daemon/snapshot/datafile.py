@@ -26,7 +26,7 @@ import json
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any
 
@@ -318,7 +318,7 @@ def _compress(data: bytes, codec: str) -> bytes:
     raise ValueError(f"unknown codec {codec!r}")
 
 
-def _decompress(data: bytes | memoryview, codec: str) -> bytes | memoryview:
+def decompress(data: bytes | memoryview, codec: str) -> bytes | memoryview:
     if codec == "null":
         return data
     if codec == "deflate":
@@ -328,7 +328,9 @@ def _decompress(data: bytes | memoryview, codec: str) -> bytes | memoryview:
     raise IntegrityError(f"unknown codec {codec!r}", "use the vecwal version that wrote the file")
 
 
+@cache
 def _zstd() -> Any:
+    """The zstd module (looked up once: a failed import searches the path every time)."""
     import importlib
 
     try:
@@ -421,7 +423,7 @@ class SourceFile:
                     raise IntegrityError(f"{where}: a block's record count disagrees with the "
                                          "index", "the file is damaged; restore from another "
                                          "snapshot")
-                block = _decompress(cur.take(cur.long()), index.codec)
+                block = decompress(cur.take(cur.long()), index.codec)
                 if bytes(cur.take(16)) != SYNC:
                     raise IntegrityError(f"{where}: bad sync marker", "the file is damaged")
                 first, last = starts[k], starts[k + 1]

@@ -17,17 +17,12 @@ from typing import Any
 
 import orjson
 
-from daemon.snapshot.datafile import Key, Row, Version
+from daemon.snapshot.datafile import Key, Row
 
 RECORD_FIELDS = (
     "dimension", "vector", "sparse_indices", "sparse_values", "document", "document_is_json",
     "metadata", "acl", "embedding_model", "source", "event_id", "event_time", "extra",
 )
-
-
-def version_of(rec: dict[str, Any]) -> Version:
-    """The version of a snapshot record (or of a change built by ``record_from_event``)."""
-    return (rec["last_timestamp"], rec["last_topic"], rec["last_partition"], rec["last_offset"])
 
 
 def record_from_event(ev: dict[str, Any], topic: str, partition: int) -> dict[str, Any]:
@@ -141,29 +136,20 @@ def _lww(table: dict[str, dict[str, Any]], key: str, entry: dict[str, Any]) -> N
         table[key] = entry
 
 
-Change = dict[str, Any] | Row
-"""A change as a record dict (``record_from_event``) or already encoded as a Row."""
-
-
-def change_version(change: Change) -> Version:
-    return change.version if isinstance(change, Row) else version_of(change)
-
-
 @dataclass
 class BucketChanges:
-    """The winning change per (tenant, id) of one bucket (deletes included)."""
+    """The winning change per (tenant, id) of one bucket, as rows (deletes: tombstones)."""
 
-    changes: dict[Key, Change] = field(default_factory=dict)
+    changes: dict[Key, Row] = field(default_factory=dict)
 
-    def add(self, change: Change) -> None:
-        key = change.key if isinstance(change, Row) else (change["tenant"], change["id"])
-        old = self.changes.get(key)
-        if old is None or change_version(change) > change_version(old):
-            self.changes[key] = change
+    def add(self, row: Row) -> None:
+        old = self.changes.get(row.key)
+        if old is None or row.version > old.version:
+            self.changes[row.key] = row
 
     def rows(self) -> dict[Key, Row]:
-        """The changes as rows (tombstones for deletes), keyed like ``changes``."""
-        return {k: c if isinstance(c, Row) else Row.of(c) for k, c in self.changes.items()}
+        """The changes, keyed like ``changes``."""
+        return self.changes
 
 
 def overlay(sources: Iterable[Iterable[Row]]) -> dict[Key, Row]:
