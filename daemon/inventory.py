@@ -10,6 +10,7 @@ from daemon.changelog.reader import coverage
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import list_partition_segments
 from daemon.snapshot.compactor import list_manifests, read_manifest, repository_valid_through
+from daemon.snapshot.manifest import ManifestFormatError
 from daemon.status import iso_ms
 
 
@@ -52,7 +53,10 @@ class Inventory:
 def collect_inventory(repo: Repository, topics: list[str]) -> Inventory:
     inv = Inventory(repo.store.url)
     for sid in list_manifests(repo):
-        m = read_manifest(repo, sid)
+        try:
+            m = read_manifest(repo, sid)
+        except ManifestFormatError:  # skipped by restore and compaction alike
+            continue
         inv.snapshots.append(SnapshotSummary(
             m.id, iso_ms(m.cut_time_ms), m.cut_time_ms, m.records, m.total_bytes,
             {c: s.records for c, s in m.collections.items()}, m.parent))

@@ -50,7 +50,6 @@ scanned; any other is decoded by fastavro with schema resolution and folded the 
 
 from __future__ import annotations
 
-import hashlib
 import io
 from functools import cache
 from typing import Any, NamedTuple
@@ -68,7 +67,7 @@ from daemon.changelog.segment import (
 )
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import schema_fingerprint
-from daemon.snapshot.datafile import Row, avro_long, decompress
+from daemon.snapshot.datafile import Row, avro_long, content_hash, decompress
 from daemon.snapshot.state import record_from_event
 
 MAGIC = b"Obj\x01"
@@ -110,9 +109,9 @@ class ScannedEvent(NamedTuple):
         raw = b"".join((view[cs:im], view[ids:se], view[ts:end], view[start:version_end],
                         _version_tail(topic, partition)))
         content_len = (im - cs) + (se - ids) + (end - ts)
-        digest = hashlib.blake2b(memoryview(raw)[:content_len], digest_size=16).digest()
         return Row((tenant, rid), (timestamp, topic, partition, offset),  # type: ignore[arg-type]
-                   raw, content_len, int.from_bytes(digest, "little"), op == "delete")
+                   raw, content_len, content_hash(memoryview(raw)[:content_len]),
+                   op == "delete")
 
     def event(self) -> dict[str, Any]:
         """The record decoded as fastavro decodes it from the segment (catalog events)."""

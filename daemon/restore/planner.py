@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
 from daemon.changelog.repository import Repository
 from daemon.changelog.watermark import Watermark
 from daemon.changelog.window import (
@@ -18,7 +20,9 @@ from daemon.changelog.window import (
 from daemon.errors import VecwalError
 from daemon.restore.target import RestoreTarget
 from daemon.snapshot.compactor import list_manifests, read_manifest
-from daemon.snapshot.manifest import Manifest
+from daemon.snapshot.manifest import Manifest, ManifestFormatError
+
+log = structlog.get_logger("vecwal.restore")
 
 
 class RestoreRefused(VecwalError):
@@ -105,7 +109,11 @@ def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanIn
     for sid in reversed(list_manifests(repo)):
         if target.time_ms is not None and int(sid.split("-")[0]) > target.time_ms:
             continue
-        m = read_manifest(repo, sid)
+        try:
+            m = read_manifest(repo, sid)
+        except ManifestFormatError as exc:  # another format: the log replays it
+            log.warning("snapshot skipped", snapshot=sid, reason=str(exc))
+            continue
         if target.offsets is not None and any(
                 m.cut_of(t, int(p)) > off for t, parts in target.offsets.items()
                 for p, off in parts.items()):

@@ -56,6 +56,7 @@ from daemon.snapshot.manifest import (
     CollectionState,
     DataFile,
     Manifest,
+    ManifestFormatError,
     data_key,
     manifest_key,
     snapshot_id_from_key,
@@ -80,6 +81,17 @@ def list_manifests(repo: Repository) -> list[str]:
 
 def read_manifest(repo: Repository, snapshot_id: str) -> Manifest:
     return Manifest.from_json(repo.store.get(manifest_key(snapshot_id)))
+
+
+def newest_manifest(repo: Repository) -> Manifest | None:
+    """The newest snapshot this vecwal reads; one of another format is skipped (the log
+    after the one found, or all of it, replays what it held)."""
+    for sid in reversed(list_manifests(repo)):
+        try:
+            return read_manifest(repo, sid)
+        except ManifestFormatError as exc:
+            log.warning("snapshot skipped", snapshot=sid, reason=str(exc))
+    return None
 
 
 def repository_valid_through(repo: Repository, topics: list[str]) -> int | None:
@@ -256,8 +268,7 @@ class Compactor:
     def _steps(self, cut_time_ms: int | None) -> list[int | None]:
         """Cut times that split the window into parts of about ``max_step_bytes`` of log,
         by the segments' time bounds (their sidecars); the last is ``cut_time_ms``."""
-        ids = list_manifests(self.repo)
-        base = read_manifest(self.repo, ids[-1]) if ids else None
+        base = newest_manifest(self.repo)
         windows = log_windows(self.repo, self.topics, base)
         if self.max_step_bytes <= 0 or sum(w.bytes for w in windows) <= self.max_step_bytes:
             return [cut_time_ms]
@@ -279,8 +290,7 @@ class Compactor:
 
     def _compact(self, cut_time_ms: int | None, lease: Lease) -> Manifest:
         began = time.monotonic()
-        ids = list_manifests(self.repo)
-        base = read_manifest(self.repo, ids[-1]) if ids else None
+        base = newest_manifest(self.repo)
         valid = repository_valid_through(self.repo, self.topics)
         if valid is None:
             raise VecwalError("nothing to compact: no partition has a valid-through time yet",

@@ -13,9 +13,14 @@ import orjson
 
 from daemon.errors import IntegrityError
 
-MANIFEST_FORMAT = 2
+MANIFEST_FORMAT = 3
+"""3: content hashes are xxh3-128 (2: blake2b-128, with row index format 1; 1: no deltas)."""
 SNAPSHOTS_ROOT = "snapshots/"
 DATA_ROOT = "data/"
+
+
+class ManifestFormatError(IntegrityError):
+    """A manifest written by a vecwal of another format: skipped, not trusted."""
 
 
 def manifest_key(snapshot_id: str) -> str:
@@ -129,8 +134,11 @@ class Manifest:
         try:
             raw = orjson.loads(data)
             if raw.get("format") != MANIFEST_FORMAT:
-                raise IntegrityError(f"manifest format {raw.get('format')} is not supported",
-                                     "use the vecwal version that wrote it")
+                raise ManifestFormatError(
+                    f"snapshot {raw.get('id')} has manifest format {raw.get('format')}, this "
+                    f"vecwal reads format {MANIFEST_FORMAT}",
+                    "snapshots of another format are skipped: restores replay the log from the "
+                    "newest readable snapshot, and the next `vecwal compact` writes a new one")
             colls = {name: CollectionState(
                 c["buckets"], [_bucket_state(b) for b in c["states"]], c["records"],
                 c["digest"], c["tenants"]) for name, c in raw["collections"].items()}

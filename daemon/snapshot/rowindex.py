@@ -8,12 +8,13 @@ little-endian arrays (``vecwal.index.bin``, base64 because Avro readers decode h
 as text). Columns are what make the hot paths cheap:
 
 - a restore copies *runs* of unchanged rows: their index entries are array slices, their bytes
-  one slice of a block, with no Python object per row (``RowIndexBuilder``);
+  one slice of a block, with no Python object per row (``merged_columns``);
 - a row is found by bisecting the ids inside its tenant's range (rows are sorted by
   (tenant, id), so each tenant is one contiguous range);
 - digests and per-tenant counts of many rows are sums over arrays (``digest_of``).
 
-Format 1 (a JSON list of rows) is still read, so data files written before stay usable.
+Format 1 (a JSON list of rows, blake2b hashes) is not read: only manifests of format 2 name
+such files, and those are ignored (``manifest.ManifestFormatError``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 INDEX_KEY = "vecwal.index"
 INDEX_BIN_KEY = "vecwal.index.bin"
 INDEX_FORMAT = 2
+CONTENT_HASH = "xxh3-128"
+"""The hash row indexes hold (``datafile.content_hash``)."""
 DIGEST_MOD = 1 << 128
 
 # (name, dtype, bytes per row), in the order the binary part holds them: 8-byte columns
@@ -171,8 +174,8 @@ def encode_index(blocks: list[int], ids: list[str], tenants: list[str], topics: 
         if col.nbytes != n * width:
             raise ValueError(f"index column {name} has {col.nbytes} bytes for {n} rows")
         parts.append(col.tobytes())
-    meta = orjson.dumps({"format": INDEX_FORMAT, "blocks": blocks, "topics": topics,
-                         "tenants": tenants, "ids": ids})
+    meta = orjson.dumps({"format": INDEX_FORMAT, "hash": CONTENT_HASH, "blocks": blocks,
+                         "topics": topics, "tenants": tenants, "ids": ids})
     return {INDEX_KEY: meta, INDEX_BIN_KEY: base64.b64encode(b"".join(parts))}
 
 
@@ -183,11 +186,9 @@ def decode_index(meta: dict[str, bytes], codec: str, header_bytes: int, where: s
     try:
         idx = orjson.loads(meta[INDEX_KEY])
         binary = base64.b64decode(meta[INDEX_BIN_KEY])
-        fmt = idx.get("format")
-        if fmt == 1:
-            return _decode_v1(idx, binary, codec, header_bytes)
-        if fmt != INDEX_FORMAT:
-            raise ValueError(f"index format {fmt}")
+        if idx.get("format") != INDEX_FORMAT or idx.get("hash") != CONTENT_HASH:
+            raise ValueError(f"index format {idx.get('format')}, hash {idx.get('hash')}: "
+                             "written by another vecwal version")
         ids = idx["ids"]
         n = len(ids)
         if len(binary) != n * _ROW_BYTES or sum(idx["blocks"]) != n:
@@ -208,30 +209,6 @@ def decode_index(meta: dict[str, bytes], codec: str, header_bytes: int, where: s
                     cols["tenant_ix"], cols["topic_ix"], cols["ts"], cols["offsets"],
                     cols["partitions"], cols["lengths"], cols["content_lens"],
                     cols["hashes"].reshape(n, 4), cols["deleted"].astype(bool))
-
-
-def _decode_v1(idx: dict[str, object], binary: bytes, codec: str, header_bytes: int
-               ) -> RowIndex:
-    """Format 1: ``rows`` a JSON list of [tenant, id, ts, topic, partition, offset]; the
-    binary part lengths, content lengths and hashes."""
-    rows: list[list[object]] = idx["rows"]  # type: ignore[assignment]
-    n = len(rows)
-    if len(binary) != 24 * n:
-        raise ValueError("index sizes disagree")
-    tenants: dict[str, int] = {}
-    topics: dict[str, int] = {}
-    tenant_ix = [tenants.setdefault(str(r[0]), len(tenants)) for r in rows]
-    topic_ix = [topics.setdefault(str(r[3]), len(topics)) for r in rows]
-    deleted = np.zeros(n, dtype=bool)
-    deleted[list(idx["deleted"])] = True  # type: ignore[call-overload]
-    return RowIndex(codec, header_bytes, list(idx["blocks"]),  # type: ignore[call-overload]
-                    [str(r[1]) for r in rows], list(tenants), list(topics),
-                    np.asarray(tenant_ix, dtype="<u4"), np.asarray(topic_ix, dtype="<u4"),
-                    np.asarray([r[2] for r in rows], dtype="<i8"),
-                    np.asarray([r[5] for r in rows], dtype="<i8"),
-                    np.asarray([r[4] for r in rows], dtype="<i4"),
-                    np.frombuffer(binary, "<u4", n, 0), np.frombuffer(binary, "<u4", n, 4 * n),
-                    np.frombuffer(binary, "<u4", 4 * n, 8 * n).reshape(n, 4), deleted)
 
 
 class RowIndexBuilder:

@@ -66,3 +66,30 @@ def test_a_long_window_is_folded_in_steps(tmp_path: Path) -> None:
     for snap in chain:  # every step is a snapshot of the state at its own cut
         want, _ = oracle(history, snap.cut_time_ms)
         assert snap.records == len(want)
+
+
+def test_a_snapshot_of_another_format_is_skipped_not_trusted(tmp_path: Path) -> None:
+    """A manifest of an older format (blake2b digests) is ignored by restore and compaction:
+    the log replays what it held, and the next compaction writes a current snapshot."""
+    import orjson
+
+    from daemon.inventory import collect_inventory
+    from daemon.restore.planner import gather
+    from daemon.restore.target import parse_target
+    from daemon.snapshot.manifest import manifest_key
+
+    history = generate(9, 200, control_rate=0.0)
+    repo = Repository(open_store(f"file://{tmp_path}/repo"))
+    write_log(repo, history, 9)
+    _, m1 = compact(repo, history.times[len(history.times) // 2], ratio=0.25)
+    old = orjson.loads(m1.to_json())
+    old["format"], old["id"] = 2, m1.id.replace(m1.id.split("-")[0], f"{m1.cut_time_ms + 1:013d}")
+    repo.store.put(manifest_key(old["id"]), orjson.dumps(old))
+
+    target = parse_target(str(history.times[-1]), now_ms=10**15)
+    assert gather(repo, [TOPIC], target).snapshot.id == m1.id  # type: ignore[union-attr]
+    assert [s.id for s in collect_inventory(repo, [TOPIC]).snapshots] == [m1.id]
+    _, m2 = compact(repo, history.times[-1], ratio=0.25)
+    assert m2.parent == m1.id
+    want, _ = oracle(history, m2.cut_time_ms)
+    assert m2.records == len(want)

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +20,7 @@ from daemon.snapshot.datafile import (
     Row,
     SourceFile,
     avro_long,
+    content_hash_bytes,
     encode_records,
     encode_rows,
     key_prefix,
@@ -118,11 +118,11 @@ def read_back_file(f: Path) -> WrittenState:
     coll = key_prefix(f.parent.name, "", "")[:-2]  # the collection field alone
     tenant_fields = [key_prefix("", t, "")[1:-1] for t in index.tenants]
     hashes = bytearray()
-    blake2b = hashlib.blake2b
+    hash_bytes = content_hash_bytes
     for i, (raw, clen, t, rid) in enumerate(zip(src.raws(), index.content_lens.tolist(),
                                                 index.tenant_ix.tolist(), index.ids,
                                                 strict=True)):
-        hashes += blake2b(raw[:clen], digest_size=16).digest()
+        hashes += hash_bytes(raw[:clen])
         rb = rid.encode()
         prefix = coll + tenant_fields[t] + avro_long(len(rb)) + rb
         if raw[:len(prefix)] != prefix:
