@@ -14,7 +14,6 @@ import structlog
 from daemon.changelog.repository import Repository
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope
-from daemon.restore.runs import write_bucket_runs
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.restore.workers import ShardPool, Workers, shard_count, shard_pool
 from daemon.snapshot.compactor import (
@@ -27,6 +26,7 @@ from daemon.snapshot.compactor import (
 )
 from daemon.snapshot.datafile import Row, read_rows
 from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes, live, merge_rows, overlay
 
 log = structlog.get_logger("vecwal.restore")
@@ -182,8 +182,9 @@ def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenSta
         return sink.write_file(job.collection, job.bucket, datas[0],
                                WrittenState(old.records, old.digest, dict(old.tenants)))
     if isinstance(sink, FileSink) and job.model is None:  # copied by runs of rows
-        enc = write_bucket_runs(old, datas, job.changes, job.drop, job.tenants,
-                                getattr(sink, "codec", "null"))
+        enc = write_bucket_runs(old.files if old else [], datas,
+                                job.changes.rows().values() if job.changes else (), job.drop,
+                                job.tenants, getattr(sink, "codec", "null"))
         if not enc.records:
             return WrittenState()
         return sink.write_file(job.collection, job.bucket, enc.chunks,

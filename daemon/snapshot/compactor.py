@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,6 @@ from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
-    DataFileIndex,
     EncodedFile,
     Key,
     Row,
@@ -47,7 +46,6 @@ from daemon.snapshot.datafile import (
     encode_rows,
     key_hash,
     read_index,
-    read_rows,
 )
 from daemon.snapshot.lease import Lease
 from daemon.snapshot.manifest import (
@@ -61,11 +59,12 @@ from daemon.snapshot.manifest import (
     manifest_key,
     snapshot_id_from_key,
 )
+from daemon.snapshot.rowindex import RowIndex
+from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import (
     BucketChanges,
     Catalog,
     is_live,
-    live,
     merge_rows,
     overlay,
 )
@@ -371,22 +370,15 @@ class Compactor:
                         change_rows: dict[Key, Row], drop: Callable[[str], int | None] | None
                         ) -> BucketState | None:
         files = old.files if old else []
-        base_rows: Iterator[Row] = iter(())
-        sources: list[Iterable[Row]] = []
-        for f in files:
-            rows = read_rows(self.repo.store.get(f.path), f.path)
-            if f.kind == "base":
-                base_rows = rows
-            else:
-                sources.append(rows)
-        over = overlay([*sources, change_rows.values()])
-        enc = encode_rows(live(merge_rows(base_rows, over), drop), self.codec)
+        # Unchanged rows are copied from the old base by runs, as restore does.
+        enc = write_bucket_runs(files, [self.repo.store.get(f.path) for f in files],
+                                change_rows.values(), drop, None, self.codec)
         if enc.records == 0:
             return None
         base = self._put(where, enc, "base")
         return BucketState(where[1], enc.records, enc.digest, enc.tenants, base, [])
 
-    def _index(self, f: DataFile) -> DataFileIndex:
+    def _index(self, f: DataFile) -> RowIndex:
         return read_index(self.repo.store.get_range(f.path, 0, f.header_bytes), f.path)
 
     def _put(self, where: tuple[str, int, str], enc: EncodedFile, kind: str) -> DataFile:

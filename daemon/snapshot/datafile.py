@@ -212,10 +212,10 @@ class EncodedFile:
 
 # -- writing -------------------------------------------------------------------------------
 class DataFileWriter:
-    """Writes one data file from rows (their bytes as they are, or encoded from dicts) and
-    from runs of another data file's rows (``copy``): a run's bytes are slices of the other
-    file's blocks and its index entries array slices, so copying costs per run, not per row.
-    Rows must come sorted by key; blocks hold about ``BLOCK_RECORDS`` rows."""
+    """Writes one data file from rows (``add``: their bytes as they are, and their index
+    entries), or from pieces of rows' bytes (``put``: slices of another file's blocks, say)
+    with the index given to ``finish`` (``snapshot.runs``). Rows must come sorted by key;
+    blocks hold about ``BLOCK_RECORDS`` rows."""
 
     def __init__(self, codec: str = "null") -> None:
         _compress(b"", codec)  # an unknown codec fails before any work
@@ -232,14 +232,6 @@ class DataFileWriter:
         assert raw is not None, "an index-only row cannot be written"
         self.index.add(row, len(raw))
         self.put(raw, 1)
-
-    def copy(self, src: SourceFile, a: int, b: int) -> None:
-        """Rows [a, b) of ``src``, as bytes."""
-        if a >= b:
-            return
-        self.index.copy(src.index, a, b)
-        for piece, count in src.pieces(a, b):
-            self.put(piece, count)
 
     def put(self, data: bytes | memoryview, count: int) -> None:
         """``count`` rows' bytes, without their index entries: for a caller that builds the
@@ -378,9 +370,6 @@ class _Cursor:
 
 class _Short(Exception):
     """The bytes end before the structure does."""
-
-
-DataFileIndex = RowIndex
 
 
 def read_index(data: bytes | memoryview, where: str) -> RowIndex:

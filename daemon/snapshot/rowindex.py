@@ -212,14 +212,12 @@ def decode_index(meta: dict[str, bytes], codec: str, header_bytes: int, where: s
 
 
 class RowIndexBuilder:
-    """The index of a file being written, from single rows and from runs of another file's
-    rows (copied as array slices, their tenants and topics renumbered)."""
+    """The index of a file being written row by row."""
 
     def __init__(self) -> None:
         self.ids: list[str] = []
         self.tenants: dict[str, int] = {}
         self.topics: dict[str, int] = {}
-        self._pieces: list[dict[str, np.ndarray]] = []
         self._rows: list[tuple[int, int, int, int, int, int, int, bool]] = []
         self._hashes = bytearray()
 
@@ -235,25 +233,9 @@ class RowIndexBuilder:
         self._rows.append((ts, offset, length, row.content_len, partition, p, t, row.deleted))
         self._hashes += row.hash.to_bytes(16, "little")
 
-    def copy(self, src: RowIndex, a: int, b: int) -> None:
-        """Rows [a, b) of ``src``."""
-        self._flush_rows()
-        self.ids.extend(src.ids[a:b])
-        t_map = np.asarray([self.tenants.setdefault(t, len(self.tenants)) for t in src.tenants],
-                           dtype="<u4")
-        p_map = np.asarray([self.topics.setdefault(t, len(self.topics)) for t in src.topics],
-                           dtype="<u4")
-        self._pieces.append({
-            "ts": src.ts[a:b], "offsets": src.offsets[a:b], "hashes": src.hashes[a:b],
-            "lengths": src.lengths[a:b], "content_lens": src.content_lens[a:b],
-            "partitions": src.partitions[a:b], "topic_ix": p_map[src.topic_ix[a:b]],
-            "tenant_ix": t_map[src.tenant_ix[a:b]], "deleted": src.deleted[a:b]})
-
-    def _flush_rows(self) -> None:
-        if not self._rows:
-            return
-        cols = list(zip(*self._rows, strict=True))
-        self._pieces.append({
+    def build(self) -> IndexColumns:
+        cols: list[tuple[int | bool, ...]] = list(zip(*self._rows, strict=True)) or [()] * 8
+        columns = {
             "ts": np.asarray(cols[0], dtype="<i8"), "offsets": np.asarray(cols[1], dtype="<i8"),
             "hashes": np.frombuffer(bytes(self._hashes), "<u4").reshape(-1, 4),
             "lengths": np.asarray(cols[2], dtype="<u4"),
@@ -261,18 +243,7 @@ class RowIndexBuilder:
             "partitions": np.asarray(cols[4], dtype="<i4"),
             "topic_ix": np.asarray(cols[5], dtype="<u4"),
             "tenant_ix": np.asarray(cols[6], dtype="<u4"),
-            "deleted": np.asarray(cols[7], dtype=bool)})
-        self._rows.clear()
-        self._hashes.clear()
-
-    def build(self) -> IndexColumns:
-        self._flush_rows()
-        if not self._pieces:
-            columns = {name: np.zeros((0, 4) if name == "hashes" else 0, dtype=dtype)
-                       for name, dtype, _ in _COLUMNS}
-        else:
-            columns = {name: np.concatenate([p[name] for p in self._pieces])
-                       for name, _, _ in _COLUMNS}
+            "deleted": np.asarray(cols[7], dtype=bool)}
         return IndexColumns(self.ids, list(self.tenants), list(self.topics), columns)
 
 

@@ -409,7 +409,9 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
     target = parse_target(to, now_ms=int(time.time() * 1000))
     plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
     planned = time.monotonic()
-    sink = WatchedSink(Path(out)) if workers == 1 else DirSink(Path(out))
+    # with workers, validation reads the files back in as many processes (as the CLI does)
+    sink = WatchedSink(Path(out)) if workers == 1 else DirSink(Path(out), workers=workers,
+                                                               parallel_min_bytes=0)
     tree = TreeRss()
     pool = Workers(workers, functools.partial(open_store, f"file://{repo_path}"), min_bytes=0)
     result = execute(repo, plan, sink, pool if workers > 1 else None)

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.restore.executor import bucket_rows
-from daemon.restore.runs import write_bucket_runs
 from daemon.snapshot.datafile import (
     BLOCK_RECORDS,
     Row,
@@ -21,6 +20,7 @@ from daemon.snapshot.datafile import (
     read_rows,
 )
 from daemon.snapshot.manifest import BucketState, DataFile
+from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes
 
 TENANTS = ["", "a", "b", "é", "z"]
@@ -88,7 +88,7 @@ def test_runs_equal_the_row_by_row_merge(base: list[tuple[tuple[str, str], int]]
     drops = DropTimes(*drop) if drop else None
 
     want = encode_rows(bucket_rows(bucket, datas, log, drops, scope))
-    got = write_bucket_runs(bucket, datas, log, drops, scope)
+    got = write_bucket_runs(bucket.files, datas, log.rows().values(), drops, scope)
     assert (got.records, got.rows, got.digest, got.tenants) == \
         (want.records, want.rows, want.digest, want.tenants)
     assert list(decode_records(got.data, "got")) == list(decode_records(want.data, "want"))
@@ -106,7 +106,7 @@ def test_unchanged_rows_are_copied_as_runs_in_blocks_of_about_the_usual_size() -
     log = BucketChanges()
     for row in rows_of([(("a", f"{i:05d}"), 5, i % 7 == 0) for i in range(0, 5000, 97)], 9):
         log.add(row)
-    got = write_bucket_runs(bucket, [enc.data], log, None, None)
+    got = write_bucket_runs(bucket.files, [enc.data], log.rows().values(), None, None)
     index = read_index(got.data, "got")
     assert got.records == 5 * BLOCK_RECORDS - sum(1 for i in range(0, 5000, 97) if i % 7 == 0)
     assert all(BLOCK_RECORDS <= n < 2 * BLOCK_RECORDS for n in index.blocks[:-1])
@@ -120,4 +120,4 @@ def test_a_damaged_base_is_refused_not_copied() -> None:
     data[enc.header_bytes] ^= 0x02  # the first block's record count
     bucket = BucketState(0, 0, "", {}, data_file("base", "base", enc))
     with pytest.raises(IntegrityError, match="record count"):
-        write_bucket_runs(bucket, [bytes(data)], None, None, None)
+        write_bucket_runs(bucket.files, [bytes(data)], (), None, None)

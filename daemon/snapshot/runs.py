@@ -1,5 +1,6 @@
-"""One bucket's restored file, written by runs: the bucket's base file copied as long slices
-of its blocks, with the rows that deltas and the log changed put in between.
+"""One bucket's file written by runs: the bucket's base file copied as long slices of its
+blocks, with the rows that deltas and the log changed put in between. Restore writes each
+bucket this way for the directory sink, and compaction when it rewrites a bucket's base.
 
 A bucket at the target is its base file (sorted by key) with the bucket's later rows laid
 over it: its delta files in order, then the log window's winning changes (``overlay``), the
@@ -20,29 +21,29 @@ So a restore costs per changed row and per run, not per record. Which rows survi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFile, read_rows
-from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.manifest import DataFile
 from daemon.snapshot.rowindex import merged_columns
-from daemon.snapshot.state import BucketChanges, DropTimes, is_live, overlay
+from daemon.snapshot.state import is_live, overlay
 
 
-def write_bucket_runs(old: BucketState | None, datas: list[bytes],
-                      changes: BucketChanges | None, drop: DropTimes | None,
+def write_bucket_runs(files: list[DataFile], datas: list[bytes], changes: Iterable[Row],
+                      drop: Callable[[str], int | None] | None,
                       tenants: frozenset[str] | None, codec: str = "null") -> EncodedFile:
-    """The bucket's records at the target as one data file (see the module's docstring)."""
+    """The bucket's live records as one data file: ``files`` (its base and deltas, with
+    their bytes ``datas``) with ``changes`` laid over them (see the module's docstring)."""
     src: SourceFile | None = None
     later: list[Iterable[Row]] = []
-    for f, data in zip(old.files if old else [], datas, strict=True):
+    for f, data in zip(files, datas, strict=True):
         if f.kind == "base":
             src = SourceFile(data, f.path)
         else:
             later.append(read_rows(data, f.path))
-    if changes is not None:
-        later.append(changes.rows().values())
+    later.append(changes)
     over = overlay(later)
     out = DataFileWriter(codec)
     if src is None:
@@ -94,5 +95,6 @@ def write_bucket_runs(old: BucketState | None, datas: list[bytes],
                                      [ins[0] for ins in inserts]))
 
 
-def _in_scope(row: Row, drop: DropTimes | None, tenants: frozenset[str] | None) -> bool:
+def _in_scope(row: Row, drop: Callable[[str], int | None] | None,
+              tenants: frozenset[str] | None) -> bool:
     return is_live(row, drop) and (tenants is None or row.key[0] in tenants)
