@@ -52,7 +52,7 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes | Sequence[bytes | memoryview], *,
+def atomic_write(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *,
                  durable: bool = True) -> None:
     """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
     durably.
@@ -185,7 +185,7 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview], durable: bool = True
+def _write_temp(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview], durable: bool = True
                 ) -> Path:
     """Write ``data`` to a new temp file beside ``path``, fsync it (or, not ``durable``,
     start its write-back), return its path."""
@@ -197,7 +197,7 @@ def _write_temp(path: Path, data: bytes | Sequence[bytes | memoryview], durable:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
-        _write_all(fd, [data] if isinstance(data, bytes) else data)
+        _write_all(fd, [data] if isinstance(data, (bytes, memoryview)) else data)
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
         if durable:

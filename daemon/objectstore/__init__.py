@@ -175,6 +175,13 @@ _SEGMENT_HINT = (
 )
 
 
+def get_view(store: ObjectStore, key: str) -> bytes | memoryview:
+    """An object's bytes for a reader that only slices them: mapped from the file when the
+    store can (``file://``: ``LocalStore.get_view``, no copy), else ``get``."""
+    view = getattr(store, "get_view", None)
+    return view(key) if view is not None else store.get(key)
+
+
 def check_key(key: str) -> str:
     """Return ``key`` unchanged if it is a valid key, else raise :class:`StoreError`.
 

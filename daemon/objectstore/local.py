@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import stat
 from collections.abc import Iterator
@@ -153,6 +154,24 @@ class LocalStore:
             raise self._not_found(key) from None
         except OSError as exc:
             raise self._os_error(exc, "reading", key) from None
+
+    def get_view(self, key: str) -> memoryview:
+        """The object's bytes mapped into memory, not read: a restore writes slices of a
+        bucket file straight into its output, so the file is never copied whole first.
+        Objects are immutable (create-only), so the mapping cannot change under a reader;
+        an unlink leaves it valid."""
+        path = self._path(key)
+        try:
+            with path.open("rb") as f:
+                if os.fstat(f.fileno()).st_size == 0:
+                    return memoryview(b"")
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise self._not_found(key) from None
+        except OSError as exc:
+            raise self._os_error(exc, "reading", key) from None
+        mapped.madvise(mmap.MADV_SEQUENTIAL)
+        return memoryview(mapped)
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if start < 0 or length < 0:

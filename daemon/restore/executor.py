@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.objectstore import get_view
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
@@ -164,6 +165,9 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
 
 
 def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:
+    if hasattr(repo.store, "get_view"):  # mapped files: nothing to fetch ahead
+        return [restore_bucket(job, [get_view(repo.store, p) for p in job.paths], sink)
+                for job in jobs]
     # Bucket files are large (tens of MB): one in flight beside the one being merged.
     fetched = prefetched(repo.store, [p for j in jobs for p in j.paths], depth=1)
     out = []
@@ -173,13 +177,14 @@ def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[Wri
     return out
 
 
-def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenState:
+def restore_bucket(job: BucketJob, datas: list[bytes | memoryview], sink: Sink
+                   ) -> WrittenState:
     """Write one bucket into the sink: its base file as it is when nothing changed it (and
     the sink takes files), else the base copied by runs with the changed rows in between
     (``restore.runs``), or for sinks that take records, its rows merged."""
     old = job.old
     if job.copyable and old is not None and isinstance(sink, FileSink):
-        return sink.write_file(job.collection, job.bucket, datas[0],
+        return sink.write_file(job.collection, job.bucket, [datas[0]],
                                WrittenState(old.records, old.digest, dict(old.tenants)))
     if isinstance(sink, FileSink) and job.model is None:  # copied by runs of rows
         enc = write_bucket_runs(old.files if old else [], datas,
@@ -198,7 +203,7 @@ def restore_bucket(job: BucketJob, datas: list[bytes], sink: Sink) -> WrittenSta
     return sink.write_bucket(job.collection, job.bucket, (r.record() for r in rows))
 
 
-def bucket_rows(old: BucketState | None, datas: list[bytes],
+def bucket_rows(old: BucketState | None, datas: list[bytes | memoryview],
                 changes: BucketChanges | None, drop: DropTimes | None,
                 tenants: frozenset[str] | None) -> Iterator[Row]:
     """The bucket's records at the target, sorted by key: its base, then its deltas in order,

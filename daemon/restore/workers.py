@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import PartitionWindow
-from daemon.objectstore import ObjectStore
+from daemon.objectstore import ObjectStore, get_view
 from daemon.restore.sinks import Sink, WrittenState
 from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
 from daemon.snapshot.state import BucketChanges
@@ -154,4 +154,4 @@ def _restore(job: BucketJob, sink: Sink) -> WrittenState:
     changes = held.buckets.pop((job.collection, job.bucket), None)
     store = held.repo.store
     return restore_bucket(dataclasses.replace(job, changes=changes),
-                          [store.get(p) for p in job.paths], sink)
+                          [get_view(store, p) for p in job.paths], sink)

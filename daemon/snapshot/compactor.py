@@ -36,6 +36,7 @@ from daemon.changelog.window import (
 )
 from daemon.config import Config
 from daemon.errors import VecwalError
+from daemon.objectstore import get_view
 from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
     EncodedFile,
@@ -371,7 +372,7 @@ class Compactor:
                         ) -> BucketState | None:
         files = old.files if old else []
         # Unchanged rows are copied from the old base by runs, as restore does.
-        enc = write_bucket_runs(files, [self.repo.store.get(f.path) for f in files],
+        enc = write_bucket_runs(files, [get_view(self.repo.store, f.path) for f in files],
                                 change_rows.values(), drop, None, self.codec)
         if enc.records == 0:
             return None

@@ -465,13 +465,14 @@ class SourceFile:
         return out
 
 
-def read_rows(data: bytes, where: str, index: RowIndex | None = None) -> Iterator[Row]:
+def read_rows(data: bytes | memoryview, where: str, index: RowIndex | None = None
+              ) -> Iterator[Row]:
     """Every row of a data file with its bytes (sliced, not copied, from ``data``)."""
     src = SourceFile(data, where, index)
     return src.index.rows_with(src.raws())
 
 
-def rows_at(data: bytes, where: str, keys: set[Key]) -> list[Row]:
+def rows_at(data: bytes | memoryview, where: str, keys: set[Key]) -> list[Row]:
     """The rows of a data file whose key is in ``keys``, in file order, found by its row index
     and sliced out of their blocks; nothing else is read row by row."""
     src = SourceFile(data, where)

@@ -31,7 +31,8 @@ from daemon.snapshot.rowindex import merged_columns
 from daemon.snapshot.state import is_live, overlay
 
 
-def write_bucket_runs(files: list[DataFile], datas: list[bytes], changes: Iterable[Row],
+def write_bucket_runs(files: list[DataFile], datas: list[bytes | memoryview],
+                      changes: Iterable[Row],
                       drop: Callable[[str], int | None] | None,
                       tenants: frozenset[str] | None, codec: str = "null") -> EncodedFile:
     """The bucket's live records as one data file: ``files`` (its base and deltas, with

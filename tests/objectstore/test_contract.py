@@ -36,7 +36,7 @@ from daemon.errors import (
     StoreError,
     StoreUnavailable,
 )
-from daemon.objectstore import ObjectInfo, ObjectStore, open_store
+from daemon.objectstore import ObjectInfo, ObjectStore, get_view, open_store
 from daemon.objectstore.local import LocalStore
 from daemon.objectstore.s3 import S3Store
 
@@ -268,6 +268,19 @@ def test_get_range(store: ObjectStore) -> None:
         store.get_range("r", -1, 10)
     with pytest.raises(ValueError):
         store.get_range("r", 0, -1)
+
+
+def test_get_view_gives_the_bytes_of_get(store: ObjectStore) -> None:
+    """``get_view``: mapped on file://, read elsewhere; the same bytes either way."""
+    data = bytes(range(256)) * 300
+    store.put("v", data)
+    view = get_view(store, "v")
+    assert bytes(view) == data == store.get("v")
+    assert bytes(memoryview(view)[1000:1010]) == data[1000:1010]
+    store.put("empty", b"")
+    assert bytes(get_view(store, "empty")) == b""
+    with pytest.raises(ObjectNotFound):
+        get_view(store, "missing")
 
 
 # Keys whose byte order differs from a naive directory walk: '/' (0x2f) sorts after
