@@ -57,7 +57,7 @@ from typing import Any, NamedTuple
 import fastavro
 
 from daemon.changelog.keys import SegmentKey
-from daemon.changelog.scan_loop import Damage, length, scan_records, varint
+from daemon.changelog.scan_loop import EMITTED, Damage, length, scan_records, varint
 from daemon.changelog.segment import (
     RECORD_SCHEMA,
     RECORD_SCHEMA_FILE,
@@ -118,6 +118,10 @@ class ScannedEvent(NamedTuple):
         rec: dict[str, Any] = fastavro.schemaless_reader(  # type: ignore[assignment]
             io.BytesIO(self.view[self.start:self.end]), RECORD_SCHEMA, None)
         return rec
+
+
+if ScannedEvent._fields != EMITTED:  # scan_loop's MARKS and CAPTURES, in this order
+    raise ImportError(f"scan_loop emits {EMITTED}, ScannedEvent holds {ScannedEvent._fields}")
 
 
 class DecodedEvent:
