@@ -34,9 +34,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from daemon.events import RECORD_OPS
 from daemon.schemas_loader import load_schema
 
-RECORD_OPS = frozenset({"upsert", "delete"})
 SCHEMA_FILE = "changelog_record.avsc"
 
 CAPTURES = ("offset", "timestamp", "op", "collection", "tenant", "id")

@@ -26,7 +26,6 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
-from daemon.changelog.scan_loop import RECORD_OPS
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
@@ -36,6 +35,7 @@ from daemon.changelog.window import (
 )
 from daemon.config import Config
 from daemon.errors import VecwalError
+from daemon.events import RECORD_OPS
 from daemon.objectstore import get_view
 from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
