@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from daemon.changelog.repository import Repository
-from daemon.config import Config, load_config
+from daemon.cli_restore import load_cli_config
 from daemon.errors import VecwalError
 from daemon.restore.target import RestoreTarget
 
@@ -58,14 +58,6 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     ix.set_defaults(handler=lambda a: _cmd_index(a, open_repository))
 
 
-def _load(path: str) -> Config:
-    from daemon.logs import configure_logging
-
-    config = load_config(path)
-    configure_logging(config.log.level, config.log.format)  # logs to stderr
-    return config
-
-
 def _time(text: str | None, flag: str) -> int | None:
     if text is None:
         return None
@@ -88,7 +80,7 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.audit.history import COLUMNS, HistoryQuery, history
     from daemon.audit.render import HISTORY_TABLE, csv_lines, json_lines, table_lines
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
     query = HistoryQuery(args.collection, args.record_id, args.tenant,
                          _time(args.since, "--since"), _time(args.until, "--until"))
@@ -135,7 +127,7 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
     )
     from daemon.restore.planner import Scope
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
     scope = Scope(frozenset(args.collection) if args.collection else None,
                   frozenset(args.tenant) if args.tenant else None)
@@ -178,7 +170,7 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
 def _cmd_index(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.audit.idfilter import update_index
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     updates = update_index(open_repository(config), config.kafka.topics)
     if args.json:
         import orjson

@@ -27,12 +27,12 @@ def add_command(sub: Any, open_repository: Any) -> None:
 
 
 def _cmd_drill(args: argparse.Namespace, open_repository: Any) -> int:
-    from daemon.cli_restore import _load, progress_printer
+    from daemon.cli_restore import load_cli_config, progress_printer
     from daemon.drill import record_drill, run_drill
     from daemon.restore.planner import Scope
     from daemon.restore.sinks.open import open_sink
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
     into = args.into or config.drill.into
     to = args.to or config.drill.to

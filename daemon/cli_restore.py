@@ -59,7 +59,7 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     ls.set_defaults(handler=lambda a: _cmd_list(a, open_repository))
 
 
-def _load(path: str) -> Config:
+def load_cli_config(path: str) -> Config:
     from daemon.logs import configure_logging
 
     config = load_config(path)
@@ -67,7 +67,7 @@ def _load(path: str) -> Config:
     return config
 
 
-def _emit_json(obj: Any) -> None:
+def emit_json(obj: Any) -> None:
     sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
@@ -75,7 +75,7 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.restore.target import parse_target
     from daemon.snapshot.compactor import Compactor
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
     cut = None
     if args.to is not None:
@@ -91,7 +91,7 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
                                "bytes": m.total_bytes, "bytes_written": compactor.written,
                                "collections": counts}
     if args.json:
-        _emit_json(summary)
+        emit_json(summary)
     else:
         print(f"snapshot {m.id} at {summary['cut_time']}: {m.records:,} records, "
               f"{m.total_bytes / 1e6:.1f} MB, {compactor.written / 1e6:.1f} MB written "
@@ -126,7 +126,7 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.restore.target import parse_target
     from daemon.restore.validate import validate
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
     from daemon.restore.sinks.open import parse_model, parse_rename
 
@@ -148,7 +148,7 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
                          allow_incomplete=args.allow_incomplete)
         if args.dry_run:
             if args.json:
-                _emit_json(plan.to_dict())
+                emit_json(plan.to_dict())
             else:
                 _print_plan(plan.to_dict())
             return 0
@@ -176,7 +176,7 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         "notes": notes,
     }
     if args.json:
-        _emit_json(out)
+        emit_json(out)
     else:
         print(f"restored {result.records:,} records to {plan.target.label} into {result.sink}")
         print(f"  snapshot {out['snapshot'] or '-'}, {result.events_replayed:,} log events "
@@ -212,10 +212,10 @@ def _print_plan(plan: dict[str, Any]) -> None:
 def _cmd_list(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.inventory import collect_inventory
 
-    config = _load(args.config)
+    config = load_cli_config(args.config)
     inv = collect_inventory(open_repository(config), config.kafka.topics)
     if args.json:
-        _emit_json(inv.to_dict())
+        emit_json(inv.to_dict())
         return 0
     print(f"repository  {inv.repository}")
     print(f"restorable  {inv.restorable_from or '-'}  ..  {inv.restorable_to or '-'}")

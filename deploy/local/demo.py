@@ -8,7 +8,8 @@
    (``vecwal compact``) onto a base snapshot;
 4. keep changing: a schema change (new embedding model version), more writes and deletes, a
    tenant dropped; note the time T in the middle of that; more changes after T; capture again;
-5. ``vecwal list``, then ``vecwal restore --to T`` into a directory, with its validation
+5. ``vecwal list`` and ``vecwal verify --deep`` (every object re-read and checked), then
+   ``vecwal restore --to T`` into a directory, with its validation
    report, and a check of the restored state against a plain replay of what was produced.
 
 Services are stopped at the end unless --keep is given.
@@ -105,6 +106,8 @@ def main() -> int:
     run(["status", "--config", str(config)], env)
     step("vecwal list")
     run(["list", "--config", str(config)], env)
+    step("vecwal verify --deep")
+    run(["verify", "--config", str(config), "--deep"], env)
 
     out = work / "restore"
     step(f"vecwal restore --to {iso(target_ms)} --into dir:{out}")

@@ -1,0 +1,51 @@
+"""``vecwal verify``: argv and printing for daemon/verify.py. The report goes to stdout (text,
+or JSON with ``--json``); progress of a deep check goes to stderr every few seconds. Exit 0
+when nothing a restore needs is wrong, 3 (integrity error) otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from daemon.cli_restore import emit_json, load_cli_config
+
+
+def add_command(sub: Any, open_repository: Any) -> None:
+    v = sub.add_parser("verify", help="check that every snapshot and the log can be restored")
+    v.add_argument("--config", required=True)
+    v.add_argument("--deep", action="store_true",
+                   help="re-read every object: sha256, Avro framing, every record's hash")
+    v.add_argument("--json", action="store_true", help="machine-readable output")
+    v.set_defaults(handler=lambda a: _cmd_verify(a, open_repository))
+
+
+def _cmd_verify(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.verify import verify
+
+    config = load_cli_config(args.config)
+    last = [time.monotonic()]
+
+    def progress(what: str, done: int, total: int) -> None:
+        if time.monotonic() - last[0] >= 2.0 or done == total:
+            last[0] = time.monotonic()
+            print(f"  checked {done:,}/{total:,} {what}", file=sys.stderr, flush=True)
+
+    report = verify(open_repository(config), config.kafka.topics, deep=args.deep,
+                    progress=progress if args.deep else None)
+    if args.json:
+        emit_json(report.to_dict())
+        return 0 if report.ok else 3
+    mode = "deep" if report.deep else "quick"
+    print(f"repository  {report.repository}  ({mode} check)")
+    print(f"checked     {report.manifests} manifests, {report.data_files} data files, "
+          f"{report.segments} segments" + (f", {report.bytes_read / 1e6:,.1f} MB read"
+                                            if report.deep else ""))
+    print(f"restorable  {report.restorable_from or '-'}  ..  {report.restorable_to or '-'}")
+    for f in report.findings:
+        print(f"\n{f.severity.upper():8s}{f.object}\n        {f.problem}\n        hint: {f.hint}")
+    errors = sum(1 for f in report.findings if f.severity == "error")
+    print(f"\n{'OK' if report.ok else 'DAMAGED'}: {errors} errors, "
+          f"{len(report.findings) - errors} warnings")
+    return 0 if report.ok else 3
