@@ -26,7 +26,7 @@ import numpy as np
 
 from daemon.changelog.repository import Repository
 from daemon.changelog.scan import scan_segment
-from daemon.changelog.window import list_partition_segments, plan_window
+from daemon.changelog.window import list_partition_segments, windows_after
 from daemon.errors import IntegrityError, ObjectNotFound
 from daemon.inventory import collect_inventory
 from daemon.objectstore import get_view
@@ -141,20 +141,17 @@ def _check_data_file(repo: Repository, f: DataFile, deep: bool, report: VerifyRe
 def _check_log(repo: Repository, topics: list[str], oldest: Manifest | None, deep: bool,
                report: VerifyReport, progress: Progress | None) -> None:
     keys = []
-    for topic in topics:
-        for wm in repo.list_watermarks(topic):
-            start = oldest.cut_of(topic, wm.partition) if oldest else 0
-            listing = list_partition_segments(repo, topic, wm.partition)
-            window = plan_window(listing, topic, wm.partition, start, wm.captured_through)
-            where = f"log/{topic}/p={wm.partition:05d}"
-            if window.gap is not None:
-                a, b = window.gap
-                report.findings.append(Finding(
-                    "error", where, f"lacks offsets [{a}, {b}): restores that need them are "
-                    "refused", "a segment was deleted or never written; restore to earlier "
-                    "targets, or from a snapshot cut after the gap"))
-            # every segment from the start, those after a gap too
-            keys.extend(sorted(k for k, _ in listing if k.end > start))
+    watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
+    for window in windows_after(repo, watermarks, oldest):
+        if window.gap is not None:
+            a, b = window.gap
+            report.findings.append(Finding(
+                "error", f"log/{window.topic}/p={window.partition:05d}", f"lacks offsets [{a}, "
+                f"{b}): restores that need them are refused", "a segment was deleted or never "
+                "written; restore to earlier targets, or from a snapshot cut after the gap"))
+        # every segment from the start, those after a gap too
+        listing = list_partition_segments(repo, window.topic, window.partition)
+        keys.extend(sorted(k for k, _ in listing if k.end > window.start))
     for n, key in enumerate(keys, 1):
         try:
             side = repo.read_sidecar(key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
@@ -14,6 +15,10 @@ from daemon.changelog.scan import Event, scan_segment
 from daemon.changelog.segment import read_header
 from daemon.errors import IntegrityError, ObjectNotFound, VecwalError
 from daemon.objectstore.prefetch import prefetched
+
+if TYPE_CHECKING:
+    from daemon.changelog.watermark import Watermark
+    from daemon.snapshot.manifest import Manifest
 
 
 class CoverageGap(VecwalError):
@@ -95,6 +100,20 @@ def plan_window(listing: SegmentListing, topic: str, partition: int, start: int,
     if gap is None and through < end:
         gap = (through, end)
     return PartitionWindow(topic, partition, start, end, chosen, sizes, gap)
+
+
+def windows_after(repo: Repository, watermarks: list[Watermark], base: Manifest | None
+                ) -> list[PartitionWindow]:
+    """Each watermarked partition's window from ``base``'s cut (or offset 0) to its
+    watermark: the contiguous segments, and the first gap with its time bound."""
+    windows = []
+    for wm in watermarks:
+        start = base.cut_of(wm.topic, wm.partition) if base else 0
+        listing = list_partition_segments(repo, wm.topic, wm.partition)
+        window = plan_window(listing, wm.topic, wm.partition, start, wm.captured_through)
+        bound_gap(repo, window, base.cut_time_ms if base else None)
+        windows.append(window)
+    return windows
 
 
 def bound_gap(repo: Repository, window: PartitionWindow, cut_time_ms: int | None) -> None:

@@ -13,9 +13,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.watermark import Watermark
 from daemon.changelog.window import (
     PartitionWindow,
-    bound_gap,
-    list_partition_segments,
-    plan_window,
+    windows_after,
 )
 from daemon.errors import VecwalError
 from daemon.restore.target import RestoreTarget
@@ -121,14 +119,7 @@ def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanIn
         snapshot = m
         break
     watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
-    windows = []
-    for wm in watermarks:
-        start = snapshot.cut_of(wm.topic, wm.partition) if snapshot else 0
-        listing = list_partition_segments(repo, wm.topic, wm.partition)
-        window = plan_window(listing, wm.topic, wm.partition, start, wm.captured_through)
-        bound_gap(repo, window, snapshot.cut_time_ms if snapshot else None)
-        windows.append(window)
-    return PlanInputs(snapshot, watermarks, windows)
+    return PlanInputs(snapshot, watermarks, windows_after(repo, watermarks, snapshot))
 
 
 def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,

@@ -29,9 +29,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
-    bound_gap,
-    list_partition_segments,
-    plan_window,
+    windows_after,
 )
 from daemon.config import Config
 from daemon.errors import VecwalError
@@ -118,15 +116,7 @@ class Changes:
 def log_windows(repo: Repository, topics: list[str], base: Manifest | None
                 ) -> list[PartitionWindow]:
     """Each partition's window from ``base``'s cut to its watermark (coverage checked)."""
-    windows = []
-    for topic in topics:
-        for wm in repo.list_watermarks(topic):
-            start = base.cut_of(topic, wm.partition) if base else 0
-            listing = list_partition_segments(repo, topic, wm.partition)
-            window = plan_window(listing, topic, wm.partition, start, wm.captured_through)
-            bound_gap(repo, window, base.cut_time_ms if base else None)
-            windows.append(window)
-    return windows
+    return windows_after(repo, [wm for t in topics for wm in repo.list_watermarks(t)], base)
 
 
 def fold_log(repo: Repository, windows: list[PartitionWindow], base: Manifest | None,
