@@ -95,6 +95,20 @@ def _produce_in_background(target: Target, w: Workload, n: int, rate: float
     return t, out
 
 
+def _settled(read, quiet_s: float, timeout: float):  # type: ignore[no-untyped-def]
+    """``read()``'s value once it has not changed for ``quiet_s`` seconds."""
+    deadline = time.monotonic() + timeout
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return value
+    raise AssertionError(f"still changing after {timeout}s: {value}")
+
+
 def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -151,8 +165,11 @@ def test_store_outage_of_20s_loses_nothing(s3_target: Target, s3_service, tmp_pa
         _wait_for(lambda: any(True for _ in repo.list_segments(target.topic, 0)), 60,
                   "first segment")
         s3_service.stop()
-        time.sleep(3)  # commits already in flight land; from here nothing can become durable
-        frozen = _committed(target.bootstrap, group_id, target.topic)
+        # Commits of segments made durable just before the stop may still land (later on a
+        # loaded machine); then the offsets must stand still. A daemon that commits without
+        # durability keeps moving them (events arrive at 200/s), and this times out.
+        frozen = _settled(lambda: _committed(target.bootstrap, group_id, target.topic),
+                          quiet_s=3.0, timeout=20.0)
         samples = []
         for _ in range(17):
             time.sleep(1)
@@ -187,7 +204,13 @@ def test_two_daemons_split_partitions(target: Target, tmp_path: Path, group_id: 
     producer, later = _produce_in_background(target, w, 3000, rate=600)
     time.sleep(2)
     b = start_vecwal("run", "--config", str(cfg), env=target.env, log_path=tmp_path / "b.log")
+    b_log = tmp_path / "b.log"
+    _wait_for(lambda: b_log.exists() and '"partition assigned"' in b_log.read_text(), 90,
+              "the second daemon's first assignment")
     producer.join(60)
+    # More events once the partitions are split: both daemons have some to write, however
+    # slowly the second one started (under load it could join after the first batch ended).
+    later.extend(produce(target.bootstrap, target.topic, w.events(300), rate_per_s=600))
     repo = target.repository()
     highs = {p: max((pr.offset + 1 for pr in produced + later if pr.partition == p), default=0)
              for p in range(3)}
