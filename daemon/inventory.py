@@ -9,8 +9,7 @@ from typing import Any
 from daemon.changelog.reader import coverage
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import list_partition_segments
-from daemon.snapshot.compactor import list_manifests, read_manifest, repository_valid_through
-from daemon.snapshot.manifest import ManifestFormatError
+from daemon.snapshot.compactor import list_manifests, readable_manifests, repository_valid_through
 from daemon.status import iso_ms
 
 
@@ -52,11 +51,7 @@ class Inventory:
 
 def collect_inventory(repo: Repository, topics: list[str]) -> Inventory:
     inv = Inventory(repo.store.url)
-    for sid in list_manifests(repo):
-        try:
-            m = read_manifest(repo, sid)
-        except ManifestFormatError:  # skipped by restore and compaction alike
-            continue
+    for m in readable_manifests(repo, list_manifests(repo)):  # as restore sees them
         inv.snapshots.append(SnapshotSummary(
             m.id, iso_ms(m.cut_time_ms), m.cut_time_ms, m.records, m.total_bytes,
             {c: s.records for c, s in m.collections.items()}, m.parent))

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from daemon.changelog.repository import Repository
 from daemon.changelog.watermark import Watermark
 from daemon.changelog.window import (
@@ -17,10 +15,8 @@ from daemon.changelog.window import (
 )
 from daemon.errors import VecwalError
 from daemon.restore.target import RestoreTarget
-from daemon.snapshot.compactor import list_manifests, read_manifest
-from daemon.snapshot.manifest import Manifest, ManifestFormatError
-
-log = structlog.get_logger("vecwal.restore")
+from daemon.snapshot.compactor import list_manifests, readable_manifests
+from daemon.snapshot.manifest import Manifest
 
 
 class RestoreRefused(VecwalError):
@@ -104,14 +100,9 @@ class RestorePlan:
 def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanInputs:
     """The I/O half: the newest snapshot at or before the target, watermarks, listings."""
     snapshot = None
-    for sid in reversed(list_manifests(repo)):
-        if target.time_ms is not None and int(sid.split("-")[0]) > target.time_ms:
-            continue
-        try:
-            m = read_manifest(repo, sid)
-        except ManifestFormatError as exc:  # another format: the log replays it
-            log.warning("snapshot skipped", snapshot=sid, reason=str(exc))
-            continue
+    candidates = [sid for sid in reversed(list_manifests(repo))  # ids start with the cut time
+                  if target.time_ms is None or int(sid.split("-")[0]) <= target.time_ms]
+    for m in readable_manifests(repo, candidates):
         if target.offsets is not None and any(
                 m.cut_of(t, int(p)) > off for t, parts in target.offsets.items()
                 for p, off in parts.items()):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,15 +81,19 @@ def read_manifest(repo: Repository, snapshot_id: str) -> Manifest:
     return Manifest.from_json(repo.store.get(manifest_key(snapshot_id)))
 
 
-def newest_manifest(repo: Repository) -> Manifest | None:
-    """The newest snapshot this vecwal reads; one of another format is skipped (the log
-    after the one found, or all of it, replays what it held)."""
-    for sid in reversed(list_manifests(repo)):
+def readable_manifests(repo: Repository, snapshot_ids: Iterable[str]) -> Iterator[Manifest]:
+    """The manifests of ``snapshot_ids`` this vecwal reads, read lazily in that order; one of
+    another format is skipped with a warning (the log replays what it held)."""
+    for sid in snapshot_ids:
         try:
-            return read_manifest(repo, sid)
+            yield read_manifest(repo, sid)
         except ManifestFormatError as exc:
             log.warning("snapshot skipped", snapshot=sid, reason=str(exc))
-    return None
+
+
+def newest_manifest(repo: Repository) -> Manifest | None:
+    """The newest snapshot this vecwal reads."""
+    return next(readable_manifests(repo, reversed(list_manifests(repo))), None)
 
 
 def repository_valid_through(repo: Repository, topics: list[str]) -> int | None:

@@ -296,6 +296,14 @@ def _header(meta: dict[str, bytes]) -> bytes:
 
 
 def avro_long(n: int) -> bytes:
+    """``n`` as an Avro long (zigzag varint). Lengths of ids and short strings are one byte:
+    those come from a table, as hot loops (validation, splicing) ask for one per record."""
+    if -64 <= n < 64:
+        return _ONE_BYTE[n]
+    return _encode_long(n)
+
+
+def _encode_long(n: int) -> bytes:
     z = (n << 1) ^ (n >> 63)
     out = bytearray()
     while z > 0x7F:
@@ -303,6 +311,9 @@ def avro_long(n: int) -> bytes:
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+_ONE_BYTE = {n: _encode_long(n) for n in range(-64, 64)}
 
 
 def _long_len(n: int) -> int:

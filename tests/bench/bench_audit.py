@@ -50,11 +50,7 @@ import orjson
 from daemon.audit.diff import diff
 from daemon.audit.history import HistoryQuery, history
 from daemon.audit.idfilter import INDEX_ROOT, update_index
-from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
-from daemon.changelog.segment import encode_segment
-from daemon.changelog.sidecar import Sidecar
-from daemon.changelog.watermark import Watermark
 from daemon.logs import configure_logging
 from daemon.objectstore import open_store
 from daemon.restore.planner import Scope
@@ -62,7 +58,7 @@ from daemon.restore.target import parse_target
 from daemon.snapshot.compactor import Compactor, read_manifest
 from daemon.snapshot.manifest import Manifest
 from tests.bench.bench_compaction import changed_ids
-from tests.bench.bench_restore import Pool, say, write_log, write_snapshot
+from tests.bench.bench_restore import PartitionLogs, Pool, say, write_log, write_snapshot
 
 TOPIC = "ingest"
 PARTITIONS = 3
@@ -84,25 +80,7 @@ def build_history_log(repo: Repository, events: int, ids: int, dim: int, per_seg
                 "embedding_model": {"name": "e5", "version": "2"}, "source": None,
                 "alias": None, "schema": None, "settings": None, "event_id": None,
                 "event_time": None, "extra": None}
-    next_offset = [0] * PARTITIONS
-    seg_start = [0] * PARTITIONS
-    pending: list[list[dict[str, Any]]] = [[] for _ in range(PARTITIONS)]
-    segments = 0
-    log_bytes = 0
-
-    def seal(p: int) -> None:
-        nonlocal segments, log_bytes
-        recs = pending[p]
-        if not recs:
-            return
-        key = SegmentKey(TOPIC, p, seg_start[p], next_offset[p])
-        data = encode_segment(key, recs)
-        repo.put_segment(key, data)
-        repo.put_sidecar(Sidecar.build(key, recs, data, 0))
-        segments += 1
-        log_bytes += len(data)
-        seg_start[p] = next_offset[p]
-        pending[p] = []
+    logs = PartitionLogs(repo, [0] * PARTITIONS, per_segment)
 
     chunk = 100_000
     done = 0
@@ -116,7 +94,7 @@ def build_history_log(repo: Repository, events: int, ids: int, dim: int, per_seg
             p = zlib.crc32(rid.encode()) % PARTITIONS
             seq = done + k
             rec = dict(template)
-            rec["id"], rec["offset"], rec["timestamp"] = rid, next_offset[p], T0 + seq // 4
+            rec["id"], rec["offset"], rec["timestamp"] = rid, logs.next_offset[p], T0 + seq // 4
             if rolls[k] < 0.1:
                 rec["op"], rec["dimension"], rec["acl"], rec["embedding_model"] = \
                     "delete", None, None, None
@@ -124,19 +102,14 @@ def build_history_log(repo: Repository, events: int, ids: int, dim: int, per_seg
             else:
                 rec["vector"] = vectors[seq % 64]
                 rec["metadata"] = f'{{"rank":{seq % 10},"seq":{seq}}}'
-            pending[p].append(rec)
-            next_offset[p] += 1
-            if len(pending[p]) >= per_segment:
-                seal(p)
+            logs.append(p, rec)
         done += n
         if done % 1_000_000 == 0:
-            say(f"  log: {done:,} events, {segments} segments, {log_bytes / 1e9:.2f} GB")
-    for p in range(PARTITIONS):
-        seal(p)
-    for p in range(PARTITIONS):
-        repo.write_watermark(Watermark(TOPIC, p, next_offset[p], T0 + events // 4, 0, "bench"))
-    return {"events": events, "ids": ids, "dim": dim, "segments": segments,
-            "log_bytes": log_bytes, "seconds": round(time.monotonic() - began, 1)}
+            say(f"  log: {done:,} events, {logs.segments} segments, "
+                f"{logs.bytes / 1e9:.2f} GB")
+    logs.finish(T0 + events // 4)
+    return {"events": events, "ids": ids, "dim": dim, "segments": logs.segments,
+            "log_bytes": logs.bytes, "seconds": round(time.monotonic() - began, 1)}
 
 
 def query_ids(repo: Repository, count: int, seed: int) -> list[str]:

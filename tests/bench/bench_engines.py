@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ import numpy as np
 import orjson
 
 from daemon.logs import configure_logging
-from tests.bench.bench_restore import TOPIC, Pool, say, spawn, write_snapshot
+from tests.bench.bench_restore import TOPIC, Pool, median, say, spawn, write_snapshot
 
 ENGINES = ("milvus", "qdrant-memory", "qdrant-path")
 MODULE = "tests.bench.bench_engines"
@@ -160,10 +159,6 @@ def child_limit(engine: str, repo_path: str, scratch: str) -> dict[str, Any]:
 
 
 # -- the parent --------------------------------------------------------------------------------
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)

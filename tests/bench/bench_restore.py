@@ -209,51 +209,70 @@ def write_snapshot(repo: Repository, pool: Pool, n: int, buckets: int | None = N
                  expected_records=n, seconds={"snapshot": time.monotonic() - began})
 
 
+class PartitionLogs:
+    """The log of ``PARTITIONS`` partitions of ``TOPIC`` as capture writes it: change-log
+    records appended per partition, each segment sealed (with its sidecar) once it holds
+    ``per_segment`` records, and watermarks at the end."""
+
+    def __init__(self, repo: Repository, start: list[int], per_segment: int) -> None:
+        self.repo, self.per_segment = repo, per_segment
+        self.next_offset = list(start)
+        self.seg_start = list(start)
+        self.pending: list[list[dict[str, Any]]] = [[] for _ in range(PARTITIONS)]
+        self.segments = self.bytes = 0
+
+    def append(self, p: int, rec: dict[str, Any]) -> None:
+        """``rec`` at partition ``p``'s next offset (its ``offset`` must say so)."""
+        self.pending[p].append(rec)
+        self.next_offset[p] += 1
+        if len(self.pending[p]) >= self.per_segment:
+            self.seal(p)
+
+    def seal(self, p: int) -> None:
+        recs = self.pending[p]
+        if not recs:
+            return
+        key = SegmentKey(TOPIC, p, self.seg_start[p], self.next_offset[p])
+        data = encode_segment(key, recs)
+        self.repo.put_segment(key, data)
+        self.repo.put_sidecar(Sidecar.build(key, recs, data, 0))
+        self.segments += 1
+        self.bytes += len(data)
+        self.seg_start[p] = self.next_offset[p]
+        self.pending[p] = []
+
+    def finish(self, valid_through_ms: int) -> None:
+        """Seal every partition; watermarks say durable through ``valid_through_ms``."""
+        for p in range(PARTITIONS):
+            self.seal(p)
+            self.repo.write_watermark(Watermark(TOPIC, p, self.next_offset[p], valid_through_ms,
+                                                0, "bench"))
+
+
 def write_log(repo: Repository, pool: Pool, built: Built, ops: Iterable[tuple[str, int]],
               segment_bytes: int = 32 << 20) -> None:
     """Segments, sidecars and watermarks of the events ``ops`` ((op, record index) in log
     order) after the snapshot's cut, as capture would leave them: each partition's segment
     closes at about ``segment_bytes`` (capture's default 32 MiB)."""
     began = time.monotonic()
-    next_offset = [built.cut[str(p)] for p in range(PARTITIONS)]
-    seg_start = list(next_offset)
-    pending: list[list[dict[str, Any]]] = [[] for _ in range(PARTITIONS)]
-    per_segment = max(1, segment_bytes // (pool.dim * 4 + 600))
+    logs = PartitionLogs(repo, [built.cut[str(p)] for p in range(PARTITIONS)],
+                         max(1, segment_bytes // (pool.dim * 4 + 600)))
     versions: dict[int, int] = {}
     last_op: dict[int, str] = {}
     last_ts = [built.cut_time_ms] * PARTITIONS
-
-    def seal(p: int) -> None:
-        recs = pending[p]
-        if not recs:
-            return
-        key = SegmentKey(TOPIC, p, seg_start[p], next_offset[p])
-        data = encode_segment(key, recs)
-        repo.put_segment(key, data)
-        repo.put_sidecar(Sidecar.build(key, recs, data, 0))
-        built.log_bytes += len(data)
-        built.log_segments += 1
-        seg_start[p] = next_offset[p]
-        pending[p] = []
-
     for op, i in ops:
         p = partition_of(i)
         version = versions.get(i, 0) + 1
         versions[i] = version
-        seq = next_offset[p] - built.cut[str(p)]
-        ts = built.cut_time_ms + 1 + seq // EVENTS_PER_MS
-        pending[p].append(pool.change(i, version, op, next_offset[p], ts))
+        offset = logs.next_offset[p]
+        ts = built.cut_time_ms + 1 + (offset - built.cut[str(p)]) // EVENTS_PER_MS
+        logs.append(p, pool.change(i, version, op, offset, ts))
         last_ts[p] = ts
-        next_offset[p] += 1
         last_op[i] = op
         built.log_events += 1
-        if len(pending[p]) >= per_segment:
-            seal(p)
-    for p in range(PARTITIONS):
-        seal(p)
-    valid = max(last_ts)  # every partition is durable through its last event
-    for p in range(PARTITIONS):
-        repo.write_watermark(Watermark(TOPIC, p, next_offset[p], valid, 0, "bench"))
+    logs.finish(max(last_ts))  # every partition is durable through its last event
+    built.log_bytes += logs.bytes
+    built.log_segments += logs.segments
     deleted = sum(1 for i, op in last_op.items() if op == "delete" and i < built.records)
     new = sum(1 for i, op in last_op.items() if op == "upsert" and i >= built.records)
     built.expected_records = built.records - deleted + new

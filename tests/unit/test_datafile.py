@@ -135,3 +135,12 @@ def test_record_hash_needs_no_version_and_equals_the_row_hash(rec: dict[str, Any
 
     content = {k: v for k, v in rec.items() if not k.startswith("last_")}
     assert record_hash(content) == Row.of(rec).hash
+
+
+@given(n=st.integers(-(2**63), 2**63 - 1) | st.integers(-200, 200))
+def test_avro_long_is_avros_encoding_of_a_long(n: int) -> None:
+    from daemon.snapshot.datafile import avro_long
+
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, "long", n)
+    assert avro_long(n) == buf.getvalue()

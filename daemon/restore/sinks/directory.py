@@ -126,8 +126,7 @@ def read_back_file(f: Path) -> WrittenState:
                                                 strict=True)):
         hashes += hash_bytes(raw[:clen])
         rb = rid.encode()
-        prefix = coll + tenant_fields[t] + (_SHORT[len(rb)] if len(rb) < 64 else
-                                            avro_long(len(rb))) + rb
+        prefix = coll + tenant_fields[t] + avro_long(len(rb)) + rb
         if raw[:len(prefix)] != prefix:
             raise IntegrityError(f"{_row_name(f, index.key(i))}: its bytes disagree with the "
                                  "row index", "re-run the restore")
@@ -149,8 +148,6 @@ def _mapped(f: Path) -> bytes | memoryview:
 
 
 SPOT_CHECK = 64
-_SHORT = [avro_long(n) for n in range(64)]
-"""The one-byte Avro lengths, looked up rather than encoded per record."""
 
 
 def _row_name(f: Path, key: tuple[str, str]) -> str:
