@@ -8,7 +8,9 @@ VECWAL_CACHE ?= $(HOME)/.cache/vecwal
 VENV         ?= $(VECWAL_CACHE)/venv
 PY           := $(VENV)/bin/python
 # The stamp names this clone too: the editable install must point at the clone being tested.
-STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml; echo $(CURDIR)) | sha256sum | cut -c1-16)
+# It covers the native sources: the install builds daemon/native/eventcodec in place.
+NATIVE_SRC   := setup.py $(wildcard daemon/native/*.c daemon/native/yyjson/*.[ch])
+STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml $(NATIVE_SRC); echo $(CURDIR)) | sha256sum | cut -c1-16)
 PYTEST_ARGS  ?=
 
 export VECWAL_CACHE
@@ -17,7 +19,7 @@ export VECWAL_CACHE
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(NATIVE_SRC)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

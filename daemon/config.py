@@ -76,6 +76,9 @@ class CaptureConfig:
     """Subtracted from the observation time when an idle partition's valid-through advances."""
     dimensions: dict[str, int] = field(default_factory=dict)
     """Known vector dimensions per collection, checked before any collection.put is seen."""
+    native_codec: bool = True
+    """Encode plain upserts and deletes with the native event codec (daemon/native); false
+    sends every event through the Python parser (same records, several times slower)."""
 
 
 @dataclass(frozen=True)

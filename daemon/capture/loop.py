@@ -3,8 +3,9 @@
 Commit order (DESIGN section 3; every step below is where it says, keep it true):
 
 1. consume a batch: ``consumer.consume(num_messages=batch_size)``       -> ``_consume_batch``
-2. parse and validate each event; a bad one becomes a quarantine entry
-   of its segment, with the raw bytes, coordinates and reason             -> ``_on_message``
+2. parse and validate each event: plain upserts and deletes by the
+   native codec, all others by the Python parser; a bad one becomes a
+   quarantine entry of its segment, with raw bytes, coordinates, reason  -> ``_take``
 3. append to the partition's open segment (memory, bounded by
    ``capture.max_buffer_bytes``: above it every partition is paused)      -> ``_apply_backpressure``
 4. when a segment is due (records, bytes or age ``segment_max_age_s``)
@@ -36,6 +37,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
+from daemon.capture import native
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
 from daemon.capture.partition import PartitionState
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
@@ -53,7 +55,9 @@ TP = tuple[str, int]
 
 
 def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> float:
-    """Steps 4 and 5 of the commit order, for one sealed segment. Returns seconds taken."""
+    """Steps 4 and 5 of the commit order, for one sealed segment (framed and hashed here, on
+    the upload thread, the first time). Returns the seconds the store took."""
+    seg.sidecar  # noqa: B018 - frames the segment and hashes it, once
     began = time.monotonic()
     for entry in seg.quarantine:  # raw bytes of bad events, inside the segment's range
         repo.put_quarantine(entry)
@@ -73,6 +77,8 @@ class CaptureLoop:
         self._consumer_factory = consumer_factory
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
+        self._codec = native.event_codec() if self.cfg.native_codec else None
+        self._avro_topics = {t: config.kafka.format_of(t) == "avro" for t in config.kafka.topics}
         self.partitions: dict[TP, PartitionState] = {}
         self._pool = ThreadPoolExecutor(self.cfg.upload_threads, thread_name_prefix="vecwal-upload")
         self._stop = False
@@ -132,24 +138,54 @@ class CaptureLoop:
         self.heartbeat = now
         if msgs and self.first_message_at is None:
             self.first_message_at = now
-        for msg in msgs:
-            err = msg.error()
-            if err is None:
-                self._on_message(msg, now)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                topic, partition, offset = _coordinates(msg)
-                ps = self.partitions.get((topic, partition))
-                if ps is not None:
-                    ps.eof_offset = ps.high_watermark = offset
-                    ps.eof_seen_wall_ms = int(time.time() * 1000)
-                    ps.open.extend_to(offset, now)
+        self._take(msgs, now)
+
+    def _take(self, msgs: list[Message], now: float) -> None:
+        """Steps 2 and 3 for one batch, in offset order. The native codec encodes the plain
+        upserts and deletes and leaves the rest (None) to ``_on_other``; it stops after an
+        event that may change a collection's dimension, so the next ones are checked
+        against what the Python parser learned from it."""
+        codec, start = self._codec, 0
+        while start < len(msgs):
+            if codec is None:
+                results: list[Any] = [None] * (len(msgs) - start)
+                stop = len(msgs)
             else:
-                self.metrics.errors.labels("kafka").inc()
-                log.error("kafka error", topic=msg.topic(), partition=msg.partition(),
-                          error=str(err))
-                if err.fatal():
-                    raise VecwalError(f"fatal Kafka error: {err}",
-                                      "check the broker and the [kafka] settings, then restart")
+                results, stop = codec.encode_batch(msgs, start, self._avro_topics,
+                                                   self.parser.dimensions,
+                                                   self.cfg.max_event_bytes)
+            partitions, cfg = self.partitions, self.cfg
+            for i, res in enumerate(results, start):
+                if res is None:
+                    self._on_other(msgs[i], now)
+                    continue
+                topic, partition, offset, timestamp, _key, size, datum, op, coll, rid = res
+                ps = partitions.get((topic, partition))
+                if ps is None or offset < ps.open.end:
+                    continue  # revoked meanwhile, or a redelivery of what is already covered
+                ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
+                if ps.open.full(cfg):  # size limits hold per event, not per batch
+                    self._seal(ps, now, "size")
+            start = stop
+
+    def _on_other(self, msg: Message, now: float) -> None:
+        err = msg.error()
+        if err is None:
+            self._on_message(msg, now)
+        elif err.code() == KafkaError._PARTITION_EOF:
+            topic, partition, offset = _coordinates(msg)
+            ps = self.partitions.get((topic, partition))
+            if ps is not None:
+                ps.eof_offset = ps.high_watermark = offset
+                ps.eof_seen_wall_ms = int(time.time() * 1000)
+                ps.open.extend_to(offset, now)
+        else:
+            self.metrics.errors.labels("kafka").inc()
+            log.error("kafka error", topic=msg.topic(), partition=msg.partition(),
+                      error=str(err))
+            if err.fatal():
+                raise VecwalError(f"fatal Kafka error: {err}",
+                                  "check the broker and the [kafka] settings, then restart")
 
     def _on_message(self, msg: Message, now: float) -> None:
         topic, partition, offset = _coordinates(msg)
@@ -171,7 +207,7 @@ class CaptureLoop:
                         key=_show_key(key), reason=bad.reason, detail=bad.detail,
                         object=entry.object_key)
         else:
-            ps.open.add(record, size, now)
+            ps.open.add_record(record, size, now)
         if ps.open.full(self.cfg):  # size limits hold per event, not per batch
             self._seal(ps, now, "size")
 
@@ -197,7 +233,7 @@ class CaptureLoop:
         ps.open = ps.open.successor()
         log.debug("segment sealed", topic=ps.topic, partition=ps.partition,
                   from_offset=seg.key.start, to_offset=seg.key.end, reason=reason,
-                  records=seg.sidecar.count, bytes=len(seg.data))
+                  records=seg.count)
 
     def _dispatch(self, ps: PartitionState, now: float) -> None:
         if ps.in_flight is not None or not ps.pending or now < ps.retry_at:
@@ -239,14 +275,14 @@ class CaptureLoop:
         self._consumer.commit(offsets=[TopicPartition(ps.topic, ps.partition, seg.key.end)],
                               asynchronous=True)
         m = self.metrics
-        m.events_captured.labels(ps.topic).inc(seg.sidecar.count)
+        m.events_captured.labels(ps.topic).inc(seg.count)
         m.bytes_captured.labels(ps.topic).inc(seg.value_bytes)
         m.segments_written.labels(ps.topic).inc()
         m.segment_bytes.labels(ps.topic).inc(len(seg.data))
         m.upload_seconds.observe(took)
         log.info("segment durable", topic=ps.topic, partition=ps.partition,
                  from_offset=seg.key.start, to_offset=seg.key.end, object=seg.key.avro,
-                 records=seg.sidecar.count, quarantined=len(seg.quarantine),
+                 records=seg.count, quarantined=len(seg.quarantine),
                  bytes=len(seg.data), upload_ms=round(took * 1000, 1),
                  age_s=round(time.monotonic() - seg.opened_at, 3))
 

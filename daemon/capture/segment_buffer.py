@@ -1,7 +1,8 @@
 """The per-partition buffer between Kafka and the store.
 
-OpenSegment collects the events of one partition in offset order until it is due (records,
-bytes or age); seal() encodes it into a SealedSegment, which waits in its partition's queue
+OpenSegment collects the events of one partition in offset order, each already encoded as a
+change-log record datum, until it is due (records, bytes or age); seal() frames them into a
+SealedSegment, which waits in its partition's queue
 until it is durable. The range of a segment covers every offset it saw, including quarantined
 events and offsets Kafka never delivers (transaction markers, compacted records), so the log's
 coverage has no holes.
@@ -9,28 +10,50 @@ coverage has no holes.
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
-from daemon.changelog.segment import encode_segment
+from daemon.changelog.segment import encode_segment_datums, record_datum
 from daemon.changelog.sidecar import Sidecar
 from daemon.config import CaptureConfig
 
 
 @dataclass
 class SealedSegment:
+    """A segment closed for new events. Its bytes and sidecar are made on first use, by the
+    upload thread (``make_durable``), so framing and hashing stay off the consuming loop."""
+
     key: SegmentKey
-    data: bytes
-    sidecar: Sidecar
+    datums: list[bytes]
+    codec: str
+    min_timestamp: int | None
+    max_timestamp: int | None
+    ops: dict[str, int]
+    ids: dict[str, set[str]]
     quarantine: list[QuarantineEntry]
     value_bytes: int
     """Kafka value bytes of the valid events (for the bytes-captured metric)."""
     buffered_bytes: int
-    max_timestamp: int | None
     opened_at: float
     sealed_at: float
+
+    @property
+    def count(self) -> int:
+        return len(self.datums)
+
+    @cached_property
+    def data(self) -> bytes:
+        return encode_segment_datums(self.key, self.datums, self.min_timestamp,
+                                     self.max_timestamp, self.codec)
+
+    @cached_property
+    def sidecar(self) -> Sidecar:
+        return Sidecar.of(self.key, len(self.datums), len(self.quarantine), self.min_timestamp,
+                          self.max_timestamp, self.data, self.ops, self.ids)
 
 
 @dataclass
@@ -39,11 +62,17 @@ class OpenSegment:
     partition: int
     start: int
     end: int = -1
-    records: list[dict[str, Any]] = field(default_factory=list)
+    datums: list[bytes] = field(default_factory=list)
+    """The valid events' change-log records, Avro-encoded, in offset order."""
     quarantine: list[QuarantineEntry] = field(default_factory=list)
     bytes: int = 0
     value_bytes: int = 0
     opened_at: float | None = None
+    min_timestamp: int | None = None
+    max_timestamp: int | None = None
+    ops: dict[str, int] = field(default_factory=dict)
+    ids: dict[str, set[str]] = field(default_factory=dict)
+    """collection -> record ids: the sidecar's id filter."""
 
     def __post_init__(self) -> None:
         if self.end < 0:
@@ -54,11 +83,30 @@ class OpenSegment:
         """True when the segment covers no offset at all (nothing to write)."""
         return self.end == self.start
 
-    def add(self, record: dict[str, Any], size: int, now: float) -> None:
-        self.records.append(record)
+    def add(self, datum: builtins.bytes, offset: int, timestamp: int, op: str, collection: str,
+            record_id: str | None, size: int, now: float) -> None:
+        """One valid event: its record ``datum`` and what the sidecar says of it."""
+        self.datums.append(datum)
         self.bytes += size
         self.value_bytes += size
-        self._cover(record["offset"] + 1, now)
+        if self.min_timestamp is None or timestamp < self.min_timestamp:
+            self.min_timestamp = timestamp
+        if self.max_timestamp is None or timestamp > self.max_timestamp:
+            self.max_timestamp = timestamp
+        self.ops[op] = self.ops.get(op, 0) + 1
+        if record_id is not None:
+            ids = self.ids.get(collection)
+            if ids is None:
+                ids = self.ids[collection] = set()
+            ids.add(record_id)
+        self.end = offset + 1
+        if self.opened_at is None:
+            self.opened_at = now
+
+    def add_record(self, record: dict[str, Any], size: int, now: float) -> None:
+        """One valid event as the Python parser gives it (a change-log record)."""
+        self.add(record_datum(record), record["offset"], record["timestamp"], record["op"],
+                 record["collection"], record["id"], size, now)
 
     def add_quarantined(self, entry: QuarantineEntry, size: int, now: float) -> None:
         self.quarantine.append(entry)
@@ -76,7 +124,7 @@ class OpenSegment:
             self.opened_at = now
 
     def full(self, cfg: CaptureConfig) -> bool:
-        return (len(self.records) + len(self.quarantine) >= cfg.segment_max_records
+        return (len(self.datums) + len(self.quarantine) >= cfg.segment_max_records
                 or self.bytes >= cfg.segment_max_bytes)
 
     def due(self, now: float, cfg: CaptureConfig) -> str | None:
@@ -90,13 +138,12 @@ class OpenSegment:
         return None
 
     def seal(self, codec: str, now: float) -> SealedSegment:
-        key = SegmentKey(self.topic, self.partition, self.start, self.end)
-        data = encode_segment(key, self.records, codec)
-        sidecar = Sidecar.build(key, self.records, data, quarantined=len(self.quarantine))
         return SealedSegment(
-            key=key, data=data, sidecar=sidecar, quarantine=self.quarantine,
+            key=SegmentKey(self.topic, self.partition, self.start, self.end), datums=self.datums,
+            codec=codec, min_timestamp=self.min_timestamp, max_timestamp=self.max_timestamp,
+            ops=self.ops, ids=self.ids, quarantine=self.quarantine,
             value_bytes=self.value_bytes, buffered_bytes=self.bytes,
-            max_timestamp=sidecar.max_timestamp, opened_at=self.opened_at or now, sealed_at=now,
+            opened_at=self.opened_at or now, sealed_at=now,
         )
 
     def successor(self) -> OpenSegment:

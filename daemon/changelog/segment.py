@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import fastavro
@@ -19,12 +21,17 @@ import fastavro
 from daemon.changelog.keys import SegmentKey
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import load_schema, schema_fingerprint
+from daemon.snapshot.datafile import avro_long, compress, container_header
 
 SEGMENT_FORMAT = "1"
 RECORD_SCHEMA_FILE = "changelog_record.avsc"
 RECORD_SCHEMA = load_schema(RECORD_SCHEMA_FILE)
 
 _META = "vecwal."
+SEGMENT_BLOCK_BYTES = 1 << 20
+_SCHEMA_TEXT = json.dumps(json.loads(
+    resources.files("daemon").joinpath("schemas", RECORD_SCHEMA_FILE).read_text(encoding="utf-8")),
+    separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -40,22 +47,45 @@ class SegmentHeader:
 def encode_segment(key: SegmentKey, records: Sequence[dict[str, Any]], codec: str = "null") -> bytes:
     """Avro container bytes for ``records`` (already in offset order, inside [start, end))."""
     timestamps = [r["timestamp"] for r in records]
+    return encode_segment_datums(key, [record_datum(r) for r in records],
+                                 min(timestamps, default=None), max(timestamps, default=None),
+                                 codec)
+
+
+def record_datum(record: dict[str, Any]) -> bytes:
+    """One change-log record's Avro binary encoding (a datum of the segment's blocks)."""
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, RECORD_SCHEMA, record)
+    return buf.getvalue()
+
+
+def encode_segment_datums(key: SegmentKey, datums: Sequence[bytes], min_timestamp: int | None,
+                          max_timestamp: int | None, codec: str = "null") -> bytes:
+    """Avro container bytes for records already encoded (``record_datum``, or capture's native
+    codec), in offset order. Blocks hold up to ``SEGMENT_BLOCK_BYTES`` of datums each."""
     meta = {
         _META + "format": SEGMENT_FORMAT,
         _META + "topic": key.topic,
         _META + "partition": str(key.partition),
         _META + "from": str(key.start),
         _META + "to": str(key.end),
-        _META + "count": str(len(records)),
-        _META + "min_timestamp": str(min(timestamps)) if timestamps else "",
-        _META + "max_timestamp": str(max(timestamps)) if timestamps else "",
+        _META + "count": str(len(datums)),
+        _META + "min_timestamp": "" if min_timestamp is None else str(min_timestamp),
+        _META + "max_timestamp": "" if max_timestamp is None else str(max_timestamp),
         _META + "schema_fingerprint": schema_fingerprint(RECORD_SCHEMA_FILE),
     }
     sync = hashlib.sha256(key.avro.encode()).digest()[:16]
-    buf = io.BytesIO()
-    fastavro.writer(buf, RECORD_SCHEMA, records, codec=codec, metadata=meta, sync_marker=sync,
-                    validator=False)
-    return buf.getvalue()
+    header = container_header({"avro.schema": _SCHEMA_TEXT, "avro.codec": codec.encode(),
+                               **{k: v.encode() for k, v in meta.items()}}, sync)
+    parts: list[bytes] = [header]
+    first, size = 0, 0
+    for i, datum in enumerate(datums):
+        size += len(datum)
+        if size >= SEGMENT_BLOCK_BYTES or i == len(datums) - 1:
+            block = compress(b"".join(datums[first:i + 1]), codec)
+            parts += (avro_long(i + 1 - first), avro_long(len(block)), block, sync)
+            first, size = i + 1, 0
+    return b"".join(parts)
 
 
 def read_header(data: bytes, where: str = "segment") -> SegmentHeader:

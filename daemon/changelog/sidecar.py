@@ -57,11 +57,17 @@ class Sidecar:
             if r["id"] is not None:
                 ids.setdefault(r["collection"], set()).add(r["id"])
         ts = [r["timestamp"] for r in records]
+        return cls.of(key, len(records), quarantined, min(ts, default=None), max(ts, default=None),
+                      data, dict(Counter(r["op"] for r in records)), ids)
+
+    @classmethod
+    def of(cls, key: SegmentKey, count: int, quarantined: int, min_timestamp: int | None,
+           max_timestamp: int | None, data: bytes, ops: dict[str, int],
+           ids: dict[str, set[str]]) -> Sidecar:
         return cls(
             topic=key.topic, partition=key.partition, start=key.start, end=key.end,
-            count=len(records), quarantined=quarantined,
-            min_timestamp=min(ts) if ts else None, max_timestamp=max(ts) if ts else None,
+            count=count, quarantined=quarantined,
+            min_timestamp=min_timestamp, max_timestamp=max_timestamp,
             size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-            ops=dict(Counter(r["op"] for r in records)),
-            ids={c: sorted(s) for c, s in sorted(ids.items())},
+            ops=dict(ops), ids={c: sorted(s) for c, s in sorted(ids.items())},
         )

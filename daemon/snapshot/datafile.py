@@ -218,7 +218,7 @@ class DataFileWriter:
     blocks hold about ``BLOCK_RECORDS`` rows."""
 
     def __init__(self, codec: str = "null") -> None:
-        _compress(b"", codec)  # an unknown codec fails before any work
+        compress(b"", codec)  # an unknown codec fails before any work
         self.codec = codec
         self.index = RowIndexBuilder()
         self._chunks: list[bytes | memoryview] = []
@@ -249,7 +249,7 @@ class DataFileWriter:
             data: list[bytes | memoryview] = list(self._pending)
             size = self._pending_size
         else:
-            data = [_compress(b"".join(self._pending), self.codec)]
+            data = [compress(b"".join(self._pending), self.codec)]
             size = len(data[0])
         self._chunks.append(avro_long(self._pending_rows) + avro_long(size))
         self._chunks.extend(data)
@@ -265,7 +265,7 @@ class DataFileWriter:
         if len(built) != sum(self._blocks):
             raise ValueError(f"the index has {len(built)} rows, the blocks {sum(self._blocks)}")
         records, digest, tenants = built.summary()
-        header = _header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": self.codec.encode(),
+        header = container_header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": self.codec.encode(),
                           **built.encode(self._blocks)})
         return EncodedFile([header, *self._chunks], len(built), records, digest, tenants,
                            len(header))
@@ -285,13 +285,14 @@ def encode_records(records: Iterable[dict[str, Any]], codec: str = "null") -> En
     return encode_rows(records, codec)
 
 
-def _header(meta: dict[str, bytes]) -> bytes:
+def container_header(meta: dict[str, bytes], sync: bytes = SYNC) -> bytes:
+    """The header of an Avro object container file: magic, metadata map, sync marker."""
     out = bytearray(MAGIC)
     out += avro_long(len(meta))
     for k, v in meta.items():
         kb = k.encode()
         out += avro_long(len(kb)) + kb + avro_long(len(v)) + v
-    out += avro_long(0) + SYNC
+    out += avro_long(0) + sync
     return bytes(out)
 
 
@@ -322,7 +323,8 @@ def _long_len(n: int) -> int:
     return max(1, (z.bit_length() + 6) // 7)
 
 
-def _compress(data: bytes, codec: str) -> bytes:
+def compress(data: bytes, codec: str) -> bytes:
+    """One block's bytes in ``codec`` (null, deflate or zstandard)."""
     if codec == "null":
         return data
     if codec == "deflate":

@@ -29,6 +29,26 @@ from tests.bench.services import Services, services
 from tests.bench.workload import event_pool, produce_n
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat), every core."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+class CoresBusy:
+    """How many of the machine's cores were busy (broker, consumer, everything) over a span."""
+
+    def __enter__(self) -> CoresBusy:
+        self.busy0, self.t0 = machine_busy()[0], time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cores = (machine_busy()[0] - self.busy0) / (time.monotonic() - self.t0)
+
+
 def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     """Seconds from the first message to the n-th, consuming in batches and discarding."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
@@ -48,7 +68,8 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
         c.close()
 
 
-def capture(svc: Services, topic: str, fmt: str, n: int, store: str) -> float:
+def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
+            python_only: bool = False) -> float:
     """Seconds from the first message consumed to every event durable (until caught up)."""
     if store == "s3":
         url, endpoint = f"s3://{svc.bucket()}/repo", svc.s3_endpoint
@@ -60,6 +81,7 @@ def capture(svc: Services, topic: str, fmt: str, n: int, store: str) -> float:
                   "group_id": f"cap-{uuid.uuid4().hex[:6]}", "format": fmt},
         "storage": {"url": url, "endpoint_url": endpoint},
         "metrics": {"listen": ""},
+        "capture": {"native_codec": not python_only},
     }, environ={})
     loop = CaptureLoop(cfg, Repository(open_store(url, endpoint_url=endpoint or None)))
     assert loop.run(until_caught_up=True) == 0
@@ -77,6 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--events-avro", type=int, default=40_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--stores", default="file,s3")
+    ap.add_argument("--python-only", action="store_true",
+                    help="capture without the native event codec (the Python parser only)")
     args = ap.parse_args(argv)
     configure_logging("warning", "console")  # figures on stdout, nothing else
     results: dict[str, Any] = {}
@@ -85,18 +109,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             topic = svc.topic(partitions=3)
             produce_n(svc.bootstrap, topic, event_pool(fmt), n)
             for store in args.stores.split(","):
-                raw, cap = [], []
+                raw, cap, raw_cores, cap_cores = [], [], [], []
                 for r in range(args.rounds):
-                    raw.append(raw_consume(svc.bootstrap, topic, n))
-                    cap.append(capture(svc, topic, fmt, n, store))
+                    with CoresBusy() as busy:
+                        raw.append(raw_consume(svc.bootstrap, topic, n))
+                    raw_cores.append(busy.cores)
+                    with CoresBusy() as busy:
+                        cap.append(capture(svc, topic, fmt, n, store, args.python_only))
+                    cap_cores.append(busy.cores)
                     print(f"{fmt}/{store} round {r}: raw {n / raw[-1]:,.0f}/s "
-                          f"capture {n / cap[-1]:,.0f}/s", file=sys.stderr)
+                          f"({raw_cores[-1]:.2f} cores busy) capture {n / cap[-1]:,.0f}/s "
+                          f"({cap_cores[-1]:.2f} cores busy)", file=sys.stderr)
                 raw_rate, cap_rate = n / statistics.median(raw), n / statistics.median(cap)
                 results[f"{fmt}/{store}"] = {
                     "events": n, "rounds": args.rounds,
                     "raw_consume_events_per_s": round(raw_rate),
                     "capture_events_per_s": round(cap_rate),
                     "ratio": round(cap_rate / raw_rate, 3),
+                    "raw_consume_cores_busy": round(statistics.median(raw_cores), 2),
+                    "capture_cores_busy": round(statistics.median(cap_cores), 2),
+                    "native_codec": not args.python_only,
                 }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     return results

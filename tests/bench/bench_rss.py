@@ -3,7 +3,7 @@ measured in the same run: a bare confluent-kafka consumer process reading the sa
 
     python -m tests.bench.bench_rss [--events 1000000] [--max-buffer-mb 256] [--segment-max-mb 32]
 
-Peak RSS is the kernel's (``wait4`` rusage ru_maxrss of each child process). The daemon captures
+Peak RSS is each child process's own high-water mark (VmHWM, polled; see ``run_child``). The daemon captures
 into a file:// repository with `vecwal run --until-caught-up`.
 """
 
@@ -13,6 +13,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -35,16 +36,29 @@ c.close()
 
 
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """(seconds, exit code, peak RSS in MB) of one child process."""
+    """(seconds, exit code, peak RSS in MB) of one child process.
+
+    Peak RSS is the child's own high-water mark (VmHWM of /proc/<pid>/status), read every
+    50 ms until it exits; it only grows, so the last reading is the peak up to then. Not
+    ``wait4``'s ru_maxrss: on Linux that starts from the RSS of the parent at fork."""
     began = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        assert proc.stderr is not None
-        raise RuntimeError(proc.stderr.read().decode()[-3000:])
-    return time.monotonic() - began, proc.returncode, usage.ru_maxrss // 1024
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        peak_kb = 0
+        while proc.poll() is None:
+            try:
+                with open(f"/proc/{proc.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("VmHWM:"):
+                            peak_kb = max(peak_kb, int(line.split()[1]))
+            except (FileNotFoundError, ProcessLookupError):
+                break
+            time.sleep(0.05)
+        proc.wait()
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(err.read().decode()[-3000:])
+    return time.monotonic() - began, proc.returncode, peak_kb // 1024
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Native code, built by `pip install` (or `make setup`) from the C sources beside it."""

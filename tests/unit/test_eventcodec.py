@@ -1,0 +1,304 @@
+"""The native event codec against the Python parser, its reference: for every event the codec
+encodes, its datum must equal what ``EventParser`` and fastavro make of the same message, byte
+for byte; every other event (bad ones included) it must leave to the parser (None)."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import fastavro
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from daemon.changelog.segment import record_datum
+from daemon.errors import BadEvent
+from daemon.events import CHANGE_EVENT_SCHEMA, EventParser
+from daemon.workload import Workload, to_avro
+
+eventcodec = pytest.importorskip("daemon.native.eventcodec",
+                                 reason="native codec not built: run `make setup`")
+
+MAX = 1 << 20
+
+
+class FakeMessage:
+    """What capture reads of a confluent-kafka Message."""
+
+    def __init__(self, value: bytes | None, key: bytes | None = b"k", offset: int = 7,
+                 timestamp: int = 1_700_000_000_123, topic: str = "t", error: Any = None) -> None:
+        self._value, self._key, self._offset, self._ts = value, key, offset, timestamp
+        self._topic, self._error = topic, error
+
+    def error(self) -> Any:
+        return self._error
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (2, self._ts)
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+
+def reference(msg: FakeMessage, fmt: str, dims: dict[str, int]) -> bytes | None:
+    parser = EventParser(MAX, dims)
+    try:
+        rec = parser.parse(msg.value(), fmt, key=msg.key(), offset=msg.offset(),
+                           timestamp=msg.timestamp()[1])
+    except BadEvent:
+        return None
+    return record_datum(rec)
+
+
+def native(msgs: list[FakeMessage], fmt: str, dims: dict[str, int]
+           ) -> tuple[list[Any], int]:
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, dims, MAX)
+    return results, stop
+
+
+def check_agrees(msg: FakeMessage, fmt: str, dims: dict[str, int]) -> bool:
+    """True when the codec took the event (and then it must agree); False when it left it."""
+    results, stop = native([msg], fmt, dims)
+    assert stop == 1 and len(results) == 1
+    want = reference(msg, fmt, dims)
+    got = results[0]
+    if got is None:
+        return False
+    assert want is not None, f"the codec accepted an event the parser refuses: {msg.value()!r}"
+    assert got[6] == want, f"datums differ for {msg.value()!r}"
+    topic, partition, offset, ts, key, size, _datum, op, coll, rid = got
+    rec = fastavro.schemaless_reader(io.BytesIO(want), _record_schema(), None)
+    assert (topic, partition, offset, ts, key, size) == ("t", 2, msg.offset(),
+                                                        msg.timestamp()[1], msg.key(),
+                                                        len(msg.value() or b""))
+    assert (op, coll, rid) == (rec["op"], rec["collection"], rec["id"])
+    return True
+
+
+def _record_schema() -> Any:
+    from daemon.changelog.segment import RECORD_SCHEMA
+    return RECORD_SCHEMA
+
+
+# -- what every stream is made of: the fast path takes it all ----------------------------
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_workload_events_are_all_encoded_natively(fmt: str) -> None:
+    w = Workload(seed=5, collections={"docs": 16}, tenants=["acme", "globex"])
+    events = [w.upsert("docs", w.tenants[i % 2], f"doc-{i}#{i % 3}") for i in range(40)]
+    events += [{"op": "delete", "collection": "docs", "tenant": "acme", "id": "doc-1#1"},
+               {"op": "delete", "collection": "docs", "id": "x"}]
+    for i, ev in enumerate(events):
+        value = to_avro(ev) if fmt == "avro" else orjson.dumps(ev)
+        assert check_agrees(FakeMessage(value, f"doc-{i}".encode(), offset=i), fmt, {"docs": 16})
+
+
+def test_json_reserialised_like_orjson() -> None:
+    """Whitespace, escapes, unicode, nested documents, extra fields: the same text as the
+    parser's orjson.dumps."""
+    value = json.dumps({
+        "op": "upsert", "collection": "c", "tenant": None, "id": "é\u2028\x01\"\\/",
+        "vector": [1, -2, 0.5, 3.4028234663852886e38, 1e-45], "document": {"a": [1, {"b": None}]},
+        "metadata": {"k\n": "v\t\u0000", "n": -9223372036854775808, "u": 18446744073709551615,
+                     "b": [True, False, None], "e": {}},
+        "acl": [], "embedding_model": {"name": "m", "version": None, "other": 1},
+        "source": {"uri": "s3://x/y", "chunk": 0}, "zz": {"x": "y"}, "aa": [1],
+    }, indent=2, ensure_ascii=True).encode()
+    assert check_agrees(FakeMessage(value), "json", {})
+
+
+def test_avro_arrays_in_negative_count_blocks() -> None:
+    """Avro lets an array come in blocks, a negative count followed by the block's size; the
+    record holds it as one block, as fastavro writes it."""
+    ev = {"op": "upsert", "collection": "c", "tenant": "t", "id": "i", "acl": ["a", "bb"]}
+    plain = to_avro(ev)
+    canonical = b"\x02\x04\x02a\x04bb\x00"  # branch 1, count 2, "a", "bb", end
+    assert canonical in plain
+    blocked = b"\x02\x01\x04\x02a\x01\x06\x04bb\x00"  # count -1 size 2 "a", -1 size 3 "bb"
+    value = plain.replace(canonical, blocked)
+    assert check_agrees(FakeMessage(value), "avro", {})
+
+
+def test_left_to_the_parser() -> None:
+    """Control ops, bad events, Kafka errors, unknown topics and oversize values are the
+    parser's to judge."""
+    good = orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]})
+    cases = [
+        FakeMessage(orjson.dumps({"op": "alias.put", "collection": "c", "alias": "a"})),
+        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1e39]})),
+        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [True]})),
+        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": []})),
+        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
+                                  "metadata": {"score": 0.5}})),
+        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
+                                  "sparse": {"indices": [1], "values": [0.5]}})),
+        FakeMessage(b'{"op": "upsert", "collection": "c", "id": "x", "id": "y"}'),
+        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": ""})),
+        FakeMessage(good, error=object()),
+        FakeMessage(good, topic="unknown"),
+        FakeMessage(good + b" " * MAX),
+        FakeMessage(None),
+    ]
+    results, stop = eventcodec.encode_batch(cases, 0, {"t": False}, {}, MAX)
+    assert stop == len(cases) and results == [None] * len(cases)
+
+
+def test_wrong_dimension_is_left_to_the_parser() -> None:
+    vec = np.ones(4, dtype="<f4")
+    for fmt, value in (("json", orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
+                                             "vector": vec.tolist()})),
+                       ("avro", to_avro({"op": "upsert", "collection": "c", "id": "x",
+                                         "vector": vec.tolist()}))):
+        assert native([FakeMessage(value)], fmt, {"c": 3})[0] == [None]
+        assert native([FakeMessage(value)], fmt, {"c": 4})[0][0] is not None
+        assert native([FakeMessage(value)], fmt, {"other": 3})[0][0] is not None
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_pass_stops_after_a_collection_op(fmt: str) -> None:
+    """A collection.put may change the dimension the next events are checked against: the
+    pass stops right after it, and capture calls again once the parser has seen it."""
+    enc = (lambda e: to_avro(e)) if fmt == "avro" else orjson.dumps
+    up = {"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]}
+    put = {"op": "collection.put", "collection": "c", "schema": {"dimension": 3}}
+    msgs = [FakeMessage(enc(up)), FakeMessage(enc(put)), FakeMessage(enc(up))]
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX)
+    assert stop == 2 and results[0] is not None and results[1] is None
+    results, stop = eventcodec.encode_batch(msgs, 2, {"t": fmt == "avro"}, {"c": 3}, MAX)
+    assert stop == 3 and results == [None]  # now a wrong dimension
+
+
+def test_unparseable_json_stops_the_pass() -> None:
+    msgs = [FakeMessage(b"{not json"), FakeMessage(orjson.dumps({"op": "delete",
+                                                                "collection": "c", "id": "x"}))]
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": False}, {}, MAX)
+    assert (results, stop) == ([None], 1)
+
+
+# -- random events, valid and not, in both formats ---------------------------------------
+texts = st.text(alphabet=st.characters(codec="utf-8"), max_size=6)
+ids = texts.filter(bool)
+json_scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | texts | \
+    st.floats(allow_nan=False, allow_infinity=False)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) |
+                           st.dictionaries(texts, inner, max_size=3), max_leaves=6)
+# What the fast path takes: no reals inside JSON objects.
+plain_scalars = st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | texts
+plain_objects = st.dictionaries(texts, st.recursive(
+    plain_scalars, lambda inner: st.lists(inner, max_size=3) |
+    st.dictionaries(texts, inner, max_size=3), max_leaves=5), max_size=3)
+float32s = st.floats(width=32, allow_nan=False, allow_infinity=False)
+
+
+def mostly(valid: st.SearchStrategy[Any], wild: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid values nine times in ten: random events would almost never be valid."""
+    return st.integers(0, 9).flatmap(lambda n: wild if n == 0 else valid)
+
+
+@st.composite
+def json_events(draw: st.DrawFn) -> bytes:
+    dim = draw(st.sampled_from([2, 2, 3]))
+    ev: dict[str, Any] = {}
+    choices = {
+        "op": mostly(st.sampled_from(["upsert", "delete"]),
+                     st.sampled_from(["alias.put", "collection.drop", "merge", 3])),
+        "collection": mostly(st.sampled_from(["docs", "c\u00e9"]), st.sampled_from(["", 5])),
+        "tenant": mostly(st.none() | texts, st.just(3)),
+        "id": mostly(ids, st.sampled_from(["", 7])),
+        "vector": mostly(st.lists(float32s | st.integers(-2**24, 2**24), min_size=dim,
+                                  max_size=dim),
+                         st.lists(st.floats() | st.integers(-2**64, 2**64), max_size=3) |
+                         st.lists(json_scalars, max_size=3) | json_scalars),
+        "sparse": mostly(st.none(), st.just({"indices": [1], "values": [0.5]})),
+        "document": mostly(st.none() | texts | plain_objects | st.lists(plain_scalars, max_size=2),
+                           json_values),
+        "metadata": mostly(st.none() | plain_objects, json_values),
+        "acl": mostly(st.none() | st.lists(texts, max_size=3), json_values),
+        "embedding_model": mostly(st.fixed_dictionaries(
+            {"name": texts}, optional={"version": st.none() | texts}),
+            st.fixed_dictionaries({"name": json_scalars}, optional={"version": json_scalars})),
+        "source": mostly(st.none() | plain_objects, json_values),
+        "event_id": mostly(st.none() | texts, json_scalars),
+        "event_time": mostly(st.none() | texts, json_scalars),
+        "alias": json_values,
+    }
+    for name, strat in choices.items():
+        if draw(st.integers(0, 4)) or name in ("op", "collection", "id"):
+            ev[name] = draw(strat)
+    ev.update(draw(st.dictionaries(texts, mostly(plain_scalars, json_values), max_size=2)))
+    try:
+        return orjson.dumps(ev)
+    except (TypeError, orjson.JSONEncodeError):  # ints beyond 64 bits
+        return json.dumps(ev).encode()
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_events())
+def test_json_events_agree_with_the_parser(value: bytes) -> None:
+    check_agrees(FakeMessage(value), "json", {"docs": 2})
+
+
+avro_strings = st.none() | texts
+
+
+@st.composite
+def avro_events(draw: st.DrawFn) -> bytes:
+    dim = draw(st.sampled_from([2, 2, 3]))
+    vec = draw(mostly(st.none() | st.lists(float32s, min_size=dim, max_size=dim).map(
+        lambda v: np.asarray(v, dtype="<f4").tobytes()),
+        st.binary(max_size=17) | st.lists(st.floats(width=32), min_size=1, max_size=4).map(
+            lambda v: np.asarray(v, dtype="<f4").tobytes())))
+    ev = {
+        "op": draw(mostly(st.sampled_from(["upsert", "delete"]),
+                          st.sampled_from(["tenant.put", "x", "collection.put"]))),
+        "collection": draw(mostly(st.sampled_from(["docs", "c"]), st.just(""))),
+        "tenant": draw(avro_strings), "id": draw(mostly(ids, st.sampled_from([None, ""]))),
+        "vector": vec,
+        "sparse": draw(mostly(st.none(), st.just({"indices": [1], "values": b"\0\0\0\0"}))),
+        "document": draw(avro_strings),
+        "metadata": draw(mostly(st.none() | plain_objects.map(json.dumps),
+                                texts | json_values.map(json.dumps))),
+        "acl": draw(st.none() | st.lists(texts, max_size=3)),
+        "embedding_model": draw(st.none() | st.fixed_dictionaries(
+            {"name": texts, "version": avro_strings})),
+        "source": draw(st.none() | st.fixed_dictionaries(
+            {"uri": avro_strings, "chunk": st.none() | st.integers(-2**63, 2**63 - 1),
+             "content_sha256": avro_strings})),
+        "alias": draw(avro_strings), "schema": None, "settings": None,
+        "event_id": draw(avro_strings), "event_time": draw(avro_strings),
+    }
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, CHANGE_EVENT_SCHEMA, ev)
+    raw = buf.getvalue()
+    cut = draw(mostly(st.none(), st.sampled_from([-1, 5])))  # truncated or trailing bytes
+    if cut == -1:
+        return raw[:-1]
+    return raw + b"\x00" if cut == 5 else raw
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(avro_events())
+def test_avro_events_agree_with_the_parser(value: bytes) -> None:
+    check_agrees(FakeMessage(value), "avro", {"docs": 2})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64))
+def test_garbage_never_encoded_differently(value: bytes) -> None:
+    for fmt in ("json", "avro"):
+        check_agrees(FakeMessage(value), fmt, {})
