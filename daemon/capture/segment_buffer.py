@@ -41,19 +41,23 @@ class SealedSegment:
     opened_at: float
     sealed_at: float
 
-    @property
+    @cached_property
     def count(self) -> int:
         return len(self.datums)
 
     @cached_property
     def data(self) -> bytes:
-        return encode_segment_datums(self.key, self.datums, self.min_timestamp,
+        self.count  # noqa: B018 - kept: the datums go once framed
+        data = encode_segment_datums(self.key, self.datums, self.min_timestamp,
                                      self.max_timestamp, self.codec)
+        self.datums = []  # the framed bytes hold them: do not keep the segment twice in memory
+        return data
 
     @cached_property
     def sidecar(self) -> Sidecar:
-        return Sidecar.of(self.key, len(self.datums), len(self.quarantine), self.min_timestamp,
-                          self.max_timestamp, self.data, self.ops, self.ids)
+        data = self.data
+        return Sidecar.of(self.key, self.count, len(self.quarantine), self.min_timestamp,
+                          self.max_timestamp, data, self.ops, self.ids)
 
 
 @dataclass
