@@ -11,10 +11,16 @@ import fastavro
 
 
 @cache
+def schema_text(name: str) -> str:
+    """``schemas/<name>`` as compact JSON: what an Avro file's ``avro.schema`` header holds."""
+    text = resources.files("daemon").joinpath("schemas", name).read_text(encoding="utf-8")
+    return json.dumps(json.loads(text), separators=(",", ":"))
+
+
+@cache
 def load_schema(name: str) -> Any:
     """The parsed Avro schema ``schemas/<name>``."""
-    text = resources.files("daemon").joinpath("schemas", name).read_text(encoding="utf-8")
-    return fastavro.parse_schema(json.loads(text))
+    return fastavro.parse_schema(json.loads(schema_text(name)))
 
 
 @cache

@@ -57,12 +57,12 @@ TP = tuple[str, int]
 def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> float:
     """Steps 4 and 5 of the commit order, for one sealed segment (framed and hashed here, on
     the upload thread, the first time). Returns the seconds the store took."""
-    seg.sidecar  # noqa: B018 - frames the segment and hashes it, once
+    data, sidecar = seg.frame()
     began = time.monotonic()
     for entry in seg.quarantine:  # raw bytes of bad events, inside the segment's range
         repo.put_quarantine(entry)
-    repo.put_segment(seg.key, seg.data)  # create-only; identical is success
-    repo.put_sidecar(seg.sidecar)
+    repo.put_segment(seg.key, data)  # create-only; identical is success
+    repo.put_sidecar(sidecar)
     repo.write_watermark(watermark)  # last: readers trust it only after the segment exists
     return time.monotonic() - began
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from daemon.changelog.keys import SegmentKey
@@ -24,11 +23,13 @@ from daemon.config import CaptureConfig
 
 @dataclass
 class SealedSegment:
-    """A segment closed for new events. Its bytes and sidecar are made on first use, by the
-    upload thread (``make_durable``), so framing and hashing stay off the consuming loop."""
+    """A segment closed for new events. ``frame`` makes its bytes and sidecar, once: the
+    upload thread calls it (``make_durable``), so framing and hashing stay off the loop."""
 
     key: SegmentKey
-    datums: list[bytes]
+    datums: list[builtins.bytes]
+    """The records until framed; then empty (the bytes hold them)."""
+    count: int
     codec: str
     min_timestamp: int | None
     max_timestamp: int | None
@@ -40,24 +41,26 @@ class SealedSegment:
     buffered_bytes: int
     opened_at: float
     sealed_at: float
+    _framed: tuple[builtins.bytes, Sidecar] | None = None
 
-    @cached_property
-    def count(self) -> int:
-        return len(self.datums)
+    def frame(self) -> tuple[builtins.bytes, Sidecar]:
+        """The segment's bytes and its sidecar (made on the first call)."""
+        if self._framed is None:
+            data = encode_segment_datums(self.key, self.datums, self.min_timestamp,
+                                         self.max_timestamp, self.codec)
+            self._framed = data, Sidecar.of(self.key, self.count, len(self.quarantine),
+                                            self.min_timestamp, self.max_timestamp, data,
+                                            self.ops, self.ids)
+            self.datums = []  # do not hold the segment twice while it uploads
+        return self._framed
 
-    @cached_property
-    def data(self) -> bytes:
-        self.count  # noqa: B018 - kept: the datums go once framed
-        data = encode_segment_datums(self.key, self.datums, self.min_timestamp,
-                                     self.max_timestamp, self.codec)
-        self.datums = []  # the framed bytes hold them: do not keep the segment twice in memory
-        return data
+    @property
+    def data(self) -> builtins.bytes:
+        return self.frame()[0]
 
-    @cached_property
+    @property
     def sidecar(self) -> Sidecar:
-        data = self.data
-        return Sidecar.of(self.key, self.count, len(self.quarantine), self.min_timestamp,
-                          self.max_timestamp, data, self.ops, self.ids)
+        return self.frame()[1]
 
 
 @dataclass
@@ -144,8 +147,8 @@ class OpenSegment:
     def seal(self, codec: str, now: float) -> SealedSegment:
         return SealedSegment(
             key=SegmentKey(self.topic, self.partition, self.start, self.end), datums=self.datums,
-            codec=codec, min_timestamp=self.min_timestamp, max_timestamp=self.max_timestamp,
-            ops=self.ops, ids=self.ids, quarantine=self.quarantine,
+            count=len(self.datums), codec=codec, min_timestamp=self.min_timestamp,
+            max_timestamp=self.max_timestamp, ops=self.ops, ids=self.ids, quarantine=self.quarantine,
             value_bytes=self.value_bytes, buffered_bytes=self.bytes,
             opened_at=self.opened_at or now, sealed_at=now,
         )

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import fastavro
 
 from daemon.changelog.keys import SegmentKey
 from daemon.errors import IntegrityError
-from daemon.schemas_loader import load_schema, schema_fingerprint
-from daemon.snapshot.datafile import avro_long, compress, container_header
+from daemon.schemas_loader import load_schema, schema_fingerprint, schema_text
+from daemon.snapshot.datafile import container_block, container_header
 
 SEGMENT_FORMAT = "1"
 RECORD_SCHEMA_FILE = "changelog_record.avsc"
@@ -29,9 +27,6 @@ RECORD_SCHEMA = load_schema(RECORD_SCHEMA_FILE)
 
 _META = "vecwal."
 SEGMENT_BLOCK_BYTES = 1 << 20
-_SCHEMA_TEXT = json.dumps(json.loads(
-    resources.files("daemon").joinpath("schemas", RECORD_SCHEMA_FILE).read_text(encoding="utf-8")),
-    separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -64,6 +59,8 @@ def encode_segment_datums(key: SegmentKey, datums: Sequence[bytes], min_timestam
     """Avro container bytes for records already encoded (``record_datum``, or capture's native
     codec), in offset order. Blocks hold up to ``SEGMENT_BLOCK_BYTES`` of datums each."""
     meta = {
+        "avro.schema": schema_text(RECORD_SCHEMA_FILE),
+        "avro.codec": codec,
         _META + "format": SEGMENT_FORMAT,
         _META + "topic": key.topic,
         _META + "partition": str(key.partition),
@@ -75,15 +72,13 @@ def encode_segment_datums(key: SegmentKey, datums: Sequence[bytes], min_timestam
         _META + "schema_fingerprint": schema_fingerprint(RECORD_SCHEMA_FILE),
     }
     sync = hashlib.sha256(key.avro.encode()).digest()[:16]
-    header = container_header({"avro.schema": _SCHEMA_TEXT, "avro.codec": codec.encode(),
-                               **{k: v.encode() for k, v in meta.items()}}, sync)
-    parts: list[bytes] = [header]
+    header = container_header({k: v.encode() for k, v in meta.items()}, sync)
+    parts: list[bytes | memoryview] = [header]
     first, size = 0, 0
     for i, datum in enumerate(datums):
         size += len(datum)
         if size >= SEGMENT_BLOCK_BYTES or i == len(datums) - 1:
-            block = compress(b"".join(datums[first:i + 1]), codec)
-            parts += (avro_long(i + 1 - first), avro_long(len(block)), block, sync)
+            parts += container_block(datums[first:i + 1], i + 1 - first, size, codec, sync)
             first, size = i + 1, 0
     return b"".join(parts)
 

@@ -236,6 +236,7 @@ typedef struct {
     Span metadata_text;          /* Avro: JSON text, parsed at write time */
     yyjson_val *acl_json;
     const unsigned char *acl_avro, *acl_avro_end;  /* Avro: the array's bytes; NULL: null */
+    size_t acl_avro_count;
     int model_present;
     Span model_name, model_version;
     yyjson_val *source_json;
@@ -312,7 +313,7 @@ static int write_text_json(Ctx *cx, Buf *out, yyjson_val *v) {
     return put_str(out, cx->tmp.p, cx->tmp.len);
 }
 
-static int write_avro_acl(Buf *out, const unsigned char *p, const unsigned char *end);
+static int write_avro_acl(Buf *out, const Event *e);
 static int write_avro_source(Ctx *cx, Buf *out, const Event *e);
 
 static int write_record(Ctx *cx, Buf *out, const Event *e, int64_t offset, int64_t ts,
@@ -366,7 +367,7 @@ static int write_record(Ctx *cx, Buf *out, const Event *e, int64_t offset, int64
         TRY(put_byte(out, 0));
     } else if (e->acl_avro) {
         TRY(put_byte(out, 2));
-        TRY(write_avro_acl(out, e->acl_avro, e->acl_avro_end));
+        TRY(write_avro_acl(out, e));
     } else {
         TRY(put_byte(out, 0));
     }
@@ -438,12 +439,14 @@ static int gather_json(Ctx *cx, yyjson_val *root, Event *e) {
     while ((k = yyjson_obj_iter_next(&it))) {
         int which = field_of(yyjson_get_str(k), yyjson_get_len(k));
         if (which >= 0) {
-            if (f[which]) return DEFER;  /* duplicate key: orjson keeps the last */
+            /* A duplicate key: orjson keeps the last, which may be a collection op's. Only
+             * the parser may say, and what it learns must hold for the next events. */
+            if (f[which]) return BARRIER;
             f[which] = yyjson_obj_iter_get_val(k);
         } else {
-            if (e->n_extra == MAX_EXTRA) return DEFER;
+            if (e->n_extra == MAX_EXTRA) return BARRIER;  /* the op may be further on */
             for (int i = 0; i < e->n_extra; i++)
-                if (same_key(e->extra_keys[i], k)) return DEFER;
+                if (same_key(e->extra_keys[i], k)) return BARRIER;
             e->extra_keys[e->n_extra] = k;
             e->extra_vals[e->n_extra++] = yyjson_obj_iter_get_val(k);
         }
@@ -556,8 +559,8 @@ static int rd_opt_string(Rd *r, Span *s) {
     return rd_string(r, s);
 }
 
-/* Walk an array<string> (blocks; a negative count has its byte size after it); with ``out``,
- * write it back as fastavro would (one block). */
+/* Walk an array<string> (blocks; a negative count has its byte size after it), checking its
+ * strings; with ``out`` (a second walk), write them back as fastavro would (one block). */
 static int avro_strings(Rd *r, Buf *out, size_t *count) {
     *count = 0;
     for (;;) {
@@ -565,25 +568,29 @@ static int avro_strings(Rd *r, Buf *out, size_t *count) {
         TRY(rd_long(r, &n));
         if (n == 0) break;
         if (n < 0) {
+            if (n == INT64_MIN) return DEFER;
             TRY(rd_long(r, &size));
             n = -n;
         }
         for (int64_t i = 0; i < n; i++) {
             Span s;
-            TRY(rd_string(r, &s));
-            if (out) TRY(put_str(out, s.p, s.n));
+            if (out) {
+                TRY(rd_bytes(r, &s));
+                TRY(put_str(out, s.p, s.n));
+            } else {
+                TRY(rd_string(r, &s));
+            }
         }
         *count += (size_t)n;
     }
     return OK;
 }
 
-static int write_avro_acl(Buf *out, const unsigned char *p, const unsigned char *end) {
-    Rd r = {p, end}, probe = {p, end};
+static int write_avro_acl(Buf *out, const Event *e) {
+    Rd r = {e->acl_avro, e->acl_avro_end};  /* walked and checked when gathered */
     size_t count;
-    TRY(avro_strings(&probe, NULL, &count));
-    if (count) {
-        TRY(put_long(out, (int64_t)count));
+    if (e->acl_avro_count) {
+        TRY(put_long(out, (int64_t)e->acl_avro_count));
         TRY(avro_strings(&r, out, &count));
     }
     return put_byte(out, 0);
@@ -645,9 +652,8 @@ static int gather_avro(Ctx *cx, const char *value, size_t len, Event *e) {
     TRY(rd_opt_string(&r, &e->metadata_text));
     TRY(rd_branch(&r, &present));  /* acl */
     if (present) {
-        size_t count;
         e->acl_avro = r.p;
-        TRY(avro_strings(&r, NULL, &count));
+        TRY(avro_strings(&r, NULL, &e->acl_avro_count));
         e->acl_avro_end = r.p;
     }
     TRY(rd_branch(&r, &e->model_present));

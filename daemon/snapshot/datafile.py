@@ -24,17 +24,16 @@ import hashlib
 import io
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from importlib import resources
 from typing import Any
 
 import fastavro
 import xxhash
 
 from daemon.errors import IntegrityError
-from daemon.schemas_loader import load_schema
+from daemon.schemas_loader import load_schema, schema_text
 from daemon.snapshot import rowindex
 from daemon.snapshot.rowindex import IndexColumns, RowIndex, RowIndexBuilder, decode_index
 
@@ -46,15 +45,10 @@ BLOCK_RECORDS = 1024
 VERSION_FIELDS = ("last_offset", "last_timestamp", "last_partition", "last_topic")
 
 
-def _schema_text() -> str:
-    text = resources.files("daemon").joinpath("schemas", "snapshot_record.avsc").read_text("utf-8")
-    raw = json.loads(text)
-    # Row.of and the content hash rely on it: the version is the record's tail.
-    assert tuple(f["name"] for f in raw["fields"][-4:]) == VERSION_FIELDS, "version fields last"
-    return json.dumps(raw, separators=(",", ":"))
-
-
-SCHEMA_TEXT = _schema_text()
+SCHEMA_TEXT = schema_text("snapshot_record.avsc")
+# Row.of and the content hash rely on it: the version is the record's tail.
+assert tuple(f["name"] for f in json.loads(SCHEMA_TEXT)["fields"][-4:]) == VERSION_FIELDS, \
+    "version fields last"
 CONTENT_SCHEMA = fastavro.parse_schema({
     "type": "record", "name": "Content", "namespace": "io.vecwal.internal",
     "fields": json.loads(SCHEMA_TEXT)["fields"][:-len(VERSION_FIELDS)]})
@@ -218,7 +212,7 @@ class DataFileWriter:
     blocks hold about ``BLOCK_RECORDS`` rows."""
 
     def __init__(self, codec: str = "null") -> None:
-        compress(b"", codec)  # an unknown codec fails before any work
+        _compress(b"", codec)  # an unknown codec fails before any work
         self.codec = codec
         self.index = RowIndexBuilder()
         self._chunks: list[bytes | memoryview] = []
@@ -245,15 +239,8 @@ class DataFileWriter:
     def _flush(self) -> None:
         if not self._pending_rows:
             return
-        if self.codec == "null":
-            data: list[bytes | memoryview] = list(self._pending)
-            size = self._pending_size
-        else:
-            data = [compress(b"".join(self._pending), self.codec)]
-            size = len(data[0])
-        self._chunks.append(avro_long(self._pending_rows) + avro_long(size))
-        self._chunks.extend(data)
-        self._chunks.append(SYNC)
+        self._chunks += container_block(self._pending, self._pending_rows, self._pending_size,
+                                        self.codec)
         self._blocks.append(self._pending_rows)
         self._pending.clear()
         self._pending_rows = self._pending_size = 0
@@ -265,8 +252,8 @@ class DataFileWriter:
         if len(built) != sum(self._blocks):
             raise ValueError(f"the index has {len(built)} rows, the blocks {sum(self._blocks)}")
         records, digest, tenants = built.summary()
-        header = container_header({"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": self.codec.encode(),
-                          **built.encode(self._blocks)})
+        header = container_header({"avro.schema": SCHEMA_TEXT.encode(),
+                                   "avro.codec": self.codec.encode(), **built.encode(self._blocks)})
         return EncodedFile([header, *self._chunks], len(built), records, digest, tenants,
                            len(header))
 
@@ -296,6 +283,19 @@ def container_header(meta: dict[str, bytes], sync: bytes = SYNC) -> bytes:
     return bytes(out)
 
 
+def container_block(pieces: Sequence[bytes | memoryview], count: int, size: int, codec: str,
+                    sync: bytes = SYNC) -> list[bytes | memoryview]:
+    """One block of an Avro object container file: ``count`` records whose bytes are
+    ``pieces`` (``size`` bytes in all), compressed by ``codec``, then the sync marker. With
+    the null codec the pieces are kept as they are (no copy)."""
+    if codec == "null":
+        data = list(pieces)
+    else:
+        data = [_compress(b"".join(pieces), codec)]
+        size = len(data[0])
+    return [avro_long(count) + avro_long(size), *data, sync]
+
+
 def avro_long(n: int) -> bytes:
     """``n`` as an Avro long (zigzag varint). Lengths of ids and short strings are one byte:
     those come from a table, as hot loops (validation, splicing) ask for one per record."""
@@ -323,7 +323,7 @@ def _long_len(n: int) -> int:
     return max(1, (z.bit_length() + 6) // 7)
 
 
-def compress(data: bytes, codec: str) -> bytes:
+def _compress(data: bytes, codec: str) -> bytes:
     """One block's bytes in ``codec`` (null, deflate or zstandard)."""
     if codec == "null":
         return data

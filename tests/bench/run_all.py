@@ -10,6 +10,8 @@ from tests.bench import (
     bench_capture,
     bench_compaction,
     bench_engines,
+    bench_eventcodec,
+    bench_fold,
     bench_restore,
     bench_rpo,
     bench_rss,
@@ -18,9 +20,11 @@ from tests.bench import (
 
 def main() -> None:
     results = {
+        "event_codec": bench_eventcodec.main([]),
         "capture_throughput": bench_capture.main([]),
         "rpo": bench_rpo.main([]),
         "peak_rss": bench_rss.main([]),
+        "fold": bench_fold.main([]),
         "restore": bench_restore.main([]),
         "compaction": bench_compaction.main([]),
         "audit": bench_audit.main([]),

@@ -15,10 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.changelog.segment import record_datum
+from daemon.changelog.segment import RECORD_SCHEMA, record_datum
 from daemon.errors import BadEvent
 from daemon.events import CHANGE_EVENT_SCHEMA, EventParser
 from daemon.workload import Workload, to_avro
+from tests.component.fakes import FakeMessage
 
 eventcodec = pytest.importorskip("daemon.native.eventcodec",
                                  reason="native codec not built: run `make setup`")
@@ -26,34 +27,10 @@ eventcodec = pytest.importorskip("daemon.native.eventcodec",
 MAX = 1 << 20
 
 
-class FakeMessage:
-    """What capture reads of a confluent-kafka Message."""
-
-    def __init__(self, value: bytes | None, key: bytes | None = b"k", offset: int = 7,
-                 timestamp: int = 1_700_000_000_123, topic: str = "t", error: Any = None) -> None:
-        self._value, self._key, self._offset, self._ts = value, key, offset, timestamp
-        self._topic, self._error = topic, error
-
-    def error(self) -> Any:
-        return self._error
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 2
-
-    def offset(self) -> int:
-        return self._offset
-
-    def timestamp(self) -> tuple[int, int]:
-        return (2, self._ts)
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
+def message(value: bytes | None, key: bytes | None = b"k", offset: int = 7,
+            topic: str = "t", eof: bool = False) -> FakeMessage:
+    """A message of partition 2 (``eof``: one carrying a Kafka error, end of partition)."""
+    return FakeMessage(topic, 2, offset, value, key, 1_700_000_000_123, eof)
 
 
 def reference(msg: FakeMessage, fmt: str, dims: dict[str, int]) -> bytes | None:
@@ -83,17 +60,12 @@ def check_agrees(msg: FakeMessage, fmt: str, dims: dict[str, int]) -> bool:
     assert want is not None, f"the codec accepted an event the parser refuses: {msg.value()!r}"
     assert got[6] == want, f"datums differ for {msg.value()!r}"
     topic, partition, offset, ts, key, size, _datum, op, coll, rid = got
-    rec = fastavro.schemaless_reader(io.BytesIO(want), _record_schema(), None)
+    rec = fastavro.schemaless_reader(io.BytesIO(want), RECORD_SCHEMA, None)
     assert (topic, partition, offset, ts, key, size) == ("t", 2, msg.offset(),
                                                         msg.timestamp()[1], msg.key(),
                                                         len(msg.value() or b""))
     assert (op, coll, rid) == (rec["op"], rec["collection"], rec["id"])
     return True
-
-
-def _record_schema() -> Any:
-    from daemon.changelog.segment import RECORD_SCHEMA
-    return RECORD_SCHEMA
 
 
 # -- what every stream is made of: the fast path takes it all ----------------------------
@@ -105,7 +77,7 @@ def test_workload_events_are_all_encoded_natively(fmt: str) -> None:
                {"op": "delete", "collection": "docs", "id": "x"}]
     for i, ev in enumerate(events):
         value = to_avro(ev) if fmt == "avro" else orjson.dumps(ev)
-        assert check_agrees(FakeMessage(value, f"doc-{i}".encode(), offset=i), fmt, {"docs": 16})
+        assert check_agrees(message(value, f"doc-{i}".encode(), offset=i), fmt, {"docs": 16})
 
 
 def test_json_reserialised_like_orjson() -> None:
@@ -119,7 +91,7 @@ def test_json_reserialised_like_orjson() -> None:
         "acl": [], "embedding_model": {"name": "m", "version": None, "other": 1},
         "source": {"uri": "s3://x/y", "chunk": 0}, "zz": {"x": "y"}, "aa": [1],
     }, indent=2, ensure_ascii=True).encode()
-    assert check_agrees(FakeMessage(value), "json", {})
+    assert check_agrees(message(value), "json", {})
 
 
 def test_avro_arrays_in_negative_count_blocks() -> None:
@@ -131,7 +103,7 @@ def test_avro_arrays_in_negative_count_blocks() -> None:
     assert canonical in plain
     blocked = b"\x02\x01\x04\x02a\x01\x06\x04bb\x00"  # count -1 size 2 "a", -1 size 3 "bb"
     value = plain.replace(canonical, blocked)
-    assert check_agrees(FakeMessage(value), "avro", {})
+    assert check_agrees(message(value), "avro", {})
 
 
 def test_left_to_the_parser() -> None:
@@ -139,20 +111,19 @@ def test_left_to_the_parser() -> None:
     parser's to judge."""
     good = orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]})
     cases = [
-        FakeMessage(orjson.dumps({"op": "alias.put", "collection": "c", "alias": "a"})),
-        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1e39]})),
-        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [True]})),
-        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": []})),
-        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
+        message(orjson.dumps({"op": "alias.put", "collection": "c", "alias": "a"})),
+        message(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1e39]})),
+        message(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [True]})),
+        message(orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": []})),
+        message(orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
                                   "metadata": {"score": 0.5}})),
-        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
+        message(orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
                                   "sparse": {"indices": [1], "values": [0.5]}})),
-        FakeMessage(b'{"op": "upsert", "collection": "c", "id": "x", "id": "y"}'),
-        FakeMessage(orjson.dumps({"op": "upsert", "collection": "c", "id": ""})),
-        FakeMessage(good, error=object()),
-        FakeMessage(good, topic="unknown"),
-        FakeMessage(good + b" " * MAX),
-        FakeMessage(None),
+        message(orjson.dumps({"op": "upsert", "collection": "c", "id": ""})),
+        message(good, eof=True),
+        message(good, topic="unknown"),
+        message(good + b" " * MAX),
+        message(None),
     ]
     results, stop = eventcodec.encode_batch(cases, 0, {"t": False}, {}, MAX)
     assert stop == len(cases) and results == [None] * len(cases)
@@ -164,9 +135,9 @@ def test_wrong_dimension_is_left_to_the_parser() -> None:
                                              "vector": vec.tolist()})),
                        ("avro", to_avro({"op": "upsert", "collection": "c", "id": "x",
                                          "vector": vec.tolist()}))):
-        assert native([FakeMessage(value)], fmt, {"c": 3})[0] == [None]
-        assert native([FakeMessage(value)], fmt, {"c": 4})[0][0] is not None
-        assert native([FakeMessage(value)], fmt, {"other": 3})[0][0] is not None
+        assert native([message(value)], fmt, {"c": 3})[0] == [None]
+        assert native([message(value)], fmt, {"c": 4})[0][0] is not None
+        assert native([message(value)], fmt, {"other": 3})[0][0] is not None
 
 
 @pytest.mark.parametrize("fmt", ["json", "avro"])
@@ -176,7 +147,7 @@ def test_pass_stops_after_a_collection_op(fmt: str) -> None:
     enc = (lambda e: to_avro(e)) if fmt == "avro" else orjson.dumps
     up = {"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]}
     put = {"op": "collection.put", "collection": "c", "schema": {"dimension": 3}}
-    msgs = [FakeMessage(enc(up)), FakeMessage(enc(put)), FakeMessage(enc(up))]
+    msgs = [message(enc(up)), message(enc(put)), message(enc(up))]
     results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX)
     assert stop == 2 and results[0] is not None and results[1] is None
     results, stop = eventcodec.encode_batch(msgs, 2, {"t": fmt == "avro"}, {"c": 3}, MAX)
@@ -184,7 +155,7 @@ def test_pass_stops_after_a_collection_op(fmt: str) -> None:
 
 
 def test_unparseable_json_stops_the_pass() -> None:
-    msgs = [FakeMessage(b"{not json"), FakeMessage(orjson.dumps({"op": "delete",
+    msgs = [message(b"{not json"), message(orjson.dumps({"op": "delete",
                                                                 "collection": "c", "id": "x"}))]
     results, stop = eventcodec.encode_batch(msgs, 0, {"t": False}, {}, MAX)
     assert (results, stop) == ([None], 1)
@@ -250,7 +221,7 @@ def json_events(draw: st.DrawFn) -> bytes:
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_events())
 def test_json_events_agree_with_the_parser(value: bytes) -> None:
-    check_agrees(FakeMessage(value), "json", {"docs": 2})
+    check_agrees(message(value), "json", {"docs": 2})
 
 
 avro_strings = st.none() | texts
@@ -294,11 +265,40 @@ def avro_events(draw: st.DrawFn) -> bytes:
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(avro_events())
 def test_avro_events_agree_with_the_parser(value: bytes) -> None:
-    check_agrees(FakeMessage(value), "avro", {"docs": 2})
+    check_agrees(message(value), "avro", {"docs": 2})
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_random_events_reach_the_fast_path(fmt: str) -> None:
+    """The agreement tests above pass trivially if the codec leaves every event to the
+    parser: a good share of their events must go through it."""
+    taken: list[bool] = []
+
+    @settings(max_examples=300, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(json_events() if fmt == "json" else avro_events())
+    def run(value: bytes) -> None:
+        taken.append(check_agrees(message(value), fmt, {"docs": 2}))
+
+    run()
+    assert sum(taken) >= 0.15 * len(taken), f"{sum(taken)} of {len(taken)} taken"
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=64))
 def test_garbage_never_encoded_differently(value: bytes) -> None:
     for fmt in ("json", "avro"):
-        check_agrees(FakeMessage(value), fmt, {})
+        check_agrees(message(value), fmt, {})
+
+
+@pytest.mark.parametrize("dup", [
+    b'{"op": "upsert", "op": "collection.put", "collection": "c", "schema": {"dimension": 3}}',
+    b'{"op": "upsert", "collection": "c", "id": "x", "id": "y"}',
+])
+def test_duplicate_keys_stop_the_pass(dup: bytes) -> None:
+    """A key given twice: orjson keeps the last value, and with the op twice that may be a
+    collection op's. The parser judges it, and the pass stops right after it."""
+    up = orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]})
+    results, stop = eventcodec.encode_batch([message(dup), message(up)], 0,
+                                            {"t": False}, {}, MAX)
+    assert (results, stop) == ([None], 1)
