@@ -293,6 +293,8 @@ class Compactor:
         if base is not None and cut_time <= base.cut_time_ms:
             log.info("snapshot is current", snapshot=base.id, cut_time_ms=base.cut_time_ms)
             return base
+        # Listed again (``_steps`` listed them too), and after valid-through was read: every
+        # segment made durable before the watermark that vouches for cut_time is then seen.
         folded = fold_log(self.repo, log_windows(self.repo, self.topics, base), base,
                           until_ms=cut_time)
         snapshot_id = f"{cut_time:013d}-{uuid.uuid4().hex[:8]}"

@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--dim", type=int, default=768)
     ap.add_argument("--max-buffer-mb", type=int, default=256)
     ap.add_argument("--segment-max-mb", type=int, default=32)
+    ap.add_argument("--client", action="append", default=[], metavar="KEY=VALUE",
+                    help="a librdkafka property for the daemon ([kafka.client])")
     args = ap.parse_args(argv)
+    client = "".join(f'"{k}" = "{v}"\n' for k, v in (c.split("=", 1) for c in args.client))
     with services() as svc:
         topic = svc.topic(3)
         t = produce_n(svc.bootstrap, topic, event_pool("avro", dim=args.dim), args.events)
@@ -86,7 +89,8 @@ url = "file://{svc.workdir / 'repo'}"
 [capture]
 max_buffer_bytes = {args.max_buffer_mb * 1024 * 1024}
 segment_max_bytes = {args.segment_max_mb * 1024 * 1024}
-[metrics]
+[kafka.client]
+{client}[metrics]
 listen = ""
 [log]
 level = "warning"
@@ -101,7 +105,7 @@ level = "warning"
             "baseline_consumer_peak_rss_mb": base_mb, "baseline_seconds": round(base_s, 1),
             "daemon_peak_rss_mb": cap_mb, "daemon_seconds": round(cap_s, 1),
             "daemon_events_per_s": round(args.events / cap_s),
-            "rss_ratio_to_baseline": round(cap_mb / base_mb, 2),
+            "rss_ratio_to_baseline": round(cap_mb / base_mb, 2), "client": args.client,
         }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return result
