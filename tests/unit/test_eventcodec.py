@@ -302,3 +302,63 @@ def test_duplicate_keys_stop_the_pass(dup: bytes) -> None:
     results, stop = eventcodec.encode_batch([message(dup), message(up)], 0,
                                             {"t": False}, {}, MAX)
     assert (results, stop) == ([None], 1)
+
+
+N_EVENTS = 400
+
+
+def drive(msgs: list[FakeMessage], fmt: str) -> tuple[list[bytes | None], int, int]:
+    """What capture's ``_take`` does: the codec first, the parser for what it leaves, calling
+    the codec again after a stop. Returns each message's datum (None: refused), the number of
+    codec calls and how many events the codec encoded."""
+    parser = EventParser(MAX, {})
+    out: list[bytes | None] = []
+    start = calls = taken = 0
+    while start < len(msgs):
+        results, stop = eventcodec.encode_batch(msgs, start, {"t": fmt == "avro"},
+                                                parser.dimensions, MAX)
+        calls += 1
+        for i, res in enumerate(results, start):
+            if res is not None:
+                out.append(res[6])
+                taken += 1
+                continue
+            m = msgs[i]
+            try:
+                out.append(record_datum(parser.parse(m.value(), fmt, key=m.key(),
+                                                     offset=m.offset(),
+                                                     timestamp=m.timestamp()[1])))
+            except BadEvent:
+                out.append(None)
+        start = stop
+    return out, calls, taken
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+@pytest.mark.parametrize("barrier_at", [40, 330, None])
+def test_batch_with_a_collection_op_agrees_with_the_parser(fmt: str, barrier_at: int | None
+                                                          ) -> None:
+    """Capture's way through a batch (``drive``): a collection.put that makes every later
+    upsert of its collection the wrong dimension stops the codec's pass right after it, and
+    every message ends as the parser alone would have it."""
+    w = Workload(seed=9, collections={"docs": 768}, tenants=["acme"])
+    enc = (lambda e: to_avro(e)) if fmt == "avro" else orjson.dumps
+    events: list[dict[str, Any]] = [w.upsert("docs", "acme", f"d{i}#0") for i in range(N_EVENTS)]
+    if barrier_at is not None:  # docs becomes 4-dimensional: later 768-dim upserts are bad
+        events[barrier_at] = {"op": "collection.put", "collection": "docs",
+                              "schema": {"dimension": 4}}
+    msgs = [message(enc(e), offset=i) for i, e in enumerate(events)]
+    got, calls, taken = drive(msgs, fmt)
+    serial = EventParser(MAX, {})
+    want = []
+    for m in msgs:
+        try:
+            want.append(record_datum(serial.parse(m.value(), fmt, key=m.key(),
+                                                  offset=m.offset(), timestamp=m.timestamp()[1])))
+        except BadEvent:
+            want.append(None)
+    assert got == want
+    assert calls == (1 if barrier_at is None else 2)
+    assert taken == (N_EVENTS if barrier_at is None else barrier_at)
+    if barrier_at is not None:
+        assert want[barrier_at + 1:] == [None] * (N_EVENTS - 1 - barrier_at)  # wrong dimension now
