@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer
 
+from daemon.capture.kafka import consumer_settings
 from daemon.capture.loop import CaptureLoop
 from daemon.changelog.repository import Repository
 from daemon.config import config_from_mapping
@@ -49,11 +50,28 @@ class CoresBusy:
         self.cores = (machine_busy()[0] - self.busy0) / (time.monotonic() - self.t0)
 
 
+FETCH_SETTINGS = ("queued.max.messages.kbytes", "fetch.max.bytes", "max.partition.fetch.bytes",
+                  "fetch.queue.backoff.ms")
+
+
+def capture_fetch_settings(bootstrap: str) -> dict[str, Any]:
+    """How capture's consumer fetches (``capture.kafka.consumer_settings`` with the default
+    configuration). The baseline fetches the same way: with librdkafka's defaults it stalls a
+    whole second whenever its prefetch queue fills (``fetch.queue.backoff.ms`` 1000), and a
+    stalled baseline made capture look closer to it than it is."""
+    cfg = config_from_mapping({"kafka": {"bootstrap_servers": bootstrap, "topics": ["t"]},
+                               "storage": {"url": "file:///unused"}},
+                              environ={})
+    settings = consumer_settings(cfg)
+    return {k: settings[k] for k in FETCH_SETTINGS}
+
+
 def raw_consume(bootstrap: str, topic: str, n: int) -> float:
     """Seconds from the first message to the n-th, consuming in batches and discarding."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"raw-{uuid.uuid4().hex[:6]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "partition.assignment.strategy": "cooperative-sticky"})
+                  "partition.assignment.strategy": "cooperative-sticky",
+                  **capture_fetch_settings(bootstrap)})
     c.subscribe([topic])
     seen, first = 0, None
     try:
