@@ -251,10 +251,16 @@ def _vector_bytes(value: Any, name: str) -> bytes | None:
             raise BadEvent(BAD_VECTOR, f"{name} decodes to {len(raw)} bytes, not float32 values")
         arr = np.frombuffer(raw, dtype="<f4")
     elif isinstance(value, list):
-        try:  # float64 first: a value beyond float32 must be refused, not become infinity
+        # JSON numbers only: numpy would read "1" or true as 1.0, a producer bug kept as data.
+        if not {type(x) for x in value} <= _JSON_NUMBER_TYPES:
+            bad = next(x for x in value if type(x) not in _JSON_NUMBER_TYPES)
+            raise BadEvent(BAD_VECTOR, f"{name} must be a flat list of numbers, "
+                                       f"got a {_json_type_name(bad)} ({str(bad)[:20]!r})")
+        # float64 first: a value beyond float32 must be refused, not become infinity.
+        try:
             wide = np.fromiter(value, dtype=np.float64, count=len(value))
-        except (TypeError, ValueError):
-            raise BadEvent(BAD_VECTOR, f"{name} must be a flat list of numbers") from None
+        except OverflowError:  # an integer beyond float64
+            raise BadEvent(NON_FINITE, f"{name} holds a value beyond float32 range") from None
         if wide.size and not np.abs(wide).max() <= _FLOAT32_MAX:  # also catches NaN
             raise BadEvent(NON_FINITE, f"{name} holds a value beyond float32 range")
         arr = wide.astype("<f4")
@@ -268,13 +274,23 @@ def _vector_bytes(value: Any, name: str) -> bytes | None:
     return raw
 
 
+_JSON_NUMBER_TYPES = frozenset({int, float})
+
+
+def _json_type_name(value: Any) -> str:
+    return {str: "string", bool: "boolean", list: "list", dict: "object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
 def _sparse(value: Any) -> tuple[bytes, bytes]:
     if not isinstance(value, dict):
         raise BadEvent(BAD_FIELD, "sparse must be {indices, values}")
     indices, values = value.get("indices"), value.get("values")
+    if not isinstance(indices, list) or any(type(i) is not int for i in indices):
+        raise BadEvent(BAD_FIELD, "sparse.indices must be a flat list of integers")
     try:
         idx = np.asarray(indices, dtype=np.int64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadEvent(BAD_FIELD, "sparse.indices must be a list of integers") from None
     if idx.ndim != 1 or (idx.size and (idx.min() < 0 or idx.max() > 0xFFFFFFFF)):
         raise BadEvent(BAD_FIELD, "sparse.indices must be a flat list of uint32 values")

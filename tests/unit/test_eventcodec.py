@@ -129,6 +129,20 @@ def test_left_to_the_parser() -> None:
     assert stop == len(cases) and results == [None] * len(cases)
 
 
+@pytest.mark.parametrize("vector", [["1", "1"], [1.0, "2"], [True, 1.0], [None, 1.0]])
+def test_a_vector_of_non_numbers_is_quarantined_on_both_paths(vector: list[Any]) -> None:
+    """JSON strings or booleans in a vector are a producer bug, not numbers: the codec leaves
+    the event to the parser, which refuses it as bad_vector (it coerced them before)."""
+    msg = message(orjson.dumps({"op": "upsert", "collection": "docs", "id": "x",
+                                "vector": vector}))
+    results, stop = native([msg], "json", {"docs": 2})
+    assert (results, stop) == ([None], 1)
+    with pytest.raises(BadEvent) as bad:
+        EventParser(MAX, {"docs": 2}).parse(msg.value(), "json", key=b"k", offset=7,
+                                            timestamp=1)
+    assert bad.value.reason == "bad_vector"
+
+
 def test_wrong_dimension_is_left_to_the_parser() -> None:
     vec = np.ones(4, dtype="<f4")
     for fmt, value in (("json", orjson.dumps({"op": "upsert", "collection": "c", "id": "x",
@@ -194,7 +208,8 @@ def json_events(draw: st.DrawFn) -> bytes:
         "vector": mostly(st.lists(float32s | st.integers(-2**24, 2**24), min_size=dim,
                                   max_size=dim),
                          st.lists(st.floats() | st.integers(-2**64, 2**64), max_size=3) |
-                         st.lists(json_scalars, max_size=3) | json_scalars),
+                         st.lists(json_scalars, max_size=3) | json_scalars |
+                         st.lists(float32s.map(str), min_size=dim, max_size=dim)),
         "sparse": mostly(st.none(), st.just({"indices": [1], "values": [0.5]})),
         "document": mostly(st.none() | texts | plain_objects | st.lists(plain_scalars, max_size=2),
                            json_values),
@@ -221,7 +236,13 @@ def json_events(draw: st.DrawFn) -> bytes:
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_events())
 def test_json_events_agree_with_the_parser(value: bytes) -> None:
-    check_agrees(message(value), "json", {"docs": 2})
+    msg = message(value)
+    check_agrees(msg, "json", {"docs": 2})
+    ev = orjson.loads(value) if value.startswith(b"{") else {}
+    vector = ev.get("vector") if ev.get("op") == "upsert" else None
+    if isinstance(vector, list) and reference(msg, "json", {"docs": 2}) is not None:
+        assert all(type(x) in (int, float) for x in vector), \
+            f"a vector of non-numbers was accepted: {vector!r}"
 
 
 avro_strings = st.none() | texts
