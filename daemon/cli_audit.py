@@ -99,11 +99,15 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     s = result.stats
     print(f"{len(result.events)} events; opened {s.segments_opened} of {s.segments} segments "
           f"({s.bytes_opened / 1e6:.1f} MB), {s.index_objects} index objects, "
-          f"{s.sidecars_read} sidecars, {s.quarantine_entries} quarantine entries; "
+          f"{s.sidecars_read} sidecars, {s.quarantine_entries} quarantine entries in "
+          f"{s.quarantine_objects} objects; "
           f"{seconds:.2f}s", file=sys.stderr)
     for gap in s.gaps:
         print(f"warning: the log lacks offsets {gap} (no segment covers them): events there "
               "are not shown; `vecwal list` shows every gap", file=sys.stderr)
+    for key in s.unreadable_quarantine:
+        print(f"warning: quarantine object {key} is unreadable: its rejected events are not "
+              "shown; `vecwal verify --deep` names every damaged object", file=sys.stderr)
     return 0
 
 

@@ -40,8 +40,8 @@ def _cmd_verify(args: argparse.Namespace, open_repository: Any) -> int:
     mode = "deep" if report.deep else "quick"
     print(f"repository  {report.repository}  ({mode} check)")
     print(f"checked     {report.manifests} manifests, {report.data_files} data files, "
-          f"{report.segments} segments" + (f", {report.bytes_read / 1e6:,.1f} MB read"
-                                            if report.deep else ""))
+          f"{report.segments} segments, {report.quarantine_objects} quarantine objects"
+          + (f", {report.bytes_read / 1e6:,.1f} MB read" if report.deep else ""))
     print(f"restorable  {report.restorable_from or '-'}  ..  {report.restorable_to or '-'}")
     for f in report.findings:
         print(f"\n{f.severity.upper():8s}{f.object}\n        {f.problem}\n        hint: {f.hint}")

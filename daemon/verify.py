@@ -5,12 +5,19 @@ Quick (the default), from listings and small objects only:
 - every manifest parses (one of another format is reported: restore skips it);
 - every data file a readable manifest names exists with the size the manifest gives;
 - every partition's log is contiguous from the oldest readable snapshot's cut (or offset 0)
-  to its watermark, and every segment in that range has its sidecar.
+  to its watermark, and every segment in that range has its sidecar;
+- every segment whose sidecar counts rejected events has its quarantine object (or, written
+  before, one per-event object per rejected event in its range).
 
 ``deep`` also re-reads every object: a data file's sha256 against its manifest, its Avro
 framing against its row index, every record's content re-hashed against the index, and its
 records and digest against the manifest; a segment's sha256 against its sidecar, and every
-record walked by the scanner (framing, count, the header naming the segment).
+record walked by the scanner (framing, count, the header naming the segment); every quarantine
+object decoded (its entries inside its range), and the rejected events of each segment's range
+counted against its sidecar.
+
+A missing or damaged quarantine object is a warning: restores do not need rejected events,
+but their raw bytes are lost.
 
 Findings name the object, the problem and the fix; nothing is changed or deleted. The report
 ends with the restorable window, as ``vecwal list`` computes it."""
@@ -24,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from daemon.changelog.keys import QuarantineKey, SegmentKey, quarantine_prefix
 from daemon.changelog.repository import Repository
 from daemon.changelog.scan import scan_segment
+from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.window import list_partition_segments, windows_after
 from daemon.errors import IntegrityError, ObjectNotFound
 from daemon.inventory import collect_inventory
@@ -52,6 +61,10 @@ class VerifyReport:
     manifests: int = 0
     data_files: int = 0
     segments: int = 0
+    quarantine_objects: int = 0
+    """Quarantine objects listed, both layouts."""
+    quarantined_events: int = 0
+    """Rejected events the checked segments' sidecars count."""
     bytes_read: int = 0
     findings: list[Finding] = field(default_factory=list)
     restorable_from: str | None = None
@@ -84,7 +97,8 @@ def verify(repo: Repository, topics: list[str], deep: bool = False,
             progress("data files", n, len(files))
     report.data_files = len(files)
     oldest = manifests[0] if manifests else None
-    _check_log(repo, topics, oldest, deep, report, progress)
+    sidecars = _check_log(repo, topics, oldest, deep, report, progress)
+    _check_quarantine(repo, topics, sidecars, deep, report, progress)
     inv = collect_inventory(repo, topics)
     report.restorable_from, report.restorable_to = inv.restorable_from, inv.restorable_to
     return report
@@ -139,8 +153,10 @@ def _check_data_file(repo: Repository, f: DataFile, deep: bool, report: VerifyRe
 
 
 def _check_log(repo: Repository, topics: list[str], oldest: Manifest | None, deep: bool,
-               report: VerifyReport, progress: Progress | None) -> None:
+               report: VerifyReport, progress: Progress | None) -> dict[SegmentKey, Sidecar]:
+    """Coverage, sidecars and (deep) segment bytes. Returns the sidecars read."""
     keys = []
+    sidecars: dict[SegmentKey, Sidecar] = {}
     watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
     for window in windows_after(repo, watermarks, oldest):
         if window.gap is not None:
@@ -153,13 +169,13 @@ def _check_log(repo: Repository, topics: list[str], oldest: Manifest | None, dee
         listing = list_partition_segments(repo, window.topic, window.partition)
         keys.extend(sorted(k for k, _ in listing if k.end > window.start))
     for n, key in enumerate(keys, 1):
+        side: Sidecar | None = None
         try:
-            side = repo.read_sidecar(key)
+            side = sidecars[key] = repo.read_sidecar(key)
         except (ObjectNotFound, IntegrityError) as exc:
             report.findings.append(Finding("warning", key.sidecar, f"unreadable or missing: {exc}",
                                            "history and the id index skip this segment's ids; "
                                            "restore does not need it"))
-            side = None
         if deep:
             data = repo.store.get(key.avro)
             report.bytes_read += len(data)
@@ -175,3 +191,55 @@ def _check_log(repo: Repository, topics: list[str], oldest: Manifest | None, dee
         if progress:
             progress("segments", n, len(keys))
     report.segments = len(keys)
+    return sidecars
+
+
+def _check_quarantine(repo: Repository, topics: list[str], sidecars: dict[SegmentKey, Sidecar],
+                      deep: bool, report: VerifyReport, progress: Progress | None) -> None:
+    """Each checked segment's rejected events are stored: by LIST (quick), or counted by
+    offset over every quarantine object that decodes (deep)."""
+    listed: dict[tuple[str, int], list[QuarantineKey]] = {}
+    for topic in topics:
+        for info in repo.store.list(quarantine_prefix(topic)):
+            qkey = QuarantineKey.parse(info.key)
+            if qkey is None:
+                report.findings.append(Finding("warning", info.key, "is not a quarantine object "
+                                               "name", "vecwal neither wrote nor reads it"))
+                continue
+            report.quarantine_objects += 1
+            listed.setdefault((qkey.topic, qkey.partition), []).append(qkey)
+    held: dict[tuple[str, int], set[int]] = {}  # deep: the offsets stored, per partition
+    if deep:
+        qkeys = [k for ks in listed.values() for k in ks]
+        for n, qkey in enumerate(qkeys, 1):
+            if progress:
+                progress("quarantine objects", n, len(qkeys))
+            try:
+                data = repo.store.get(qkey.object_key)
+                report.bytes_read += len(data)
+                entries = repo.read_quarantine(qkey, data).entries
+            except (ObjectNotFound, IntegrityError) as exc:
+                report.findings.append(Finding("warning", qkey.object_key, exc.message,
+                                               exc.hint))
+                continue
+            held.setdefault((qkey.topic, qkey.partition), set()).update(
+                e.offset for e in entries)
+    for key, side in sorted(sidecars.items()):
+        if not side.quarantined:
+            continue
+        report.quarantined_events += side.quarantined
+        where = (key.topic, key.partition)
+        if deep:
+            stored = sum(1 for o in held.get(where, ()) if key.start <= o < key.end)
+        elif QuarantineKey.of_segment(key) in listed.get(where, ()):
+            continue
+        else:  # the per-event layout: one object per rejected event of the range
+            stored = sum(1 for q in listed.get(where, ())
+                         if q.per_event and key.start <= q.start < key.end)
+        if stored != side.quarantined:
+            report.findings.append(Finding(
+                "warning", key.avro, f"its sidecar counts {side.quarantined} rejected events, "
+                f"quarantine/ holds {stored} of them (expected in "
+                f"{QuarantineKey.of_segment(key).object_key})", "their raw bytes are lost "
+                "(restores do not need them); the producer or its dead-letter topic may "
+                "still have them"))

@@ -16,7 +16,6 @@ previous version the first shown event is compared with) but not returned.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import io
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ import numpy as np
 import orjson
 
 from daemon.audit.idfilter import fetch_many, read_indexes
-from daemon.changelog.keys import QUARANTINE_ROOT, SegmentKey
+from daemon.changelog.keys import SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.reader import coverage
 from daemon.changelog.repository import Repository
@@ -70,10 +69,16 @@ class HistoryStats:
     sidecars_read: int = 0
     segments_opened: int = 0
     bytes_opened: int = 0
+    quarantine_objects: int = 0
+    """Quarantine objects read: one per segment with rejected events (one per event in
+    repositories written before)."""
     quarantine_entries: int = 0
+    """Rejected events in them."""
     gaps: list[str] = field(default_factory=list)
     """Offset ranges inside the retained log that no segment covers ("topic/p [a, b)"):
     events there cannot be shown."""
+    unreadable_quarantine: list[str] = field(default_factory=list)
+    """Quarantine objects that could not be decoded: their rejected events cannot be shown."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -278,35 +283,50 @@ def _json_obj(text: str | None) -> dict[str, Any]:
 def _quarantined(repo: Repository, topics: Sequence[str], query: HistoryQuery,
                  formats: dict[str, str], stats: HistoryStats) -> list[dict[str, Any]]:
     """Rejected events attributable to the id: the raw value parses and names the collection
-    and id (and tenant, when asked); or it does not parse and the Kafka key is the id."""
-    from daemon.status import iso_ms
-
+    and id (and tenant, when asked); or it does not parse and the Kafka key is the id.
+    Quarantine objects of both layouts are read; an offset found twice (objects left by a
+    crash overlap those written again) is shown once; an unreadable object is skipped and
+    named in ``stats``."""
     rows = []
     for topic in topics:
-        keys = [i.key for i in repo.store.list(f"{QUARANTINE_ROOT}{topic}/")
-                if i.key.endswith(".json")]
-        for data in fetch_many(repo.store, keys):
+        keys = [k for k, _ in repo.list_quarantine(topic)]
+        seen: set[tuple[int, int]] = set()
+        for key, data in zip(keys, fetch_many(repo.store, [k.object_key for k in keys]),
+                             strict=True):
             if data is None:
                 continue
-            stats.quarantine_entries += 1
             try:
-                entry = QuarantineEntry.from_json(data)
-            except (orjson.JSONDecodeError, TypeError):
+                entries = repo.read_quarantine(key, data).entries
+            except IntegrityError:
+                stats.unreadable_quarantine.append(key.object_key)
                 continue
-            who = _attribute(entry, formats.get(topic, "json"))
-            if who is None or who.record_id != query.record_id \
-                    or who.collection not in (None, query.collection):
-                continue
-            if query.tenant is not None and who.tenant not in (None, query.tenant):
-                continue
-            row = dict.fromkeys(COLUMNS)
-            row.update(time=iso_ms(entry.timestamp), timestamp_ms=entry.timestamp,
-                       topic=entry.topic, partition=entry.partition, offset=entry.offset,
-                       status="rejected", op=who.op, collection=who.collection,
-                       tenant=who.tenant, id=who.record_id,
-                       reason=f"{entry.reason}: {entry.detail}")
-            rows.append(row)
+            stats.quarantine_objects += 1
+            stats.quarantine_entries += len(entries)
+            for entry in entries:
+                if (entry.partition, entry.offset) not in seen:
+                    seen.add((entry.partition, entry.offset))
+                    row = _rejected_row(entry, formats.get(topic, "json"), query)
+                    if row is not None:
+                        rows.append(row)
     return rows
+
+
+def _rejected_row(entry: QuarantineEntry, fmt: str, query: HistoryQuery
+                  ) -> dict[str, Any] | None:
+    from daemon.status import iso_ms
+
+    who = _attribute(entry, fmt)
+    if who is None or who.record_id != query.record_id \
+            or who.collection not in (None, query.collection):
+        return None
+    if query.tenant is not None and who.tenant not in (None, query.tenant):
+        return None
+    row = dict.fromkeys(COLUMNS)
+    row.update(time=iso_ms(entry.timestamp), timestamp_ms=entry.timestamp, topic=entry.topic,
+               partition=entry.partition, offset=entry.offset, status="rejected", op=who.op,
+               collection=who.collection, tenant=who.tenant, id=who.record_id,
+               reason=f"{entry.reason}: {entry.detail}")
+    return row
 
 
 @dataclass(frozen=True)
@@ -319,17 +339,17 @@ class _Attribution:
 
 
 def _attribute(entry: QuarantineEntry, fmt: str) -> _Attribution | None:
-    raw = entry.raw_value()
+    raw = entry.value
     ev = _decode_raw(raw, fmt) if raw is not None else None
     if isinstance(ev, dict) and isinstance(ev.get("id"), str):
         coll, tenant, op = ev.get("collection"), ev.get("tenant"), ev.get("op")
         return _Attribution(coll if isinstance(coll, str) else None,
                             tenant if isinstance(tenant, str) else "", ev["id"],
                             op if isinstance(op, str) else None)
-    if not isinstance(ev, dict) and entry.key_b64 is not None:
+    if not isinstance(ev, dict) and entry.key is not None:
         try:
-            key = base64.b64decode(entry.key_b64).decode()
-        except (ValueError, UnicodeDecodeError):
+            key = entry.key.decode()
+        except UnicodeDecodeError:
             return None
         return _Attribution(None, None, key, None)
     return None

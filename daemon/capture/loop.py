@@ -10,9 +10,10 @@ Commit order (DESIGN section 3; every step below is where it says, keep it true)
    ``capture.max_buffer_bytes``: above it every partition is paused)      -> ``_apply_backpressure``
 4. when a segment is due (records, bytes or age ``segment_max_age_s``)
    seal it, then make it durable off the loop thread:
-   quarantine objects, then the segment, create-only (``If-None-Match: *``
-   on S3, an exclusive link on a directory; an identical object already
-   there is success, a different one a hard IntegrityError)              -> ``make_durable``
+   the segment's quarantine object (one for all its rejected events, if
+   any), then the segment, create-only (``If-None-Match: *`` on S3, an
+   exclusive link on a directory; an identical object already there is
+   success, a different one a hard IntegrityError)                       -> ``make_durable``
 5. then the sidecar, then the partition's watermark object               -> ``make_durable``
 6. only then the Kafka offset of the segment's end is committed          -> ``_on_durable``
 
@@ -40,8 +41,10 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from daemon.capture import native
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
 from daemon.capture.partition import PartitionState
+from daemon.capture.quarantine_log import QuarantineLog
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
-from daemon.changelog.quarantine import QuarantineEntry
+from daemon.changelog.keys import QuarantineKey
+from daemon.changelog.quarantine import QuarantineEntry, SegmentQuarantine
 from daemon.changelog.repository import Repository, writer_identity
 from daemon.changelog.watermark import Watermark
 from daemon.config import Config
@@ -58,13 +61,21 @@ def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> 
     """Steps 4 and 5 of the commit order, for one sealed segment (framed and hashed here, on
     the upload thread, the first time). Returns the seconds the store took."""
     data, sidecar = seg.frame()
+    # The raw bytes of the segment's rejected events: one object, named by its range.
+    rejected = SegmentQuarantine(QuarantineKey.of_segment(seg.key), seg.quarantine)
     began = time.monotonic()
-    for entry in seg.quarantine:  # raw bytes of bad events, inside the segment's range
-        repo.put_quarantine(entry)
+    if seg.quarantine:
+        repo.put_quarantine(rejected)  # create-only; identical is success
     repo.put_segment(seg.key, data)  # create-only; identical is success
     repo.put_sidecar(sidecar)
     repo.write_watermark(watermark)  # last: readers trust it only after the segment exists
-    return time.monotonic() - began
+    took = time.monotonic() - began
+    if seg.quarantine:
+        log.info("quarantine durable", topic=seg.key.topic, partition=seg.key.partition,
+                 from_offset=seg.key.start, to_offset=seg.key.end,
+                 object=rejected.key.object_key, quarantined=len(seg.quarantine),
+                 reasons=rejected.reasons())
+    return took
 
 
 class CaptureLoop:
@@ -91,6 +102,7 @@ class CaptureLoop:
         self._next_remote_check = 0.0
         self._next_tick = 0.0
         self.first_message_at: float | None = None
+        self.quarantine_log = QuarantineLog()  # rate-limited log lines of rejected events
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -199,13 +211,11 @@ class CaptureLoop:
             record = self.parser.parse(value, self.config.kafka.format_of(topic), key=key,
                                        offset=offset, timestamp=timestamp)
         except BadEvent as bad:
-            entry = QuarantineEntry.of(topic, partition, offset, timestamp, bad.reason,
-                                       bad.detail, key, value)
+            entry = QuarantineEntry(topic, partition, offset, timestamp, bad.reason, bad.detail,
+                                    key, value)
             ps.open.add_quarantined(entry, size, now)
             self.metrics.quarantined.labels(topic, bad.reason).inc()
-            log.warning("event quarantined", topic=topic, partition=partition, offset=offset,
-                        key=_show_key(key), reason=bad.reason, detail=bad.detail,
-                        object=entry.object_key)
+            self.quarantine_log.note(entry, ps.open.start, now)  # rate limited per reason
         else:
             ps.open.add_record(record, size, now)
         if ps.open.full(self.cfg):  # size limits hold per event, not per batch
@@ -519,15 +529,6 @@ def _coordinates(msg: Message) -> tuple[str, int, int]:
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
     assert topic is not None and partition is not None and offset is not None
     return topic, partition, offset
-
-
-def _show_key(key: bytes | None) -> str | None:
-    if key is None:
-        return None
-    try:
-        return key.decode()
-    except UnicodeDecodeError:
-        return key.hex()
 
 
 __all__ = ["CaptureLoop", "make_durable"]

@@ -4,7 +4,8 @@ lexicographic order of keys is the numeric order of offsets, and a restore plan 
     log/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.avro    segment, offsets [from, to)
     log/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.idx     its sidecar
     state/watermark/<topic>/p=<partition:05d>.json
-    quarantine/<topic>/p=<partition:05d>/<offset:020d>.json
+    quarantine/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.json   rejected events of a segment
+    quarantine/<topic>/p=<partition:05d>/<offset:020d>.json   one rejected event (older layout, read only)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ WATERMARK_ROOT = "state/watermark/"
 QUARANTINE_ROOT = "quarantine/"
 
 _SEGMENT_RE = re.compile(r"^log/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})-(?P<t>\d{20})\.avro$")
+_QUARANTINE_RE = re.compile(
+    r"^quarantine/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})(?:-(?P<t>\d{20}))?\.json$")
 
 
 def partition_dir(topic: str, partition: int) -> str:
@@ -63,5 +66,51 @@ def watermark_prefix(topic: str) -> str:
     return f"{WATERMARK_ROOT}{topic}/"
 
 
+def quarantine_prefix(topic: str) -> str:
+    return f"{QUARANTINE_ROOT}{topic}/"
+
+
 def quarantine_key(topic: str, partition: int, offset: int) -> str:
-    return f"{QUARANTINE_ROOT}{topic}/p={partition:05d}/{offset:020d}.json"
+    """The key of one rejected event in the older per-event layout (read, no longer written)."""
+    return f"{quarantine_prefix(topic)}p={partition:05d}/{offset:020d}.json"
+
+
+@dataclass(frozen=True, order=True)
+class QuarantineKey:
+    """Names one quarantine object: the rejected events among offsets [start, end) of one
+    partition. Capture writes one per segment that had any, under the segment's range; an
+    object of the older layout holds one event (``per_event``, range [offset, offset + 1))."""
+
+    topic: str
+    partition: int
+    start: int
+    end: int
+    per_event: bool = False
+
+    @classmethod
+    def of_segment(cls, key: SegmentKey) -> QuarantineKey:
+        return cls(key.topic, key.partition, key.start, key.end)
+
+    @property
+    def object_key(self) -> str:
+        if self.per_event:
+            return quarantine_key(self.topic, self.partition, self.start)
+        return (f"{quarantine_prefix(self.topic)}p={self.partition:05d}/"
+                f"{self.start:020d}-{self.end:020d}.json")
+
+    @staticmethod
+    def pattern(topic: str, partition: int, start: int) -> str:
+        """The key of the object of a segment that starts at ``start`` and is not sealed yet
+        (its end replaced by ``*``): what a log line can name before the end is known."""
+        return f"{quarantine_prefix(topic)}p={partition:05d}/{start:020d}-*.json"
+
+    @classmethod
+    def parse(cls, key: str) -> QuarantineKey | None:
+        """The QuarantineKey of a quarantine object key (either layout), or None."""
+        m = _QUARANTINE_RE.match(key)
+        if m is None:
+            return None
+        start = int(m["f"])
+        if m["t"] is None:
+            return cls(m["topic"], int(m["p"]), start, start + 1, per_event=True)
+        return cls(m["topic"], int(m["p"]), start, int(m["t"]))

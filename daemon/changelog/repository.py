@@ -1,6 +1,6 @@
 """Repository: the change log's view of one ObjectStore (a bucket prefix or a directory).
 
-Immutable objects (segments, sidecars, quarantine entries, vecwal.json) are written create-only.
+Immutable objects (segments, sidecars, quarantine objects, vecwal.json) are written create-only.
 When a create-only put finds the key taken, the stored bytes are compared with ours: equal is
 success (an identical re-upload after a crash), different is an IntegrityError.
 """
@@ -20,13 +20,15 @@ import orjson
 
 from daemon.changelog.keys import (
     REPOSITORY_FILE,
+    QuarantineKey,
     SegmentKey,
     partition_dir,
+    quarantine_prefix,
     segment_list_start_after,
     watermark_key,
     watermark_prefix,
 )
-from daemon.changelog.quarantine import QuarantineEntry
+from daemon.changelog.quarantine import SegmentQuarantine
 from daemon.changelog.segment import read_records
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
@@ -83,8 +85,23 @@ class Repository:
     def put_sidecar(self, sidecar: Sidecar) -> None:
         self.put_immutable(sidecar.key.sidecar, sidecar.to_json())
 
-    def put_quarantine(self, entry: QuarantineEntry) -> None:
-        self.put_immutable(entry.object_key, entry.to_json())
+    def put_quarantine(self, quarantine: SegmentQuarantine) -> None:
+        self.put_immutable(quarantine.key.object_key, quarantine.encode())
+
+    # -- reading quarantine ---------------------------------------------------------------
+    def list_quarantine(self, topic: str) -> Iterator[tuple[QuarantineKey, int]]:
+        """(key, size in bytes) of every quarantine object of the topic, both layouts, by
+        partition; objects of one segment's range may overlap another's after a crash."""
+        for info in self.store.list(quarantine_prefix(topic)):
+            key = QuarantineKey.parse(info.key)
+            if key is not None:
+                yield key, info.size
+
+    def read_quarantine(self, key: QuarantineKey, data: bytes | None = None) -> SegmentQuarantine:
+        """The rejected events of one quarantine object (``data``: its bytes, when fetched)."""
+        if data is None:
+            data = self.store.get(key.object_key)
+        return SegmentQuarantine.decode(key, data)
 
     # -- reading the log ------------------------------------------------------------------
     def list_segments(self, topic: str, partition: int, from_offset: int = 0) -> Iterator[SegmentKey]:

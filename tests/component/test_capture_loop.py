@@ -10,15 +10,17 @@ from pathlib import Path
 import orjson
 import pytest
 from confluent_kafka import TopicPartition
+from structlog.testing import capture_logs
 
 from daemon.capture.loop import CaptureLoop
-from daemon.changelog.keys import SegmentKey
+from daemon.capture.quarantine_log import QuarantineLog
+from daemon.changelog.keys import QuarantineKey, SegmentKey
 from daemon.changelog.reader import coverage, read_partition
 from daemon.changelog.repository import Repository
 from daemon.changelog.segment import encode_segment
 from daemon.config import Config, config_from_mapping
 from daemon.errors import IntegrityError
-from daemon.objectstore import open_store
+from daemon.objectstore import ObjectStore, open_store
 from tests.component.fakes import FakeConsumer, FlakyStore
 
 TOPIC = "ingest"
@@ -137,17 +139,68 @@ def test_a_different_object_under_a_segment_key_is_an_integrity_error(tmp_path: 
     assert fake.closed, "the consumer leaves the group so another member can take over"
 
 
-def test_quarantine_is_written_before_its_segment_and_counted(tmp_path: Path) -> None:
-    repo = repo_at(tmp_path)
+class RecordingStore(FlakyStore):
+    """Remembers the key of every put, in order."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.puts: list[str] = []
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+        self.puts.append(key)
+        super().put(key, data, create_only=create_only)
+
+
+def test_quarantine_is_one_object_written_before_its_segment_and_counted(
+        tmp_path: Path) -> None:
+    store = RecordingStore(open_store(f"file://{tmp_path / 'repo'}"))
+    repo = Repository(store)
     values: list[bytes | None] = [event(0), b"{broken", None, event(3)]
     fake = FakeConsumer({(TOPIC, 0): values})
     loop = CaptureLoop(config(), repo, consumer_factory=lambda s: fake)
-    assert loop.run(until_caught_up=True) == 0
-    keys = [i.key for i in repo.store.list("quarantine/")]
-    assert len(keys) == 2
+    with capture_logs() as logs:
+        assert loop.run(until_caught_up=True) == 0
+    (seg,) = repo.list_segments(TOPIC, 0)
+    (qkey,) = [k for k, _ in repo.list_quarantine(TOPIC)]
+    assert qkey == QuarantineKey.of_segment(seg) == QuarantineKey(TOPIC, 0, 0, 4)
+    assert store.puts.index(qkey.object_key) < store.puts.index(seg.avro)
+    rejected = repo.read_quarantine(qkey).entries
+    assert [(e.offset, e.reason, e.value, e.key) for e in rejected] == [
+        (1, "unparseable", b"{broken", b"k1"), (2, "unparseable", None, b"k2")]
     assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == [0, 3]
     assert loop.metrics.registry.get_sample_value(
         "vecwal_quarantined_events_total", {"topic": TOPIC, "reason": "unparseable"}) == 2
+    (durable,) = [x for x in logs if x["event"] == "quarantine durable"]
+    assert durable["object"] == qkey.object_key and durable["reasons"] == {"unparseable": 2}
+
+
+def test_a_flood_of_bad_events_is_one_object_per_segment_and_a_few_log_lines(
+        tmp_path: Path) -> None:
+    repo = repo_at(tmp_path)
+    bad = [b"{broken", orjson.dumps({"op": "merge", "collection": "c", "id": "x"}),
+           orjson.dumps({"op": "upsert", "collection": "c", "vector": [1.0] * 4})]
+    values: list[bytes | None] = [event(i) if i % 2 else bad[i % 3] for i in range(2_000)]
+    fake = FakeConsumer({(TOPIC, 0): values, (TOPIC, 1): values[:500]})
+    loop = CaptureLoop(config(segment_max_records=100), repo, consumer_factory=lambda s: fake)
+    loop.quarantine_log = QuarantineLog(interval_s=3600.0)  # however slow the machine is
+    with capture_logs() as logs:
+        assert loop.run(until_caught_up=True) == 0
+    for p, n in ((0, 2_000), (1, 500)):
+        segments = list(repo.list_segments(TOPIC, p))
+        qkeys = [k for k, _ in repo.list_quarantine(TOPIC) if k.partition == p]
+        assert qkeys == [QuarantineKey.of_segment(k) for k in segments] and len(qkeys) == n // 100
+        held = [e.offset for k in qkeys for e in repo.read_quarantine(k).entries]
+        assert held == list(range(0, n, 2))
+        assert [r["offset"] for r in read_partition(repo, TOPIC, p)] == list(range(1, n, 2))
+    counted = {r: loop.metrics.registry.get_sample_value(
+        "vecwal_quarantined_events_total", {"topic": TOPIC, "reason": r})
+        for r in ("unparseable", "unknown_op", "missing_field")}
+    assert sum(counted.values()) == 1_250 and all(counted.values())
+    lines = [x for x in logs if x["event"] == "event quarantined"]
+    assert sorted(x["reason"] for x in lines) == sorted(counted), "one line per reason"
+    durable = [x for x in logs if x["event"] == "quarantine durable"]
+    assert len(durable) == 25 and sum(x["quarantined"] for x in durable) == 1_250
+    assert all(sum(x["reasons"].values()) == x["quarantined"] == 50 for x in durable)
 
 
 def test_scheduled_compaction_writes_snapshots(tmp_path: Path) -> None:

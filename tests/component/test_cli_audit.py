@@ -4,7 +4,6 @@ damaged index or a lost sidecar costs speed, never events."""
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -17,9 +16,11 @@ import pytest
 from daemon.audit.diff import COLUMNS as DIFF_COLUMNS
 from daemon.audit.history import COLUMNS, HistoryQuery, history
 from daemon.audit.idfilter import INDEX_ROOT, read_indexes, update_index
-from daemon.changelog.quarantine import QuarantineEntry
+from daemon.changelog.keys import QuarantineKey
+from daemon.changelog.quarantine import QuarantineEntry, SegmentQuarantine
 from daemon.changelog.repository import Repository
 from daemon.objectstore import open_store
+from tests.component.legacy import put_per_event
 from tests.component.test_cli_restore import vecwal
 from tests.oracle.history import TOPIC, History, generate, write_log
 
@@ -78,23 +79,35 @@ def test_history_formats(setup: tuple[Path, Repository, History]) -> None:
     assert out.returncode == 0 and "no event" in out.stdout
 
 
+@pytest.mark.parametrize("layout", ["segment", "per_event"])
 def test_quarantined_events_are_listed_as_rejected(
-        setup: tuple[Path, Repository, History]) -> None:
+        setup: tuple[Path, Repository, History], layout: str) -> None:
+    """In objects of one segment each, and in the per-event objects of older repositories."""
     _, repo, h = setup
     bad = orjson.dumps({"op": "upsert", "collection": "docs", "tenant": "acme", "id": "r3",
                         "vector": "not a vector"})
     other = orjson.dumps({"op": "upsert", "collection": "docs", "id": "r4", "vector": "x"})
     entries = [
-        QuarantineEntry.of(TOPIC, 0, 10_000, 1003, "bad_vector", "vector must be a list",
-                           b"r3", bad),
-        QuarantineEntry.of(TOPIC, 1, 10_001, 1004, "unparseable", "not JSON", b"r3",
-                           b"\xff{garbage"),
-        QuarantineEntry.of(TOPIC, 2, 10_002, 1005, "bad_vector", "vector", b"r4", other),
-        QuarantineEntry.of(TOPIC, 2, 10_003, 1006, "unparseable", "not JSON", None, b"??"),
+        QuarantineEntry(TOPIC, 0, 10_000, 1003, "bad_vector", "vector must be a list",
+                        b"r3", bad),
+        QuarantineEntry(TOPIC, 1, 10_001, 1004, "unparseable", "not JSON", b"r3",
+                        b"\xff{garbage"),
+        QuarantineEntry(TOPIC, 2, 10_002, 1005, "bad_vector", "vector", b"r4", other),
+        QuarantineEntry(TOPIC, 2, 10_003, 1006, "unparseable", "not JSON", None, b"??"),
     ]
-    for e in entries:
-        repo.put_quarantine(e)
+    if layout == "per_event":
+        for e in entries:
+            put_per_event(repo, e)
+    else:
+        for p in range(3):
+            mine = [e for e in entries if e.partition == p]
+            repo.put_quarantine(SegmentQuarantine(QuarantineKey(TOPIC, p, 9_990, 10_010), mine))
+        # left by a crash before its segment: the same event again, under another range
+        repo.put_quarantine(SegmentQuarantine(QuarantineKey(TOPIC, 0, 9_990, 10_001),
+                                              entries[:1]))
     result = history(repo, [TOPIC], HistoryQuery("docs", "r3"))
+    assert result.stats.quarantine_objects == 4
+    assert result.stats.quarantine_entries == (4 if layout == "per_event" else 5)
     rejected = [r for r in result.events if r["status"] == "rejected"]
     assert [(r["partition"], r["offset"]) for r in rejected] == [(0, 10_000), (1, 10_001)]
     assert rejected[0]["tenant"] == "acme" and rejected[0]["op"] == "upsert"
@@ -106,7 +119,11 @@ def test_quarantined_events_are_listed_as_rejected(
     # Another tenant asked for: the parsed entry (tenant acme) is not it; the unparseable may be.
     only = history(repo, [TOPIC], HistoryQuery("docs", "r3", tenant="globex"))
     assert [r["offset"] for r in only.events if r["status"] == "rejected"] == [10_001]
-    base64.b64decode(entries[0].value_b64 or "")  # the raw value stays in quarantine
+    assert not only.stats.unreadable_quarantine
+    damaged = QuarantineKey(TOPIC, 1, 20_000, 20_050).object_key
+    repo.store.put(damaged, b'{"format": 1, "topic": "torn')
+    again = history(repo, [TOPIC], HistoryQuery("docs", "r3"))
+    assert again.events == result.events and again.stats.unreadable_quarantine == [damaged]
 
 
 def test_a_damaged_index_or_lost_sidecar_costs_speed_not_events(

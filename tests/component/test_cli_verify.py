@@ -3,11 +3,13 @@ quick and deep; each kind of damage is found, named, and fails with exit 3."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import pytest
 
+from daemon.changelog.keys import QuarantineKey, SegmentKey
 from daemon.changelog.repository import Repository
 from daemon.snapshot.compactor import list_manifests, read_manifest
 from tests.component.test_cli_restore import repo_config, vecwal
@@ -89,3 +91,66 @@ def test_a_damaged_or_missing_segment_is_named(
     assert gap in errors and f"[{lost.start}, {lost.end})" in errors[gap]
     code, quick = verified(cfg)
     assert code == 3 and damaged.avro not in {f["object"] for f in quick["findings"]}
+
+
+def captured_with_rejects(tmp_path: Path, layout: str) -> tuple[Path, Repository]:
+    """A repository captured from 3 partitions where every third event is bad, in one
+    quarantine object per segment or (as capture wrote before) one per rejected event."""
+    from unittest import mock
+
+    from daemon.capture import loop as capture_loop
+    from daemon.capture.loop import CaptureLoop
+    from daemon.objectstore import open_store
+    from tests.component.fakes import FakeConsumer
+    from tests.component.legacy import make_durable_per_event
+    from tests.component.test_capture_loop import config, event
+
+    url = f"file://{tmp_path / 'repo'}"
+    repo = Repository(open_store(url))
+    values: list[bytes | None] = [b"{bad" if i % 3 == 0 else event(i) for i in range(300)]
+    fake = FakeConsumer({(TOPIC, p): values for p in range(3)})
+    loop = CaptureLoop(config(segment_max_records=40), repo, consumer_factory=lambda s: fake)
+    with mock.patch.object(capture_loop, "make_durable", make_durable_per_event) \
+            if layout == "per_event" else contextlib.nullcontext():
+        assert loop.run(until_caught_up=True) == 0
+    cfg = tmp_path / "vecwal.toml"
+    cfg.write_text(f'[kafka]\nbootstrap_servers = "unused:9092"\ntopics = ["{TOPIC}"]\n'
+                   f'[storage]\nurl = "{url}"\n')
+    return cfg, repo
+
+
+@pytest.mark.parametrize("layout", ["segment", "per_event"])
+def test_quarantine_objects_of_both_layouts_are_verified(tmp_path: Path, layout: str) -> None:
+    cfg, repo = captured_with_rejects(tmp_path, layout)
+    qkeys = [k for k, _ in repo.list_quarantine(TOPIC)]
+    assert all(k.per_event == (layout == "per_event") for k in qkeys)
+    assert len(qkeys) == (300 if layout == "per_event" else 24)  # 8 segments per partition
+    for flags in ((), ("--deep",)):
+        code, report = verified(cfg, *flags)
+        assert code == 0 and report["findings"] == [], report
+        assert report["quarantine_objects"] == len(qkeys) and report["quarantined_events"] == 300
+
+    root = Path(repo.store.url.removeprefix("file://"))
+    lost, torn = qkeys[3], qkeys[-1]
+    (root / lost.object_key).unlink()
+    (root / torn.object_key).write_bytes(b'{"torn')
+
+    def segment_of(q: QuarantineKey) -> SegmentKey:
+        return next(k for k in repo.list_segments(TOPIC, q.partition) if k.start <= q.start < k.end)
+
+    def problem(seg: SegmentKey, missing: int) -> str:
+        bad = sum(1 for o in range(seg.start, seg.end) if o % 3 == 0)
+        held = bad - missing if layout == "per_event" else 0
+        return f"its sidecar counts {bad} rejected events, quarantine/ holds {held} of them"
+
+    code, quick = verified(cfg)
+    assert code == 0 and quick["ok"], "rejected events are not needed to restore"
+    warned = {f["object"]: f["problem"] for f in quick["findings"]}
+    assert list(warned) == [segment_of(lost).avro]  # quick: listings only
+    assert warned[segment_of(lost).avro].startswith(problem(segment_of(lost), 1))
+    code, deep = verified(cfg, "--deep")
+    assert code == 0 and deep["ok"]
+    warned = {f["object"]: f["problem"] for f in deep["findings"]}
+    assert set(warned) == {torn.object_key, segment_of(lost).avro, segment_of(torn).avro}
+    assert "is not a valid quarantine object" in warned[torn.object_key]
+    assert warned[segment_of(torn).avro].startswith(problem(segment_of(torn), 1))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from daemon.changelog.keys import QUARANTINE_ROOT, SegmentKey
+from daemon.changelog.keys import QuarantineKey, SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.reader import coverage, read_partition
 from daemon.changelog.repository import Repository
@@ -91,6 +91,9 @@ class LogContents:
     raw_offsets: dict[int, list[int]]
     """Per partition, every record offset in every segment (duplicates included)."""
     quarantine: dict[tuple[int, int], QuarantineEntry]
+    """(partition, offset) -> the rejected event (once, whichever objects hold it)."""
+    quarantine_objects: dict[QuarantineKey, list[int]]
+    """Every quarantine object and the offsets it holds."""
 
 
 def read_everything(repo: Repository, topic: str, partitions: int) -> LogContents:
@@ -99,11 +102,12 @@ def read_everything(repo: Repository, topic: str, partitions: int) -> LogContent
         segs[p] = list(repo.list_segments(topic, p))
         recs[p] = list(read_partition(repo, topic, p))
         raw[p] = [r["offset"] for k in segs[p] for r in repo.read_segment(k)]
-    quarantine = {}
-    for info in repo.store.list(f"{QUARANTINE_ROOT}{topic}/"):
-        entry = QuarantineEntry.from_json(repo.store.get(info.key))
-        quarantine[(entry.partition, entry.offset)] = entry
-    return LogContents(segs, recs, raw, quarantine)
+    quarantine, objects = {}, {}
+    for key, _ in repo.list_quarantine(topic):
+        entries = repo.read_quarantine(key).entries
+        objects[key] = [e.offset for e in entries]
+        quarantine.update({(e.partition, e.offset): e for e in entries})
+    return LogContents(segs, recs, raw, quarantine, objects)
 
 
 def assert_exactly_once(log: LogContents, produced: list[Produced], partitions: int,
@@ -134,7 +138,8 @@ def assert_exactly_once(log: LogContents, produced: list[Produced], partitions: 
             if quarantined:
                 entry = log.quarantine[(p, pr.offset)]
                 assert entry.reason == pr.event.bad
-                assert entry.raw_value() == pr.event.value, "quarantine keeps the raw bytes"
+                assert entry.value == pr.event.value, "quarantine keeps the raw bytes"
+                assert entry.key == pr.event.key and entry.timestamp == pr.timestamp
 
 
 def assert_fields_equal(log: LogContents, produced: list[Produced]) -> int:

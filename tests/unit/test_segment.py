@@ -66,7 +66,7 @@ def test_open_segment_due_and_seal() -> None:
     assert seg.is_empty and seg.due(0.0, cfg) is None
     for r in records(3, start=100):
         seg.add_record(r, 10, now=1.0)
-    bad = QuarantineEntry.of("t", 0, 103, 1, "unparseable", "x", None, b"{")
+    bad = QuarantineEntry("t", 0, 103, 1, "unparseable", "x", None, b"{")
     seg.add_quarantined(bad, 1, now=1.0)
     seg.extend_to(106, now=1.0)  # offsets Kafka never delivers (markers)
     assert seg.due(2.5, cfg) is None and seg.due(3.0, cfg) == "age"
