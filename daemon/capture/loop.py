@@ -22,6 +22,14 @@ partition), so a watermark never jumps over a segment that is not stored. While 
 fails, sealed segments wait in memory and are retried with capped exponential backoff; nothing
 is committed for them. Kafka's retention is then the spool.
 
+Valid-through, the time each watermark vouches for (``PartitionState.valid_through_at``): one
+ms before the segment's last timestamp (its millisecond may hold more events), or better, what a
+look at the partition's end proves: Kafka's end was offset E at wall time t, so once the log is
+durable to E every event stamped up to t - ``clock_margin_ms`` is durable (LogAppendTime). Looks
+come from the end-of-partition events, the assignment, the start of ``--until-caught-up`` and,
+for a partition idle for ``segment_max_age_s``, a live ask of the broker; an idle partition's
+watermark is written alone as soon as a look moves it, and a stop writes the last one.
+
 On assignment the resume position is max(committed offset, highest segment end in the store):
 the store, not Kafka, is the source of truth. On revoke the revoked partitions are flushed and
 committed; on loss their buffers are dropped without committing (the new owner re-reads them).
@@ -40,7 +48,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from daemon.capture import native
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
-from daemon.capture.partition import PartitionState
+from daemon.capture.partition import HighWatermarkProof, PartitionState
 from daemon.capture.quarantine_log import QuarantineLog
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
 from daemon.changelog.keys import QuarantineKey
@@ -98,6 +106,10 @@ class CaptureLoop:
         self.heartbeat = time.monotonic()
         self.store_ok_at = time.monotonic()
         self._targets: dict[TP, int] | None = None
+        self._start_ends: dict[TP, HighWatermarkProof] = {}
+        """``until_caught_up``: each partition's end as seen when the run began."""
+        self._consumed_at_ms = 0
+        """Wall time just before the consume() call whose messages are being handled."""
         self._remote_durable: dict[TP, int] = {}
         self._next_remote_check = 0.0
         self._next_tick = 0.0
@@ -118,7 +130,11 @@ class CaptureLoop:
         try:
             if until_caught_up:
                 parts = partitions_of(consumer, self.config.kafka.topics)
-                self._targets = {k: hi for k, (_, hi) in high_watermarks(consumer, parts).items()}
+                seen_ms = wall_ms()  # before the look: every event stamped earlier is below it
+                ends = high_watermarks(consumer, parts)
+                self._targets = {k: hi for k, (_, hi) in ends.items()}
+                self._start_ends = {k: HighWatermarkProof(hi, seen_ms)
+                                    for k, (_, hi) in ends.items()}
                 log.info("capture until caught up", targets={f"{t}/{p}": o for (t, p), o in
                                                              self._targets.items()})
             consumer.subscribe(self.config.kafka.topics, on_assign=self._on_assign,
@@ -143,8 +159,10 @@ class CaptureLoop:
     # -- 1-3: consume, validate, append -----------------------------------------------------
     def _consume_batch(self, consumer: Consumer) -> None:
         # Take what is already fetched without waiting to fill a batch; block only when idle.
+        self._consumed_at_ms = wall_ms()
         msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0)
         if not msgs:
+            self._consumed_at_ms = wall_ms()
             msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0.1)
         now = time.monotonic()
         self.heartbeat = now
@@ -187,9 +205,8 @@ class CaptureLoop:
         elif err.code() == KafkaError._PARTITION_EOF:
             topic, partition, offset = _coordinates(msg)
             ps = self.partitions.get((topic, partition))
-            if ps is not None:
-                ps.eof_offset = ps.high_watermark = offset
-                ps.eof_seen_wall_ms = int(time.time() * 1000)
+            if ps is not None:  # Kafka's end of the partition, at about the consume() call
+                ps.observe_end(offset, self._consumed_at_ms)
                 ps.open.extend_to(offset, now)
         else:
             self.metrics.errors.labels("kafka").inc()
@@ -249,10 +266,10 @@ class CaptureLoop:
         if ps.in_flight is not None or not ps.pending or now < ps.retry_at:
             return
         seg = ps.pending[0]
-        wm = self._watermark(ps, seg.key.end, ps.valid_through_after(seg, self.cfg.clock_margin_ms),
-                             seg.key.avro)
+        valid = ps.valid_through_after(seg, self.cfg.clock_margin_ms, wall_ms())
+        wm = self._watermark(ps, seg.key.end, valid, seg.key.avro)
         ps.in_flight = self._pool.submit(make_durable, self.repo, seg, wm)
-        ps.in_flight_kind = "segment"
+        ps.in_flight_kind, ps.in_flight_valid_ms = "segment", valid
 
     def _collect(self, ps: PartitionState) -> None:
         fut = ps.in_flight
@@ -273,12 +290,13 @@ class CaptureLoop:
             log.info("store reachable again", topic=ps.topic, partition=ps.partition,
                      failures=ps.failures)
         ps.failures = 0
+        ps.valid_through_ms = ps.in_flight_valid_ms
         if kind == "segment":
             self._on_durable(ps, ps.pending.popleft(), took)
+        ps.drop_proofs_through(ps.durable_through)
 
     def _on_durable(self, ps: PartitionState, seg: SealedSegment, took: float) -> None:
         ps.durable_through = seg.key.end
-        ps.valid_through_ms = ps.valid_through_after(seg, self.cfg.clock_margin_ms)
         ps.last_watermark_write = time.monotonic()
         # Step 6: the segment, its sidecar and the watermark are stored: now commit.
         assert self._consumer is not None
@@ -311,7 +329,7 @@ class CaptureLoop:
     def _watermark(self, ps: PartitionState, through: int, valid_ms: int | None,
                    last_segment: str | None) -> Watermark:
         return Watermark(topic=ps.topic, partition=ps.partition, captured_through=through,
-                         valid_through_ms=valid_ms, updated_at_ms=int(time.time() * 1000),
+                         valid_through_ms=valid_ms, updated_at_ms=wall_ms(),
                          writer=self._writer, last_segment=last_segment,
                          last_error=ps.last_error)
 
@@ -335,33 +353,55 @@ class CaptureLoop:
     # -- once a second: idle valid-through, lag and RPO -------------------------------------
     def _tick(self, now: float) -> None:
         assert self._consumer is not None
-        wall_ms = int(time.time() * 1000)
+        look_again = True  # live looks at partition ends stop for this tick at the first failure
         for (topic, p), ps in self.partitions.items():
             try:
                 _, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
             except Exception:  # no fetch response yet
                 hi = -1
-            if hi is not None and hi >= 0:
-                ps.high_watermark = hi
-                if ps.open.is_empty and not ps.pending and hi == ps.durable_through:
-                    ps.eof_offset, ps.eof_seen_wall_ms = hi, wall_ms
+            if hi is not None and hi >= 0:  # for lag only: a cached end has no time of its own
+                ps.high_watermark = max(ps.high_watermark or 0, hi)
+            if ps.idle and look_again and ps.high_watermark == ps.durable_through \
+                    and now - ps.last_watermark_write >= self.cfg.segment_max_age_s:
+                look_again = self._look_at_end(ps)  # an idle partition proves time passing
+            self._advance_idle(ps, now)
             if ps.high_watermark is not None:
                 self.metrics.consumer_lag.labels(topic, str(p)).set(
                     max(0, ps.high_watermark - ps.durable_through))
             if ps.valid_through_ms is not None:
                 self.metrics.valid_through.labels(topic, str(p)).set(ps.valid_through_ms / 1000)
                 self.metrics.rpo_seconds.labels(topic, str(p)).set(
-                    max(0.0, (wall_ms - ps.valid_through_ms) / 1000))
-            # An idle, caught-up partition: valid-through advances to the observation time.
-            if ps.caught_up and now - ps.last_watermark_write >= self.cfg.segment_max_age_s \
-                    and ps.eof_seen_wall_ms is not None:
-                valid = max(ps.valid_through_ms or 0, ps.eof_seen_wall_ms - self.cfg.clock_margin_ms)
-                if valid != ps.valid_through_ms:
-                    ps.valid_through_ms = valid
-                    ps.last_watermark_write = now
-                    wm = self._watermark(ps, ps.durable_through, valid, None)
-                    ps.in_flight = self._pool.submit(self.repo.write_watermark, wm)
-                    ps.in_flight_kind = "watermark"
+                    max(0.0, (wall_ms() - ps.valid_through_ms) / 1000))
+
+    def _look_at_end(self, ps: PartitionState) -> bool:
+        """Ask the broker for the partition's end now; False when it did not answer."""
+        assert self._consumer is not None
+        seen_ms = wall_ms()
+        try:
+            _, hi = self._consumer.get_watermark_offsets(
+                TopicPartition(ps.topic, ps.partition), timeout=1.0, cached=False)
+        except Exception as exc:  # a slow or absent broker: look again at the next tick
+            log.debug("partition end not known", topic=ps.topic, partition=ps.partition,
+                      error=str(exc))
+            return False
+        ps.observe_end(hi, seen_ms)
+        return True
+
+    def _advance_idle(self, ps: PartitionState, now: float) -> bool:
+        """A partition with nothing to upload whose valid-through the looks at its end move:
+        write its watermark alone (no segment). Returns True when a write was started."""
+        if not ps.idle:
+            return False
+        valid = ps.proven_through(ps.durable_through, self.cfg.clock_margin_ms)
+        if valid is None or (ps.valid_through_ms is not None and valid <= ps.valid_through_ms):
+            return False
+        if now < ps.retry_at:
+            return False
+        ps.last_watermark_write = now
+        wm = self._watermark(ps, ps.durable_through, valid, None)
+        ps.in_flight = self._pool.submit(self.repo.write_watermark, wm)
+        ps.in_flight_kind, ps.in_flight_valid_ms = "watermark", valid
+        return True
 
     def _caught_up(self) -> bool:
         assert self._targets is not None
@@ -397,6 +437,7 @@ class CaptureLoop:
             key = (tp.topic, tp.partition)
             stored = self._retry_store(partial(self.repo.resume_offset, *key),
                                        f"resume position of {key}")
+            seen_ms = wall_ms()
             lo, hi = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
             kafka_pos = committed.get(key, -1)
             start = max(kafka_pos, stored or 0, 0)
@@ -417,7 +458,11 @@ class CaptureLoop:
             ps = PartitionState(tp.topic, tp.partition, OpenSegment(tp.topic, tp.partition, start),
                                 durable_through=start,
                                 valid_through_ms=wm.valid_through_ms if wm else None,
-                                high_watermark=hi, last_watermark_write=now)
+                                last_watermark_write=now)
+            if key in self._start_ends:
+                start_end = self._start_ends[key]
+                ps.observe_end(start_end.offset, start_end.seen_ms)
+            ps.observe_end(hi, seen_ms)
             self.partitions[key] = ps
             log.info("partition assigned", topic=tp.topic, partition=tp.partition,
                      resume_offset=start, committed=committed.get(key), store=stored,
@@ -463,11 +508,12 @@ class CaptureLoop:
                     busy = True
                     ps.retry_at = min(ps.retry_at, time.monotonic() + 1.0)
                     self._dispatch(ps, time.monotonic())
+                elif self._advance_idle(ps, time.monotonic()):  # the last look at its end
+                    busy = True
             if not busy:
                 break
             time.sleep(0.02)
-        return [(ps.topic, ps.partition) for ps in states
-                if not ps.pending and ps.in_flight is None]
+        return [(ps.topic, ps.partition) for ps in states if ps.idle]
 
     def _commit_sync(self, keys: list[TP]) -> None:
         assert self._consumer is not None
@@ -523,6 +569,10 @@ class CaptureLoop:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:
             log.warning("offset commit failed", error=str(err))
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _coordinates(msg: Message) -> tuple[str, int, int]:

@@ -63,6 +63,8 @@ class FakeConsumer:
     _assigned: bool = False
     _eof_sent: set[tuple[str, int]] = field(default_factory=set)
     closed: bool = False
+    stamp: int | None = None
+    """Every message's timestamp (one producer batch, one LogAppendTime); else 1000 + offset."""
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -107,7 +109,7 @@ class FakeConsumer:
             values = self.log[key]
             while pos < len(values) and len(out) < num_messages:
                 out.append(FakeMessage(key[0], key[1], pos, values[pos], f"k{pos}".encode(),
-                                       1_000 + pos))
+                                       1_000 + pos if self.stamp is None else self.stamp))
                 pos += 1
             self.positions[key] = pos
             if pos == len(values) and key not in self._eof_sent:

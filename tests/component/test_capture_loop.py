@@ -231,3 +231,49 @@ def test_scheduled_compaction_writes_snapshots(tmp_path: Path) -> None:
 
     assert read_manifest(repo, ids[-1]).records == 30
     assert metrics.registry.get_sample_value("vecwal_compaction_seconds_count") >= 1
+
+
+def test_until_caught_up_proves_the_last_batch_and_idle_partitions(tmp_path: Path) -> None:
+    """Every event appended before ``run --until-caught-up`` began (less the clock margin) is
+    inside the valid-through time it leaves, on every partition: the one whose last producer
+    batch shares one millisecond, and the one that got nothing and had an old watermark."""
+    repo = repo_at(tmp_path)
+    cfg = config(clock_margin_ms=200)
+    old = int(time.time() * 1000) - 60_000
+    first = FakeConsumer({(TOPIC, 0): [event(i) for i in range(3)], (TOPIC, 1): []}, stamp=old)
+    assert CaptureLoop(cfg, repo, consumer_factory=lambda s: first).run(until_caught_up=True) == 0
+    idle_before = repo.read_watermark(TOPIC, 1)
+    assert idle_before is not None and idle_before.captured_through == 0, \
+        "a partition that never had an event gets a watermark too"
+
+    burst = int(time.time() * 1000) - 1_000  # one batch, one millisecond, a second ago
+    second = FakeConsumer({(TOPIC, 0): [event(i) for i in range(8)], (TOPIC, 1): []},
+                          stamp=burst)
+    started = int(time.time() * 1000)
+    assert CaptureLoop(cfg, repo, consumer_factory=lambda s: second).run(until_caught_up=True) == 0
+    busy, idle = repo.read_watermark(TOPIC, 0), repo.read_watermark(TOPIC, 1)
+    assert busy is not None and idle is not None
+    assert busy.captured_through == 8 and busy.valid_through_ms is not None
+    assert busy.valid_through_ms >= started - 200 > burst, \
+        f"the last batch (at {burst}) is outside valid-through {busy.valid_through_ms}"
+    assert idle.valid_through_ms is not None and idle.valid_through_ms >= started - 200, \
+        "an idle partition's old watermark would hold the repository's valid-through back"
+    assert idle.valid_through_ms <= int(time.time() * 1000)
+
+
+def test_an_idle_partition_is_proven_at_once_after_a_burst(tmp_path: Path) -> None:
+    """In `vecwal run`, the end-of-partition seen after a burst moves valid-through past the
+    burst's last millisecond as soon as its segment is durable, not segment_max_age_s later."""
+    repo = repo_at(tmp_path)
+    burst = int(time.time() * 1000) - 1_000
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(20)]}, stamp=burst)
+    loop = CaptureLoop(config(clock_margin_ms=200, segment_max_age_s=0.3), repo,
+                       consumer_factory=lambda s: fake)
+    threading.Timer(1.5, loop.request_stop).start()
+    began = time.monotonic()
+    assert loop.run() == 0
+    wm = repo.read_watermark(TOPIC, 0)
+    assert wm is not None and wm.captured_through == 20
+    assert wm.valid_through_ms is not None and wm.valid_through_ms > burst, \
+        f"valid-through {wm.valid_through_ms} leaves out the burst at {burst}"
+    assert time.monotonic() - began < 5
