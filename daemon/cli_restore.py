@@ -29,7 +29,8 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     r = sub.add_parser("restore", help="restore to a point in time into a sink")
     r.add_argument("--config", required=True)
     r.add_argument("--to", required=True,
-                   help="RFC 3339 time, epoch ms, now, or topic/partition=offset[,...]")
+                   help="RFC 3339 time, epoch ms, now (the valid-through instant), latest "
+                        "(every captured event), or topic/partition=offset[,...]")
     r.add_argument("--into", required=True,
                    help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH or milvus:URI")
     r.add_argument("--collection", action="append", help="restore only this collection "
@@ -89,7 +90,7 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
     summary: dict[str, Any] = {"snapshot": m.id, "parent": m.parent,
                                "cut_time": iso_ms(m.cut_time_ms), "records": m.records,
                                "bytes": m.total_bytes, "bytes_written": compactor.written,
-                               "collections": counts}
+                               "collections": counts, "cut": compactor.cut_report or None}
     if args.json:
         emit_json(summary)
     else:
@@ -98,6 +99,15 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
               f"(parent {m.parent or '-'})")
         for c, n in counts.items():
             print(f"  {c:24s} {n:>12,}")
+        report = compactor.cut_report
+        if report:  # empty when the newest snapshot was already current
+            why = (f"the valid-through time, the earliest is {', '.join(report['held_by'])}"
+                   if report["held_by"] else "the time given with --to")
+            print(f"  cut at {iso_ms(report['instant_ms'])}: {why}")
+            if report["logged_after_total"]:
+                where = ", ".join(f"{tp}: {n:,}" for tp, n in report["logged_after"].items())
+                print(f"  {report['logged_after_total']:,} logged events are newer ({where}): "
+                      "the next compaction takes them once capture proves them durable")
     return 0
 
 
@@ -174,11 +184,13 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         "validation_seconds": None if report is None else round(validation_s, 3),
         "engine_load_seconds": None if engine_s is None else round(engine_s, 3),
         "notes": notes,
+        "resolved": plan.resolution(result.logged_after),
     }
     if args.json:
         emit_json(out)
     else:
         print(f"restored {result.records:,} records to {plan.target.label} into {result.sink}")
+        _print_resolution(out["resolved"])
         print(f"  snapshot {out['snapshot'] or '-'}, {result.events_replayed:,} log events "
               f"replayed, {result.bytes_read / 1e6:.1f} MB read")
         print(f"  RTO {result.seconds:.2f}s, {result.records_per_s:,.0f} records/s"
@@ -194,9 +206,22 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     return 0 if report is None or report.ok else 5
 
 
+def _print_resolution(res: dict[str, Any]) -> None:
+    """The instant a target resolved to, why, and how much of the log lies beyond it."""
+    if res["rule"] not in ("now", "latest"):
+        return
+    instant = iso_ms(res["instant_ms"]) if res["instant_ms"] is not None else "-"
+    print(f"  {res['rule']} = {instant}: {res['why']}")
+    total = res.get("logged_after_total")
+    if total:
+        where = ", ".join(f"{tp}: {n:,}" for tp, n in res["logged_after"].items())
+        print(f"  {total:,} logged events are newer ({where}): {res['why_after']}")
+
+
 def _print_plan(plan: dict[str, Any]) -> None:
     snap = plan["snapshot"]
     print(f"restore plan to {plan['target']} (until {iso_ms(plan['target_time_ms']) or '-'})")
+    _print_resolution(plan["resolved"])
     print(f"  snapshot   {snap['id'] + ' at ' + str(iso_ms(snap['cut_time_ms'])) if snap else '-'}")
     print(f"  bytes      {plan['bytes_to_read'] / 1e6:.1f} MB at most "
           f"(snapshot {plan['snapshot_bytes'] / 1e6:.1f}, log {plan['log_bytes_at_most'] / 1e6:.1f})")

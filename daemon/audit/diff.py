@@ -109,7 +109,7 @@ def state_at(repo: Repository, topics: list[str], target: RestoreTarget, scope: 
              allow_incomplete: bool = False) -> StateAt:
     plan = make_plan(gather(repo, topics, target), target, scope, allow_incomplete)
     folded = fold_log(repo, plan.windows, plan.snapshot, until_ms=plan.until_ms,
-                      until_offsets=target.offsets,
+                      until_offsets=plan.target.offsets,  # resolved: latest has offsets
                       collections=set(scope.collections) if scope.collections else None,
                       tenants=set(scope.tenants) if scope.tenants else None)
     return StateAt(plan, folded)
@@ -171,7 +171,8 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
     a = state_at(repo, topics, old, scope, allow_incomplete)
     new_plan = make_plan(gather(repo, topics, new), new, scope, allow_incomplete)
     stretch = None
-    if method != "buckets" and old.offsets is None and new.offsets is None:
+    if method != "buckets" and a.plan.target.offsets is None \
+            and new_plan.target.offsets is None:
         windows = diff_log.plan_stretch(repo, topics, a.folded, a.plan.until_ms,
                                         new_plan.until_ms)
         budget = max(LOG_PATH_MIN_BYTES, _snapshot_bytes(a.plan, new_plan, scope) // 4)
@@ -185,7 +186,7 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
     if stretch is None:
         b = StateAt(new_plan, fold_log(
             repo, new_plan.windows, new_plan.snapshot, until_ms=new_plan.until_ms,
-            until_offsets=new.offsets,
+            until_offsets=new_plan.target.offsets,
             collections=set(scope.collections) if scope.collections else None,
             tenants=set(scope.tenants) if scope.tenants else None))
     else:

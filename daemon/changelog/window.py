@@ -102,6 +102,15 @@ def plan_window(listing: SegmentListing, topic: str, partition: int, start: int,
     return PartitionWindow(topic, partition, start, end, chosen, sizes, gap)
 
 
+def offsets_after(windows: list[PartitionWindow], cut: dict[str, dict[str, int]]
+                  ) -> dict[str, int]:
+    """Per "topic/partition", the logged offsets beyond where a replay stopped (``cut``, the
+    first offset not replayed per partition): events after the target, and any quarantined
+    events among them."""
+    return {f"{w.topic}/{w.partition}": max(0, w.durable_end - cut.get(w.topic, {}).get(
+        str(w.partition), w.durable_end)) for w in windows}
+
+
 def windows_after(repo: Repository, watermarks: list[Watermark], base: Manifest | None
                 ) -> list[PartitionWindow]:
     """Each watermarked partition's window from ``base``'s cut (or offset 0) to its

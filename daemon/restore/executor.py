@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.changelog.window import offsets_after
 from daemon.objectstore import get_view
 from daemon.objectstore.prefetch import prefetched
 from daemon.restore.planner import RestorePlan, Scope
@@ -43,6 +44,8 @@ class RestoreResult:
     seconds: float
     records: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    logged_after: dict[str, int] = field(default_factory=dict)
+    """Per "topic/partition", logged offsets beyond where the replay stopped."""
 
     @property
     def records_per_s(self) -> float:
@@ -161,7 +164,8 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
     seconds = time.monotonic() - began
     return RestoreResult(sink.name, written, scoped_catalog, folded.events, bytes_read, seconds,
                          records=sum(w.records for w in written.values()),
-                         extra={"workers": pool.count if pool else 1})
+                         extra={"workers": pool.count if pool else 1},
+                         logged_after=offsets_after(plan.windows, folded.cut))
 
 
 def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:

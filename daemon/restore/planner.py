@@ -4,7 +4,7 @@ does none, so ``restore --dry-run`` costs LIST calls and one manifest."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from daemon.changelog.repository import Repository
@@ -64,6 +64,41 @@ class RestorePlan:
     """The time the replay stops after (``now`` means the valid-through time)."""
     expected: dict[str, Any] = field(default_factory=dict)
     """From the snapshot: records per collection and tenant before the log is replayed."""
+    partition_valid: dict[str, int | None] = field(default_factory=dict)
+    """"topic/partition" -> that partition's valid-through time."""
+
+    def resolution(self, logged_after: dict[str, int] | None = None) -> dict[str, Any]:
+        """What the target resolved to and why, for people and tools. ``logged_after``
+        (from the replay: ``offsets_after``) adds how much of the log lies beyond it."""
+        t = self.target
+        held_by = sorted(tp for tp, v in self.partition_valid.items()
+                         if v is not None and v == self.valid_through_ms)
+        if t.latest:
+            rule = "latest"
+            why = "every partition to its durable offset (not one consistent instant)"
+        elif t.now:
+            rule = "now"
+            why = ("the repository's valid-through time: every partition has proven every "
+                   "event stamped up to it durable" +
+                   (f"; the earliest is {', '.join(held_by)}" if held_by else ""))
+        elif t.offsets is not None:
+            rule, why = "offsets", "the given offsets"
+        else:
+            rule, why = "time", "the given time"
+        out: dict[str, Any] = {"rule": rule, "instant_ms": self.until_ms, "why": why,
+                               "held_by": held_by if t.now else []}
+        if logged_after is not None:
+            total = sum(logged_after.values())
+            out["logged_after"] = {k: v for k, v in sorted(logged_after.items()) if v}
+            out["logged_after_total"] = total
+            if total and t.now:
+                out["why_after"] = (
+                    "captured, but after the instant every partition has proven: events share "
+                    "a partition's last millisecond, or arrived after capture last saw the "
+                    "partition caught up; `--to latest` includes every captured event")
+            elif total:
+                out["why_after"] = "after the target"
+        return out
 
     @property
     def snapshot_bytes(self) -> int:
@@ -94,7 +129,9 @@ class RestorePlan:
                           "durable_end": w.durable_end, "objects": [k.avro for k in w.segments],
                           "gap": w.gap} for w in self.windows],
             "expected_from_snapshot": self.expected,
+            "resolved": self.resolution(),
         }
+
 
 
 def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanInputs:
@@ -141,6 +178,11 @@ def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
                         f"{wm.topic}/{wm.partition} is durable to offset {wm.captured_through}, "
                         f"the target asks for {want - 1}",
                         "choose earlier offsets, wait for capture, or pass --allow-incomplete")
+    if target.latest:  # every partition to its durable offset
+        offsets: dict[str, dict[str, int]] = {}
+        for wm in marks:
+            offsets.setdefault(wm.topic, {})[str(wm.partition)] = wm.captured_through
+        target = replace(target, offsets=offsets)
     until_ms = valid if target.now else target.time_ms
     windows = inputs.windows
     for w in windows:  # refuse a target that needs offsets no segment holds
@@ -154,4 +196,5 @@ def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
                            if scope.tenants is None or t in scope.tenants}
                 expected[name] = {"records": sum(tenants.values()), "tenants": tenants}
     return RestorePlan(target, scope, inputs.snapshot, windows, valid, incomplete, until_ms,
-                       expected)
+                       expected, {f"{wm.topic}/{wm.partition}": wm.valid_through_ms
+                                  for wm in marks})

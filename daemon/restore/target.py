@@ -1,5 +1,10 @@
-"""Restore targets: a time (RFC 3339 or epoch milliseconds), ``now``, or explicit offsets
-(``topic/partition=offset,...``). Inclusive by default."""
+"""Restore targets: a time (RFC 3339 or epoch milliseconds), ``now``, ``latest``, or explicit
+offsets (``topic/partition=offset,...``). Inclusive by default.
+
+``now`` is one consistent instant: the repository's valid-through time, the latest time up to
+which every partition has proven every event durable (the planner resolves it). ``latest`` is
+not an instant: every partition to its durable offset, everything captured so far, for an
+operator who wants all of it rather than a consistent cut across partitions."""
 
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ class RestoreTarget:
     offsets: dict[str, dict[str, int]] | None = None
     """topic -> partition -> first offset NOT restored."""
     now: bool = False
+    latest: bool = False
 
     @property
     def until_ms(self) -> int | None:
@@ -34,6 +40,11 @@ def parse_target(text: str, now_ms: int, exclusive: bool = False) -> RestoreTarg
     text = text.strip()
     if text == "now":
         return RestoreTarget("now", time_ms=now_ms - (1 if exclusive else 0), now=True)
+    if text == "latest":
+        if exclusive:
+            raise BadTarget("--to latest cannot be --exclusive",
+                            "latest includes every captured event; give a time or offsets")
+        return RestoreTarget("latest", latest=True)
     if text.isdigit():
         ms = int(text)
         return RestoreTarget(text, time_ms=ms - 1 if exclusive else ms)
@@ -49,7 +60,7 @@ def parse_target(text: str, now_ms: int, exclusive: bool = False) -> RestoreTarg
     except ValueError:
         raise BadTarget(
             f"--to {text!r} is not a time or an offset list",
-            "use RFC 3339 (2026-11-25T14:05:00Z), epoch milliseconds, now, or "
+            "use RFC 3339 (2026-11-25T14:05:00Z), epoch milliseconds, now, latest, or "
             "topic/partition=offset[,...]") from None
     if dt.tzinfo is None:
         raise BadTarget(f"--to {text!r} has no time zone",

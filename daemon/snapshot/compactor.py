@@ -29,6 +29,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
+    offsets_after,
     windows_after,
 )
 from daemon.config import Config
@@ -102,6 +103,17 @@ def repository_valid_through(repo: Repository, topics: list[str]) -> int | None:
     if not values or any(v is None for v in values):
         return None
     return min(v for v in values if v is not None)
+
+
+def cut_report(repo: Repository, topics: list[str], cut_time: int, valid: int,
+               logged_after: dict[str, int]) -> dict[str, Any]:
+    """Why a compaction cut where it did, for the CLI: the valid-through time bounds it."""
+    held_by = sorted(f"{wm.topic}/{wm.partition}" for t in topics
+                     for wm in repo.list_watermarks(t) if wm.valid_through_ms == valid)
+    return {"instant_ms": cut_time, "valid_through_ms": valid,
+            "held_by": held_by if cut_time == valid else [],
+            "logged_after": {k: v for k, v in sorted(logged_after.items()) if v},
+            "logged_after_total": sum(logged_after.values())}
 
 
 @dataclass
@@ -235,6 +247,9 @@ class Compactor:
         self.delta_ratio = delta_ratio
         self.max_step_bytes = max_step_bytes
         self.written = 0
+        self.cut_report: dict[str, Any] = {}
+        """The last run's cut: the instant, which partitions hold the valid-through time, and
+        how many logged offsets lie beyond the cut per partition."""
 
     @classmethod
     def from_config(cls, repo: Repository, config: Config) -> Compactor:
@@ -295,8 +310,10 @@ class Compactor:
             return base
         # Listed again (``_steps`` listed them too), and after valid-through was read: every
         # segment made durable before the watermark that vouches for cut_time is then seen.
-        folded = fold_log(self.repo, log_windows(self.repo, self.topics, base), base,
-                          until_ms=cut_time)
+        windows = log_windows(self.repo, self.topics, base)
+        folded = fold_log(self.repo, windows, base, until_ms=cut_time)
+        self.cut_report = cut_report(self.repo, self.topics, cut_time, valid,
+                                     offsets_after(windows, folded.cut))
         snapshot_id = f"{cut_time:013d}-{uuid.uuid4().hex[:8]}"
         collections: dict[str, CollectionState] = {}
         self.written = 0
