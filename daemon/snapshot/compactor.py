@@ -47,6 +47,7 @@ from daemon.snapshot.datafile import (
     key_hash,
     read_index,
 )
+from daemon.snapshot.dimensions import Screen
 from daemon.snapshot.lease import Lease
 from daemon.snapshot.manifest import (
     SNAPSHOTS_ROOT,
@@ -59,11 +60,13 @@ from daemon.snapshot.manifest import (
     manifest_key,
     snapshot_id_from_key,
 )
+from daemon.snapshot.rejects import Rejected, Rejections, rejected_key
 from daemon.snapshot.rowindex import RowIndex
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import (
     BucketChanges,
     Catalog,
+    DropTimes,
     is_live,
     merge_rows,
     overlay,
@@ -247,6 +250,8 @@ class Compactor:
         self.delta_ratio = delta_ratio
         self.max_step_bytes = max_step_bytes
         self.written = 0
+        self.rejected: list[Rejected] = []
+        """The records the last run left out for their dimension (besides those carried)."""
         self.cut_report: dict[str, Any] = {}
         """The last run's cut: the instant, which partitions hold the valid-through time, and
         how many logged offsets lie beyond the cut per partition."""
@@ -314,6 +319,10 @@ class Compactor:
         folded = fold_log(self.repo, windows, base, until_ms=cut_time)
         self.cut_report = cut_report(self.repo, self.topics, cut_time, valid,
                                      offsets_after(windows, folded.cut))
+        carried = Rejections.of_manifest(self.repo, base)
+        carried.supersede({n: c.changes.keys() for n, c in folded.records.items()},
+                          folded.catalog)
+        screen = Screen(folded.catalog, base, carried)  # records of another dimension
         snapshot_id = f"{cut_time:013d}-{uuid.uuid4().hex[:8]}"
         collections: dict[str, CollectionState] = {}
         self.written = 0
@@ -322,12 +331,15 @@ class Compactor:
         for name in sorted(names):
             prev = base.collections.get(name) if base else None
             changes = folded.records.get(name, BucketChanges())
+            screen.changes(name, changes)
             nb = prev.buckets if prev else choose_buckets(len(changes.changes), self.min_buckets,
                                                           self.target)
             by_bucket = split_by_bucket(changes, nb)
+            drop = folded.catalog.drop_filter(name)
+            if prev is not None and screen.needs_buckets(name, drop):
+                self._screen_buckets(screen, name, prev, by_bucket, drop)
             dropped = name in folded.touched_by_drop
             touched = set(range(nb)) if dropped else set(by_bucket)
-            drop = folded.catalog.drop_filter(name)
             states: list[BucketState] = []
             for b in range(nb):
                 lease.keep_alive()
@@ -340,17 +352,37 @@ class Compactor:
             state = collection_state(nb, states)
             if state.records or name in folded.catalog.live()["collections"]:
                 collections[name] = state
+        rejected, listing = screen.rejections.to_manifest(snapshot_id)
         manifest = Manifest(
             id=snapshot_id, parent=base.id if base else None,
             created_at_ms=int(time.time() * 1000), cut_time_ms=cut_time, cut=folded.cut,
-            catalog=folded.catalog.to_json(), collections=collections)
+            catalog=folded.catalog.to_json(), collections=collections,
+            dimensions=screen.checked(collections), rejected=rejected)
         lease.check()  # a compactor that lost its lease must not commit
+        if listing is not None:  # every rejected record, when the manifest lists only some
+            self.repo.put_immutable(rejected_key(snapshot_id), listing)
         self.repo.put_immutable(manifest_key(snapshot_id), manifest.to_json())  # the commit
+        self.rejected = screen.new
+        screen.log_new("compaction")
         log.info("snapshot written", snapshot=snapshot_id, parent=manifest.parent,
                  cut_time_ms=cut_time, events=folded.events, records=manifest.records,
                  bytes_written=self.written, bytes_total=manifest.total_bytes,
+                 left_out=len(screen.rejections), left_out_now=len(screen.new),
                  seconds=round(time.monotonic() - began, 3))
         return manifest
+
+    def _screen_buckets(self, screen: Screen, name: str, prev: CollectionState,
+                        by_bucket: dict[int, BucketChanges], drop: DropTimes | None) -> None:
+        """Read and check the snapshot's buckets of ``name``, which it did not check against
+        today's dimension; the records of another dimension get a tombstone in ``by_bucket``
+        (so the bucket is touched, and they leave the state)."""
+        for s in prev.states:
+            views = [get_view(self.repo.store, f.path) for f in s.files]
+            tombs = screen.bucket(name, s.files, views, by_bucket.get(s.bucket), drop)
+            if tombs:
+                into = by_bucket.setdefault(s.bucket, BucketChanges())
+                for t in tombs:
+                    into.add(t)
 
     def _fold_bucket(self, where: tuple[str, int, str], old: BucketState | None,
                      changes: BucketChanges | None, drop: Callable[[str], int | None] | None,

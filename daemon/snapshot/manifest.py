@@ -2,7 +2,9 @@
 (per-partition offsets and the cut time), the catalog, and every data file with its count,
 size, sha256 and state digest. Data files are shared between snapshots: an untouched bucket is
 referenced again, not copied. A bucket is a base file plus the delta files of later
-compactions; a compaction rewrites the base only when its deltas have grown large."""
+compactions; a compaction rewrites the base only when its deltas have grown large. Since format 4 it also
+says which dimension each collection's records were checked against, and the records the
+snapshot leaves out because their dimension is not their collection's (``rejected``)."""
 
 from __future__ import annotations
 
@@ -13,8 +15,12 @@ import orjson
 
 from daemon.errors import IntegrityError
 
-MANIFEST_FORMAT = 3
-"""3: content hashes are xxh3-128 (2: blake2b-128, with row index format 1; 1: no deltas)."""
+MANIFEST_FORMAT = 4
+"""4: ``dimensions`` and ``rejected`` (3: the same without them; 2: blake2b-128 content
+hashes, with row index format 1; 1: no deltas)."""
+READABLE_FORMATS = (3, 4)
+"""Format 3 is read as format 4 with nothing checked: every collection's records are then
+screened for their dimension by the next compaction, and by restores until then."""
 SNAPSHOTS_ROOT = "snapshots/"
 DATA_ROOT = "data/"
 
@@ -110,6 +116,14 @@ class Manifest:
     catalog: dict[str, Any]
     collections: dict[str, CollectionState] = field(default_factory=dict)
     format: int = MANIFEST_FORMAT
+    dimensions: dict[str, int] = field(default_factory=dict)
+    """collection -> the dimension every record of it in this snapshot has (or no vector):
+    they were checked against it. A collection not named here was not checked (format 3, or
+    no dimension known at the cut)."""
+    rejected: dict[str, Any] = field(default_factory=dict)
+    """Records the state at the cut leaves out because their dimension is not their
+    collection's: ``count``, the first ``records`` and, when there are more, the ``object``
+    that lists them all (``snapshot.dimensions.Rejections``). Empty: none."""
 
     def cut_of(self, topic: str, partition: int) -> int:
         return self.cut.get(topic, {}).get(str(partition), 0)
@@ -133,17 +147,18 @@ class Manifest:
     def from_json(cls, data: bytes) -> Manifest:
         try:
             raw = orjson.loads(data)
-            if raw.get("format") != MANIFEST_FORMAT:
+            if raw.get("format") not in READABLE_FORMATS:
                 raise ManifestFormatError(
                     f"snapshot {raw.get('id')} has manifest format {raw.get('format')}, this "
-                    f"vecwal reads format {MANIFEST_FORMAT}",
+                    f"vecwal reads formats {READABLE_FORMATS[0]} to {READABLE_FORMATS[-1]}",
                     "snapshots of another format are skipped: restores replay the log from the "
                     "newest readable snapshot, and the next `vecwal compact` writes a new one")
             colls = {name: CollectionState(
                 c["buckets"], [_bucket_state(b) for b in c["states"]], c["records"],
                 c["digest"], c["tenants"]) for name, c in raw["collections"].items()}
             return cls(raw["id"], raw["parent"], raw["created_at_ms"], raw["cut_time_ms"],
-                       raw["cut"], raw["catalog"], colls, raw["format"])
+                       raw["cut"], raw["catalog"], colls, raw["format"],
+                       raw.get("dimensions", {}), raw.get("rejected", {}))
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise IntegrityError(f"manifest is not valid: {exc}",
                                  "run `vecwal verify`; restore from another snapshot") from None
