@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -90,7 +91,9 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
     summary: dict[str, Any] = {"snapshot": m.id, "parent": m.parent,
                                "cut_time": iso_ms(m.cut_time_ms), "records": m.records,
                                "bytes": m.total_bytes, "bytes_written": compactor.written,
-                               "collections": counts, "cut": compactor.cut_report or None}
+                               "collections": counts, "cut": compactor.cut_report or None,
+                               "left_out": m.rejected.get("count", 0),
+                               "left_out_now": [asdict(r) for r in compactor.rejected[:100]]}
     if args.json:
         emit_json(summary)
     else:
@@ -108,6 +111,10 @@ def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
                 where = ", ".join(f"{tp}: {n:,}" for tp, n in report["logged_after"].items())
                 print(f"  {report['logged_after_total']:,} logged events are newer ({where}): "
                       "the next compaction takes them once capture proves them durable")
+        if summary["left_out"]:
+            print(f"  left out: {summary['left_out']:,} records whose dimension is not their "
+                  f"collection's ({len(compactor.rejected):,} found now); `vecwal verify` "
+                  "names them")
     return 0
 
 
@@ -185,6 +192,8 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         "engine_load_seconds": None if engine_s is None else round(engine_s, 3),
         "notes": notes,
         "resolved": plan.resolution(result.logged_after),
+        "left_out": len(result.rejected),
+        "left_out_records": [asdict(r) for r in result.rejected[:100]],
     }
     if args.json:
         emit_json(out)
@@ -199,6 +208,10 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
             print(f"  note: {note}")
         for c, w in result.collections.items():
             print(f"  {c:24s} {w.records:>10,} records  tenants {w.tenants}")
+        if result.rejected:
+            print(f"  left out: {len(result.rejected):,} records whose dimension is not their "
+                  "collection's (first: "
+                  f"{', '.join(r.describe() for r in result.rejected[:3])})")
         if report is not None:
             print(f"validation: {'PASSED' if report.ok else 'FAILED'} in {validation_s:.2f}s")
             for chk in report.checks:

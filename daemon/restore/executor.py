@@ -4,6 +4,7 @@ holds the log window's winning changes and one bucket at a time."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,9 @@ from daemon.snapshot.compactor import (
     stop_offset,
 )
 from daemon.snapshot.datafile import Row, read_rows
+from daemon.snapshot.dimensions import Screen, bucket_winners, screen_rows
 from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes, live, merge_rows, overlay
 
@@ -46,6 +49,9 @@ class RestoreResult:
     extra: dict[str, Any] = field(default_factory=dict)
     logged_after: dict[str, int] = field(default_factory=dict)
     """Per "topic/partition", logged offsets beyond where the replay stopped."""
+    rejected: list[Rejected] = field(default_factory=list)
+    """Records left out because their dimension is not their collection's: by this restore,
+    or by the compactions that wrote its snapshot (``snapshot.dimensions``)."""
 
     @property
     def records_per_s(self) -> float:
@@ -67,6 +73,9 @@ class BucketJob:
     """Nothing changed the bucket's base: a sink that takes whole files gets its bytes."""
     model: tuple[str, str | None] | None = None
     """Only records of this embedding model (name, version or any), ``--embedding-model``."""
+    screen_dimension: int | None = None
+    """The snapshot did not check this bucket's records against the collection's dimension:
+    check them (``restore_screened``) and leave out those of another."""
 
     @property
     def paths(self) -> list[str]:
@@ -99,11 +108,14 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
     tenants = set(scope.tenants) if scope.tenants else None
     stops = [stop_offset(w, plan.target.offsets) for w in plan.windows]
     folded = new_changes(base)
+    carried = Rejections.of_manifest(repo, base).scoped(collections, tenants)
     if pool is None:
         for window, stop in zip(plan.windows, stops, strict=True):
             merge_fold(folded, fold_window(repo, window, plan.until_ms, stop, collections,
                                            tenants))
         counts = {name: len(c.changes) for name, c in folded.records.items()}
+        carried.supersede({n: c.changes.keys() for n, c in folded.records.items()},
+                          folded.catalog)
     else:  # each worker holds its shard's changes; the catalog comes back from all alike
         shards = pool.fold(plan.windows, plan.until_ms, stops, collections, tenants)
         for part in shards[0].windows:
@@ -121,14 +133,21 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
         bucket_counts[name] = prev.buckets if prev else choose_buckets(counts.get(name, 0),
                                                                        16, 50_000)
     by_bucket: dict[tuple[str, int], BucketChanges | None] = {}
+    screen = Screen(folded.catalog, base, carried)  # records of another dimension
     if pool is None:
         for name in names:
-            for b, in_bucket in split_by_bucket(folded.records.get(name, BucketChanges()),
-                                                bucket_counts[name]).items():
+            changes = folded.records.get(name, BucketChanges())
+            screen.changes(name, changes)
+            for b, in_bucket in split_by_bucket(changes, bucket_counts[name]).items():
                 by_bucket[(name, b)] = in_bucket
         folded.records.clear()  # the jobs hold the changes now
-    else:
-        by_bucket = dict.fromkeys(pool.split(bucket_counts))  # the workers hold them
+    else:  # the workers hold the changes: they split and check them
+        split = pool.split(bucket_counts, screen.dimensions,
+                           {n: folded.catalog.drop_filter(n) for n in screen.dimensions},
+                           carried.keys_by_collection())
+        carried.supersede(split.changed, folded.catalog)
+        screen.found(split.rejected)
+        by_bucket = dict.fromkeys(split.buckets)
     sink.begin()
     # The catalog first: a database rebuilt from the sink needs each collection's schema
     # (dimension, metric, index) before its first record.
@@ -140,45 +159,70 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
         buckets = sorted({b for (n, b) in by_bucket if n == name}
                          | {s.bucket for s in (prev.states if prev else [])})
         drop = folded.catalog.drop_filter(name)
+        check = screen.recheck[name] if screen.needs_buckets(name, drop) else None
         for b in buckets:
             old = prev.bucket(b) if prev else None
             changed = (name, b) in by_bucket
             copyable = (old is not None and old.base is not None and not old.deltas
                         and not changed and scope.tenants is None
                         and scope.embedding_model is None
-                        and name not in folded.touched_by_drop)
+                        and name not in folded.touched_by_drop and check is None)
             jobs.append(BucketJob(name, b, old, by_bucket.get((name, b)), drop, scope.tenants,
-                                  copyable, scope.embedding_model))
+                                  copyable, scope.embedding_model,
+                                  check if old is not None else None))
     bytes_read = folded.bytes_read + sum(f.bytes for j in jobs
                                          for f in (j.old.files if j.old else []))
-    states = pool.restore(jobs, sink) if pool else _run_serial(repo, jobs, sink)
+    done = pool.restore(jobs, sink) if pool else _run_serial(repo, jobs, sink)
     parts: dict[str, list[WrittenState]] = {name: [] for name in sorted(names)}
-    for job, state in zip(jobs, states, strict=True):
+    for job, (state, found) in zip(jobs, done, strict=True):
         parts[job.collection].append(state)
+        screen.found(found)
     written: dict[str, WrittenState] = {}
     for name, collection_parts in parts.items():
         written[name] = combine_written(collection_parts)
         log.info("collection restored", collection=name, records=written[name].records,
                  sink=sink.name)
     sink.finish()
+    screen.log_new("restore")
     seconds = time.monotonic() - began
     return RestoreResult(sink.name, written, scoped_catalog, folded.events, bytes_read, seconds,
                          records=sum(w.records for w in written.values()),
                          extra={"workers": pool.count if pool else 1},
-                         logged_after=offsets_after(plan.windows, folded.cut))
+                         logged_after=offsets_after(plan.windows, folded.cut),
+                         rejected=screen.rejections.records())
 
 
-def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:
+def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink
+                ) -> list[tuple[WrittenState, list[Rejected]]]:
     if hasattr(repo.store, "get_view"):  # mapped files: nothing to fetch ahead
-        return [restore_bucket(job, [get_view(repo.store, p) for p in job.paths], sink)
+        return [restore_screened(job, [get_view(repo.store, p) for p in job.paths], sink)
                 for job in jobs]
     # Bucket files are large (tens of MB): one in flight beside the one being merged.
     fetched = prefetched(repo.store, [p for j in jobs for p in j.paths], depth=1)
     out = []
     for job in jobs:
         datas = [next(fetched) for _ in job.paths]
-        out.append(restore_bucket(job, datas, sink))  # type: ignore[arg-type]
+        out.append(restore_screened(job, datas, sink))  # type: ignore[arg-type]
     return out
+
+
+def restore_screened(job: BucketJob, datas: list[bytes | memoryview], sink: Sink
+                     ) -> tuple[WrittenState, list[Rejected]]:
+    """``restore_bucket``, after checking the bucket's records against its collection's
+    dimension when the snapshot did not (``job.screen_dimension``): those of another get a
+    tombstone among the changes, and are returned."""
+    if job.screen_dimension is None or job.old is None:
+        return restore_bucket(job, datas, sink), []
+    tombs, found = screen_rows(job.collection, bucket_winners(job.old.files, datas,
+                                                              job.changes, job.drop),
+                               job.screen_dimension)
+    changes = job.changes
+    if tombs:
+        changes = BucketChanges(dict(changes.changes) if changes else {})
+        for t in tombs:
+            changes.add(t)
+    job = dataclasses.replace(job, changes=changes, screen_dimension=None)
+    return restore_bucket(job, datas, sink), found
 
 
 def restore_bucket(job: BucketJob, datas: list[bytes | memoryview], sink: Sink

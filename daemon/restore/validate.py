@@ -11,6 +11,7 @@ from typing import Any
 from daemon.errors import VecwalError
 from daemon.restore.executor import RestoreResult
 from daemon.restore.sinks import Sink
+from daemon.snapshot.rejects import Rejected
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,24 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def left_out_checks(rejected: list[Rejected], shown: int = 10) -> list[Check]:
+    """One failed check per collection with records left out for their dimension: the
+    restore wrote every other record, but these are not in it."""
+    by_coll: dict[str, list[Rejected]] = {}
+    for r in rejected:
+        by_coll.setdefault(r.collection, []).append(r)
+    checks = []
+    for name, rs in sorted(by_coll.items()):
+        first = ", ".join(r.describe() for r in rs[:shown])
+        more = f" and {len(rs) - shown} more" if len(rs) > shown else ""
+        checks.append(Check(
+            f"{name}: dimension", False,
+            f"{len(rs)} records left out, their dimension is not the collection's: "
+            f"{first}{more}; re-send them with the collection's dimension, or delete them "
+            "(`vecwal verify` lists them)"))
+    return checks
 
 
 def validate(result: RestoreResult, sink: Sink) -> ValidationReport:
@@ -56,6 +75,7 @@ def validate(result: RestoreResult, sink: Sink) -> ValidationReport:
     for name in sorted(set(held) - set(result.collections)):
         report.checks.append(Check(f"{name}: unexpected", False,
                                    "the sink holds a collection the restore did not write"))
+    report.checks.extend(left_out_checks(result.rejected))
     probe = getattr(sink, "probe", None)  # vector databases: search checks in the engine
     if probe is not None:
         report.checks.extend(probe())

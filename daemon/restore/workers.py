@@ -33,7 +33,10 @@ from daemon.changelog.window import PartitionWindow
 from daemon.objectstore import ObjectStore, get_view
 from daemon.restore.sinks import Sink, WrittenState
 from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
-from daemon.snapshot.state import BucketChanges
+from daemon.snapshot.datafile import Key
+from daemon.snapshot.dimensions import reject_changes
+from daemon.snapshot.rejects import Rejected
+from daemon.snapshot.state import BucketChanges, DropTimes
 
 if TYPE_CHECKING:
     from daemon.restore.executor import BucketJob
@@ -69,6 +72,16 @@ class ShardFold:
     changes: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class ShardSplit:
+    """What the workers' split tells the parent: the (collection, bucket) pairs with changes,
+    the changes left out for their dimension, and which watched keys have a change."""
+
+    buckets: set[tuple[str, int]] = field(default_factory=set)
+    rejected: list[Rejected] = field(default_factory=list)
+    changed: dict[str, set[Key]] = field(default_factory=dict)
+
+
 class ShardPool:
     def __init__(self, pools: list[ProcessPoolExecutor]) -> None:
         self._pools = pools
@@ -84,13 +97,26 @@ class ShardPool:
                                self.count) for k, pool in enumerate(self._pools)]
         return [f.result() for f in futures]
 
-    def split(self, bucket_counts: dict[str, int]) -> set[tuple[str, int]]:
-        """Which (collection, bucket) pairs have changes, once the workers split by bucket."""
-        futures = [pool.submit(_split, bucket_counts) for pool in self._pools]
-        return {cb for f in futures for cb in f.result()}
+    def split(self, bucket_counts: dict[str, int], dimensions: dict[str, int],
+              drops: dict[str, DropTimes | None], watch: dict[str, set[Key]]) -> ShardSplit:
+        """Which (collection, bucket) pairs have changes, once the workers split by bucket;
+        each worker first leaves out its live changes (``drops``) of another dimension than
+        ``dimensions`` says (``snapshot.dimensions``), and says which keys of ``watch`` it
+        changes."""
+        futures = [pool.submit(_split, bucket_counts, dimensions, drops, watch)
+                   for pool in self._pools]
+        out = ShardSplit()
+        for f in futures:
+            part = f.result()
+            out.buckets |= part.buckets
+            out.rejected += part.rejected
+            for coll, keys in part.changed.items():
+                out.changed.setdefault(coll, set()).update(keys)
+        return out
 
-    def restore(self, jobs: list[BucketJob], sink: Sink) -> list[WrittenState]:
-        futures: list[Future[WrittenState]] = [
+    def restore(self, jobs: list[BucketJob], sink: Sink
+                ) -> list[tuple[WrittenState, list[Rejected]]]:
+        futures: list[Future[tuple[WrittenState, list[Rejected]]]] = [
             self._pools[job.bucket % self.count].submit(_restore, job, sink) for job in jobs]
         return [f.result() for f in futures]
 
@@ -138,20 +164,26 @@ def _fold(windows: list[PartitionWindow], until_ms: int | None, stops: list[int 
     return out
 
 
-def _split(bucket_counts: dict[str, int]) -> list[tuple[str, int]]:
+def _split(bucket_counts: dict[str, int], dimensions: dict[str, int],
+           drops: dict[str, DropTimes | None], watch: dict[str, set[Key]]) -> ShardSplit:
     held = _STATE[0]
+    out = ShardSplit()
     for coll, changes in held.changes.items():
+        out.changed[coll] = {k for k in watch.get(coll, ()) if k in changes.changes}
+        if coll in dimensions:
+            out.rejected += reject_changes(coll, changes, dimensions[coll], drops.get(coll))
         for b, part in split_by_bucket(changes, bucket_counts[coll]).items():
             held.buckets[(coll, b)] = part
     held.changes = {}
-    return list(held.buckets)
+    out.buckets = set(held.buckets)
+    return out
 
 
-def _restore(job: BucketJob, sink: Sink) -> WrittenState:
-    from daemon.restore.executor import restore_bucket
+def _restore(job: BucketJob, sink: Sink) -> tuple[WrittenState, list[Rejected]]:
+    from daemon.restore.executor import restore_screened
 
     held = _STATE[0]
     changes = held.buckets.pop((job.collection, job.bucket), None)
     store = held.repo.store
-    return restore_bucket(dataclasses.replace(job, changes=changes),
-                          [get_view(store, p) for p in job.paths], sink)
+    return restore_screened(dataclasses.replace(job, changes=changes),
+                            [get_view(store, p) for p in job.paths], sink)

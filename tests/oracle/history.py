@@ -32,7 +32,10 @@ class History:
         return sorted({e["timestamp"] for p in self.events for e in p})
 
 
-def generate(seed: int, n: int, partitions: int = 3, control_rate: float = 0.08) -> History:
+def generate(seed: int, n: int, partitions: int = 3, control_rate: float = 0.08,
+             wrong_dimension_rate: float = 0.0) -> History:
+    """``wrong_dimension_rate``: that share of upserts has one value too many (captured
+    unchecked, as capture does before it knows the collection's dimension)."""
     rng = random.Random(seed)
     parser = EventParser(1 << 20)
     per_p: list[list[dict[str, Any]]] = [[] for _ in range(partitions)]
@@ -64,8 +67,11 @@ def generate(seed: int, n: int, partitions: int = 3, control_rate: float = 0.08)
             if roll < control_rate + 0.17:
                 ev = {"op": "delete", "collection": coll, "tenant": tenant, "id": rid}
             else:
+                dim = dims[coll]
+                if wrong_dimension_rate and rng.random() < wrong_dimension_rate:
+                    dim += 1  # (no draw otherwise: the histories of a seed stay as they were)
                 ev = {"op": "upsert", "collection": coll, "tenant": tenant, "id": rid,
-                      "vector": [rng.uniform(-1, 1) for _ in range(dims[coll])],
+                      "vector": [rng.uniform(-1, 1) for _ in range(dim)],
                       "metadata": {"i": i, "k": rng.choice("xyz")},
                       "document": rng.choice([f"text {i}", {"title": f"t{i}"}, None]),
                       "acl": rng.choice([None, [], [f"g:{tenant}"]]),
@@ -74,6 +80,7 @@ def generate(seed: int, n: int, partitions: int = 3, control_rate: float = 0.08)
             key = rid
         p = partition_of(key)
         clock[p] += rng.choice([0, 0, 1, 2, 5])  # ties are common
+        parser.dimensions.clear()  # captured unchecked: the log says what the stream said
         rec = parser.parse(orjson.dumps(ev), "json", key=key.encode(), offset=len(per_p[p]),
                            timestamp=clock[p])
         per_p[p].append(rec)
@@ -103,7 +110,17 @@ def write_log(repo: Repository, history: History, seed: int, upto: dict[int, int
 def oracle(history: History, until_ms: int) -> tuple[dict[tuple[str, str, str], dict[str, Any]],
                                                     dict[str, Any]]:
     """Plain replay: the winning event per key among events at or before ``until_ms``; drops
-    remove records last written at or before them. Returns (records, live catalog)."""
+    remove records last written at or before them, and a record whose dimension is not its
+    collection's (as the catalog says at ``until_ms``) is left out. Returns (records, live
+    catalog)."""
+    records, catalog, _ = replay(history, until_ms)
+    return records, catalog
+
+
+def replay(history: History, until_ms: int
+           ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, Any],
+                      set[tuple[str, str, str]]]:
+    """``oracle``, and the keys it left out for their dimension."""
     best: dict[tuple[str, str, str], tuple[tuple[int, str, int, int], dict[str, Any]]] = {}
     coll_drop: dict[str, int] = {}
     tenant_drop: dict[tuple[str, str], int] = {}
@@ -139,11 +156,16 @@ def oracle(history: History, until_ms: int) -> tuple[dict[tuple[str, str, str], 
                 lww(tenants, (coll, ev["tenant"]), None)
                 key = (coll, ev["tenant"])
                 tenant_drop[key] = max(ev["timestamp"], tenant_drop.get(key, 0))
-    records = {}
+    records, left_out = {}, set()
     for key, (_, ev) in best.items():
         dropped = max(coll_drop.get(key[0], -1), tenant_drop.get((key[0], key[1]), -1))
         if ev["op"] == "upsert" and ev["timestamp"] > dropped:
-            records[key] = ev
+            schema = collections.get(key[0], (None, None))[1]
+            want = schema["dimension"] if schema is not None else None
+            if want is not None and ev["dimension"] is not None and ev["dimension"] != want:
+                left_out.add(key)
+            else:
+                records[key] = ev
     live_aliases = {a: c for a, (ver, c) in aliases.items()
                     if c is not None and ver[0] > coll_drop.get(c, -1)}
     live_tenants: dict[str, dict[str, Any]] = {}
@@ -152,4 +174,4 @@ def oracle(history: History, until_ms: int) -> tuple[dict[tuple[str, str, str], 
             live_tenants.setdefault(c, {})[t] = s
     catalog = {"collections": {c: s for c, (_, s) in collections.items() if s is not None},
                "aliases": live_aliases, "tenants": live_tenants}
-    return records, catalog
+    return records, catalog, left_out
