@@ -41,8 +41,11 @@ from daemon.inventory import collect_inventory
 from daemon.objectstore import get_view
 from daemon.snapshot.compactor import list_manifests, read_manifest
 from daemon.snapshot.datafile import SourceFile, content_hash_bytes
+from daemon.snapshot.dimensions import Screen
 from daemon.snapshot.manifest import DataFile, Manifest, ManifestFormatError
+from daemon.snapshot.rejects import LISTED, Rejections, listed_in
 from daemon.snapshot.rowindex import digest_of
+from daemon.snapshot.state import Catalog
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,8 @@ def verify(repo: Repository, topics: list[str], deep: bool = False,
         if progress:
             progress("data files", n, len(files))
     report.data_files = len(files)
+    if manifests:
+        _check_dimensions(repo, manifests[-1], deep, report)
     oldest = manifests[0] if manifests else None
     sidecars = _check_log(repo, topics, oldest, deep, report, progress)
     _check_quarantine(repo, topics, sidecars, deep, report, progress)
@@ -243,3 +248,51 @@ def _check_quarantine(repo: Repository, topics: list[str], sidecars: dict[Segmen
                 f"{QuarantineKey.of_segment(key).object_key})", "their raw bytes are lost "
                 "(restores do not need them); the producer or its dead-letter topic may "
                 "still have them"))
+
+
+LEFT_OUT_SHOWN = 20
+"""Records left out for their dimension named one finding each; the rest are counted."""
+
+
+def _check_dimensions(repo: Repository, newest: Manifest, deep: bool,
+                      report: VerifyReport) -> None:
+    """The records the newest snapshot leaves out because their dimension is not their
+    collection's (its manifest's list), and, with ``deep``, those of the collections it did
+    not check (format 3, or a dimension declared since): a restore from it leaves them out
+    and fails its validation."""
+    where = f"snapshots/{newest.id}"
+    try:
+        left_out = Rejections.of_manifest(repo, newest).records()
+    except IntegrityError as exc:
+        report.findings.append(Finding("error", where, exc.message, exc.hint))
+        _, left_out = listed_in(newest)
+    screen = Screen(Catalog.from_json(newest.catalog), newest, Rejections.empty())
+    if deep:
+        for name in sorted(screen.recheck):
+            drop = screen.catalog.drop_filter(name)
+            if not screen.needs_buckets(name, drop):
+                continue
+            for s in newest.collections[name].states:
+                views = [get_view(repo.store, f.path) for f in s.files]
+                screen.bucket(name, s.files, views, None, drop)
+        left_out = sorted([*left_out, *screen.new])
+    elif screen.recheck:
+        report.findings.append(Finding(
+            "warning", where, f"did not check the dimension of the records of "
+            f"{', '.join(sorted(screen.recheck))} (written by an older vecwal, or the "
+            "dimension was declared after it): restores check them bucket by bucket",
+            "`vecwal verify --deep` checks them now; the next `vecwal compact` writes a "
+            "snapshot that has"))
+    for r in left_out[:LEFT_OUT_SHOWN]:
+        who = f"tenant {r.tenant!r} " if r.tenant else ""
+        report.findings.append(Finding(
+            "error", where, f"record {r.id!r} of {who}collection {r.collection!r} has "
+            f"{r.dimension} values, the collection's dimension is {r.expected}; written at "
+            f"{r.topic}/{r.partition} offset {r.offset}: left out of the snapshot and of "
+            "restores", "re-send it with the collection's dimension, or delete it; either "
+            "clears this at the next compaction"))
+    if len(left_out) > LEFT_OUT_SHOWN:
+        report.findings.append(Finding(
+            "error", where, f"{len(left_out) - LEFT_OUT_SHOWN} more records are left out for "
+            "their dimension", f"{where}/manifest.json lists the first "
+            f"{LISTED}, {where}/rejected.json all of them"))
