@@ -59,6 +59,7 @@ from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
 from daemon.metrics import Metrics
+from daemon.snapshot.known_schemas import KnownSchemas
 
 log = structlog.get_logger("vecwal.capture")
 
@@ -96,6 +97,8 @@ class CaptureLoop:
         self._consumer_factory = consumer_factory
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
+        self._schemas = KnownSchemas(repo, config.kafka.topics)  # read on assignment
+        self._stored_dimensions: dict[str, int] = {}
         self._codec = native.event_codec() if self.cfg.native_codec else None
         self._avro_topics = {t: config.kafka.format_of(t) == "avro" for t in config.kafka.topics}
         self.partitions: dict[TP, PartitionState] = {}
@@ -467,6 +470,7 @@ class CaptureLoop:
             log.info("partition assigned", topic=tp.topic, partition=tp.partition,
                      resume_offset=start, committed=committed.get(key), store=stored,
                      high_watermark=hi)
+        self._learn_dimensions()  # before any event of these partitions is parsed
         consumer.incremental_assign(partitions)
         if self._paused:
             consumer.pause(partitions)
@@ -490,6 +494,41 @@ class CaptureLoop:
                         partition=tp.partition,
                         dropped_bytes=ps.buffered_bytes if ps else 0)
         consumer.incremental_unassign(partitions)
+
+    def _learn_dimensions(self) -> None:
+        """Seed the dimension checks (parser and native codec) with the collections the
+        repository knows (``snapshot.known_schemas``: the newest snapshot's catalog and the
+        collection ops logged after it, read incrementally). Only what the store learned
+        since the last call is applied, so what capture learned itself meanwhile is kept.
+        The store wins over ``capture.dimensions`` (a warning names both)."""
+        began = time.monotonic()
+        try:
+            stored = self._retry_store(self._schemas.dimensions, "collection schemas")
+        except (StoreError, IntegrityError, OSError) as exc:
+            log.warning("collection dimensions not read from the store; capture checks what "
+                        "it learns from the stream", error=str(exc),
+                        hint="they are read again at the next partition assignment")
+            return
+        dims, declared = self.parser.dimensions, self.cfg.dimensions
+        for coll, dim in stored.items():
+            if self._stored_dimensions.get(coll) == dim:
+                continue
+            if coll in declared and declared[coll] != dim:
+                log.warning("capture.dimensions disagrees with the repository; using the "
+                            "repository's", collection=coll, configured=declared[coll],
+                            repository=dim, hint=f"set capture.dimensions.{coll} = {dim}, "
+                            "or remove it: the collection's collection.put says so")
+            dims[coll] = dim
+        for coll in self._stored_dimensions.keys() - stored.keys():  # dropped since
+            if coll in declared:
+                dims[coll] = declared[coll]
+            else:
+                dims.pop(coll, None)
+        self._stored_dimensions = stored
+        read = self._schemas.last
+        log.info("collection dimensions read from the store", collections=len(stored),
+                 new_segments=read.segments, segments_read=read.segments_read,
+                 seconds=round(time.monotonic() - began, 3))
 
     # -- flushing: revoke and shutdown -----------------------------------------------------
     def _flush(self, keys: list[TP], deadline: float) -> list[TP]:
