@@ -173,6 +173,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     if not rows:
         print("(nothing captured yet)")
+    for r in report.partitions:
+        if r.future_stamped and r.last_future_stamped:
+            last = r.last_future_stamped
+            print(f"warning: {r.topic}/{r.partition} has {r.future_stamped:,} events stamped "
+                  f"ahead of when capture saw them (newest: offset {last['offset']}, "
+                  f"{(last['timestamp_ms'] - last['seen_ms']) / 1000:.1f}s ahead): a clock is "
+                  "fast; see docs/operations.md, 'Time'")
     print()
     if report.last_drill is None:
         print("last drill     none recorded (run `vecwal drill`, or set [drill] interval_s)")

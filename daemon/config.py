@@ -58,6 +58,9 @@ class StorageConfig:
     sse_kms_key_id: str = ""
 
 
+TIMELINES = ("kafka", "capture")
+
+
 @dataclass(frozen=True)
 class CaptureConfig:
     segment_max_records: int = 100_000
@@ -79,6 +82,11 @@ class CaptureConfig:
     native_codec: bool = True
     """Encode plain upserts and deletes with the native event codec (daemon/native); false
     sends every event through the Python parser (same records, several times slower)."""
+    timeline: str = "kafka"
+    """Whose time orders events for restore: ``kafka``, the record timestamp, which must be
+    LogAppendTime (capture refuses a CreateTime topic); ``capture``, vecwal's own monotonic
+    capture time per event (the producer's stamp kept beside it), for topics that must stay
+    CreateTime."""
 
 
 @dataclass(frozen=True)
@@ -343,6 +351,13 @@ def _validate(config: Config) -> None:
         )
     if c.codec not in CODECS:
         raise ConfigError(f"{src}: [capture] codec is {c.codec!r}", f"use one of {', '.join(CODECS)}")
+    if c.timeline not in TIMELINES:
+        raise ConfigError(f"{src}: [capture] timeline is {c.timeline!r}",
+                          'use "kafka" (LogAppendTime topics, the default) or "capture" '
+                          "(vecwal's capture time, for CreateTime topics)")
+    if c.clock_margin_ms < 0:
+        raise ConfigError(f"{src}: [capture] clock_margin_ms must be >= 0, got {c.clock_margin_ms}",
+                          "set the largest clock skew between brokers and this host, in ms")
     for coll, dim in c.dimensions.items():
         if dim <= 0:
             raise ConfigError(f"{src}: [capture] dimensions.{coll} must be positive, got {dim}",

@@ -89,7 +89,7 @@ class EventParser:
             "source": _json_object_text(ev, "source", fmt),
             "alias": None, "schema": None, "settings": None,
             "event_id": _optional_str(ev, "event_id"), "event_time": _optional_str(ev, "event_time"),
-            "extra": None,
+            "extra": None, "producer_timestamp": None,
         }
         if op in RECORD_OPS:
             rec["id"] = _required_str(ev, "id")

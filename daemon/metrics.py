@@ -29,6 +29,10 @@ class Metrics:
             "vecwal_quarantined_events", "Bad events kept under quarantine/", ["topic", "reason"],
             registry=r)
         self.errors = Counter("vecwal_errors", "Errors by kind", ["kind"], registry=r)
+        self.future_stamped = Counter(
+            "vecwal_future_stamped_events",
+            "Events stamped ahead of the time capture saw them by more than the clock margin",
+            ["topic"], registry=r)
         self.consumer_lag = Gauge(
             "vecwal_consumer_lag_events", "High watermark minus durable offset",
             ["topic", "partition"], registry=r)

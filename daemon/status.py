@@ -33,6 +33,9 @@ class PartitionStatus:
     writer: str | None
     updated_at: str | None
     last_error: dict[str, Any] | None
+    future_stamped: int = 0
+    """Events stamped ahead of the time capture saw them (by more than the clock margin)."""
+    last_future_stamped: dict[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,9 @@ def collect_status(config: Config, repo: Repository,
             valid_through_ms=valid,
             rpo_seconds=None if valid is None else round(max(0, now_ms - valid) / 1000, 3),
             writer=wm.writer if wm else None, updated_at=iso_ms(wm.updated_at_ms) if wm else None,
-            last_error=wm.last_error if wm else None))
+            last_error=wm.last_error if wm else None,
+            future_stamped=wm.future_stamped if wm else 0,
+            last_future_stamped=wm.last_future_stamped if wm else None))
     valids = [r.valid_through_ms for r in rows]
     overall = None if not rows or any(v is None for v in valids) else min(
         v for v in valids if v is not None)

@@ -44,7 +44,7 @@ COLUMNS = (
     "time", "timestamp_ms", "topic", "partition", "offset", "status", "op", "collection",
     "tenant", "id", "embedding_model", "vector_distance", "metadata_added",
     "metadata_removed", "metadata_changed", "document_changed", "acl_changed", "acl_added",
-    "acl_removed", "reason",
+    "acl_removed", "reason", "producer_time",
 )
 """Every history row has exactly these keys, in this order."""
 
@@ -231,7 +231,8 @@ def describe(ev: dict[str, Any], prev: dict[str, Any] | None, topic: str, partit
     row = dict.fromkeys(COLUMNS)
     row.update(time=iso_ms(ev["timestamp"]), timestamp_ms=ev["timestamp"], topic=topic,
                partition=partition, offset=ev["offset"], status="captured", op=ev["op"],
-               collection=ev["collection"], tenant=ev["tenant"], id=ev["id"])
+               collection=ev["collection"], tenant=ev["tenant"], id=ev["id"],
+               producer_time=iso_ms(ev.get("producer_timestamp")))
     if ev["op"] != "upsert":
         return row
     row["embedding_model"] = model_name(ev.get("embedding_model"))

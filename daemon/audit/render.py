@@ -96,7 +96,8 @@ def history_changes(row: Row) -> str:
 
 
 HISTORY_TABLE: list[tuple[str, Callable[[Row], str]]] = [
-    ("time", lambda r: r["time"]),
+    ("time", lambda r: r["time"] if r["producer_time"] is None
+     else f"{r['time']} (producer {r['producer_time']})"),
     ("where", lambda r: f"{r['topic']}/{r['partition']}@{r['offset']}"),
     ("op", lambda r: r["op"] or "?"),
     ("tenant", lambda r: "-" if r["tenant"] is None else (r["tenant"] or '""')),

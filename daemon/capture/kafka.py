@@ -7,6 +7,11 @@ import socket
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not marked re-exported
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 
 from daemon.config import Config
 from daemon.errors import VecwalError
@@ -55,6 +60,30 @@ def partitions_of(consumer: Consumer, topics: list[str], timeout: float = 10.0) 
                               "create the topic, or fix [kafka] topics in the config")
         out.extend(TopicPartition(topic, p) for p in sorted(tmd.partitions))
     return out
+
+
+def timestamp_types(config: Config, timeout: float = 10.0) -> dict[str, str]:
+    """Each configured topic's ``message.timestamp.type`` (CreateTime or LogAppendTime), read
+    with the admin API (DescribeConfigs)."""
+    k = config.kafka
+    admin = AdminClient({"bootstrap.servers": k.bootstrap_servers,
+                         **{n: v for n, v in k.client.items() if not n.startswith(_CONSUMER_ONLY)}})
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in k.topics]
+    out = {}
+    try:
+        for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
+            entries = fut.result(timeout=timeout)
+            out[res.name] = entries["message.timestamp.type"].value
+    except (KafkaException, KeyError) as exc:
+        raise VecwalError(f"cannot read the topics' message.timestamp.type: {exc}",
+                          "check [kafka] bootstrap_servers and that capture may "
+                          "DescribeConfigs on its topics (an ACL may forbid it)") from None
+    return out
+
+
+_CONSUMER_ONLY = ("fetch.", "queued.", "max.partition", "auto.", "enable.auto", "group.",
+                  "session.", "heartbeat.", "isolation.", "partition.assignment",
+                  "max.poll", "enable.partition.eof", "check.crcs")
 
 
 def high_watermarks(consumer: Consumer, partitions: list[TopicPartition],

@@ -47,10 +47,16 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from daemon.capture import native
-from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
+from daemon.capture.kafka import (
+    consumer_settings,
+    high_watermarks,
+    partitions_of,
+    timestamp_types,
+)
 from daemon.capture.partition import HighWatermarkProof, PartitionState
 from daemon.capture.quarantine_log import QuarantineLog
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
+from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics, restamp
 from daemon.changelog.keys import QuarantineKey
 from daemon.changelog.quarantine import QuarantineEntry, SegmentQuarantine
 from daemon.changelog.repository import Repository, writer_identity
@@ -89,12 +95,25 @@ def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> 
 
 class CaptureLoop:
     def __init__(self, config: Config, repo: Repository, metrics: Metrics | None = None,
-                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer) -> None:
+                 consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+                 topic_timestamp_types: Callable[[], dict[str, str]] | None = None) -> None:
+        """``topic_timestamp_types`` reads each topic's message.timestamp.type (default: the
+        admin API, when the consumer is Kafka's own; an injected consumer skips the check
+        unless it is given too)."""
         self.config = config
         self.cfg = config.capture
         self.repo = repo
         self.metrics = metrics or Metrics()
         self._consumer_factory = consumer_factory
+        if topic_timestamp_types is None and consumer_factory is Consumer:
+            topic_timestamp_types = partial(timestamp_types, config)
+        self._timestamp_types = topic_timestamp_types
+        self._capture_timeline = self.cfg.timeline == "capture"
+        # On capture's own timeline there is no other clock to be skewed against: a look at
+        # a partition's end at t proves every event after it gets a capture time >= t.
+        self._margin_ms = 1 if self._capture_timeline else self.cfg.clock_margin_ms
+        self._future = FutureStamps(self.cfg.clock_margin_ms,
+                                    lambda topic: self.metrics.future_stamped.labels(topic).inc())
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
         self._schemas = KnownSchemas(repo, config.kafka.topics)  # read on assignment
@@ -129,6 +148,9 @@ class CaptureLoop:
         configured topics is durable up to the high watermark seen at start).
         Returns 0 when everything consumed was made durable, 1 otherwise."""
         self.repo.ensure_initialized()
+        if self._timestamp_types is not None:  # before anything is consumed
+            check_topics(self._timestamp_types(), self.cfg.timeline,
+                         self.config.kafka.bootstrap_servers)
         consumer = self._consumer = self._consumer_factory(self._settings())
         try:
             if until_caught_up:
@@ -187,7 +209,8 @@ class CaptureLoop:
                 results, stop = codec.encode_batch(msgs, start, self._avro_topics,
                                                    self.parser.dimensions,
                                                    self.cfg.max_event_bytes)
-            partitions, cfg = self.partitions, self.cfg
+            partitions, cfg, seen_ms = self.partitions, self.cfg, self._consumed_at_ms
+            future, capture_timeline = self._future, self._capture_timeline
             for i, res in enumerate(results, start):
                 if res is None:
                     self._on_other(msgs[i], now)
@@ -196,6 +219,11 @@ class CaptureLoop:
                 ps = partitions.get((topic, partition))
                 if ps is None or offset < ps.open.end:
                     continue  # revoked meanwhile, or a redelivery of what is already covered
+                if timestamp > seen_ms:
+                    future.check(ps, offset, timestamp, seen_ms)
+                if capture_timeline:  # the producer's stamp goes beside capture's
+                    captured = CaptureClock.stamp(ps, seen_ms)
+                    datum, timestamp = restamp(datum, captured, timestamp), captured
                 ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
                 if ps.open.full(cfg):  # size limits hold per event, not per batch
                     self._seal(ps, now, "size")
@@ -227,9 +255,13 @@ class CaptureLoop:
         value, key = msg.value(), msg.key()
         timestamp = msg.timestamp()[1]
         size = len(value) if value else 0
+        self._future.check(ps, offset, timestamp, self._consumed_at_ms)
         try:
             record = self.parser.parse(value, self.config.kafka.format_of(topic), key=key,
                                        offset=offset, timestamp=timestamp)
+            if self._capture_timeline:  # the producer's stamp goes beside capture's
+                record["producer_timestamp"] = timestamp
+                record["timestamp"] = CaptureClock.stamp(ps, self._consumed_at_ms)
         except BadEvent as bad:
             entry = QuarantineEntry(topic, partition, offset, timestamp, bad.reason, bad.detail,
                                     key, value)
@@ -259,6 +291,8 @@ class CaptureLoop:
 
     def _seal(self, ps: PartitionState, now: float, reason: str) -> None:
         seg = ps.open.seal(self.cfg.codec, now)
+        if self._capture_timeline and seg.max_timestamp is not None:
+            CaptureClock.close(ps, seg.max_timestamp)  # later events get a later millisecond
         ps.pending.append(seg)
         ps.open = ps.open.successor()
         log.debug("segment sealed", topic=ps.topic, partition=ps.partition,
@@ -269,7 +303,8 @@ class CaptureLoop:
         if ps.in_flight is not None or not ps.pending or now < ps.retry_at:
             return
         seg = ps.pending[0]
-        valid = ps.valid_through_after(seg, self.cfg.clock_margin_ms, wall_ms())
+        valid = ps.valid_through_after(seg, self._margin_ms, wall_ms(),
+                                       last_ms_closed=self._capture_timeline)
         wm = self._watermark(ps, seg.key.end, valid, seg.key.avro)
         ps.in_flight = self._pool.submit(make_durable, self.repo, seg, wm)
         ps.in_flight_kind, ps.in_flight_valid_ms = "segment", valid
@@ -334,7 +369,8 @@ class CaptureLoop:
         return Watermark(topic=ps.topic, partition=ps.partition, captured_through=through,
                          valid_through_ms=valid_ms, updated_at_ms=wall_ms(),
                          writer=self._writer, last_segment=last_segment,
-                         last_error=ps.last_error)
+                         last_error=ps.last_error, future_stamped=ps.future_stamped,
+                         last_future_stamped=ps.last_future_stamped)
 
     def _apply_backpressure(self) -> None:
         total = sum(ps.buffered_bytes for ps in self.partitions.values())
@@ -395,7 +431,7 @@ class CaptureLoop:
         write its watermark alone (no segment). Returns True when a write was started."""
         if not ps.idle:
             return False
-        valid = ps.proven_through(ps.durable_through, self.cfg.clock_margin_ms)
+        valid = ps.proven_through(ps.durable_through, self._margin_ms)
         if valid is None or (ps.valid_through_ms is not None and valid <= ps.valid_through_ms):
             return False
         if now < ps.retry_at:
@@ -462,6 +498,9 @@ class CaptureLoop:
                                 durable_through=start,
                                 valid_through_ms=wm.valid_through_ms if wm else None,
                                 last_watermark_write=now)
+            if wm is not None:
+                ps.future_stamped, ps.last_future_stamped = (wm.future_stamped,
+                                                             wm.last_future_stamped)
             if key in self._start_ends:
                 start_end = self._start_ends[key]
                 ps.observe_end(start_end.offset, start_end.seen_ms)

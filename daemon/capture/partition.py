@@ -45,6 +45,12 @@ class PartitionState:
     """Looks at the partition's end not yet used, oldest first, offsets and times increasing."""
     high_watermark: int | None = None
     last_error: dict[str, Any] | None = None
+    capture_clock_ms: int = 0
+    """capture.timeline = capture: the last capture time given to an event."""
+    future_stamped: int = 0
+    """Events stamped ahead of capture's observation by more than the clock margin (kept
+    across restarts in the watermark)."""
+    last_future_stamped: dict[str, int] | None = None
     last_watermark_write: float = 0.0
 
     @property
@@ -87,17 +93,21 @@ class PartitionState:
         while len(self.proofs) > 1 and self.proofs[1].offset <= durable_end:
             self.proofs.popleft()
 
-    def valid_through_after(self, seg: SealedSegment, margin_ms: int, wall_ms: int) -> int | None:
+    def valid_through_after(self, seg: SealedSegment, margin_ms: int, wall_ms: int,
+                            last_ms_closed: bool = False) -> int | None:
         """Valid-through once ``seg`` is durable: the latest of the previous value, one ms
         before the segment's last timestamp (more events may share that millisecond, right
-        after it), and what the looks at the partition's end prove for the segment's end.
-        Never ahead of the wall clock, whatever producers stamped."""
-        return self.valid_through_at(seg.key.end, seg.max_timestamp, margin_ms, wall_ms)
+        after it; with ``last_ms_closed`` none can: capture's own timeline), and what the
+        looks at the partition's end prove for the segment's end. Never ahead of the wall
+        clock, whatever producers stamped."""
+        return self.valid_through_at(seg.key.end, seg.max_timestamp, margin_ms, wall_ms,
+                                     last_ms_closed)
 
     def valid_through_at(self, durable_end: int, max_timestamp: int | None, margin_ms: int,
-                         wall_ms: int) -> int | None:
+                         wall_ms: int, last_ms_closed: bool = False) -> int | None:
         candidates = [self.valid_through_ms, self.proven_through(durable_end, margin_ms)]
         if max_timestamp is not None:
-            candidates.append(min(max_timestamp - 1, wall_ms))
+            last = max_timestamp if last_ms_closed else max_timestamp - 1
+            candidates.append(min(last, wall_ms))
         known = [c for c in candidates if c is not None]
         return max(known) if known else None

@@ -18,6 +18,7 @@ up, the two schemas are (``=`` byte-identical types)::
     dimension .. source (10 fields)     =   dimension .. source (10 fields)
     alias, schema, settings                 .
     event_id, event_time, extra         =   event_id, event_time, extra
+    producer_timestamp                      .
                                             last_offset long, last_timestamp long,
                                             last_partition int, last_topic string
 
@@ -26,7 +27,7 @@ branch's value, so a present id, ``0x02`` + string, is the snapshot's plain stri
 branch byte is dropped. Hence the snapshot record of an event is, byte for byte::
 
     bytes[collection .. id branch) + bytes[id string .. end of source)
-      + bytes[event_id .. end of record)                       <- the content, content_len
+      + bytes[event_id .. end of extra)                        <- the content, content_len
       + bytes[offset .. end of timestamp]                      <- last_offset, last_timestamp
       + long(partition) + long(len(topic)) + topic             <- from the segment key
 
@@ -100,15 +101,17 @@ class ScannedEvent(NamedTuple):
     """After its source field (before alias)."""
     tail_start: int
     """Its event_id."""
+    tail_end: int
+    """After its extra (before producer_timestamp, which the snapshot does not keep)."""
     end: int
 
     def row(self, topic: str, partition: int) -> Row:
         """The snapshot record of this upsert or delete (a tombstone), spliced (see above)."""
         (offset, timestamp, op, _, tenant, rid, view, start, version_end, cs, im, ids, se, ts,
-         end) = self
-        raw = b"".join((view[cs:im], view[ids:se], view[ts:end], view[start:version_end],
+         te, _end) = self
+        raw = b"".join((view[cs:im], view[ids:se], view[ts:te], view[start:version_end],
                         _version_tail(topic, partition)))
-        content_len = (im - cs) + (se - ids) + (end - ts)
+        content_len = (im - cs) + (se - ids) + (te - ts)
         return Row((tenant, rid), (timestamp, topic, partition, offset),  # type: ignore[arg-type]
                    raw, content_len, content_hash(memoryview(raw)[:content_len]),
                    op == "delete")

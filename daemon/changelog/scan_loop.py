@@ -51,6 +51,7 @@ MARKS: dict[str, tuple[str, str]] = {
     "id_start": ("id", "value"),  # after its union branch byte
     "source_end": ("source", "after"),
     "tail_start": ("event_id", "before"),
+    "tail_end": ("extra", "after"),
 }
 """Positions emitted after the captures and ``view``, in this order; then the record's end."""
 REQUIRED_FOR_RECORD_OPS = ("id",)

@@ -27,6 +27,10 @@ class Watermark:
     last_segment: str | None = None
     last_error: dict[str, Any] | None = None
     """The newest error this writer met on the partition: {kind, message, at_ms}."""
+    future_stamped: int = 0
+    """Events stamped ahead of the time capture saw them by more than the clock margin."""
+    last_future_stamped: dict[str, int] | None = None
+    """The newest of them: {offset, timestamp_ms, seen_ms}."""
     format: int = WATERMARK_FORMAT
 
     def to_json(self) -> bytes:

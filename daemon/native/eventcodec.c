@@ -399,6 +399,7 @@ static int write_record(Ctx *cx, Buf *out, const Event *e, int64_t offset, int64
     } else {
         TRY(put_byte(out, 0));
     }
+    TRY(put_byte(out, 0));  /* producer_timestamp: capture's timeline sets it in Python */
     return OK;
 }
 

@@ -277,3 +277,58 @@ def test_an_idle_partition_is_proven_at_once_after_a_burst(tmp_path: Path) -> No
     assert wm.valid_through_ms is not None and wm.valid_through_ms > burst, \
         f"valid-through {wm.valid_through_ms} leaves out the burst at {burst}"
     assert time.monotonic() - began < 5
+
+
+@pytest.mark.parametrize("native_codec", [True, False])
+def test_capture_timeline_orders_by_capture_time_and_keeps_the_producers(
+        tmp_path: Path, native_codec: bool) -> None:
+    """capture.timeline = capture: a producer an hour fast does not push events (or the
+    watermark) an hour ahead; its stamp stays in the record; the events are counted."""
+    repo = repo_at(tmp_path)
+    hour_ahead = int(time.time() * 1000) + 3_600_000
+    values: list[bytes | None] = [event(i) for i in range(6)]
+    values[3] = b"{broken"  # a quarantined event keeps the Kafka stamp in its entry
+    fake = FakeConsumer({(TOPIC, 0): values}, stamp=hour_ahead)
+    cfg = config(timeline="capture", native_codec=native_codec)
+    before = int(time.time() * 1000)
+    loop = CaptureLoop(cfg, repo, consumer_factory=lambda s: fake)
+    assert loop.run(until_caught_up=True) == 0
+    after = int(time.time() * 1000)
+    records = read_partition(repo, TOPIC, 0)
+    assert [r["offset"] for r in records] == [0, 1, 2, 4, 5]
+    for r in records:
+        assert before <= r["timestamp"] <= after, "capture time, not the producer's"
+        assert r["producer_timestamp"] == hour_ahead
+    stamps = [r["timestamp"] for r in records]
+    assert stamps == sorted(stamps)
+    wm = repo.read_watermark(TOPIC, 0)
+    assert wm is not None and wm.valid_through_ms is not None and wm.valid_through_ms <= after
+    assert wm.future_stamped == 6 and wm.last_future_stamped is not None
+    assert wm.last_future_stamped["offset"] == 5
+    assert loop.metrics.registry.get_sample_value(
+        "vecwal_future_stamped_events_total", {"topic": TOPIC}) == 6
+
+
+def test_kafka_timeline_refuses_a_create_time_topic(tmp_path: Path) -> None:
+    from daemon.capture.timeline import CreateTimeTopic
+
+    fake = FakeConsumer({(TOPIC, 0): [event(0)]})
+    loop = CaptureLoop(config(), repo_at(tmp_path), consumer_factory=lambda s: fake,
+                       topic_timestamp_types=lambda: {TOPIC: "CreateTime"})
+    with pytest.raises(CreateTimeTopic):
+        loop.run(until_caught_up=True)
+    assert not fake._assigned, "nothing was consumed"
+
+
+def test_kafka_timeline_never_runs_ahead_of_the_wall_clock(tmp_path: Path) -> None:
+    """Even on the kafka timeline (a broker clock ahead), valid-through stays at or before the
+    wall clock and the future-stamped events are counted."""
+    repo = repo_at(tmp_path)
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(4)]},
+                        stamp=int(time.time() * 1000) + 3_600_000)
+    loop = CaptureLoop(config(), repo, consumer_factory=lambda s: fake)
+    assert loop.run(until_caught_up=True) == 0
+    wm = repo.read_watermark(TOPIC, 0)
+    assert wm is not None and wm.valid_through_ms is not None
+    assert wm.valid_through_ms <= int(time.time() * 1000)
+    assert wm.future_stamped == 4

@@ -47,7 +47,8 @@ def change(op: str) -> st.SearchStrategy[dict[str, Any]]:
             {"name": texts, "version": maybe(texts)})),
         "source": maybe(texts), "alias": maybe(texts), "schema": maybe(texts),
         "settings": maybe(texts), "event_id": maybe(texts), "event_time": maybe(texts),
-        "extra": maybe(texts)})
+        "extra": maybe(texts),
+        "producer_timestamp": maybe(st.integers(-(2**63), 2**63 - 1))})
 
 
 ops = st.sampled_from(["upsert", "upsert", "delete", "collection.put", "alias.put",
@@ -196,3 +197,29 @@ def test_foreign_schema_falls_back_to_decoding() -> None:
         got, want = ev.row(TOPIC, PARTITION), Row.of(record_from_event(rec, TOPIC, PARTITION))
         assert (got.raw, got.hash, got.version, got.deleted) == \
             (want.raw, want.hash, want.version, want.deleted)
+
+
+def test_segments_written_before_producer_timestamp_fold_to_the_same_rows() -> None:
+    """The record schema before ``producer_timestamp`` (capture.timeline) was added: its
+    segments are still read (with schema resolution), and fold to the same snapshot rows as
+    today's, so snapshots and content hashes written before stay equal."""
+    raw = json.loads(fastavro.schema.to_parsing_canonical_form(RECORD_SCHEMA))
+    assert raw["fields"][-1]["name"] == "producer_timestamp"
+    raw["fields"] = raw["fields"][:-1]
+    old_schema = fastavro.parse_schema(raw)
+    recs = sample(3)
+    recs[2]["op"] = "delete"
+    new_data = encode_segment(KEY, recs)
+    meta = {k: v for k, v in fastavro.reader(io.BytesIO(new_data)).metadata.items()
+            if k.startswith("vecwal.")}
+    meta["vecwal.schema_fingerprint"] = "fingerprint of the schema before producer_timestamp"
+    buf = io.BytesIO()
+    fastavro.writer(buf, old_schema, [{k: v for k, v in r.items() if k != "producer_timestamp"}
+                                      for r in recs], metadata=meta)
+    old_events, new_events = scan_segment(KEY, buf.getvalue()), scan_segment(KEY, new_data)
+    assert all(isinstance(e, DecodedEvent) for e in old_events)
+    assert not any(isinstance(e, DecodedEvent) for e in new_events), "today's are scanned"
+    for old, new in zip(old_events, new_events, strict=True):
+        a, b = old.row(TOPIC, PARTITION), new.row(TOPIC, PARTITION)
+        assert (a.raw, a.hash, a.version, a.deleted) == (b.raw, b.hash, b.version, b.deleted)
+    assert [r["producer_timestamp"] for r in read_records(KEY, buf.getvalue())] == [None] * 3

@@ -19,6 +19,7 @@ _REQUIRED = [  # the fields scan_loop's CAPTURES and MARKS name
     {"name": "op", "type": "string"}, {"name": "collection", "type": "string"},
     {"name": "tenant", "type": "string"}, {"name": "id", "type": ["null", "string"]},
     {"name": "source", "type": ["string", "null"]}, {"name": "event_id", "type": "null"},
+    {"name": "extra", "type": ["null", "string"]},
 ]
 _OTHERS = [
     {"name": "flag", "type": "boolean"},
@@ -36,7 +37,8 @@ longs = st.integers(-(2**63), 2**63 - 1)
 records = st.fixed_dictionaries({
     "offset": longs, "timestamp": longs, "op": st.sampled_from(["x", "delete", "x", "x"]),
     "collection": texts, "tenant": texts, "id": st.just("i") | st.none(),
-    "source": st.none() | texts, "event_id": st.none(), "flag": st.booleans(),
+    "source": st.none() | texts, "event_id": st.none(), "extra": st.none() | texts,
+    "flag": st.booleans(),
     "ratio": st.none() | st.floats(width=32), "weight": st.floats(),
     "small": st.integers(-(2**31), 2**31 - 1),
     "grid": st.lists(st.lists(longs, max_size=3), max_size=3),
