@@ -190,6 +190,7 @@ def test_a_resent_or_deleted_record_clears_its_entry(tmp_path: Path) -> None:
     assert [r["id"] for r in m.rejected["records"]] == ["b0", "b30"]
     result, report = restore(repo, tmp_path / "out")
     assert sorted(r.id for r in result.rejected) == ["b0", "b30"]
+    assert "2 records left out" in failed(report)["faq: dimension"]
     assert "b10" in restored(tmp_path / "out") and "b20" not in restored(tmp_path / "out")
     assert verify(repo, [TOPIC]).findings[0].problem.startswith("record 'b0'")
 
@@ -292,6 +293,7 @@ def test_a_dimension_declared_after_the_snapshot(tmp_path: Path) -> None:
     rewrite(repo, s)
     result, report = restore(repo, tmp_path / "out")
     assert [r.id for r in result.rejected] == ["b5"] and len(restored(tmp_path / "out")) == 29
+    assert set(failed(report)) == {"faq: dimension"}
     m2 = compact(repo)
     assert m2.dimensions == {"faq": 16} and [r["id"] for r in m2.rejected["records"]] == ["b5"]
     assert m2.records == 29
