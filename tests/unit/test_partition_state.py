@@ -71,3 +71,14 @@ def test_valid_through_never_runs_ahead_of_the_wall_clock() -> None:
     wall = 60_000
     hour = 3_600_000
     assert ps.valid_through_at(50, wall + hour, MARGIN, wall) == wall
+
+
+def test_on_captures_timeline_the_last_millisecond_is_closed() -> None:
+    """capture.timeline = capture: sealing a segment gives every later event a later
+    millisecond (CaptureClock.close), so the segment's last timestamp itself is valid."""
+    from daemon.capture.timeline import CaptureClock
+
+    ps = state()
+    assert ps.valid_through_at(50, 20_000, 1, 60_000, last_ms_closed=True) == 20_000
+    CaptureClock.close(ps, 20_000)
+    assert CaptureClock.stamp(ps, 19_500) == 20_001
