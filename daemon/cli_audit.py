@@ -1,4 +1,4 @@
-"""The `history`, `diff` and `index` commands. Like cli.py, the only place that prints.
+"""The `history`, `diff`, `index` and `quarantine` commands. Like cli.py, the only place that prints.
 
 Figures and rows go to stdout; a one-line summary of the work done goes to stderr, so that
 ``--format json`` and ``--format csv`` output loads as it is."""
@@ -56,6 +56,17 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     ix.add_argument("--config", required=True)
     ix.add_argument("--json", action="store_true")
     ix.set_defaults(handler=lambda a: _cmd_index(a, open_repository))
+
+    q = sub.add_parser("quarantine", help="the rejected events kept under quarantine/, one "
+                       "JSON line each, raw bytes in base64")
+    q.add_argument("--config", required=True)
+    q.add_argument("--topic", action="append", help="only this topic (repeatable)")
+    q.add_argument("--partition", action="append", type=int,
+                   help="only this partition (repeatable)")
+    q.add_argument("--reason", action="append", help="only this reason (repeatable)")
+    q.add_argument("--since", default=None, help="RFC 3339 time or epoch ms (inclusive)")
+    q.add_argument("--until", default=None, help="RFC 3339 time or epoch ms (inclusive)")
+    q.set_defaults(handler=lambda a: _cmd_quarantine(a, open_repository))
 
 
 def _time(text: str | None, flag: str) -> int | None:
@@ -187,4 +198,41 @@ def _cmd_index(args: argparse.Namespace, open_repository: Any) -> int:
               f"before, {u.indexed_now} indexed now ({len(u.objects_written)} objects written)")
     if not updates:
         print("nothing to index: no partition has a watermark yet")
+    return 0
+
+
+def _cmd_quarantine(args: argparse.Namespace, open_repository: Any) -> int:
+    import base64
+    from collections import Counter
+
+    import orjson
+
+    from daemon.audit.rejected import QuarantineScan, rejected_events
+    from daemon.status import iso_ms
+
+    config = load_cli_config(args.config)
+    repo: Repository = open_repository(config)
+    lo, hi = _time(args.since, "--since"), _time(args.until, "--until")
+    partitions = set(args.partition) if args.partition else None
+    scan, reasons = QuarantineScan(), Counter[str]()
+    out = sys.stdout
+    for topic in args.topic or config.kafka.topics:
+        for e in rejected_events(repo, topic, scan, partitions):
+            if (args.reason and e.reason not in args.reason) or (lo is not None and
+                    e.timestamp < lo) or (hi is not None and e.timestamp > hi):
+                continue
+            reasons[e.reason] += 1
+            out.write(orjson.dumps({
+                "topic": e.topic, "partition": e.partition, "offset": e.offset,
+                "timestamp_ms": e.timestamp, "time": iso_ms(e.timestamp), "reason": e.reason,
+                "detail": e.detail,
+                "key_b64": None if e.key is None else base64.b64encode(e.key).decode(),
+                "value_b64": None if e.value is None else base64.b64encode(e.value).decode(),
+            }).decode() + "\n")
+    by_reason = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items())) or "none"
+    print(f"{sum(reasons.values()):,} rejected events ({by_reason}) from {scan.objects:,} "
+          "quarantine objects", file=sys.stderr)
+    for key in scan.unreadable:
+        print(f"warning: quarantine object {key} is unreadable: its rejected events are not "
+              "listed; `vecwal verify --deep` names every damaged object", file=sys.stderr)
     return 0

@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 
 from daemon.audit.idfilter import fetch_many, read_indexes
+from daemon.audit.rejected import QuarantineScan, rejected_events
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.reader import coverage
@@ -285,30 +286,18 @@ def _quarantined(repo: Repository, topics: Sequence[str], query: HistoryQuery,
                  formats: dict[str, str], stats: HistoryStats) -> list[dict[str, Any]]:
     """Rejected events attributable to the id: the raw value parses and names the collection
     and id (and tenant, when asked); or it does not parse and the Kafka key is the id.
-    Quarantine objects of both layouts are read; an offset found twice (objects left by a
-    crash overlap those written again) is shown once; an unreadable object is skipped and
+    Quarantine objects of both layouts are read (``rejected_events``); an unreadable one is
     named in ``stats``."""
     rows = []
     for topic in topics:
-        keys = [k for k, _ in repo.list_quarantine(topic)]
-        seen: set[tuple[int, int]] = set()
-        for key, data in zip(keys, fetch_many(repo.store, [k.object_key for k in keys]),
-                             strict=True):
-            if data is None:
-                continue
-            try:
-                entries = repo.read_quarantine(key, data).entries
-            except IntegrityError:
-                stats.unreadable_quarantine.append(key.object_key)
-                continue
-            stats.quarantine_objects += 1
-            stats.quarantine_entries += len(entries)
-            for entry in entries:
-                if (entry.partition, entry.offset) not in seen:
-                    seen.add((entry.partition, entry.offset))
-                    row = _rejected_row(entry, formats.get(topic, "json"), query)
-                    if row is not None:
-                        rows.append(row)
+        scan = QuarantineScan()
+        for entry in rejected_events(repo, topic, scan):
+            row = _rejected_row(entry, formats.get(topic, "json"), query)
+            if row is not None:
+                rows.append(row)
+        stats.quarantine_objects += scan.objects
+        stats.quarantine_entries += scan.entries
+        stats.unreadable_quarantine += scan.unreadable
     return rows
 
 

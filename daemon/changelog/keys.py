@@ -4,7 +4,7 @@ lexicographic order of keys is the numeric order of offsets, and a restore plan 
     log/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.avro    segment, offsets [from, to)
     log/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.idx     its sidecar
     state/watermark/<topic>/p=<partition:05d>.json
-    quarantine/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.json   rejected events of a segment
+    quarantine/<topic>/p=<partition:05d>/<from:020d>-<to:020d>.vwq    rejected events of a segment
     quarantine/<topic>/p=<partition:05d>/<offset:020d>.json   one rejected event (older layout, read only)
 """
 
@@ -19,8 +19,8 @@ WATERMARK_ROOT = "state/watermark/"
 QUARANTINE_ROOT = "quarantine/"
 
 _SEGMENT_RE = re.compile(r"^log/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})-(?P<t>\d{20})\.avro$")
-_QUARANTINE_RE = re.compile(
-    r"^quarantine/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})(?:-(?P<t>\d{20}))?\.json$")
+_QUARANTINE_RE = re.compile(r"^quarantine/(?P<topic>[^/]+)/p=(?P<p>\d{5})/"
+                            r"(?:(?P<f>\d{20})-(?P<t>\d{20})\.vwq|(?P<o>\d{20})\.json)$")
 
 
 def partition_dir(topic: str, partition: int) -> str:
@@ -96,13 +96,13 @@ class QuarantineKey:
         if self.per_event:
             return quarantine_key(self.topic, self.partition, self.start)
         return (f"{quarantine_prefix(self.topic)}p={self.partition:05d}/"
-                f"{self.start:020d}-{self.end:020d}.json")
+                f"{self.start:020d}-{self.end:020d}.vwq")
 
     @staticmethod
     def pattern(topic: str, partition: int, start: int) -> str:
         """The key of the object of a segment that starts at ``start`` and is not sealed yet
         (its end replaced by ``*``): what a log line can name before the end is known."""
-        return f"{quarantine_prefix(topic)}p={partition:05d}/{start:020d}-*.json"
+        return f"{quarantine_prefix(topic)}p={partition:05d}/{start:020d}-*.vwq"
 
     @classmethod
     def parse(cls, key: str) -> QuarantineKey | None:
@@ -110,7 +110,7 @@ class QuarantineKey:
         m = _QUARANTINE_RE.match(key)
         if m is None:
             return None
-        start = int(m["f"])
-        if m["t"] is None:
-            return cls(m["topic"], int(m["p"]), start, start + 1, per_event=True)
-        return cls(m["topic"], int(m["p"]), start, int(m["t"]))
+        if m["o"] is not None:
+            offset = int(m["o"])
+            return cls(m["topic"], int(m["p"]), offset, offset + 1, per_event=True)
+        return cls(m["topic"], int(m["p"]), int(m["f"]), int(m["t"]))

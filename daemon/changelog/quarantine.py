@@ -3,18 +3,23 @@ value, its Kafka coordinates, the reason and the detail.
 
 Capture writes one object per segment that had rejected events, named by the segment's range
 (``QuarantineKey``), before the segment itself: one PUT per segment, however many events it
-rejected. Repositories written before hold one object per rejected event (the per-event
-layout); both are read (``SegmentQuarantine.decode``). docs/format.md describes both.
+rejected. The object is a JSON header describing every event, then their raw bytes as they came
+from Kafka (no base64, no escaping: encoding costs a copy)::
+
+    b"VWQUAR1\\n"   u32 little-endian: header length   header (JSON)   raw key and value bytes
+
+Repositories written before hold one JSON object per rejected event (the per-event layout,
+raw bytes in base64); both are read (``SegmentQuarantine.decode``). docs/format.md has both.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -22,11 +27,13 @@ from daemon.changelog.keys import QuarantineKey
 from daemon.errors import IntegrityError
 
 QUARANTINE_FORMAT = 1
+MAGIC = b"VWQUAR1\n"
+_LENGTH = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
 class QuarantineEntry:
-    """One rejected event. ``key`` and ``value`` are the raw Kafka bytes (base64 on storage)."""
+    """One rejected event: ``key`` and ``value`` are the raw Kafka bytes (None: absent)."""
 
     topic: str
     partition: int
@@ -37,21 +44,19 @@ class QuarantineEntry:
     key: bytes | None
     value: bytes | None
 
-    def fields(self) -> dict[str, Any]:
-        """The event's fields inside a segment's quarantine object (topic and partition are
-        the object's)."""
-        return {"offset": self.offset, "timestamp": self.timestamp, "reason": self.reason,
-                "detail": self.detail, "key_b64": _b64(self.key), "value_b64": _b64(self.value)}
-
     def to_json(self) -> bytes:
         """The object of the per-event layout (read by ``decode``; capture no longer writes it)."""
-        return orjson.dumps({"topic": self.topic, "partition": self.partition, **self.fields()})
+        return orjson.dumps({
+            "topic": self.topic, "partition": self.partition, "offset": self.offset,
+            "timestamp": self.timestamp, "reason": self.reason, "detail": self.detail,
+            "key_b64": _b64(self.key), "value_b64": _b64(self.value)})
 
     @classmethod
-    def of_fields(cls, topic: str, partition: int, raw: dict[str, Any]) -> QuarantineEntry:
-        return cls(topic, partition, int(raw["offset"]), int(raw["timestamp"]),
-                   str(raw["reason"]), str(raw["detail"]), _unb64(raw["key_b64"]),
-                   _unb64(raw["value_b64"]))
+    def from_json(cls, data: bytes) -> QuarantineEntry:
+        raw = orjson.loads(data)
+        return cls(str(raw["topic"]), int(raw["partition"]), int(raw["offset"]),
+                   int(raw["timestamp"]), str(raw["reason"]), str(raw["detail"]),
+                   _unb64(raw["key_b64"]), _unb64(raw["value_b64"]))
 
 
 @dataclass(frozen=True)
@@ -71,42 +76,71 @@ class SegmentQuarantine:
         if k.per_event:
             (entry,) = self.entries
             return entry.to_json()
-        return orjson.dumps({
+        header = orjson.dumps({
             "format": QUARANTINE_FORMAT, "topic": k.topic, "partition": k.partition,
             "start": k.start, "end": k.end, "count": len(self.entries), "reasons": self.reasons(),
-            "entries": [e.fields() for e in self.entries],
+            "entries": [[e.offset, e.timestamp, e.reason, e.detail, _len(e.key), _len(e.value)]
+                        for e in self.entries],
         })
+        parts = [MAGIC, _LENGTH.pack(len(header)), header]
+        for e in self.entries:
+            parts += (e.key or b"", e.value or b"")
+        return b"".join(parts)
 
     @classmethod
     def decode(cls, key: QuarantineKey, data: bytes) -> SegmentQuarantine:
         """Either layout; an object that contradicts its key is an IntegrityError."""
         try:
-            raw = orjson.loads(data)
-            if key.per_event:
-                entries = [QuarantineEntry.of_fields(raw["topic"], int(raw["partition"]), raw)]
-            else:
-                if raw["format"] != QUARANTINE_FORMAT:
-                    raise ValueError(f"format {raw['format']!r} is not supported")
-                if (raw["topic"], raw["partition"], raw["start"], raw["end"]) != \
-                        (key.topic, key.partition, key.start, key.end):
-                    raise ValueError("its header names another range")
-                entries = [QuarantineEntry.of_fields(key.topic, key.partition, e)
-                           for e in raw["entries"]]
-                if raw["count"] != len(entries):
-                    raise ValueError(f"count {raw['count']} but {len(entries)} entries")
+            entries = [QuarantineEntry.from_json(data)] if key.per_event else _entries(key, data)
             offsets = [e.offset for e in entries]
             if any(e.topic != key.topic or e.partition != key.partition for e in entries) or \
                     offsets != sorted(set(offsets)) or \
                     not all(key.start <= o < key.end for o in offsets):
                 raise ValueError("an entry lies outside the object's partition or range, "
                                  "or out of order")
-        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError,
-                binascii.Error) as exc:
+        except (ValueError, KeyError, TypeError, IndexError, struct.error, binascii.Error) as exc:
             raise IntegrityError(
                 f"{key.object_key} is not a valid quarantine object: {exc}",
                 "the raw bytes of the events it held are lost; the log and restores are not "
                 "affected; run `vecwal verify --deep` to see every damaged object") from None
         return cls(key, entries)
+
+
+def _entries(key: QuarantineKey, data: bytes) -> list[QuarantineEntry]:
+    if not data.startswith(MAGIC):
+        raise ValueError("bad magic")
+    (n,) = _LENGTH.unpack_from(data, len(MAGIC))
+    at = len(MAGIC) + _LENGTH.size + n
+    head = orjson.loads(data[at - n:at])
+    if head["format"] != QUARANTINE_FORMAT:
+        raise ValueError(f"format {head['format']!r} is not supported")
+    if (head["topic"], head["partition"], head["start"], head["end"]) != \
+            (key.topic, key.partition, key.start, key.end):
+        raise ValueError("its header names another range")
+    if head["count"] != len(head["entries"]):
+        raise ValueError(f"count {head['count']} but {len(head['entries'])} entries")
+    out = []
+    view = memoryview(data)
+    for offset, timestamp, reason, detail, key_n, value_n in head["entries"]:
+        raw_key, at = _take(view, at, key_n)
+        raw_value, at = _take(view, at, value_n)
+        out.append(QuarantineEntry(key.topic, key.partition, int(offset), int(timestamp),
+                                   str(reason), str(detail), raw_key, raw_value))
+    if at != len(data):
+        raise ValueError(f"{len(data) - at} bytes after the last event")
+    return out
+
+
+def _take(view: memoryview, at: int, n: int | None) -> tuple[bytes | None, int]:
+    if n is None:
+        return None, at
+    if not 0 <= n <= len(view) - at:
+        raise ValueError("an event's bytes run past the end")
+    return bytes(view[at:at + n]), at + n
+
+
+def _len(raw: bytes | None) -> int | None:
+    return None if raw is None else len(raw)
 
 
 def _b64(raw: bytes | None) -> str | None:
@@ -115,3 +149,6 @@ def _b64(raw: bytes | None) -> str | None:
 
 def _unb64(text: str | None) -> bytes | None:
     return None if text is None else base64.b64decode(text, validate=True)
+
+
+__all__ = ["MAGIC", "QUARANTINE_FORMAT", "QuarantineEntry", "SegmentQuarantine"]

@@ -4,6 +4,7 @@ damaged index or a lost sidecar costs speed, never events."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -83,7 +84,7 @@ def test_history_formats(setup: tuple[Path, Repository, History]) -> None:
 def test_quarantined_events_are_listed_as_rejected(
         setup: tuple[Path, Repository, History], layout: str) -> None:
     """In objects of one segment each, and in the per-event objects of older repositories."""
-    _, repo, h = setup
+    cfg, repo, h = setup
     bad = orjson.dumps({"op": "upsert", "collection": "docs", "tenant": "acme", "id": "r3",
                         "vector": "not a vector"})
     other = orjson.dumps({"op": "upsert", "collection": "docs", "id": "r4", "vector": "x"})
@@ -120,10 +121,22 @@ def test_quarantined_events_are_listed_as_rejected(
     only = history(repo, [TOPIC], HistoryQuery("docs", "r3", tenant="globex"))
     assert [r["offset"] for r in only.events if r["status"] == "rejected"] == [10_001]
     assert not only.stats.unreadable_quarantine
+    out = vecwal("quarantine", "--config", str(cfg))
+    listed = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 0 and "4 rejected events" in out.stderr, out.stderr
+    assert [(x["partition"], x["offset"], x["reason"]) for x in listed] == [
+        (e.partition, e.offset, e.reason) for e in entries], "each offset once, in order"
+    assert [base64.b64decode(x["value_b64"]) for x in listed] == [e.value for e in entries]
+    assert listed[3]["key_b64"] is None and listed[0]["time"].endswith("Z")
+    out = vecwal("quarantine", "--config", str(cfg), "--partition", "2", "--reason",
+                 "unparseable")
+    assert [json.loads(line)["offset"] for line in out.stdout.splitlines()] == [10_003]
     damaged = QuarantineKey(TOPIC, 1, 20_000, 20_050).object_key
     repo.store.put(damaged, b'{"format": 1, "topic": "torn')
     again = history(repo, [TOPIC], HistoryQuery("docs", "r3"))
     assert again.events == result.events and again.stats.unreadable_quarantine == [damaged]
+    out = vecwal("quarantine", "--config", str(cfg))
+    assert len(out.stdout.splitlines()) == 4 and f"{damaged} is unreadable" in out.stderr
 
 
 def test_a_damaged_index_or_lost_sidecar_costs_speed_not_events(

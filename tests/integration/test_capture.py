@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from daemon.workload import Produced, Workload, produce
+from daemon.changelog.keys import QuarantineKey
+from daemon.workload import BAD_KINDS, Produced, Workload, produce
 from tests.integration.harness import (
     Target,
     assert_exactly_once,
@@ -310,3 +313,39 @@ def test_metrics_and_health_endpoints(file_target: Target, tmp_path: Path,
         if line["event"] in ("segment durable", "event quarantined"):
             assert line["topic"] == topic and "partition" in line and "object" in line
             assert "offset" in line or ("from_offset" in line and "to_offset" in line)
+
+
+def test_a_flood_of_bad_events_is_one_quarantine_object_per_segment(
+        target: Target, tmp_path: Path, group_id: str) -> None:
+    """2,000 bad events of every kind among 2,000 good ones: nothing lost, each bad offset in
+    exactly one quarantine object, one object per segment that rejected any, few log lines."""
+    w = Workload(seed=11, collections=dict(DIMS), oversize_bytes=30_000)
+    kinds = itertools.cycle(BAD_KINDS)
+    mixed = [ev for good in w.events(2_000) for ev in (good, w.bad_event(next(kinds)))]
+    produced = produce(target.bootstrap, target.topic, [*w.preamble(), *mixed])
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_records=400,
+                              segment_max_age_s=1.0, max_event_bytes=20_000, dimensions=DIMS)
+    run = vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+
+    repo = target.repository()
+    log = read_everything(repo, target.topic, 3)
+    assert_exactly_once(log, produced, 3)
+    assert assert_fields_equal(log, produced) == sum(1 for p in produced if p.event.bad is None)
+    bad = {(p.partition, p.offset) for p in produced if p.event.bad is not None}
+    assert len(bad) == 2_000
+    held = Counter((k.partition, o) for k, offsets in log.quarantine_objects.items()
+                   for o in offsets)
+    assert set(held) == bad and set(held.values()) == {1}, "each bad offset in one object"
+    rejecting = {QuarantineKey.of_segment(k) for p in range(3) for k in log.segments[p]
+                 if repo.read_sidecar(k).quarantined}
+    assert set(log.quarantine_objects) == rejecting, "one object per segment that rejected"
+    assert not any(k.per_event for k in log.quarantine_objects)
+    assert len(log.quarantine_objects) == len(rejecting) < 2_000 // 10
+    assert {e.reason for e in log.quarantine.values()} == set(BAD_KINDS)
+
+    lines = [orjson.loads(x) for x in run.stderr.splitlines() if x.startswith("{")]
+    quarantined = [x for x in lines if x["event"] == "event quarantined"]
+    assert len(BAD_KINDS) <= len(quarantined) < 100, "rate limited per reason, not per event"
+    durable = [x for x in lines if x["event"] == "quarantine durable"]
+    assert {x["object"] for x in durable} == {k.object_key for k in rejecting}
+    assert sum(x["quarantined"] for x in durable) == 2_000

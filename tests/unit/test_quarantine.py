@@ -4,7 +4,10 @@ flood are rate limited per (topic, reason)."""
 
 from __future__ import annotations
 
+import base64
+import struct
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -12,7 +15,7 @@ from structlog.testing import capture_logs
 
 from daemon.capture.quarantine_log import QuarantineLog
 from daemon.changelog.keys import QuarantineKey, SegmentKey, quarantine_key
-from daemon.changelog.quarantine import QuarantineEntry, SegmentQuarantine
+from daemon.changelog.quarantine import MAGIC, QuarantineEntry, SegmentQuarantine
 from daemon.changelog.repository import Repository
 from daemon.errors import IntegrityError
 from daemon.objectstore import open_store
@@ -37,15 +40,30 @@ def repo_at(tmp_path: Path) -> Repository:
 def test_keys_of_both_layouts() -> None:
     key = QuarantineKey.of_segment(SEG)
     assert key.object_key == ("quarantine/ingest.v1/p=00002/"
-                              "00000000000000000100-00000000000000000250.json")
+                              "00000000000000000100-00000000000000000250.vwq")
     assert QuarantineKey.parse(key.object_key) == key
     old = QuarantineKey.parse(quarantine_key("ingest.v1", 2, 9))
     assert old == QuarantineKey("ingest.v1", 2, 9, 10, per_event=True)
     assert old is not None and old.object_key == quarantine_key("ingest.v1", 2, 9)
     for other in (SEG.avro, SEG.sidecar, "quarantine/t/p=00002/x.json",
-                  "quarantine/t/p=2/00000000000000000009.json"):
-        assert QuarantineKey.parse(other) is None
-    assert QuarantineKey.pattern("t", 1, 7) == "quarantine/t/p=00001/00000000000000000007-*.json"
+                  "quarantine/t/p=2/00000000000000000009.json",
+                  "quarantine/t/p=00002/00000000000000000009.vwq",
+                  "quarantine/t/p=00002/00000000000000000009-00000000000000000019.json"):
+        assert QuarantineKey.parse(other) is None, other
+    assert QuarantineKey.pattern("t", 1, 7) == "quarantine/t/p=00001/00000000000000000007-*.vwq"
+
+
+def split(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """(header, raw bytes) of an object of the segment layout."""
+    assert data.startswith(MAGIC)
+    (n,) = struct.unpack_from("<I", data, len(MAGIC))
+    at = len(MAGIC) + 4
+    return orjson.loads(data[at:at + n]), data[at + n:]
+
+
+def join(head: dict[str, Any], raw: bytes) -> bytes:
+    header = orjson.dumps(head)
+    return MAGIC + struct.pack("<I", len(header)) + header + raw
 
 
 def test_roundtrip_keeps_every_byte_and_coordinate() -> None:
@@ -57,33 +75,50 @@ def test_roundtrip_keeps_every_byte_and_coordinate() -> None:
     assert back.reasons() == {"unknown_op": 1, "unparseable": 2, "wrong_dimension": 1}
     assert SegmentQuarantine(obj.key, entries([100, 101, 140, 249])).encode() == data, \
         "deterministic: a re-upload of the same events compares equal"
-    head = orjson.loads(data)
+    head, raw = split(data)
     assert (head["format"], head["topic"], head["partition"], head["start"], head["end"],
-            head["count"]) == (1, "ingest.v1", 2, 100, 250, 4)
+            head["count"], head["reasons"]) == (1, "ingest.v1", 2, 100, 250, 4, back.reasons())
+    assert head["entries"][0] == [100, 1100, "unparseable", "detail 100", None, 7]
+    assert raw == b"".join((e.key or b"") + (e.value or b"") for e in es), "raw, in order"
+    empty = SegmentQuarantine(QuarantineKey("t", 0, 5, 9), [])
+    assert list(SegmentQuarantine.decode(empty.key, empty.encode()).entries) == []
 
 
 def test_the_per_event_layout_is_read() -> None:
     (e,) = entries([9])
     key = QuarantineKey.parse(quarantine_key(e.topic, e.partition, 9))
     assert key is not None
-    assert list(SegmentQuarantine.decode(key, e.to_json()).entries) == [e]
+    data = e.to_json()
+    assert orjson.loads(data)["value_b64"] == base64.b64encode(e.value or b"").decode()
+    assert list(SegmentQuarantine.decode(key, data).entries) == [e]
 
 
-@pytest.mark.parametrize("damage", ["range", "outside", "order", "count", "garbage", "base64"])
+@pytest.mark.parametrize("damage", ["range", "outside", "order", "count", "length", "short",
+                                    "trailing", "magic", "header", "per_event"])
 def test_an_object_that_contradicts_its_key_is_an_integrity_error(damage: str) -> None:
     key = QuarantineKey.of_segment(SEG)
-    raw = orjson.loads(SegmentQuarantine(key, entries([100, 200])).encode())
+    head, raw = split(SegmentQuarantine(key, entries([100, 200])).encode())
     if damage == "range":
-        raw["end"] = 251
+        head["end"] = 251
     elif damage == "outside":
-        raw["entries"][1]["offset"] = 250
+        head["entries"][1][0] = 250
     elif damage == "order":
-        raw["entries"].reverse()
+        head["entries"].reverse()
     elif damage == "count":
-        raw["count"] = 3
-    elif damage == "base64":
-        raw["entries"][1]["value_b64"] = "not base64!"
-    data = b"{not json" if damage == "garbage" else orjson.dumps(raw)
+        head["count"] = 3
+    elif damage == "length":
+        head["entries"][1][5] += 1
+    elif damage == "short":
+        raw = raw[:-1]
+    elif damage == "trailing":
+        raw += b"x"
+    data = join(head, raw)
+    if damage == "magic":
+        data = b"X" + data[1:]
+    elif damage == "header":
+        data = data[:len(MAGIC) + 4] + b"[" + data[len(MAGIC) + 5:]
+    elif damage == "per_event":
+        key, data = QuarantineKey("ingest.v1", 2, 100, 101, per_event=True), b'{"topic": 1}'
     with pytest.raises(IntegrityError, match="not a valid quarantine object"):
         SegmentQuarantine.decode(key, data)
 
