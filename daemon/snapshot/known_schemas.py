@@ -61,7 +61,10 @@ class _Seen:
 class KnownSchemas:
     """The repository's collection schemas, read incrementally (see the module)."""
 
-    def __init__(self, repo: Repository, topics: list[str], threads: int = 8) -> None:
+    THREADS = 32
+    """Reads in flight: each is a small ranged GET, so on S3 the round trips dominate."""
+
+    def __init__(self, repo: Repository, topics: list[str], threads: int = THREADS) -> None:
         self.repo, self.topics, self.threads = repo, topics, threads
         self.catalog: Catalog | None = None
         self._from: dict[tuple[str, int], int] = {}

@@ -12,6 +12,7 @@ from tests.bench import (
     bench_engines,
     bench_eventcodec,
     bench_fold,
+    bench_known_schemas,
     bench_restore,
     bench_rpo,
     bench_rss,
@@ -28,6 +29,7 @@ def main() -> None:
         "restore": bench_restore.main([]),
         "compaction": bench_compaction.main([]),
         "audit": bench_audit.main([]),
+        "known_schemas": bench_known_schemas.main(["--s3"]),
         "engines": bench_engines.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
