@@ -10,6 +10,10 @@ they are written as placeholders). Timed: the first call (listing, every sidecar
 the segments with ops), a second call after one more segment per partition (what a rebalance
 costs), and, for comparison, the first call reading every sidecar whole.
 
+Also what compaction's and restore's check costs (``daemon/snapshot/dimensions.py``): per
+winning change of the log (``screen_rows`` on spliced rows, beside the fold that splices them),
+and per record of a bucket file a snapshot did not check (``bucket_winners`` + ``screen_rows``).
+
     python -m tests.bench.bench_known_schemas [--partitions 12] [--segments 720]
         [--per-segment 2500] [--with-ops 5] [--dim 768] [--threads N] [--s3]
 """
@@ -18,19 +22,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
+from daemon.changelog.scan import scan_segment
 from daemon.changelog.segment import encode_segment
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
 from daemon.objectstore import open_store
 from daemon.snapshot import known_schemas
+from daemon.snapshot.datafile import Row, encode_rows
+from daemon.snapshot.dimensions import bucket_winners, screen_rows
 from daemon.snapshot.known_schemas import KnownSchemas
+from daemon.snapshot.manifest import DataFile
 from tests.bench.bench_restore import T0, Pool, say
 
 TOPIC = "ingest"
@@ -111,6 +121,35 @@ def run(repo: Repository, args: argparse.Namespace) -> dict[str, Any]:
             "first_call_reading_sidecars_whole": full}
 
 
+def check_costs(pool: Pool, n: int = 50_000, rounds: int = 5) -> dict[str, float]:
+    """Microseconds per event of folding a segment, of checking its winning changes, and
+    of checking a bucket file's records."""
+    recs = [pool.change(i, 1, "upsert", i, T0 + i // 4) for i in range(n)]
+    key = SegmentKey(TOPIC, 0, 0, n)
+    data = encode_segment(key, recs)
+
+    def fold() -> list[Row]:
+        return [ev.row(TOPIC, 0) for ev in scan_segment(key, data)]
+
+    rows = fold()
+    enc = encode_rows(sorted(rows, key=lambda r: r.key))
+    f = DataFile("data/docs/b=0000/bench.avro", 0, enc.records, len(enc.data), "", enc.digest,
+                 enc.tenants, enc.header_bytes, enc.rows, "base")
+    bucket = enc.data
+
+    def us(fn: Callable[[], object]) -> float:
+        times = []
+        for _ in range(rounds):
+            began = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - began)
+        return round(statistics.median(times) / n * 1e6, 3)
+
+    return {"fold_us": us(fold), "check_changes_us": us(lambda: screen_rows("docs", rows, pool.dim)),
+            "check_bucket_us": us(lambda: screen_rows(
+                "docs", bucket_winners([f], [bucket], None, None), pool.dim))}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
     ap.add_argument("--partitions", type=int, default=12)
@@ -133,7 +172,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             os.environ.update(svc.s3_env)
             store = open_store(f"s3://{svc.bucket()}/repo", endpoint_url=svc.s3_endpoint)
             out.append(run(Repository(store), args))
-    result = {"known_schemas": out}
+    result = {"known_schemas": out, "checks": check_costs(Pool(args.dim))}
     print(json.dumps(result, indent=2))
     return result
 
