@@ -810,25 +810,32 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
     Buf out = {0}, names = {0};
     PyObject *result = NULL, *list = NULL;
     if (!items || !cx || !dims_copy) { PyErr_NoMemory(); goto done; }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes, &items[i]);
-        if (r < 0) goto done;
-        items[i].deferred = r ? DEFER : OK;
-    }
     load_dims(cx, dims_copy);
     cx->alc = yyjson_alc_dyn_new();
     if (!cx->alc) { PyErr_NoMemory(); goto done; }
     Py_ssize_t stop = n;
     int nomem = 0;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (items[i].deferred) continue;
-        int r = encode_one(cx, &items[i], &out, &names);
-        if (r == NOMEM) { nomem = 1; break; }
-        items[i].deferred = r;
-        if (r == BARRIER) { stop = i + 1; break; }
+    /* Messages are read (GIL held) in chunks that double, then encoded (GIL released) until
+     * a barrier: a pass that stops early has read at most twice what it covered. Reading the
+     * whole rest of the batch each time made a stream with many barriers (bad events are
+     * barriers when no op can be read) quadratic in the batch size. */
+    for (Py_ssize_t lo = 0, chunk = 16; lo < stop && !nomem; lo += chunk, chunk *= 2) {
+        Py_ssize_t hi = lo + chunk < n ? lo + chunk : n;
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes, &items[i]);
+            if (r < 0) goto done;
+            items[i].deferred = r ? DEFER : OK;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = lo; i < hi; i++) {
+            if (items[i].deferred) continue;
+            int r = encode_one(cx, &items[i], &out, &names);
+            if (r == NOMEM) { nomem = 1; break; }
+            items[i].deferred = r;
+            if (r == BARRIER) { stop = i + 1; break; }
+        }
+        Py_END_ALLOW_THREADS
     }
-    Py_END_ALLOW_THREADS
     if (nomem) { PyErr_NoMemory(); goto done; }
     list = PyList_New(stop);
     if (!list) goto done;

@@ -383,3 +383,31 @@ def test_batch_with_a_collection_op_agrees_with_the_parser(fmt: str, barrier_at:
     assert taken == (N_EVENTS if barrier_at is None else barrier_at)
     if barrier_at is not None:
         assert want[barrier_at + 1:] == [None] * (N_EVENTS - 1 - barrier_at)  # wrong dimension now
+
+
+class CountingMessage(FakeMessage):
+    """Counts how often the codec looks at it (``error()`` is the first thing it asks)."""
+
+    looks = 0
+
+    def error(self) -> Any:
+        CountingMessage.looks += 1
+        return super().error()
+
+
+@pytest.mark.parametrize("every", [1, 2, 10, 15, 16, 17, 100])
+def test_a_stream_of_barriers_is_read_in_linear_time(every: int) -> None:
+    """A bad event the codec cannot read ends its pass (only the parser may judge it), so a
+    flood of them means a call per bad event; each call must not read the whole rest of the
+    batch again (that made a 1,000-message batch with 100 bad events 50,000 reads)."""
+    w = Workload(seed=4, collections={"docs": 8}, tenants=["acme"])
+    values = [b"{garbage" if i % every == every - 1 else orjson.dumps(w.upsert("docs", "acme",
+              f"d{i}#0")) for i in range(1_000)]
+    msgs: list[FakeMessage] = [CountingMessage("t", 2, i, v, b"k", 1_700_000_000_123)
+                               for i, v in enumerate(values)]
+    CountingMessage.looks = 0
+    got, calls, taken = drive(msgs, "json")
+    assert calls == 1_000 // every + (1_000 % every > 0), "a pass ends after each bad event"
+    assert taken == 1_000 - 1_000 // every
+    assert [d is None for d in got] == [v == b"{garbage" for v in values]
+    assert CountingMessage.looks <= 2 * 1_000 + 16 * calls, CountingMessage.looks
