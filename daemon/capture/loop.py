@@ -47,14 +47,16 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from daemon.capture import native
+from daemon.capture.catch_up import CatchUp
 from daemon.capture.kafka import (
     consumer_settings,
     high_watermarks,
     partitions_of,
     timestamp_types,
 )
-from daemon.capture.partition import HighWatermarkProof, PartitionState
+from daemon.capture.partition import PartitionState
 from daemon.capture.quarantine_log import QuarantineLog
+from daemon.capture.seeding import DimensionSeeder
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
 from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics, restamp
 from daemon.changelog.keys import QuarantineKey
@@ -116,8 +118,8 @@ class CaptureLoop:
                                     lambda topic: self.metrics.future_stamped.labels(topic).inc())
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
-        self._schemas = KnownSchemas(repo, config.kafka.topics)  # read on assignment
-        self._stored_dimensions: dict[str, int] = {}
+        self._seeder = DimensionSeeder(KnownSchemas(repo, config.kafka.topics),
+                                       self.cfg.dimensions)  # read on assignment
         self._codec = native.event_codec() if self.cfg.native_codec else None
         self._avro_topics = {t: config.kafka.format_of(t) == "avro" for t in config.kafka.topics}
         self.partitions: dict[TP, PartitionState] = {}
@@ -127,13 +129,9 @@ class CaptureLoop:
         self._writer = writer_identity()
         self.heartbeat = time.monotonic()
         self.store_ok_at = time.monotonic()
-        self._targets: dict[TP, int] | None = None
-        self._start_ends: dict[TP, HighWatermarkProof] = {}
-        """``until_caught_up``: each partition's end as seen when the run began."""
+        self._catch_up: CatchUp | None = None  # run(until_caught_up=True)
         self._consumed_at_ms = 0
         """Wall time just before the consume() call whose messages are being handled."""
-        self._remote_durable: dict[TP, int] = {}
-        self._next_remote_check = 0.0
         self._next_tick = 0.0
         self.first_message_at: float | None = None
         self.quarantine_log = QuarantineLog()  # rate-limited log lines of rejected events
@@ -157,17 +155,15 @@ class CaptureLoop:
                 parts = partitions_of(consumer, self.config.kafka.topics)
                 seen_ms = wall_ms()  # before the look: every event stamped earlier is below it
                 ends = high_watermarks(consumer, parts)
-                self._targets = {k: hi for k, (_, hi) in ends.items()}
-                self._start_ends = {k: HighWatermarkProof(hi, seen_ms)
-                                    for k, (_, hi) in ends.items()}
+                self._catch_up = CatchUp({k: hi for k, (_, hi) in ends.items()}, seen_ms)
                 log.info("capture until caught up", targets={f"{t}/{p}": o for (t, p), o in
-                                                             self._targets.items()})
+                                                             self._catch_up.targets.items()})
             consumer.subscribe(self.config.kafka.topics, on_assign=self._on_assign,
                                on_revoke=self._on_revoke, on_lost=self._on_lost)
             while not self._stop:
                 self._consume_batch(consumer)
                 self._step(time.monotonic())
-                if self._targets is not None and self._caught_up():
+                if self._catch_up is not None and self._catch_up.done(self.partitions, self.repo):
                     log.info("caught up: every partition durable to its start high watermark")
                     break
         except BaseException:
@@ -277,8 +273,7 @@ class CaptureLoop:
     def _step(self, now: float) -> None:
         for key, ps in list(self.partitions.items()):
             reason = ps.open.due(now, self.cfg)
-            if reason is None and self._targets is not None and not ps.open.is_empty \
-                    and ps.open.end >= self._targets.get(key, -1) >= 0:
+            if reason is None and self._catch_up is not None and self._catch_up.reached(key, ps):
                 reason = "caught-up"  # a batch run need not wait for the age limit
             if reason is not None:
                 self._seal(ps, now, reason)
@@ -442,31 +437,6 @@ class CaptureLoop:
         ps.in_flight_kind, ps.in_flight_valid_ms = "watermark", valid
         return True
 
-    def _caught_up(self) -> bool:
-        assert self._targets is not None
-        now = time.monotonic()
-        refresh = now >= self._next_remote_check
-        if refresh:
-            self._next_remote_check = now + 1.0
-        for tp, target in self._targets.items():
-            ps = self.partitions.get(tp)
-            if ps is not None:
-                if ps.durable_through < target:
-                    return False
-                continue
-            if self._remote_durable.get(tp, -1) >= target:
-                continue
-            if not refresh:
-                return False
-            try:
-                wm = self.repo.read_watermark(*tp)
-            except StoreError:
-                return False
-            self._remote_durable[tp] = wm.captured_through if wm else (0 if target == 0 else -1)
-            if self._remote_durable[tp] < target:
-                return False
-        return True
-
     # -- rebalance callbacks (run inside consume()) -----------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = {(tp.topic, tp.partition): tp.offset
@@ -501,15 +471,15 @@ class CaptureLoop:
             if wm is not None:
                 ps.future_stamped, ps.last_future_stamped = (wm.future_stamped,
                                                              wm.last_future_stamped)
-            if key in self._start_ends:
-                start_end = self._start_ends[key]
+            start_end = self._catch_up.start_ends.get(key) if self._catch_up else None
+            if start_end is not None:
                 ps.observe_end(start_end.offset, start_end.seen_ms)
             ps.observe_end(hi, seen_ms)
             self.partitions[key] = ps
             log.info("partition assigned", topic=tp.topic, partition=tp.partition,
                      resume_offset=start, committed=committed.get(key), store=stored,
                      high_watermark=hi)
-        self._learn_dimensions()  # before any event of these partitions is parsed
+        self._seeder.seed(self.parser.dimensions, self._retry_store)  # before any parsing
         consumer.incremental_assign(partitions)
         if self._paused:
             consumer.pause(partitions)
@@ -533,41 +503,6 @@ class CaptureLoop:
                         partition=tp.partition,
                         dropped_bytes=ps.buffered_bytes if ps else 0)
         consumer.incremental_unassign(partitions)
-
-    def _learn_dimensions(self) -> None:
-        """Seed the dimension checks (parser and native codec) with the collections the
-        repository knows (``snapshot.known_schemas``: the newest snapshot's catalog and the
-        collection ops logged after it, read incrementally). Only what the store learned
-        since the last call is applied, so what capture learned itself meanwhile is kept.
-        The store wins over ``capture.dimensions`` (a warning names both)."""
-        began = time.monotonic()
-        try:
-            stored = self._retry_store(self._schemas.dimensions, "collection schemas")
-        except (StoreError, IntegrityError, OSError) as exc:
-            log.warning("collection dimensions not read from the store; capture checks what "
-                        "it learns from the stream", error=str(exc),
-                        hint="they are read again at the next partition assignment")
-            return
-        dims, declared = self.parser.dimensions, self.cfg.dimensions
-        for coll, dim in stored.items():
-            if self._stored_dimensions.get(coll) == dim:
-                continue
-            if coll in declared and declared[coll] != dim:
-                log.warning("capture.dimensions disagrees with the repository; using the "
-                            "repository's", collection=coll, configured=declared[coll],
-                            repository=dim, hint=f"set capture.dimensions.{coll} = {dim}, "
-                            "or remove it: the collection's collection.put says so")
-            dims[coll] = dim
-        for coll in self._stored_dimensions.keys() - stored.keys():  # dropped since
-            if coll in declared:
-                dims[coll] = declared[coll]
-            else:
-                dims.pop(coll, None)
-        self._stored_dimensions = stored
-        read = self._schemas.last
-        log.info("collection dimensions read from the store", collections=len(stored),
-                 new_segments=read.segments, segments_read=read.segments_read,
-                 seconds=round(time.monotonic() - began, 3))
 
     # -- flushing: revoke and shutdown -----------------------------------------------------
     def _flush(self, keys: list[TP], deadline: float) -> list[TP]:
@@ -618,6 +553,8 @@ class CaptureLoop:
         return 1 if unflushed else 0
 
     def _retry_store(self, fn: Callable[[], Any], what: str) -> Any:
+        """``fn()``, retried with capped backoff while the store does not answer (at least a
+        minute): assignment waits for the store, the source of truth, rather than guess."""
         delay = 0.25
         deadline = time.monotonic() + max(60.0, self.cfg.shutdown_timeout_s)
         while True:
