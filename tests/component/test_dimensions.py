@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class Stream:
     them (every event's timestamp one after the last of its partition)."""
 
     def __init__(self) -> None:
+        self.rng = random.Random(5)
         self.parser = EventParser(1 << 20)
         self.events: list[list[dict[str, Any]]] = [[], [], []]
         self.clock = 1000
@@ -57,7 +59,8 @@ class Stream:
     def upserts(self, coll: str, ids: range, dim: int, tenant: str = "") -> None:
         for i in ids:
             self.add(1 + i % 2, {"op": "upsert", "collection": coll, "tenant": tenant,
-                                 "id": f"b{i}", "vector": [0.5 + i] * dim})
+                                 "id": f"b{i}", "metadata": {"n": i},
+                                 "vector": [self.rng.uniform(-1, 1) for _ in range(dim)]})
 
     def history(self) -> History:
         return History(3, self.events)
@@ -166,6 +169,25 @@ def test_restore_through_the_cli_exits_5_and_says_why(tmp_path: Path) -> None:
     assert "left out: 4 records" in out.stdout
     text = vecwal("verify", "--config", str(cfg))
     assert text.returncode == 3 and "record 'b10' of collection 'faq' has 3 values" in text.stdout
+
+
+def test_restore_into_an_engine_writes_the_good_ones(tmp_path: Path) -> None:
+    """The reported failure: Milvus refused the whole restore ("record b10 of faq has 3
+    values; the collection's dimension is 16"). Now the good records are loaded and pass every
+    check in the engine; only the dimension check fails, naming the others."""
+    repo = fresh_repo(tmp_path, faq_stream())
+    compact(repo)
+    cfg = tmp_path / "vecwal.toml"
+    cfg.write_text(f'[kafka]\nbootstrap_servers = "unused:9092"\ntopics = ["{TOPIC}"]\n'
+                   f'[storage]\nurl = "{repo.store.url}"\n')
+    out = vecwal("restore", "--config", str(cfg), "--to", "now", "--into",
+                 f"milvus:{tmp_path / 'm.db'}", "--json")
+    assert out.returncode == 5, out.stderr
+    report = json.loads(out.stdout)
+    assert report["collections"]["faq"]["records"] == 36 and report["left_out"] == 4
+    failing = [c for c in report["validation"]["checks"] if not c["ok"]]
+    assert [c["name"] for c in failing] == ["faq: dimension"], failing
+    assert len(report["validation"]["checks"]) > 5, "the engine's own checks ran and passed"
 
 
 def test_verify_reports_each_with_its_coordinates(tmp_path: Path) -> None:
