@@ -2,9 +2,10 @@
 (per-partition offsets and the cut time), the catalog, and every data file with its count,
 size, sha256 and state digest. Data files are shared between snapshots: an untouched bucket is
 referenced again, not copied. A bucket is a base file plus the delta files of later
-compactions; a compaction rewrites the base only when its deltas have grown large. Since format 4 it also
-says which dimension each collection's records were checked against, and the records the
-snapshot leaves out because their dimension is not their collection's (``rejected``)."""
+compactions; a compaction rewrites the base only when its deltas have grown large. Since
+format 4 it also says which dimension each collection's records were checked against, and the
+records the snapshot leaves out because their dimension is not their collection's
+(``rejected``)."""
 
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ class Manifest:
     rejected: dict[str, Any] = field(default_factory=dict)
     """Records the state at the cut leaves out because their dimension is not their
     collection's: ``count``, the first ``records`` and, when there are more, the ``object``
-    that lists them all (``snapshot.dimensions.Rejections``). Empty: none."""
+    that lists them all (``snapshot.rejects.Rejections``). Empty: none."""
 
     def cut_of(self, topic: str, partition: int) -> int:
         return self.cut.get(topic, {}).get(str(partition), 0)
