@@ -120,15 +120,16 @@ class EventParser:
         return rec
 
     def _fill_upsert(self, rec: dict[str, Any], ev: Mapping[str, Any], fmt: str) -> None:
-        vector = _vector_bytes(ev.get("vector"), "vector")
+        known = self.dimensions.get(rec["collection"])
+        listed = ev.get("vector")
+        if known is not None and isinstance(listed, list) and len(listed) != known:
+            # Before its values are converted: a flood of them (a model change) stays cheap.
+            raise _wrong_dimension(len(listed), rec["collection"], known)
+        vector = _vector_bytes(listed, "vector")
         if vector is not None:
             dim = len(vector) // 4
-            known = self.dimensions.get(rec["collection"])
             if known is not None and dim != known:
-                raise BadEvent(
-                    WRONG_DIMENSION,
-                    f"vector has {dim} values, collection {rec['collection']!r} has dimension {known}",
-                )
+                raise _wrong_dimension(dim, rec["collection"], known)
             rec["vector"], rec["dimension"] = vector, dim
         sparse = ev.get("sparse")
         if sparse is not None:
@@ -152,6 +153,11 @@ class EventParser:
             if not isinstance(acl, list) or not all(isinstance(a, str) for a in acl):
                 raise BadEvent(BAD_FIELD, "acl must be a list of principal strings")
             rec["acl"] = list(acl)
+
+
+def _wrong_dimension(dim: int, collection: str, known: int) -> BadEvent:
+    return BadEvent(WRONG_DIMENSION,
+                    f"vector has {dim} values, collection {collection!r} has dimension {known}")
 
 
 def _decode_json(value: bytes) -> Mapping[str, Any]:

@@ -88,9 +88,13 @@ def test_collection_put_learns_dimension_and_drop_forgets_it() -> None:
                                "index": {"type": "hnsw", "m": 16, "ef_construct": 100}}})
     assert orjson.loads(rec["schema"])["index"]["m"] == 16  # type: ignore[arg-type]
     assert rec["id"] is None and p.dimensions == {"docs": 3}
-    with pytest.raises(BadEvent) as bad:
-        parse(p, {**FULL, "vector": [1.0, 2.0]})
-    assert bad.value.reason == "wrong_dimension"
+    # A list's length is checked before its values: wrong_dimension even with junk inside.
+    for vector, n in (([1.0, 2.0], 2), ([1.0, "2", None, 4.0], 4),
+                      (base64.b64encode(b"\0" * 8).decode(), 2)):
+        with pytest.raises(BadEvent) as bad:
+            parse(p, {**FULL, "vector": vector})
+        assert (bad.value.reason, bad.value.detail) == (
+            "wrong_dimension", f"vector has {n} values, collection 'docs' has dimension 3")
     parse(p, {"op": "collection.drop", "collection": "docs"})
     assert parse(p, {**FULL, "vector": [1.0, 2.0]})["dimension"] == 2
 
