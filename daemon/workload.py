@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 from daemon.events import CHANGE_EVENT_SCHEMA
 
 BAD_KINDS = ("unparseable", "unknown_op", "missing_field", "wrong_dimension", "non_finite",
-             "oversize")
+             "bad_vector", "oversize")
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,9 @@ class Workload:
             base["vector"] = base["vector"][:-1]
         elif kind == "non_finite":
             base["vector"][0] = 1e39  # not representable in float32: infinity
+        elif kind == "bad_vector":  # numbers as JSON strings; in Avro, bytes that are no float32s
+            base["vector"] = ([str(v) for v in base["vector"]] if self.fmt == "json"
+                              else b"\x00\x00\x80")
         elif kind == "oversize":
             base["document"] = "x" * self.oversize_bytes
         ev = self._encode(str(base.get("id", "none")).encode(), base)
