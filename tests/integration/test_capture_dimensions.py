@@ -29,25 +29,25 @@ def upsert(w: Workload, i: int, dim: int) -> GeneratedEvent:
 
 
 @pytest.mark.parametrize("codec", [True, False], ids=["native-codec", "parser"])
-def test_a_restarted_daemon_quarantines_wrong_dimensions(file_target: Target, tmp_path: Path,
+def test_a_restarted_daemon_quarantines_wrong_dimensions(target: Target, tmp_path: Path,
                                                          group_id: str, codec: bool) -> None:
     if codec and native.event_codec() is None:
         pytest.skip("the native codec is not built (make setup)")
     w = Workload(seed=11, collections={"faq": 16})
-    cfg = file_target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
                                    native_codec=codec)
     assert "[capture.dimensions]" not in cfg.read_text()
-    before = produce(file_target.bootstrap, file_target.topic,
+    before = produce(target.bootstrap, target.topic,
                      [*w.preamble(), *(upsert(w, i, 16) for i in range(30))])
-    vecwal("run", "--config", str(cfg), "--until-caught-up")
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
 
     # The daemon was stopped; a new one starts and meets 3-value vectors in every partition.
-    after = produce(file_target.bootstrap, file_target.topic,
+    after = produce(target.bootstrap, target.topic,
                     [upsert(w, i, 3 if i % 3 == 0 else 16) for i in range(30, 120)])
     assert {p.partition for p in after if p.event.bad} == {0, 1, 2}
-    run = vecwal("run", "--config", str(cfg), "--until-caught-up")
+    run = vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
 
-    log = read_everything(file_target.repository(), file_target.topic, 3)
+    log = read_everything(target.repository(), target.topic, 3)
     assert_exactly_once(log, before + after, 3)  # each bad one quarantined as wrong_dimension
     assert assert_fields_equal(log, before + after) == len(before) + 60
     reasons = [e.reason for e in log.quarantine.values()]
