@@ -13,6 +13,7 @@ from tests.bench import (
     bench_eventcodec,
     bench_fold,
     bench_known_schemas,
+    bench_quarantine,
     bench_restore,
     bench_rpo,
     bench_rss,
@@ -23,6 +24,7 @@ def main() -> None:
     results = {
         "event_codec": bench_eventcodec.main([]),
         "capture_throughput": bench_capture.main([]),
+        "malformed_events": bench_quarantine.main([]),
         "rpo": bench_rpo.main([]),
         "peak_rss": bench_rss.main([]),
         "fold": bench_fold.main([]),
