@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -66,13 +66,16 @@ class Repository:
         return ident
 
     # -- immutable objects ----------------------------------------------------------------
-    def put_immutable(self, key: str, data: bytes) -> None:
-        """Create-only put; an identical existing object is success, a different one is not."""
+    def put_immutable(self, key: str, data: bytes,
+                      same: Callable[[bytes], bool] | None = None) -> None:
+        """Create-only put; an identical existing object is success, a different one is not
+        (unless ``same`` says the stored bytes hold the same content)."""
         try:
             self.store.put(key, data, create_only=True)
         except ObjectExists:
             stored = self.store.get(key)
-            if hashlib.sha256(stored).digest() != hashlib.sha256(data).digest():
+            if hashlib.sha256(stored).digest() != hashlib.sha256(data).digest() and \
+                    not (same is not None and same(stored)):
                 raise IntegrityError(
                     f"{key} already exists in {self.store.url} with different content",
                     "two writers produced different data for the same offsets; stop the "
@@ -86,7 +89,17 @@ class Repository:
         self.put_immutable(sidecar.key.sidecar, sidecar.to_json())
 
     def put_quarantine(self, quarantine: SegmentQuarantine) -> None:
-        self.put_immutable(quarantine.key.object_key, quarantine.encode())
+        """Create-only. An object already there with the same events is success even when its
+        bytes differ (another zstd version may compress them differently)."""
+
+        def same(stored: bytes) -> bool:
+            try:
+                held = SegmentQuarantine.decode(quarantine.key, stored).entries
+            except IntegrityError:
+                return False
+            return list(held) == list(quarantine.entries)
+
+        self.put_immutable(quarantine.key.object_key, quarantine.encode(), same)
 
     # -- reading quarantine ---------------------------------------------------------------
     def list_quarantine(self, topic: str) -> Iterator[tuple[QuarantineKey, int]]:

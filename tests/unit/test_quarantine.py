@@ -19,6 +19,7 @@ from daemon.changelog.quarantine import MAGIC, QuarantineEntry, SegmentQuarantin
 from daemon.changelog.repository import Repository
 from daemon.errors import IntegrityError
 from daemon.objectstore import open_store
+from daemon.snapshot.datafile import _zstd
 from tests.component.legacy import put_per_event
 
 SEG = SegmentKey("ingest.v1", 2, 100, 250)
@@ -54,16 +55,19 @@ def test_keys_of_both_layouts() -> None:
 
 
 def split(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """(header, raw bytes) of an object of the segment layout."""
+    """(header, raw bytes, decompressed) of an object of the segment layout."""
     assert data.startswith(MAGIC)
     (n,) = struct.unpack_from("<I", data, len(MAGIC))
     at = len(MAGIC) + 4
-    return orjson.loads(data[at:at + n]), data[at + n:]
+    head = orjson.loads(data[at:at + n])
+    assert head["compression"] == "zstd"
+    return head, _zstd().decompress(data[at + n:])
 
 
 def join(head: dict[str, Any], raw: bytes) -> bytes:
     header = orjson.dumps(head)
-    return MAGIC + struct.pack("<I", len(header)) + header + raw
+    payload = _zstd().compress(raw) if head["compression"] == "zstd" else raw
+    return MAGIC + struct.pack("<I", len(header)) + header + payload
 
 
 def test_roundtrip_keeps_every_byte_and_coordinate() -> None:
@@ -94,7 +98,8 @@ def test_the_per_event_layout_is_read() -> None:
 
 
 @pytest.mark.parametrize("damage", ["range", "outside", "order", "count", "length", "short",
-                                    "trailing", "magic", "header", "per_event"])
+                                    "trailing", "magic", "header", "per_event", "compression",
+                                    "torn"])
 def test_an_object_that_contradicts_its_key_is_an_integrity_error(damage: str) -> None:
     key = QuarantineKey.of_segment(SEG)
     head, raw = split(SegmentQuarantine(key, entries([100, 200])).encode())
@@ -112,7 +117,11 @@ def test_an_object_that_contradicts_its_key_is_an_integrity_error(damage: str) -
         raw = raw[:-1]
     elif damage == "trailing":
         raw += b"x"
+    elif damage == "compression":
+        head["compression"] = "lz4"
     data = join(head, raw)
+    if damage == "torn":
+        data = data[:-3]
     if damage == "magic":
         data = b"X" + data[1:]
     elif damage == "header":
@@ -121,6 +130,13 @@ def test_an_object_that_contradicts_its_key_is_an_integrity_error(damage: str) -
         key, data = QuarantineKey("ingest.v1", 2, 100, 101, per_event=True), b'{"topic": 1}'
     with pytest.raises(IntegrityError, match="not a valid quarantine object"):
         SegmentQuarantine.decode(key, data)
+
+
+def test_an_uncompressed_payload_is_read() -> None:
+    key = QuarantineKey.of_segment(SEG)
+    head, raw = split(SegmentQuarantine(key, entries([100, 200])).encode())
+    data = join({**head, "compression": "none"}, raw)
+    assert list(SegmentQuarantine.decode(key, data).entries) == entries([100, 200])
 
 
 def test_put_is_create_only_identical_is_success_different_is_integrity_error(
@@ -132,6 +148,13 @@ def test_put_is_create_only_identical_is_success_different_is_integrity_error(
     with pytest.raises(IntegrityError, match="different content"):
         repo.put_quarantine(SegmentQuarantine(key, entries([100, 102])))
     assert list(repo.read_quarantine(key).entries) == entries([100, 101])
+    # The same events in other bytes (another zstd version compressed them): success.
+    other = QuarantineKey.of_segment(SegmentKey("ingest.v1", 2, 250, 300))
+    head, raw = split(SegmentQuarantine(other, entries([260])).encode())
+    repo.store.put(other.object_key, join({**head, "compression": "none"}, raw))
+    repo.put_quarantine(SegmentQuarantine(other, entries([260])))
+    with pytest.raises(IntegrityError, match="different content"):
+        repo.put_quarantine(SegmentQuarantine(other, entries([261])))
 
 
 def test_listing_finds_both_layouts(tmp_path: Path) -> None:
