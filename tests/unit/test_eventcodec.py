@@ -129,10 +129,10 @@ def test_left_to_the_parser() -> None:
     assert stop == len(cases) and results == [None] * len(cases)
 
 
-@pytest.mark.parametrize("vector", [["1", "1"], [1.0, "2"], [True, 1.0], [None, 1.0]])
+@pytest.mark.parametrize("vector", [["1", "1"], [1.0, "2"], [None, 1.0], [[1.0], [2.0]]])
 def test_a_vector_of_non_numbers_is_quarantined_on_both_paths(vector: list[Any]) -> None:
-    """JSON strings or booleans in a vector are a producer bug, not numbers: the codec leaves
-    the event to the parser, which refuses it as bad_vector (it coerced them before)."""
+    """JSON strings (or nulls, lists) in a vector are a producer bug, not numbers: the codec
+    leaves the event to the parser, which refuses it as bad_vector (it coerced "1" before)."""
     msg = message(orjson.dumps({"op": "upsert", "collection": "docs", "id": "x",
                                 "vector": vector}))
     results, stop = native([msg], "json", {"docs": 2})
@@ -241,7 +241,7 @@ def test_json_events_agree_with_the_parser(value: bytes) -> None:
     ev = orjson.loads(value) if value.startswith(b"{") else {}
     vector = ev.get("vector") if ev.get("op") == "upsert" else None
     if isinstance(vector, list) and reference(msg, "json", {"docs": 2}) is not None:
-        assert all(type(x) in (int, float) for x in vector), \
+        assert all(isinstance(x, int | float) for x in vector), \
             f"a vector of non-numbers was accepted: {vector!r}"
 
 
