@@ -26,6 +26,7 @@ import structlog
 
 from daemon.capture.partition import PartitionState
 from daemon.errors import VecwalError
+from daemon.snapshot.datafile import avro_long
 
 log = structlog.get_logger("vecwal.capture")
 
@@ -59,17 +60,6 @@ def check_topics(timestamp_types: dict[str, str], timeline: str, bootstrap: str)
             'stay CreateTime, set capture.timeline = "capture" to order events by capture time')
 
 
-def zigzag_long(value: int) -> bytes:
-    """Avro's encoding of a long."""
-    n = ((value << 1) ^ (value >> 63)) & 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _varint_end(data: bytes, pos: int) -> int:
     while data[pos] & 0x80:
         pos += 1
@@ -83,8 +73,8 @@ def restamp(datum: bytes, capture_ms: int, producer_ms: int) -> bytes:
         raise ValueError("the datum does not end with a null producer_timestamp")
     ts_start = _varint_end(datum, 0)
     ts_end = _varint_end(datum, ts_start)
-    return b"".join((datum[:ts_start], zigzag_long(capture_ms), datum[ts_end:-1], b"\x02",
-                     zigzag_long(producer_ms)))
+    return b"".join((datum[:ts_start], avro_long(capture_ms), datum[ts_end:-1], b"\x02",
+                     avro_long(producer_ms)))
 
 
 class CaptureClock:

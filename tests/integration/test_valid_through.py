@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Producer
 
 from daemon.workload import GeneratedEvent, Produced
+from daemon.workload import produce as workload_produce
 from tests.integration.harness import Target, vecwal
 from tests.integration.test_restore import (
     Story,
@@ -37,24 +35,8 @@ MARGIN_S = 0.5  # capture.clock_margin_ms, the default
 
 
 def produce(target: Target, events: list[GeneratedEvent], partitions: list[int]) -> list[Produced]:
-    """As an ordinary producer does: batched (linger.ms=5), each event to a partition of
-    ``partitions`` in turn, one flush at the end."""
-    producer = Producer({"bootstrap.servers": target.bootstrap, "linger.ms": 5,
-                         "enable.idempotence": True})
-    out: list[Produced] = []
-    errors: list[str] = []
-
-    def report(err: Any, msg: Any, *, ev: GeneratedEvent) -> None:
-        if err is not None:
-            errors.append(str(err))
-        else:
-            out.append(Produced(msg.partition(), msg.offset(), msg.timestamp()[1], ev))
-
-    for i, ev in enumerate(events):
-        producer.produce(target.topic, ev.value, ev.key, partition=partitions[i % len(partitions)],
-                         on_delivery=partial(report, ev=ev))
-    assert producer.flush(30) == 0 and not errors, errors[:3]
-    return out
+    """As an ordinary producer does (linger.ms=5), each event to ``partitions`` in turn."""
+    return workload_produce(target.bootstrap, target.topic, events, partitions=partitions)
 
 
 @pytest.mark.parametrize("burst_size", [300, 2])
