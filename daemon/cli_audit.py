@@ -116,10 +116,14 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     for gap in s.gaps:
         print(f"warning: the log lacks offsets {gap} (no segment covers them): events there "
               "are not shown; `vecwal list` shows every gap", file=sys.stderr)
-    for key in s.unreadable_quarantine:
-        print(f"warning: quarantine object {key} is unreadable: its rejected events are not "
-              "shown; `vecwal verify --deep` names every damaged object", file=sys.stderr)
+    _warn_unreadable(s.unreadable_quarantine, "shown")
     return 0
+
+
+def _warn_unreadable(keys: Iterable[str], done: str) -> None:
+    for key in keys:
+        print(f"warning: quarantine object {key} is unreadable: its rejected events are not "
+              f"{done}; `vecwal verify --deep` names every damaged object", file=sys.stderr)
 
 
 def _target(text: str, flag: str) -> RestoreTarget:
@@ -232,7 +236,5 @@ def _cmd_quarantine(args: argparse.Namespace, open_repository: Any) -> int:
     by_reason = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items())) or "none"
     print(f"{sum(reasons.values()):,} rejected events ({by_reason}) from {scan.objects:,} "
           "quarantine objects", file=sys.stderr)
-    for key in scan.unreadable:
-        print(f"warning: quarantine object {key} is unreadable: its rejected events are not "
-              "listed; `vecwal verify --deep` names every damaged object", file=sys.stderr)
+    _warn_unreadable(scan.unreadable, "listed")
     return 0

@@ -77,7 +77,7 @@ class SchemaError(Exception):
     """The record schema holds something the loop's generator cannot handle."""
 
 
-def varint(buf: bytes, pos: int) -> tuple[int, int]:
+def varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
     """The zigzag varint long at ``pos``, and the position after it."""
     shift = z = 0
     while True:

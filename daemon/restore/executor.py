@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,12 @@ from daemon.snapshot.compactor import (
     split_by_bucket,
     stop_offset,
 )
-from daemon.snapshot.datafile import Row, read_rows
+from daemon.snapshot.datafile import Row
 from daemon.snapshot.dimensions import Screen, bucket_winners, screen_rows
 from daemon.snapshot.manifest import BucketState
 from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.runs import write_bucket_runs
-from daemon.snapshot.state import BucketChanges, DropTimes, live, merge_rows, overlay
+from daemon.snapshot.state import BucketChanges, DropTimes
 
 log = structlog.get_logger("vecwal.restore")
 
@@ -256,17 +256,7 @@ def bucket_rows(old: BucketState | None, datas: list[bytes | memoryview],
                 tenants: frozenset[str] | None) -> Iterator[Row]:
     """The bucket's records at the target, sorted by key: its base, then its deltas in order,
     then the log's changes, the greatest version winning per key."""
-    base: Iterator[Row] = iter(())
-    later: list[Iterable[Row]] = []
-    for f, data in zip(old.files if old else [], datas, strict=True):
-        rows = read_rows(data, f.path)
-        if f.kind == "base":
-            base = rows
-        else:
-            later.append(rows)
-    if changes is not None:
-        later.append(changes.rows().values())
-    merged = live(merge_rows(base, overlay(later)), drop)
+    merged = bucket_winners(old.files if old else [], datas, changes, drop)
     if tenants is None:
         return merged
     return (r for r in merged if r.key[0] in tenants)

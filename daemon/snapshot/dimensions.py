@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import structlog
 
+from daemon.changelog.scan_loop import varint
 from daemon.snapshot.datafile import Row, avro_long, read_rows
 from daemon.snapshot.manifest import DataFile, Manifest
 from daemon.snapshot.rejects import Rejected, Rejections
@@ -72,23 +73,12 @@ def row_dimension(row: Row) -> int | None:
         raise ValueError("an index-only row has no dimension")
     pos = 0
     for _ in range(3):  # collection, tenant, id
-        n, pos = _long(raw, pos)
+        n, pos = varint(raw, pos)
         pos += n
-    branch, pos = _long(raw, pos)
+    branch, pos = varint(raw, pos)
     if branch == 0:
         return None
-    return _long(raw, pos)[0]
-
-
-def _long(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
-    shift = z = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        z |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (z >> 1) ^ -(z & 1), pos
-        shift += 7
+    return varint(raw, pos)[0]
 
 
 def rejected_of(collection: str, row: Row, dimension: int, expected: int) -> Rejected:

@@ -177,21 +177,27 @@ def test_record_op_without_id_is_refused() -> None:
         scan_segment(KEY, encode_segment(KEY, recs))
 
 
+def segment_without(field: str, recs: list[dict[str, Any]]) -> bytes:
+    """``recs`` as a segment of an older record schema: today's without ``field``, its header
+    naming another schema fingerprint."""
+    raw = json.loads(fastavro.schema.to_parsing_canonical_form(RECORD_SCHEMA))
+    assert any(f["name"] == field for f in raw["fields"])
+    raw["fields"] = [f for f in raw["fields"] if f["name"] != field]
+    meta = {k: v for k, v in fastavro.reader(io.BytesIO(encode_segment(KEY, recs))).metadata.items()
+            if k.startswith("vecwal.")}
+    meta["vecwal.schema_fingerprint"] = f"the schema before {field}"
+    buf = io.BytesIO()
+    fastavro.writer(buf, fastavro.parse_schema(raw),
+                    [{k: v for k, v in r.items() if k != field} for r in recs], metadata=meta)
+    return buf.getvalue()
+
+
 def test_foreign_schema_falls_back_to_decoding() -> None:
     """A segment of an older record schema (here: one without ``extra``) is decoded with
     schema resolution, and folded the old way."""
-    raw = json.loads(fastavro.schema.to_parsing_canonical_form(RECORD_SCHEMA))
-    raw["fields"] = [f for f in raw["fields"] if f["name"] != "extra"]
     recs = sample(2)
     recs[1]["op"] = "delete"
-    new_data = encode_segment(KEY, recs)
-    meta = {k: v for k, v in fastavro.reader(io.BytesIO(new_data)).metadata.items()
-            if k.startswith("vecwal.")}
-    meta["vecwal.schema_fingerprint"] = "old"
-    buf = io.BytesIO()
-    fastavro.writer(buf, fastavro.parse_schema(raw),
-                    [{k: v for k, v in r.items() if k != "extra"} for r in recs], metadata=meta)
-    events = scan_segment(KEY, buf.getvalue())
+    events = scan_segment(KEY, segment_without("extra", recs))
     assert all(isinstance(e, DecodedEvent) for e in events)
     for ev, rec in zip(events, recs, strict=True):
         got, want = ev.row(TOPIC, PARTITION), Row.of(record_from_event(rec, TOPIC, PARTITION))
@@ -203,23 +209,13 @@ def test_segments_written_before_producer_timestamp_fold_to_the_same_rows() -> N
     """The record schema before ``producer_timestamp`` (capture.timeline) was added: its
     segments are still read (with schema resolution), and fold to the same snapshot rows as
     today's, so snapshots and content hashes written before stay equal."""
-    raw = json.loads(fastavro.schema.to_parsing_canonical_form(RECORD_SCHEMA))
-    assert raw["fields"][-1]["name"] == "producer_timestamp"
-    raw["fields"] = raw["fields"][:-1]
-    old_schema = fastavro.parse_schema(raw)
     recs = sample(3)
     recs[2]["op"] = "delete"
-    new_data = encode_segment(KEY, recs)
-    meta = {k: v for k, v in fastavro.reader(io.BytesIO(new_data)).metadata.items()
-            if k.startswith("vecwal.")}
-    meta["vecwal.schema_fingerprint"] = "fingerprint of the schema before producer_timestamp"
-    buf = io.BytesIO()
-    fastavro.writer(buf, old_schema, [{k: v for k, v in r.items() if k != "producer_timestamp"}
-                                      for r in recs], metadata=meta)
-    old_events, new_events = scan_segment(KEY, buf.getvalue()), scan_segment(KEY, new_data)
+    old_data = segment_without("producer_timestamp", recs)
+    old_events, new_events = scan_segment(KEY, old_data), scan_segment(KEY, encode_segment(KEY, recs))
     assert all(isinstance(e, DecodedEvent) for e in old_events)
     assert not any(isinstance(e, DecodedEvent) for e in new_events), "today's are scanned"
     for old, new in zip(old_events, new_events, strict=True):
         a, b = old.row(TOPIC, PARTITION), new.row(TOPIC, PARTITION)
         assert (a.raw, a.hash, a.version, a.deleted) == (b.raw, b.hash, b.version, b.deleted)
-    assert [r["producer_timestamp"] for r in read_records(KEY, buf.getvalue())] == [None] * 3
+    assert [r["producer_timestamp"] for r in read_records(KEY, old_data)] == [None] * 3
