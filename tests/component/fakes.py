@@ -3,6 +3,7 @@ replays fixed partitions, and object stores that fail on purpose."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -115,6 +116,10 @@ class FakeConsumer:
             if pos == len(values) and key not in self._eof_sent:
                 self._eof_sent.add(key)
                 out.append(FakeMessage(key[0], key[1], pos, None, _eof=True))
+        if not out and timeout > 0:
+            # A real consumer blocks up to ``timeout`` when idle; without this the loop spins
+            # and starves its own upload threads of the GIL (a 5 ms wait keeps tests quick).
+            time.sleep(min(timeout, 0.005))
         return out
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -71,29 +72,51 @@ def test_offsets_are_committed_only_after_segment_sidecar_and_watermark(tmp_path
         assert len(keys) == n // 10 and not coverage(keys).gaps
 
 
+class OutageAfterAssign(FakeConsumer):
+    """The store goes down the instant partitions are assigned, before any segment can be
+    flushed, however fast or slow the machine is."""
+
+    def __init__(self, log: dict[tuple[str, int], list[bytes | None]],
+                 store: FlakyStore) -> None:
+        super().__init__(log)
+        self.store = store
+
+    def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any,
+                  on_lost: Any) -> None:
+        def assign_then_outage(consumer: Any, partitions: list[TopicPartition]) -> None:
+            on_assign(consumer, partitions)
+            self.store.down = True
+
+        super().subscribe(topics, assign_then_outage, on_revoke, on_lost)
+
+
 def test_store_outage_pauses_consumption_commits_nothing_and_loses_nothing(
         tmp_path: Path) -> None:
     flaky = FlakyStore(open_store(f"file://{tmp_path / 'repo'}"))
     repo = Repository(flaky)
     repo.ensure_initialized()
-    log = {(TOPIC, 0): [event(i, dim=64) for i in range(400)]}
-    fake = FakeConsumer(log)
+    fake = OutageAfterAssign({(TOPIC, 0): [event(i, dim=64) for i in range(400)]}, flaky)
     cfg = config(segment_max_records=20, segment_max_bytes=2048, max_buffer_bytes=8192)
     loop = CaptureLoop(cfg, repo, consumer_factory=lambda s: fake)
+    seen: dict[str, object] = {}
 
-    def outage() -> None:
-        while not loop.partitions:
-            time.sleep(0.001)
-        flaky.down = True
-        time.sleep(1.0)
-        assert fake.pause_calls >= 1, "consumption must pause at the buffer bound"
-        assert not fake.commits, "nothing may be committed while the store is down"
-        flaky.down = False
+    def end_outage_once_paused() -> None:
+        try:  # the outage always ends, so a failed expectation reports instead of hanging
+            deadline = time.monotonic() + 30.0
+            while (not flaky.down or fake.pause_calls < 1) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(0.3)  # the store stays down a while after the pause
+            seen["paused"] = fake.pause_calls >= 1
+            seen["commits_while_down"] = list(fake.commits)
+        finally:
+            flaky.down = False
 
-    t = threading.Thread(target=outage)
+    t = threading.Thread(target=end_outage_once_paused)
     t.start()
     assert loop.run(until_caught_up=True) == 0
     t.join()
+    assert seen["paused"], "consumption must pause at the buffer bound"
+    assert seen["commits_while_down"] == [], "nothing may be committed while the store is down"
     assert flaky.failed_calls > 0
     assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == list(range(400))
     assert fake.committed_offsets[(TOPIC, 0)] == 400
