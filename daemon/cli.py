@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 
     from daemon.cli_audit import add_commands as add_audit_commands
     from daemon.cli_drill import add_command as add_drill_command
+    from daemon.cli_lifecycle import add_commands as add_lifecycle_commands
+    from daemon.cli_pins import add_commands as add_pin_commands
     from daemon.cli_restore import add_commands
     from daemon.cli_verify import add_command as add_verify_command
 
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     add_verify_command(sub, _open_repository)
     add_audit_commands(sub, _open_repository)
     add_drill_command(sub, _open_repository)
+    add_lifecycle_commands(sub, _open_repository)
+    add_pin_commands(sub, _open_repository)
     return p
 
 

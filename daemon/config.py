@@ -56,6 +56,11 @@ class StorageConfig:
     region: str = ""
     sse: str = ""
     sse_kms_key_id: str = ""
+    object_lock: str = ""
+    """"" (off), "governance" or "compliance": every immutable object vecwal writes carries an
+    S3 Object Lock retain-until date (the bucket must have Object Lock enabled)."""
+    lock_days: int = 0
+    """Days each object stays locked; 0: the retention window plus grace, rounded up."""
 
 
 TIMELINES = ("kafka", "capture")
@@ -118,6 +123,28 @@ class DrillConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    window: str = ""
+    """Every instant in this past stays restorable (a duration: "14d"); empty: keep all."""
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    keep_yearly: int = 0
+    """Restore points beyond the window: the newest snapshot of each of the last N UTC days,
+    ISO weeks, months and years that have one (grandfather-father-son)."""
+    quarantine: str = ""
+    """How long rejected events are kept (a duration); empty: as long as the log."""
+    jobs: str = ""
+    drills: str = ""
+    """How long records of jobs and drills are kept; empty: forever."""
+    grace: str = "24h"
+    """How long an object no kept snapshot references waits before it may go: a restore or
+    drill that planned from a snapshot that just expired still finds its files."""
+    interval_s: float = 0.0
+    """How often `vecwal run` prunes; 0 (the default) disables the scheduled prune."""
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
     """host:port of /metrics, /healthz and /readyz; empty disables; port 0 picks a free port."""
@@ -137,6 +164,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
@@ -148,6 +176,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "capture": CaptureConfig,
     "compaction": CompactionConfig,
     "drill": DrillConfig,
+    "retention": RetentionConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -379,6 +408,7 @@ def _validate(config: Config) -> None:
     if d.into.partition(":")[0] not in ("qdrant", "milvus", "dir") or ":" not in d.into:
         raise ConfigError(f"{src}: [drill] into is {d.into!r}",
                           'use "qdrant::memory:", "qdrant:PATH_OR_URL", "milvus:PATH.db" or "dir:PATH"')
+    _validate_retention(config)
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{src}: [log] level is {config.log.level!r}",
                           "use debug, info, warning or error")
@@ -390,3 +420,52 @@ def _validate(config: Config) -> None:
         if not sep or not port.isdigit():
             raise ConfigError(f"{src}: [metrics] listen is {config.metrics.listen!r}",
                               'use "host:port", for example "0.0.0.0:9464", or "" to disable')
+
+
+def _validate_retention(config: Config) -> None:
+    """Refuse a policy that cannot keep its promise, or a lock shorter than it."""
+    from daemon.durations import format_duration, parse_duration
+
+    src, r, s = config.source, config.retention, config.storage
+    window = parse_duration(r.window, f"{src}: [retention] window") if r.window else 0.0
+    grace = parse_duration(r.grace, f"{src}: [retention] grace")
+    for name in ("quarantine", "jobs", "drills"):
+        text = getattr(r, name)
+        if text:
+            parse_duration(text, f"{src}: [retention] {name}")
+    counts = {"keep_daily": r.keep_daily, "keep_weekly": r.keep_weekly,
+              "keep_monthly": r.keep_monthly, "keep_yearly": r.keep_yearly}
+    for name, n in counts.items():
+        if n < 0:
+            raise ConfigError(f"{src}: [retention] {name} must be >= 0, got {n}",
+                              f"set {name} to how many restore points to keep, or remove it")
+    if r.interval_s < 0:
+        raise ConfigError(f"{src}: [retention] interval_s must be >= 0 (0 disables), "
+                          f"got {r.interval_s}", "set interval_s = 3600 to prune hourly")
+    if grace < 0:
+        raise ConfigError(f"{src}: [retention] grace must not be negative",
+                          'set grace to the longest restore or drill you run, e.g. "24h"')
+    interval = config.compaction.interval_s
+    if window and interval and window < interval:
+        raise ConfigError(
+            f"{src}: [retention] window {r.window} is shorter than [compaction] interval_s "
+            f"({format_duration(interval)}): most of the time no snapshot would be as old as "
+            "the window's start, so instants at its start could not be restored",
+            f"set window to at least {format_duration(interval)}, or compact more often")
+    if any(counts.values()) and not window:
+        raise ConfigError(f"{src}: [retention] keep_* counts are set but window is not",
+                          'set window (e.g. "7d"): the kept restore points are those beyond it')
+    if s.object_lock not in ("", "governance", "compliance"):
+        raise ConfigError(f"{src}: [storage] object_lock is {s.object_lock!r}",
+                          'use "governance", "compliance" or "" (off)')
+    if s.object_lock and not s.url.startswith("s3://"):
+        raise ConfigError(f"{src}: [storage] object_lock needs an s3:// repository",
+                          "point storage.url at a bucket with Object Lock, or remove object_lock")
+    if s.lock_days < 0:
+        raise ConfigError(f"{src}: [storage] lock_days must be >= 0, got {s.lock_days}",
+                          "set lock_days, or 0 for the retention window plus grace")
+    if s.object_lock and s.lock_days and window and s.lock_days * 86_400 < window + grace:
+        raise ConfigError(
+            f"{src}: [storage] lock_days ({s.lock_days}) is shorter than the retention window "
+            f"plus grace ({format_duration(window + grace)}): objects the window still needs "
+            "would become deletable", "raise lock_days, or set it to 0 to follow the window")

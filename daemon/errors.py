@@ -59,3 +59,12 @@ class BadEvent(VecwalError):
         super().__init__(f"{reason}: {detail}", "the raw event is kept under quarantine/")
         self.reason = reason
         self.detail = detail
+
+
+class ObjectLocked(StoreError):
+    """The object is under S3 Object Lock retention (or a legal hold): the server refuses to
+    delete or shorten it until ``retain_until_ms`` (None: a legal hold, or unknown)."""
+
+    def __init__(self, message: str, hint: str = "", retain_until_ms: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.retain_until_ms = retain_until_ms

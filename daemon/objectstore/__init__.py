@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -160,6 +160,15 @@ class ObjectStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the object under ``key``. Deleting a missing key is not an error."""
+        ...
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, StoreError]:
+        """Remove every object under ``keys`` (a missing key is not an error), in batches
+        (S3: DeleteObjects, up to 1,000 keys a call; files: one directory sync per
+        directory). Returns the keys that could not be removed, each with why: an
+        :class:`~daemon.errors.ObjectLocked` for one under Object Lock retention, another
+        StoreError otherwise. A failure of a whole call raises as ``delete`` would; the
+        keys of earlier batches are then already gone, so callers simply retry."""
         ...
 
     def close(self) -> None:

@@ -25,7 +25,7 @@ import errno
 import mmap
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from daemon.atomic import (
@@ -228,6 +228,33 @@ class LocalStore:
         except OSError as exc:
             raise self._os_error(exc, "deleting", key) from None
         self._prune_empty_parents(path.parent)
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, StoreError]:
+        failed: dict[str, StoreError] = {}
+        parents: set[Path] = set()
+        for key in keys:
+            path = self._path(key)
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except PermissionError as exc:
+                if not path.is_dir():
+                    failed[key] = self._os_error(exc, "deleting", key)
+                continue
+            except OSError as exc:
+                failed[key] = self._os_error(exc, "deleting", key)
+                continue
+            parents.add(path.parent)
+        for parent in sorted(parents, key=lambda p: len(p.parts), reverse=True):
+            try:
+                fsync_directory(parent)
+            except FileNotFoundError:
+                continue  # an emptied deeper directory was removed with its parent's
+            except OSError as exc:
+                raise self._os_error(exc, "deleting under", str(parent)) from None
+            self._prune_empty_parents(parent)
+        return failed
 
     def close(self) -> None:
         self._closed = True

@@ -32,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
@@ -65,6 +65,7 @@ __all__ = ["DEFAULT_REGION", "SSE_MODES", "S3Store"]
 DEFAULT_REGION = "us-east-1"
 SSE_MODES = ("AES256", "aws:kms")
 MAX_PAGE_SIZE = 1000  # S3's own maximum for ListObjectsV2
+DELETE_BATCH = 1000  # S3's own maximum for DeleteObjects
 
 _THROTTLING = frozenset(
     {
@@ -330,6 +331,21 @@ class S3Store:
         object_key = self._object_key(key)
         with self._translated("deleting", key):
             self._client.delete_object(Bucket=self._bucket, Key=object_key)
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, StoreError]:
+        failed: dict[str, StoreError] = {}
+        for i in range(0, len(keys), DELETE_BATCH):
+            batch = list(keys[i:i + DELETE_BATCH])
+            objects = [{"Key": self._object_key(k)} for k in batch]
+            with self._translated("deleting", batch[0]):
+                response = self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True})  # type: ignore[typeddict-item]
+            for err in response.get("Errors", []):
+                key = err.get("Key", "")[len(self._root):]
+                failed[key] = StoreError(f"deleting {self._where(key)} failed: "
+                                         f"{err.get('Code')}: {err.get('Message')}",
+                                         "check the credential's s3:DeleteObject permission")
+        return failed
 
     def close(self) -> None:
         if not self._closed:

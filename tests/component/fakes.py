@@ -4,14 +4,14 @@ replays fixed partitions, and object stores that fail on purpose."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from daemon.errors import StoreUnavailable
+from daemon.errors import StoreError, StoreUnavailable
 from daemon.objectstore import ObjectInfo, ObjectStore
 
 
@@ -173,6 +173,10 @@ class FlakyStore:
     def delete(self, key: str) -> None:
         self._check()
         self.inner.delete(key)
+
+    def delete_many(self, keys: Sequence[str]) -> dict[str, StoreError]:
+        self._check()
+        return self.inner.delete_many(keys)
 
     def close(self) -> None:
         self.inner.close()
