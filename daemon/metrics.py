@@ -66,3 +66,21 @@ class Metrics:
             "RTO of the newest restore drill: plan, load and validation, wall time", registry=r)
         self.drills = Counter("vecwal_drills", "Restore drills run by this process", ["result"],
                               registry=r)
+        self.repository_bytes = Gauge(
+            "vecwal_repository_bytes", "Bytes the repository holds, by kind, at the last prune",
+            ["kind"], registry=r)
+        self.restorable_oldest = Gauge(
+            "vecwal_restorable_oldest_timestamp_seconds",
+            "Every instant from this time on is restorable (the last prune's window start)",
+            registry=r)
+        self.prune_last_success = Gauge(
+            "vecwal_prune_last_success_timestamp_seconds", "When a prune last completed",
+            registry=r)
+        self.pruned_objects = Counter(
+            "vecwal_pruned_objects", "Objects prune deleted", ["kind"], registry=r)
+        self.pruned_bytes = Counter(
+            "vecwal_pruned_bytes", "Bytes prune deleted", ["kind"], registry=r)
+        self.prune_locked = Gauge(
+            "vecwal_prune_locked_objects",
+            "Objects the last prune could not delete: still under Object Lock retention",
+            registry=r)

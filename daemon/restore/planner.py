@@ -17,6 +17,7 @@ from daemon.errors import VecwalError
 from daemon.restore.target import RestoreTarget
 from daemon.snapshot.compactor import list_manifests, readable_manifests
 from daemon.snapshot.manifest import Manifest
+from daemon.snapshot.retention import RetentionRecord, read_retention
 
 
 class RestoreRefused(VecwalError):
@@ -50,6 +51,8 @@ class PlanInputs:
     watermarks: list[Watermark]
     windows: list[PartitionWindow]
     """Each partition's contiguous segments from the snapshot's cut, and its first gap."""
+    retention: RetentionRecord | None = None
+    """What the last prune left restorable (None: nothing was ever pruned)."""
 
 
 @dataclass
@@ -147,13 +150,29 @@ def gather(repo: Repository, topics: list[str], target: RestoreTarget) -> PlanIn
         snapshot = m
         break
     watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
-    return PlanInputs(snapshot, watermarks, windows_after(repo, watermarks, snapshot))
+    return PlanInputs(snapshot, watermarks, windows_after(repo, watermarks, snapshot),
+                      read_retention(repo))
+
+
+def check_retained(retention: RetentionRecord | None, target: RestoreTarget,
+                   snapshot: Manifest | None) -> None:
+    """Refuse a time target the last prune left outside the restorable window, naming it."""
+    if retention is None or target.time_ms is None or target.now:
+        return
+    t = target.time_ms
+    if retention.allows(t) or (snapshot is not None and snapshot.cut_time_ms == t):
+        return
+    raise RestoreRefused(
+        f"target {target.label} is outside the restorable window: retention kept "
+        f"{retention.describe()}",
+        "choose a time in the window or one of the restore points; `vecwal list` shows them")
 
 
 def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
               allow_incomplete: bool = False) -> RestorePlan:
     """The pure half: choose windows, check coverage and completeness."""
     marks = inputs.watermarks
+    check_retained(inputs.retention, target, inputs.snapshot)
     if not marks and inputs.snapshot is None:
         raise RestoreRefused("the repository holds nothing to restore",
                              "check storage.url and [kafka] topics; run capture first")
