@@ -132,18 +132,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         server.start()
         log.info("metrics endpoint", address=f"http://{server.address}/metrics")
     from daemon.drill import DrillScheduler
+    from daemon.lifecycle.scheduler import PruneScheduler
     from daemon.snapshot.scheduler import CompactionScheduler
 
     scheduler = CompactionScheduler(config, repo, metrics)
     drills = DrillScheduler(config, repo, metrics)
+    pruner = PruneScheduler(config, repo, metrics)
     if not args.until_caught_up:
         scheduler.start()
         drills.start()
+        pruner.start()
     try:
         return loop.run(until_caught_up=args.until_caught_up)
     finally:
         scheduler.stop()
         drills.stop()
+        pruner.stop()
         if server is not None:
             server.stop()
 

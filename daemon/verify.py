@@ -4,8 +4,9 @@ Quick (the default), from listings and small objects only:
 
 - every manifest parses (one of another format is reported: restore skips it);
 - every data file a readable manifest names exists with the size the manifest gives;
-- every partition's log is contiguous from the oldest readable snapshot's cut (or offset 0)
-  to its watermark, and every segment in that range has its sidecar;
+- every partition's log is contiguous from the oldest readable snapshot's cut (or offset 0;
+  after a prune, from the kept window's start) to its watermark, and every segment in that
+  range has its sidecar;
 - every segment whose sidecar counts rejected events has its quarantine object (or, written
   before, one per-event object per rejected event in its range).
 
@@ -44,6 +45,7 @@ from daemon.snapshot.datafile import SourceFile, content_hash_bytes
 from daemon.snapshot.dimensions import Screen
 from daemon.snapshot.manifest import DataFile, Manifest, ManifestFormatError
 from daemon.snapshot.rejects import LISTED, Rejections, listed_in
+from daemon.snapshot.retention import read_retention
 from daemon.snapshot.rowindex import digest_of
 from daemon.snapshot.state import Catalog
 
@@ -101,12 +103,22 @@ def verify(repo: Repository, topics: list[str], deep: bool = False,
     report.data_files = len(files)
     if manifests:
         _check_dimensions(repo, manifests[-1], deep, report)
-    oldest = manifests[0] if manifests else None
+    oldest = _log_start(repo, manifests)
     sidecars = _check_log(repo, topics, oldest, deep, report, progress)
     _check_quarantine(repo, topics, sidecars, deep, report, progress)
     inv = collect_inventory(repo, topics)
     report.restorable_from, report.restorable_to = inv.restorable_from, inv.restorable_to
     return report
+
+
+def _log_start(repo: Repository, manifests: list[Manifest]) -> Manifest | None:
+    """The snapshot the log must be contiguous from: the oldest one, or after a prune the
+    oldest at or after the kept window's start (older restore points need no log)."""
+    record = read_retention(repo)
+    if record is not None and record.window_from_ms is not None:
+        return next((m for m in manifests if m.cut_time_ms >= record.window_from_ms),
+                    manifests[-1] if manifests else None)
+    return manifests[0] if manifests else None
 
 
 def _manifests(repo: Repository, report: VerifyReport) -> list[Manifest]:

@@ -4,7 +4,8 @@ Commit order (a prune killed at any step leaves every kept restore point and eve
 the window restorable; running it again finishes the work):
 1. take the repository lease ``compaction``: prune and compaction exclude each other, so no
    compaction writes files that look unreferenced while prune lists;
-2. list and read the repository, plan (``plan.plan_prune``; the dry run stops here);
+2. list and read the repository, plan (``plan.plan_prune``; the dry run stops here, and takes
+   no lease: it only reads);
 3. write ``state/retention.json``, the window after this prune: from now on a restore to a
    target outside it is refused with the window in the message, never half-read;
 4. delete, kind by kind in ``plan.KINDS`` order, in batches (S3 DeleteObjects): manifests first,
@@ -79,7 +80,8 @@ def prune(repo: Repository, policy: Policy, *, confirm: bool, now_ms: int | None
     began = time.monotonic()
     now = int(time.time() * 1000) if now_ms is None else now_ms
     lease = Lease(repo.store, "compaction", lease_ttl_s)
-    lease.acquire()
+    if confirm:
+        lease.acquire()  # a dry run only reads: it neither waits for nor blocks a compaction
     try:
         result = PruneResult([], confirm)
         for _pass in range(2):
@@ -93,7 +95,8 @@ def prune(repo: Repository, policy: Policy, *, confirm: bool, now_ms: int | None
         result.seconds = time.monotonic() - began
         return result
     finally:
-        lease.release()
+        if confirm:
+            lease.release()
 
 
 def _carry_out(repo: Repository, plan: PrunePlan, lease: Lease, result: PruneResult,
