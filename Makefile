@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   the main job: local Kafka + S3, a realistic stream, capture, status
 #   make test   the whole test suite (unit, contract, integration against real services)
-# Downloads (Python wheels, Kafka jars, the S3 server) are cached under $(VECWAL_CACHE),
+# Downloads (Python wheels, Kafka jars, the S3 servers) are cached under $(VECWAL_CACHE),
 # outside the clone, so reruns are fast.
 
 VECWAL_CACHE ?= $(HOME)/.cache/vecwal
@@ -25,7 +25,9 @@ $(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-# Fetch the Kafka jars and the S3 server into the cache (idempotent, quick when cached).
+# Fetch the Kafka jars and the S3 server into the cache, and build SeaweedFS (the S3 server
+# with Object Lock) from the Go module proxy: idempotent, quick when cached (the first
+# SeaweedFS build takes about 5 minutes on 2 cores).
 services: setup
 	$(PY) deploy/local/launch.py install
 

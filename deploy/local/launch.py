@@ -1,22 +1,26 @@
 #!/usr/bin/env python3
-"""Local Apache Kafka broker and S3 server (s3proxy) for vecwal's tests and demo, without Docker.
+"""Local Apache Kafka broker and S3 servers (s3proxy; SeaweedFS, with Object Lock) for vecwal's
+tests and demo, without Docker.
 
 Standard library only at module level: this file runs before the project's dependencies are
 installed, and tests/services.py imports it by file path. It is the entry point: the code is in
 the localsvc package next to it (this directory is put on sys.path).
 
-Downloads (Maven Central, through ``mvn``) are cached under ``$VECWAL_CACHE`` (default
-``~/.cache/vecwal``), outside the clone:
+Downloads (Maven Central, through ``mvn``) and the SeaweedFS build (Go module proxy, through
+``go``; about 5 minutes once) are cached under ``$VECWAL_CACHE`` (default ``~/.cache/vecwal``),
+outside the clone:
 
     $VECWAL_CACHE/kafka-<version>/libs/*.jar                  broker class path (kafka/pom.xml)
     $VECWAL_CACHE/s3proxy/s3proxy-<version>-jar-with-dependencies.jar
+    $VECWAL_CACHE/seaweedfs-<version>-<commit>/weed            (and seaweedfs-go/, its Go caches)
 
 In-process API (what the pytest fixtures use)::
 
-    from launch import KafkaBroker, S3Proxy, install
+    from launch import KafkaBroker, S3Proxy, SeaweedFS, install
     install()                                   # idempotent; start() also calls it
     broker = KafkaBroker(Path("/tmp/k")).start()    # broker.bootstrap == "127.0.0.1:PORT"
     s3 = S3Proxy(Path("/tmp/s")).start()            # s3.endpoint_url == "http://127.0.0.1:PORT"
+    sw = SeaweedFS(Path("/tmp/w")).start()          # sw.endpoint_url; Object Lock buckets work
     s3.stop(); s3.start()                       # same port, same data
     broker.restart()                            # same ports, same data
     broker.stop(); s3.stop()                    # also done at interpreter exit (atexit)
@@ -30,8 +34,9 @@ CLI (detached services that outlive the command; one directory per service)::
     python deploy/local/launch.py install
     python deploy/local/launch.py start kafka --dir D [--port N]   # prints D/service.json
     python deploy/local/launch.py start s3 --dir D [--port N]
+    python deploy/local/launch.py start seaweedfs --dir D [--port N]   # N: the S3 port
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
-    python deploy/local/launch.py stop kafka|s3 --dir D
+    python deploy/local/launch.py stop kafka|s3|seaweedfs --dir D
 """
 
 from __future__ import annotations
@@ -47,15 +52,18 @@ from localsvc.cli import main
 from localsvc.common import HOST, LaunchError
 from localsvc.install import (
     S3PROXY_VERSION,
+    SEAWEEDFS_VERSION,
     cache_dir,
     install,
     install_kafka,
     install_s3proxy,
+    install_seaweedfs,
     kafka_version,
 )
 from localsvc.kafka import KafkaBroker, kafka_wire_probe
 from localsvc.process import free_ports, pid_alive, port_open, terminate
 from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Proxy
+from localsvc.seaweedfs import SeaweedFS
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",
@@ -63,14 +71,17 @@ __all__ = [
     "DEFAULT_SECRET_KEY",
     "HOST",
     "S3PROXY_VERSION",
+    "SEAWEEDFS_VERSION",
     "KafkaBroker",
     "LaunchError",
     "S3Proxy",
+    "SeaweedFS",
     "cache_dir",
     "free_ports",
     "install",
     "install_kafka",
     "install_s3proxy",
+    "install_seaweedfs",
     "kafka_version",
     "kafka_wire_probe",
     "main",

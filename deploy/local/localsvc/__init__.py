@@ -1,13 +1,16 @@
-"""Local Apache Kafka broker and S3 server (s3proxy) for vecwal's tests and demo, without Docker.
+"""Local Apache Kafka broker and S3 servers (s3proxy; SeaweedFS, with versioning and Object
+Lock) for vecwal's tests and demo, without Docker.
 
 Standard library only at module level. Used through deploy/local/launch.py, which puts
 deploy/local on sys.path and re-exports the API:
 
     common    LaunchError, the loopback host, messages, log tails
-    install   Maven Central downloads into $VECWAL_CACHE, the java and mvn executables
+    install   Maven Central downloads and the SeaweedFS build (Go module proxy) into
+              $VECWAL_CACHE, the java, mvn and go executables
     process   free ports, spawning (tied to the parent or detached), terminating
-    service   the life cycle shared by both services
+    service   the life cycle shared by every service
     kafka     KafkaBroker and the stdlib Kafka wire probe
     s3proxy   S3Proxy
+    seaweedfs SeaweedFS (``weed server`` with filer and S3 gateway)
     cli       ``launch.py install|start|stop|status``
 """

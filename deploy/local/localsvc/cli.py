@@ -14,9 +14,11 @@ from .install import install
 from .kafka import KafkaBroker, kafka_wire_probe
 from .process import pid_alive, pid_cmdline, port_open, terminate
 from .s3proxy import S3Proxy
+from .seaweedfs import SeaweedFS
 
 SERVICE_FILE = "service.json"
-_MARKERS = {"kafka": "kafka.Kafka", "s3": "s3proxy"}
+_MARKERS = {"kafka": "kafka.Kafka", "s3": "s3proxy", "seaweedfs": "weed server"}
+SERVICES = ["kafka", "s3", "seaweedfs"]
 
 
 def _read_state(d: Path) -> dict[str, Any] | None:
@@ -57,10 +59,13 @@ def cmd_start(service: str, d: Path, port: int | None, timeout: float | None) ->
             return 0
         if port is None:
             port = state.get("port")  # same data, same address as last time
-    svc: KafkaBroker | S3Proxy
+    svc: KafkaBroker | S3Proxy | SeaweedFS
     if service == "kafka":
         cport = state.get("controller_port") if state else None
         svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False)
+    elif service == "seaweedfs":
+        ports = state.get("ports") if state else None
+        svc = SeaweedFS(d, port, ports=ports, tie_to_parent=False)
     else:
         svc = S3Proxy(d, port, tie_to_parent=False)
     say(f"starting {service} in {d} ...")
@@ -122,17 +127,21 @@ def cmd_status(d: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="launch.py", description="Local Kafka broker and S3 server (s3proxy) for vecwal."
+        prog="launch.py",
+        description="Local Kafka broker and S3 servers (s3proxy; SeaweedFS, with Object Lock) "
+        "for vecwal.",
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("install", help="fetch the Kafka jars and s3proxy into $VECWAL_CACHE")
+    sub.add_parser(
+        "install", help="fetch the Kafka jars and s3proxy, build SeaweedFS, into $VECWAL_CACHE"
+    )
     p = sub.add_parser("start", help="start a service detached; prints DIR/service.json")
-    p.add_argument("service", choices=["kafka", "s3"])
+    p.add_argument("service", choices=SERVICES)
     p.add_argument("--dir", required=True, type=Path, help="work directory (data, logs, state)")
     p.add_argument("--port", type=int, help="listener port (default: last one used, else free)")
     p.add_argument("--timeout", type=float, help="seconds to wait until ready")
     p = sub.add_parser("stop", help="stop the service started in DIR")
-    p.add_argument("service", choices=["kafka", "s3"])
+    p.add_argument("service", choices=SERVICES)
     p.add_argument("--dir", required=True, type=Path)
     p = sub.add_parser("status", help="show DIR/service.json and whether it answers")
     p.add_argument("--dir", required=True, type=Path)

@@ -1,7 +1,12 @@
-"""Downloads from Maven Central (through ``mvn``) into the cache, and the tools that need them.
+"""Downloads into the cache, and the tools that need them: Maven Central (through ``mvn``)
+for the Kafka jars and s3proxy; the Go module proxy (through ``go``) for SeaweedFS, built
+from source once.
 
     $VECWAL_CACHE/kafka-<version>/libs/*.jar                  broker class path (kafka/pom.xml)
     $VECWAL_CACHE/s3proxy/s3proxy-<version>-jar-with-dependencies.jar
+    $VECWAL_CACHE/seaweedfs-<version>-<commit>/weed            SeaweedFS (S3 with Object Lock)
+    $VECWAL_CACHE/seaweedfs-go/                                its private GOPATH, module and
+                                                               build caches (writable: rm -rf works)
 
 ``$VECWAL_CACHE`` defaults to ``~/.cache/vecwal``, outside the clone.
 """
@@ -9,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +33,13 @@ S3PROXY_VERSION = "4.0.0"
 S3PROXY_ARTIFACT = f"org.gaul:s3proxy:{S3PROXY_VERSION}:jar:jar-with-dependencies"
 S3PROXY_JAR_NAME = f"s3proxy-{S3PROXY_VERSION}-jar-with-dependencies.jar"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+SEAWEEDFS_VERSION = "4.53"
+SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
+# the release's commit as a Go pseudo-version: `go install` refuses the module (its go.mod
+# has a replace directive), so the launcher downloads it and builds ./weed inside it
+SEAWEEDFS_MODULE_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+GO_BUILD_TIMEOUT_S = 3600.0
 
 
 def cache_dir() -> Path:
@@ -51,6 +64,16 @@ def s3proxy_jar() -> Path:
     return cache_dir() / "s3proxy" / S3PROXY_JAR_NAME
 
 
+def seaweedfs_binary() -> Path:
+    commit = SEAWEEDFS_MODULE_VERSION.rsplit("-", 1)[1]
+    return cache_dir() / f"seaweedfs-{SEAWEEDFS_VERSION}-{commit}" / "weed"
+
+
+def go_workspace() -> Path:
+    """The private GOPATH of the SeaweedFS build (module and build caches inside it)."""
+    return cache_dir() / "seaweedfs-go"
+
+
 def java_executable() -> str:
     java_home = os.environ.get("JAVA_HOME")
     if java_home and (Path(java_home) / "bin" / "java").is_file():
@@ -72,6 +95,20 @@ def mvn_executable() -> str:
             "it downloads the Kafka jars and s3proxy from Maven Central"
         )
     return mvn
+
+
+def go_executable() -> str:
+    go = shutil.which("go") or next(
+        (str(p) for p in (Path("/usr/local/go/bin/go"), Path("/usr/lib/go/bin/go")) if p.is_file()),
+        None,
+    )
+    if not go:
+        raise LaunchError(
+            "go not found on PATH (nor in /usr/local/go/bin): install Go 1.26+ "
+            "(e.g. `apt-get install golang`, or the go.dev tarball); it builds SeaweedFS, the "
+            "S3 server with Object Lock that tests/integration/test_object_lock.py runs against"
+        )
+    return go
 
 
 def _kafka_libs_complete(libs: Path) -> bool:
@@ -188,9 +225,81 @@ def install_s3proxy() -> Path:
     return jar
 
 
+def _go_env() -> dict[str, str]:
+    """Go's caches in the private workspace, never the user's: a pinned, repeatable build.
+    -modcacherw leaves the module cache writable, so deleting $VECWAL_CACHE just works."""
+    ws = go_workspace()
+    return {
+        **os.environ,
+        "GOPATH": str(ws),
+        "GOMODCACHE": str(ws / "pkg" / "mod"),
+        "GOCACHE": str(ws / "cache"),
+        "GOFLAGS": "-modcacherw -buildvcs=false",
+        "GOWORK": "off",
+    }
+
+
+def _run_go(args: list[str], cwd: Path) -> str:
+    cmd = [go_executable(), *args]
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=_go_env(), capture_output=True, text=True, check=False,
+            timeout=GO_BUILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise LaunchError(f"{' '.join(cmd)} did not finish in {GO_BUILD_TIMEOUT_S:.0f} s") from None
+    if proc.returncode != 0:
+        out = "\n".join((proc.stdout + proc.stderr).splitlines()[-LOG_TAIL_LINES:])
+        raise LaunchError(
+            f"go failed (exit {proc.returncode}): {' '.join(cmd)}\n{out}\n"
+            "The Go module proxy must be reachable (or the module in the private cache)."
+        )
+    return proc.stdout
+
+
+def install_seaweedfs() -> Path:
+    """Build SeaweedFS's ``weed`` from the pinned module into the cache unless already there
+    (about 5 minutes on 2 cores, once; a 230 MB binary)."""
+    weed = seaweedfs_binary()
+    if weed.is_file():
+        return weed
+    with _install_lock():
+        if weed.is_file():
+            return weed
+        weed.parent.mkdir(parents=True, exist_ok=True)
+        go_workspace().mkdir(parents=True, exist_ok=True)
+        _remove_stale_tmp(weed.parent, ".tmp-weed-")
+        say(f"building SeaweedFS {SEAWEEDFS_VERSION} ({SEAWEEDFS_MODULE}@{SEAWEEDFS_MODULE_VERSION}) "
+            f"from the Go module proxy into {weed} (about 5 minutes on 2 cores, once) ...")
+        t0 = time.monotonic()
+        # outside any module (the workspace has no go.mod): download only, no go.mod edits
+        info = json.loads(_run_go(
+            ["mod", "download", "-json", f"{SEAWEEDFS_MODULE}@{SEAWEEDFS_MODULE_VERSION}"],
+            cwd=go_workspace(),
+        ))
+        src = Path(info.get("Dir") or "")
+        if not (src / "weed").is_dir():
+            raise LaunchError(f"go mod download gave no module source ({info.get('Error', info)})")
+        tmp = weed.parent / f".tmp-weed-{os.getpid()}"
+        _run_go(["build", "-o", str(tmp), "./weed"], cwd=src)
+        proc = subprocess.run([str(tmp), "version"], capture_output=True, text=True, check=False)
+        if proc.returncode != 0 or SEAWEEDFS_VERSION not in proc.stdout:
+            tmp.unlink(missing_ok=True)
+            raise LaunchError(f"the built weed does not run as {SEAWEEDFS_VERSION}: "
+                              f"{(proc.stdout + proc.stderr).strip()[-500:]}")
+        tmp.rename(weed)
+        mb = weed.stat().st_size / 1e6
+        say(f"SeaweedFS {SEAWEEDFS_VERSION}: {weed} ({mb:.0f} MB, {time.monotonic() - t0:.0f} s)")
+    return weed
+
+
 def install() -> None:
-    """Fetch the Kafka jars and the s3proxy jar into $VECWAL_CACHE unless already there."""
-    java_executable()  # fail early and clearly when there is no Java
+    """Fetch the Kafka jars and the s3proxy jar, and build SeaweedFS, into $VECWAL_CACHE
+    unless already there."""
+    java_executable()  # fail early and clearly when there is no Java (or Go)
+    go_executable()
     libs = install_kafka()
     jar = install_s3proxy()
-    say(f"installed: Kafka {kafka_version()} ({libs}), s3proxy {S3PROXY_VERSION} ({jar})")
+    weed = install_seaweedfs()
+    say(f"installed: Kafka {kafka_version()} ({libs}), s3proxy {S3PROXY_VERSION} ({jar}), "
+        f"SeaweedFS {SEAWEEDFS_VERSION} ({weed})")

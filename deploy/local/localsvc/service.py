@@ -1,4 +1,4 @@
-"""The life cycle shared by the Kafka broker and s3proxy: one java process in its own session,
+"""The life cycle shared by the Kafka broker, s3proxy and SeaweedFS: one process in its own session,
 its log in the work directory, polled until ready, stopped (also at interpreter exit)."""
 
 from __future__ import annotations

@@ -1,0 +1,193 @@
+"""SeaweedFS (master, volume server, filer and S3 gateway in one ``weed server``) on 127.0.0.1:
+the S3 server with versioning and Object Lock that vecwal's immutable-storage tests run against.
+
+Every port is bound to 127.0.0.1: the filer's HTTP port serves and deletes objects, locked
+versions included, without S3's checks, so it must never be reachable from elsewhere.
+S3 requests are signed (SigV4) with the identity written to ``s3.json`` (an admin).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import HOST, LaunchError
+from .install import SEAWEEDFS_VERSION, install_seaweedfs
+from .process import check_port_free, free_ports, port_open
+from .service import Service
+
+DEFAULT_ACCESS_KEY = "vecwal"
+DEFAULT_SECRET_KEY = "vecwal-secret"
+DEFAULT_REGION = "us-east-1"
+PORT_NAMES = (
+    "s3",
+    "s3_grpc",
+    "master",
+    "master_grpc",
+    "volume",
+    "volume_grpc",
+    "filer",
+    "filer_grpc",
+)
+# master.toml in the work directory (weed reads ./master.toml): one volume per new
+# collection instead of seven; each bucket is a collection and tests make many buckets
+MASTER_TOML = """# written by deploy/local/launch.py
+[master.volume_growth]
+copy_1 = 1
+copy_2 = 2
+copy_3 = 3
+copy_other = 1
+"""
+
+
+class SeaweedFS(Service):
+    """``weed server -filer -s3`` with its data under workdir/data, every port on 127.0.0.1."""
+
+    kind = "seaweedfs"
+    log_name = "seaweedfs.log"
+    # on SIGTERM the volume server stops first and the filer then retries flushing its
+    # metadata log for ~15 s; after 5 s SIGKILL: weed recovers on the next start
+    stop_timeout = 5.0
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        access_key: str = DEFAULT_ACCESS_KEY,
+        secret_key: str = DEFAULT_SECRET_KEY,
+        *,
+        ports: dict[str, int] | None = None,
+        tie_to_parent: bool = True,
+    ) -> None:
+        super().__init__(workdir, tie_to_parent=tie_to_parent)
+        self.ports: dict[str, int] = dict(ports or {})
+        if port is not None:
+            self.ports["s3"] = port
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = DEFAULT_REGION
+
+    @property
+    def port(self) -> int | None:
+        """The S3 port."""
+        return self.ports.get("s3")
+
+    @property
+    def endpoint_url(self) -> str:
+        if self.port is None:
+            raise LaunchError("SeaweedFS has not been started yet (no port)")
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def filer_url(self) -> str:
+        """The filer's HTTP address: it bypasses S3 (and Object Lock); tests only."""
+        return f"http://{HOST}:{self.ports['filer']}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def s3_config_path(self) -> Path:
+        return self.workdir / "s3.json"
+
+    def _write_config(self) -> None:
+        identities = {
+            "identities": [
+                {
+                    "name": "vecwal-admin",
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                }
+            ]
+        }
+        self.s3_config_path.write_text(json.dumps(identities, indent=2) + "\n")
+        self.s3_config_path.chmod(0o600)
+        (self.workdir / "master.toml").write_text(MASTER_TOML)
+
+    def _command(self) -> list[str]:
+        p = self.ports
+        return [
+            str(install_seaweedfs()),
+            "server",
+            f"-ip={HOST}",
+            f"-ip.bind={HOST}",
+            f"-dir={self.data_dir}",
+            f"-master.dir={self.data_dir / 'master'}",
+            f"-master.port={p['master']}",
+            f"-master.port.grpc={p['master_grpc']}",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.port={p['volume']}",
+            f"-volume.port.grpc={p['volume_grpc']}",
+            "-volume.max=0",
+            "-volume.preStopSeconds=0",
+            "-filer",
+            f"-filer.port={p['filer']}",
+            f"-filer.port.grpc={p['filer_grpc']}",
+            f"-filer.localSocket={self.workdir / 'filer.sock'}",
+            "-s3",
+            f"-s3.port={p['s3']}",
+            f"-s3.port.grpc={p['s3_grpc']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={self.s3_config_path}",
+            f"-s3.localSocket={self.workdir / 's3.sock'}",
+            "-s3.autoCreateBucket=false",
+        ]
+
+    def _ready(self, remaining: float) -> bool:
+        """S3 answers HTTP, and the master has a volume server with room for volumes (before
+        that a bucket can be created but the first put fails: no writable volumes)."""
+        s3, master = self.ports["s3"], self.ports["master"]
+        if not (port_open(s3) and port_open(self.ports["filer"])):
+            return False
+        timeout = min(2.0, remaining)
+        conn = http.client.HTTPConnection(HOST, s3, timeout=timeout)
+        try:
+            conn.request("GET", "/")
+            conn.getresponse().read()  # any status (403 without a signature) means up
+        finally:
+            conn.close()
+        conn = http.client.HTTPConnection(HOST, master, timeout=timeout)
+        try:
+            conn.request("GET", "/dir/status")
+            status = json.loads(conn.getresponse().read() or b"{}")
+        finally:
+            conn.close()
+        topology = status.get("Topology") or {}
+        return int(topology.get("Max") or 0) > 0 and bool(topology.get("DataCenters"))
+
+    def start(self, timeout: float = 90) -> SeaweedFS:
+        """Start (again: same ports, same data) and wait until S3 can store objects."""
+        if self.running():
+            return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "master").mkdir(parents=True, exist_ok=True)
+        missing = [name for name in PORT_NAMES if name not in self.ports]
+        for name, port in zip(missing, free_ports(len(missing)), strict=True):
+            self.ports[name] = port
+        for port in self.ports.values():
+            check_port_free(port)
+        self._write_config()
+        self._launch(self._command())
+        self._wait(timeout, self._ready)
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "service": "seaweedfs",
+            "pid": self.pid,
+            "port": self.port,
+            "ports": dict(self.ports),
+            "endpoint_url": self.endpoint_url,
+            "access_key": self.access_key,
+            "secret_key": self.secret_key,
+            "region": self.region,
+            "workdir": str(self.workdir),
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_path),
+            "seaweedfs_version": SEAWEEDFS_VERSION,
+        }
