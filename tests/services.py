@@ -24,6 +24,12 @@ Fixtures:
                               .source; .stop()/.start() when controllable
     s3_client      (session)  boto3 S3 client (path-style addressing)
     s3_bucket      (function) name of a fresh, empty bucket
+    seaweedfs_service (session) an S3Service for SeaweedFS (versioning, Object Lock), always
+                              from the launcher (built from source once, cached): the env and
+                              testcontainers S3 may lack Object Lock
+    seaweedfs_client  (session) boto3 S3 client on it
+    seaweedfs_bucket  (function) a fresh plain bucket on it
+    seaweedfs_lock_bucket (function) a fresh bucket created with Object Lock (and so versioning)
 """
 
 from __future__ import annotations
@@ -462,6 +468,70 @@ def s3_bucket(s3_service: S3Service, s3_client: Any) -> Iterator[str]:
         _empty_and_delete_bucket(s3_client, name)
     except Exception as e:
         print(f"[tests.services] could not delete bucket {name}: {e}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
+    launch = load_launcher()
+    server = launch.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    t0 = time.monotonic()
+    error = _start_or_error(server)  # builds SeaweedFS first when the cache lacks it
+    if error:
+        why = f"local SeaweedFS (deploy/local/launch.py) did not start: {error}"
+        pytest.fail(why, pytrace=False)
+    STARTUP["seaweedfs"] = ("deploy/local", time.monotonic() - t0)
+    try:
+        yield S3Service(
+            endpoint_url=server.endpoint_url,
+            access_key=server.access_key,
+            secret_key=server.secret_key,
+            region=DEFAULT_REGION,
+            source="local",
+            server=server,
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_client(seaweedfs_service: S3Service) -> Any:
+    return seaweedfs_service.client()
+
+
+def _empty_versioned_bucket(client: Any, bucket: str) -> None:
+    """Every version and delete marker, bypassing GOVERNANCE locks (COMPLIANCE ones stay)."""
+    paginator = client.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket):
+        entries = page.get("Versions", []) + page.get("DeleteMarkers", [])
+        objects = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in entries]
+        if objects:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": objects, "Quiet": True},
+                                  BypassGovernanceRetention=True)
+
+
+def _seaweedfs_bucket(service: S3Service, client: Any, lock: bool) -> Iterator[str]:
+    service.ensure_running()
+    name = f"vecwal-test-{uuid.uuid4().hex[:20]}"
+    client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=lock)
+    yield name
+    try:
+        service.ensure_running()
+        _empty_versioned_bucket(client, name)
+        client.delete_bucket(Bucket=name)
+    except Exception as e:  # COMPLIANCE-locked objects outlive the test: the data dir goes
+        print(f"[tests.services] could not delete bucket {name}: {e}", file=sys.stderr)
+
+
+@pytest.fixture
+def seaweedfs_bucket(seaweedfs_service: S3Service, seaweedfs_client: Any) -> Iterator[str]:
+    """A fresh plain bucket on SeaweedFS (no versioning, no Object Lock)."""
+    yield from _seaweedfs_bucket(seaweedfs_service, seaweedfs_client, lock=False)
+
+
+@pytest.fixture
+def seaweedfs_lock_bucket(seaweedfs_service: S3Service, seaweedfs_client: Any) -> Iterator[str]:
+    """A fresh bucket on SeaweedFS created with Object Lock enabled (so versioned)."""
+    yield from _seaweedfs_bucket(seaweedfs_service, seaweedfs_client, lock=True)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

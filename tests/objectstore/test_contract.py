@@ -4,9 +4,11 @@ Backends (the ``backend`` fixture's parameters):
 
 * ``file``  -- LocalStore under tmp_path;
 * ``moto``  -- S3Store against moto's in-process mock_aws (fast, unit level);
-* ``s3``    -- S3Store against the real S3 server of tests/services.py (integration).
+* ``s3``    -- S3Store against the real S3 server of tests/services.py (integration);
+* ``seaweedfs`` -- S3Store against a real SeaweedFS (plain bucket) from deploy/local
+  (integration): the server vecwal's Object Lock tests use.
 
-Every test in the "contract" section runs on all three; a backend that fails one of them
+Every test in the "contract" section runs on all four; a backend that fails one of them
 does not implement :class:`daemon.objectstore.ObjectStore`.
 """
 
@@ -66,7 +68,7 @@ class Backend:
 
     @property
     def is_s3(self) -> bool:
-        return self.name in ("moto", "s3")
+        return self.name in ("moto", "s3", "seaweedfs")
 
 
 def _isolate_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key: str, secret: str) -> None:
@@ -106,7 +108,12 @@ def moto_bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[tup
         yield client, "vecwal-moto"
 
 
-BACKENDS = ["file", "moto", pytest.param("s3", marks=pytest.mark.integration)]
+BACKENDS = [
+    "file",
+    "moto",
+    pytest.param("s3", marks=pytest.mark.integration),
+    pytest.param("seaweedfs", marks=pytest.mark.integration),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -127,8 +134,8 @@ def backend(
 
         b = Backend(name, open_moto, raw=client, bucket=bucket)
     else:
-        service = request.getfixturevalue("s3_service")
-        bucket = request.getfixturevalue("s3_bucket")
+        service = request.getfixturevalue(f"{name}_service")
+        bucket = request.getfixturevalue(f"{name}_bucket")
         _isolate_aws_env(monkeypatch, tmp_path, service.access_key, service.secret_key)
         monkeypatch.setenv("AWS_DEFAULT_REGION", service.region)
 
@@ -394,6 +401,43 @@ def test_delete(store: ObjectStore) -> None:
     assert keys_of(store.list("")) == []
     store.put("d/two", b"again")  # the key is usable again afterwards
     assert store.get("d/two") == b"again"
+
+
+def test_delete_many(store: ObjectStore) -> None:
+    for key in ("a/1", "a/2", "a/deep/3", "b/4", "keep/5", "top"):
+        store.put(key, key.encode())
+    failed = store.delete_many(["a/1", "a/deep/3", "b/4", "top", "never/there", "a/missing", "a"])
+    assert failed == {}  # missing keys and "directories" are not errors
+    assert keys_of(store.list("")) == ["a/2", "keep/5"]
+    for key in ("a/1", "a/deep/3", "b/4", "top"):
+        with pytest.raises(ObjectNotFound):
+            store.get(key)
+    assert store.delete_many([]) == {}
+    assert store.delete_many(["a/1", "b/4"]) == {}  # already gone: fine
+    store.put("a/1", b"again")  # the key is usable again afterwards
+    assert store.get("a/1") == b"again"
+    assert store.get("a/2") == b"a/2"
+
+
+def test_delete_many_more_than_one_batch(store: ObjectStore) -> None:
+    """Over 1,000 keys (S3's DeleteObjects limit) across directories, plus missing ones."""
+    keys = [f"seg/p={p}/{i:05d}" for p in range(3) for i in range(350)] + [
+        f"seg/p=0/sub/{i:03d}" for i in range(60)
+    ]
+    put_many(store, keys)
+    kept = keys[::97]
+    doomed = [k for k in keys if k not in kept]
+    assert len(doomed) > 1000
+    missing = [f"seg/p=9/{i:05d}" for i in range(20)]
+    assert store.delete_many(doomed + missing) == {}
+    assert keys_of(store.list("")) == byte_sorted(kept)
+    assert keys_of(store.list("seg/p=1/")) == byte_sorted([k for k in kept if k.startswith("seg/p=1/")])
+
+
+def test_delete_many_rejects_invalid_keys(store: ObjectStore) -> None:
+    store.put("ok", b"1")
+    with pytest.raises(StoreError, match="invalid object key"):
+        store.delete_many(["ok", "../escape"])
 
 
 UNUSUAL_KEYS = [
