@@ -49,19 +49,24 @@ class IndexObject:
 
 @dataclass
 class PruneState:
-    """``state/prune.json``: when each orphan was first seen unreferenced, and the last run."""
+    """``state/prune.json``: when each orphan was first seen unreferenced, the last run, and
+    the Object Lock extensions given."""
 
     orphans_seen: dict[str, int] = field(default_factory=dict)
     last_success_ms: int | None = None
+    locked_until: dict[str, int] = field(default_factory=dict)
+    """Object Lock: the retain-until prune last gave each object of a restore point."""
 
     def to_json(self) -> bytes:
         return orjson.dumps({"orphans_seen": self.orphans_seen,
-                             "last_success_ms": self.last_success_ms})
+                             "last_success_ms": self.last_success_ms,
+                             "locked_until": self.locked_until})
 
     @classmethod
     def from_json(cls, data: bytes) -> PruneState:
         raw = orjson.loads(data)
-        return cls(dict(raw.get("orphans_seen", {})), raw.get("last_success_ms"))
+        return cls(dict(raw.get("orphans_seen", {})), raw.get("last_success_ms"),
+                   dict(raw.get("locked_until", {})))
 
 
 @dataclass

@@ -54,6 +54,9 @@ class PrunePlan:
     """kind -> (objects, bytes) unreferenced but still within grace."""
     notes: list[str] = field(default_factory=list)
     repository_bytes: int = 0
+    extend: dict[str, int] = field(default_factory=dict)
+    """Object Lock: key -> retain-until for the objects of restore points beyond the window
+    and of pinned snapshots, whose lock from their write would end while they are kept."""
 
     @property
     def total(self) -> tuple[int, int]:
@@ -93,7 +96,9 @@ class PrunePlan:
 
 
 def plan_prune(listing: Listing, policy: Policy, now_ms: int,
-               before: RetentionRecord | None = None) -> PrunePlan:
+               before: RetentionRecord | None = None, lock_ms: int | None = None) -> PrunePlan:
+    """``lock_ms``: the Object Lock period of the store, when it locks (restore points beyond
+    the window then get their locks extended while they are kept)."""
     gone: dict[str, list[Deletion]] = {k: [] for k in KINDS}
     notes: list[str] = []
     snaps = listing.snapshots
@@ -133,8 +138,14 @@ def plan_prune(listing: Listing, policy: Policy, now_ms: int,
     if listing.unknown:
         notes.append(f"{len(listing.unknown)} objects vecwal does not know are kept "
                      f"(first: {listing.unknown[0][0]})")
+    extend: dict[str, int] = {}
+    if lock_ms:
+        held = {p.snapshot for p in points} | set(listing.pins)
+        for sid in sorted(held & set(snaps)):
+            for key in [manifest_key(sid), *sorted(snaps[sid].files)]:
+                extend[key] = now_ms + lock_ms
     return PrunePlan(now_ms, policy, keep, gone, record, before, orphans, waiting, notes,
-                     repo_bytes)
+                     repo_bytes, extend)
 
 
 def _snapshot_files(listing: Listing, policy: Policy, now_ms: int,

@@ -13,9 +13,12 @@ the window restorable; running it again finishes the work):
    step 4 still protected its files when this run listed, so they wait for a later run), then
    the id index, segments and sidecars below the log floor, quarantine, records;
    the lease is renewed between batches and checked before each kind;
-5. write ``state/prune.json``: unreferenced files first seen now start their grace (a prune
+5. with Object Lock: extend the locks of restore points kept beyond the window (and pinned
+   snapshots) when less than half the lock period is left, and remove old versions of the
+   overwritten objects (watermarks, leases) older than grace;
+6. write ``state/prune.json``: unreferenced files first seen now start their grace (a prune
    that died before this step simply sees them anew, later);
-6. release the lease. With ``grace`` 0 the run plans again once, so the files of the manifests
+7. release the lease. With ``grace`` 0 the run plans again once, so the files of the manifests
    it deleted go too.
 An object under Object Lock retention is skipped and reported with its retain-until date."""
 
@@ -29,7 +32,7 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
-from daemon.errors import ObjectLocked
+from daemon.errors import ObjectLocked, ObjectNotFound
 from daemon.lifecycle.listing import PRUNE_STATE_KEY, PruneState, gather_listing
 from daemon.lifecycle.plan import KINDS, PrunePlan, plan_prune
 from daemon.lifecycle.policy import Policy
@@ -39,6 +42,7 @@ from daemon.snapshot.retention import read_retention, write_retention
 log = structlog.get_logger("vecwal.prune")
 
 BATCH = 1000
+MUTABLE_ROOTS = ("state/", "locks/", "pins/")
 Progress = Callable[[str, int, int], None]
 """(kind, objects done, objects of that kind)."""
 
@@ -53,6 +57,8 @@ class PruneResult:
     """(key, retain-until ms) of objects Object Lock kept."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    extended: int = 0
+    """Objects of restore points whose Object Lock was extended."""
 
     @property
     def plan(self) -> PrunePlan:
@@ -71,12 +77,15 @@ class PruneResult:
                              for k, u in self.locked]
             out["failed"] = [{"key": k, "error": e} for k, e in self.failed]
             out["seconds"] = round(self.seconds, 3)
+            out["lock_extended"] = self.extended
         return out
 
 
 def prune(repo: Repository, policy: Policy, *, confirm: bool, now_ms: int | None = None,
-          lease_ttl_s: float = 600.0, progress: Progress | None = None) -> PruneResult:
-    """Plan (and with ``confirm`` carry out) a prune at ``now_ms`` (default: now)."""
+          lease_ttl_s: float = 600.0, progress: Progress | None = None,
+          lock_ms: int | None = None) -> PruneResult:
+    """Plan (and with ``confirm`` carry out) a prune at ``now_ms`` (default: now).
+    ``lock_ms``: the store's Object Lock period, when it locks."""
     began = time.monotonic()
     now = int(time.time() * 1000) if now_ms is None else now_ms
     lease = Lease(repo.store, "compaction", lease_ttl_s)
@@ -85,11 +94,12 @@ def prune(repo: Repository, policy: Policy, *, confirm: bool, now_ms: int | None
     try:
         result = PruneResult([], confirm)
         for _pass in range(2):
-            plan = plan_prune(gather_listing(repo, now), policy, now, read_retention(repo))
+            listing = gather_listing(repo, now)
+            plan = plan_prune(listing, policy, now, read_retention(repo), lock_ms)
             result.plans.append(plan)
             if not confirm:
                 break
-            _carry_out(repo, plan, lease, result, progress)
+            _carry_out(repo, plan, lease, result, progress, listing.state)
             if policy.grace_ms > 0 or not plan.deletions["manifests"]:
                 break
         result.seconds = time.monotonic() - began
@@ -100,7 +110,7 @@ def prune(repo: Repository, policy: Policy, *, confirm: bool, now_ms: int | None
 
 
 def _carry_out(repo: Repository, plan: PrunePlan, lease: Lease, result: PruneResult,
-               progress: Progress | None) -> None:
+               progress: Progress | None, state_before: PruneState) -> None:
     lease.check()
     write_retention(repo, plan.record)  # step 3: before anything goes
     for kind in KINDS:
@@ -125,5 +135,41 @@ def _carry_out(repo: Repository, plan: PrunePlan, lease: Lease, result: PruneRes
             if progress is not None:
                 progress(kind, min(i + BATCH, len(items)), len(items))
         log.info("pruned", kind=kind, objects=done[0], bytes=done[1])
-    state = PruneState(plan.orphans_seen, plan.now_ms)
+    locked_until = _extend_locks(repo, plan, state_before.locked_until, result)
+    _purge_old_versions(repo, plan, result)
+    state = PruneState(plan.orphans_seen, plan.now_ms, locked_until)
     repo.store.put(PRUNE_STATE_KEY, state.to_json())  # step 5
+
+
+def _extend_locks(repo: Repository, plan: PrunePlan, given: dict[str, int],
+                  result: PruneResult) -> dict[str, int]:
+    """Object Lock: a restore point kept beyond the window outlives the lock its objects got
+    when written; extend it whenever less than half of the lock period is left."""
+    extend = getattr(repo.store, "extend_retention", None)
+    if extend is None or not plan.extend:
+        return {}
+    out: dict[str, int] = {}
+    for key, until in plan.extend.items():
+        had = given.get(key, 0)
+        if had - plan.now_ms >= (until - plan.now_ms) // 2:
+            out[key] = had
+            continue
+        try:
+            extend(key, until)
+        except ObjectNotFound:
+            continue
+        out[key] = until
+        result.extended += 1
+    return out
+
+
+def _purge_old_versions(repo: Repository, plan: PrunePlan, result: PruneResult) -> None:
+    """On a versioned (Object Lock) bucket, overwritten watermarks and leases leave old
+    versions behind: remove those older than grace."""
+    purge = getattr(repo.store, "purge_noncurrent", None)
+    if purge is None or getattr(repo.store, "object_lock", None) is None:
+        return
+    n, b = purge(list(MUTABLE_ROOTS), plan.now_ms - plan.policy.grace_ms)
+    done = result.deleted.setdefault("old versions", [0, 0])
+    done[0] += n
+    done[1] += b
