@@ -24,6 +24,9 @@ def add_commands(sub: Any, open_repository: OpenRepository) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--keys", action="store_true", help="list every key that goes (with --json)")
     p.set_defaults(handler=lambda a: _cmd_prune(a, open_repository))
+    from daemon.cli_usage import add_command as add_usage_command
+
+    add_usage_command(sub, open_repository)
 
 
 def human_bytes(n: float) -> str:
