@@ -10,8 +10,10 @@ import structlog
 from daemon.changelog.repository import Repository
 from daemon.config import Config
 from daemon.errors import VecwalError
+from daemon.lifecycle.listing import gather_listing
 from daemon.lifecycle.policy import Policy
 from daemon.lifecycle.prune import PruneResult, prune
+from daemon.lifecycle.usage import publish_usage, usage_of
 from daemon.metrics import Metrics
 from daemon.periodic import Periodic
 from daemon.snapshot.lease import LeaseHeld
@@ -41,6 +43,11 @@ class PruneScheduler(Periodic):
             log.warning("prune failed, will retry next interval", error=repr(exc))
             return None
         publish_prune(self.metrics, result)
+        try:  # what the repository holds now, by kind: one more LIST, once an interval
+            now = result.plans[-1].now_ms
+            publish_usage(self.metrics, usage_of(gather_listing(self.repo, now), self.policy, now))
+        except Exception as exc:  # only a gauge: never let it fail the prune
+            log.warning("repository usage not published", error=repr(exc))
         return result
 
 

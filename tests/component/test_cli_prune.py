@@ -107,3 +107,5 @@ def test_scheduled_prune_acts_and_publishes_metrics(tmp_path: Path) -> None:
     assert get("vecwal_prune_last_success_timestamp_seconds") == result.plans[-1].now_ms / 1000
     assert get("vecwal_restorable_oldest_timestamp_seconds") == \
         result.plans[-1].record.window_from_ms / 1000
+    on_disk = sum(f.stat().st_size for f in (tmp_path / "repo" / "log").rglob("*.avro"))
+    assert get("vecwal_repository_bytes", {"kind": "segments"}) == on_disk > 0
