@@ -262,6 +262,8 @@ def open_store(
     profile: str | None = None,
     sse: str | None = None,
     sse_kms_key_id: str | None = None,
+    object_lock: str | None = None,
+    lock_s: float = 0.0,
 ) -> ObjectStore:
     """Open the repository at ``url``.
 
@@ -276,6 +278,10 @@ def open_store(
       addressing), ``region`` defaults to ``AWS_REGION``/``AWS_DEFAULT_REGION`` then
       ``us-east-1``, ``profile`` names an AWS profile, ``sse`` (``"AES256"`` or
       ``"aws:kms"``) and ``sse_kms_key_id`` request server-side encryption on every put.
+      ``object_lock`` (``"governance"`` or ``"compliance"``) puts an S3 Object Lock of
+      ``lock_s`` seconds on every create-only put of an immutable key, and makes deletes
+      remove every version (:mod:`daemon.objectstore.s3lock`); call the store's
+      ``check_object_lock()`` once to verify the bucket.
 
     Opening does not contact S3; the first operation does. Raises :class:`ConfigError`
     (with a hint showing the accepted forms) for a malformed URL, credentials in a URL,
@@ -291,6 +297,7 @@ def open_store(
             "endpoint_url": endpoint_url,
             "sse": sse,
             "sse_kms_key_id": sse_kms_key_id,
+            "object_lock": object_lock,
         }
         given = sorted(name for name, value in s3_only.items() if value is not None)
         if given:
@@ -313,6 +320,8 @@ def open_store(
             profile=profile,
             sse=sse,
             sse_kms_key_id=sse_kms_key_id,
+            object_lock=object_lock,
+            lock_s=lock_s,
         )
     raise ConfigError(
         f"storage.url {_shown(url)!r} has unsupported scheme {scheme!r}", f"use {ACCEPTED_URLS}"

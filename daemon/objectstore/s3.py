@@ -25,6 +25,9 @@ Observed server differences, handled here so callers see one behaviour:
 * AWS answers 409 ConditionalRequestConflict when concurrent conditional writes race;
   AWS documents it as "retry", so it maps to StoreUnavailable: the retry then either
   succeeds or gets the definitive 412 (ObjectExists).
+
+Object Lock (``object_lock``: what is locked, deleting every version, retention) is in
+:mod:`daemon.objectstore.s3lock`.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from botocore.exceptions import (
 
 from daemon.errors import ConfigError, ObjectExists, ObjectNotFound, StoreError, StoreUnavailable
 from daemon.objectstore import ObjectInfo, check_key, check_prefix
+from daemon.objectstore.s3lock import ObjectLockMixin, lock_mode
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -135,7 +139,7 @@ CHECKSUM_ATTEMPTS = 3
 """GETs of one object whose body fails its checksum before the mismatch is an error."""
 
 
-class S3Store:
+class S3Store(ObjectLockMixin):
     """An :class:`~daemon.objectstore.ObjectStore` over ``bucket``, keys under ``prefix``.
 
     ``prefix`` is a key-like path without leading or trailing '/' (``""`` for the bucket
@@ -144,7 +148,8 @@ class S3Store:
     environment are used, as every AWS SDK does. ``region`` defaults to ``AWS_REGION``,
     ``AWS_DEFAULT_REGION``, then us-east-1. ``profile`` selects a named AWS profile.
     ``sse`` (``"AES256"`` or ``"aws:kms"``, with an optional ``sse_kms_key_id``) is sent
-    on every put.
+    on every put. ``object_lock`` (``"governance"`` or ``"compliance"``) locks every
+    create-only put of an immutable key for ``lock_s`` seconds (see s3lock).
     ``page_size`` caps keys per ListObjectsV2 call (1..1000; small values are for
     tests). The timeouts and ``max_attempts`` bound how long one operation can block
     before it raises :class:`StoreUnavailable`; ``max_pool_connections`` caps the
@@ -164,6 +169,8 @@ class S3Store:
         profile: str | None = None,
         sse: str | None = None,
         sse_kms_key_id: str | None = None,
+        object_lock: str | None = None,
+        lock_s: float = 0.0,
         page_size: int = MAX_PAGE_SIZE,
         connect_timeout: float = 3.0,
         read_timeout: float = 30.0,
@@ -201,6 +208,8 @@ class S3Store:
         self._endpoint_url = endpoint_url
         self._sse = sse
         self._sse_kms_key_id = sse_kms_key_id
+        self._lock_mode = lock_mode(object_lock, lock_s)
+        self._lock_s = lock_s
         self._page_size = page_size
         self._closed = False
         self._region = (
@@ -256,6 +265,7 @@ class S3Store:
         }
         if create_only:
             request["IfNoneMatch"] = "*"
+            self._add_lock(key, data, request)
         if self._sse is not None:
             request["ServerSideEncryption"] = _sse_mode(self._sse)
             if self._sse_kms_key_id is not None:
@@ -329,10 +339,16 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         object_key = self._object_key(key)
+        if self._lock_mode is not None:  # every version, or ObjectLocked
+            for error in self._delete_all_versions([key]).values():
+                raise error
+            return
         with self._translated("deleting", key):
             self._client.delete_object(Bucket=self._bucket, Key=object_key)
 
     def delete_many(self, keys: Sequence[str]) -> dict[str, StoreError]:
+        if self._lock_mode is not None:
+            return self._delete_all_versions(keys)
         failed: dict[str, StoreError] = {}
         for i in range(0, len(keys), DELETE_BATCH):
             batch = list(keys[i:i + DELETE_BATCH])
