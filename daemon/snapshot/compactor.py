@@ -1,8 +1,9 @@
 """Compaction: the previous snapshot plus the log after its cut, folded into a new snapshot.
 
 Order of work (a compaction that dies at any point leaves no visible snapshot):
-1. take the compaction lease;
-2. choose the cut time: the requested time, never past the repository's valid-through;
+1. take the compaction lease (or work under the caller's: a pin of a past instant);
+2. choose the cut time: the requested time, never past the repository's valid-through, and
+   the base: the newest snapshot (with ``exact``, the newest at or before the cut time);
 3. read each partition's log from the previous cut to the first event after the cut time;
 4. group record changes by collection and bucket (the winning change per key) and apply
    catalog events;
@@ -95,9 +96,12 @@ def readable_manifests(repo: Repository, snapshot_ids: Iterable[str]) -> Iterato
             log.warning("snapshot skipped", snapshot=sid, reason=str(exc))
 
 
-def newest_manifest(repo: Repository) -> Manifest | None:
-    """The newest snapshot this vecwal reads."""
-    return next(readable_manifests(repo, reversed(list_manifests(repo))), None)
+def newest_manifest(repo: Repository, at_or_before_ms: int | None = None) -> Manifest | None:
+    """The newest snapshot this vecwal reads (with a cut at or before ``at_or_before_ms``)."""
+    ids = list_manifests(repo)
+    if at_or_before_ms is not None:  # ids start with the zero-padded cut time
+        ids = [i for i in ids if int(i.split("-")[0]) <= at_or_before_ms]
+    return next(readable_manifests(repo, reversed(ids)), None)
 
 
 def repository_valid_through(repo: Repository, topics: list[str]) -> int | None:
@@ -263,26 +267,40 @@ class Compactor:
                    target_bucket_records=cc.target_bucket_records, lease_ttl_s=cc.lease_ttl_s,
                    delta_ratio=cc.delta_ratio, max_step_bytes=cc.max_step_bytes)
 
-    def compact(self, cut_time_ms: int | None = None) -> Manifest:
+    def compact(self, cut_time_ms: int | None = None, *, exact: bool = False,
+                lease: Lease | None = None) -> Manifest:
         """Fold the log up to ``cut_time_ms`` (default: the valid-through time) into a new
         snapshot. A window holding more than ``max_step_bytes`` of log is folded in steps,
-        each a snapshot at an earlier cut, so memory holds one step's changes at a time."""
-        lease = Lease(self.repo.store, "compaction", self.lease_ttl_s)
-        lease.acquire()
+        each a snapshot at an earlier cut, so memory holds one step's changes at a time.
+
+        ``exact``: cut at exactly ``cut_time_ms`` even when newer snapshots exist (a pin of a
+        past instant), folding the log onto the newest snapshot at or before it; a time past
+        the valid-through is refused, not clamped; a snapshot with that cut is returned as it
+        is. ``lease``: the compaction lease, already held by the caller (kept, not released)."""
+        if exact and cut_time_ms is None:
+            raise ValueError("an exact compaction needs a cut time")
+        held = lease
+        if held is None:
+            held = Lease(self.repo.store, "compaction", self.lease_ttl_s)
+            held.acquire()
         try:
-            steps = self._steps(cut_time_ms)
+            steps = self._steps(cut_time_ms, exact)
             if len(steps) > 1:
                 log.info("compacting in steps", steps=len(steps), max_step_bytes=self.max_step_bytes)
             for step in steps[:-1]:
-                self._compact(step, lease)
-            return self._compact(steps[-1], lease)
+                self._compact(step, held, exact)
+            return self._compact(steps[-1], held, exact)
         finally:
-            lease.release()
+            if lease is None:
+                held.release()
 
-    def _steps(self, cut_time_ms: int | None) -> list[int | None]:
+    def _base(self, cut_time_ms: int | None, exact: bool) -> Manifest | None:
+        return newest_manifest(self.repo, cut_time_ms if exact else None)
+
+    def _steps(self, cut_time_ms: int | None, exact: bool = False) -> list[int | None]:
         """Cut times that split the window into parts of about ``max_step_bytes`` of log,
         by the segments' time bounds (their sidecars); the last is ``cut_time_ms``."""
-        base = newest_manifest(self.repo)
+        base = self._base(cut_time_ms, exact)
         windows = log_windows(self.repo, self.topics, base)
         if self.max_step_bytes <= 0 or sum(w.bytes for w in windows) <= self.max_step_bytes:
             return [cut_time_ms]
@@ -302,13 +320,17 @@ class Compactor:
                 acc = 0
         return [*steps, cut_time_ms]
 
-    def _compact(self, cut_time_ms: int | None, lease: Lease) -> Manifest:
+    def _compact(self, cut_time_ms: int | None, lease: Lease, exact: bool = False) -> Manifest:
         began = time.monotonic()
-        base = newest_manifest(self.repo)
+        base = self._base(cut_time_ms, exact)
         valid = repository_valid_through(self.repo, self.topics)
         if valid is None:
             raise VecwalError("nothing to compact: no partition has a valid-through time yet",
                               "run capture (`vecwal run`) first")
+        if exact and cut_time_ms is not None and cut_time_ms > valid:
+            raise VecwalError(f"cannot cut at {cut_time_ms} ms: after the repository's "
+                              f"valid-through time ({valid} ms)",
+                              "choose an earlier time, or wait for capture")
         cut_time = valid if cut_time_ms is None else min(cut_time_ms, valid)
         if base is not None and cut_time <= base.cut_time_ms:
             log.info("snapshot is current", snapshot=base.id, cut_time_ms=base.cut_time_ms)
