@@ -247,6 +247,12 @@ def _print_plan(plan: dict[str, Any]) -> None:
         print("  WARNING    the target is past the valid-through time: the result may lack events")
 
 
+def _print_pin(p: dict[str, Any], of: str = "") -> None:
+    until = f"until {p['until']}" if p["until"] else "for ever"
+    state = "" if p["active"] else " (expired)"
+    print(f"      pin {p['id']}{of}  {until}{state}  by {p['who']}: {p['reason']}")
+
+
 def _cmd_list(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.inventory import collect_inventory
 
@@ -259,7 +265,15 @@ def _cmd_list(args: argparse.Namespace, open_repository: Any) -> int:
     print(f"restorable  {inv.restorable_from or '-'}  ..  {inv.restorable_to or '-'}")
     print(f"\nsnapshots ({len(inv.snapshots)})")
     for s in inv.snapshots:
-        print(f"  {s.id}  cut {s.cut_time}  {s.records:>12,} records  {s.bytes / 1e6:9.1f} MB")
+        pinned = sum(pin["active"] for pin in s.pins)
+        print(f"  {s.id}  cut {s.cut_time}  {s.records:>12,} records  {s.bytes / 1e6:9.1f} MB"
+              + (f"  PINNED ({pinned})" if pinned else ""))
+        for pin in s.pins:
+            _print_pin(pin)
+    if inv.unknown_pins:
+        print(f"\npins of snapshots not listed above ({len(inv.unknown_pins)})")
+        for pin in inv.unknown_pins:
+            _print_pin(pin, f" of {pin['snapshot']}")
     print(f"\nlog ({len(inv.partitions)} partitions)")
     for p in inv.partitions:
         gaps = f"  GAPS {p.gaps}" if p.gaps else ""

@@ -1,14 +1,16 @@
-"""``vecwal list``: what a repository holds (snapshots, segments per partition) and the window
-of times it can restore to."""
+"""``vecwal list``: what a repository holds (snapshots with their pins, segments per partition)
+and the window of times it can restore to."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from daemon.changelog.reader import coverage
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import list_partition_segments
+from daemon.lifecycle.pins import list_pins, pins_by_snapshot
 from daemon.snapshot.compactor import list_manifests, readable_manifests, repository_valid_through
 from daemon.status import iso_ms
 
@@ -22,6 +24,8 @@ class SnapshotSummary:
     bytes: int
     collections: dict[str, int]
     parent: str | None
+    pins: list[dict[str, Any]] = field(default_factory=list)
+    """``Pin.to_dict`` of each pin of this snapshot, active or expired."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class Inventory:
     restorable_to: str | None = None
     restorable_from_ms: int | None = None
     restorable_to_ms: int | None = None
+    unknown_pins: list[dict[str, Any]] = field(default_factory=list)
+    """Pins of snapshots this listing does not show (deleted, or of another format)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,10 +57,14 @@ class Inventory:
 
 def collect_inventory(repo: Repository, topics: list[str]) -> Inventory:
     inv = Inventory(repo.store.url)
+    now_ms = int(time.time() * 1000)
+    pins = pins_by_snapshot(list_pins(repo))
     for m in readable_manifests(repo, list_manifests(repo)):  # as restore sees them
         inv.snapshots.append(SnapshotSummary(
             m.id, iso_ms(m.cut_time_ms), m.cut_time_ms, m.records, m.total_bytes,
-            {c: s.records for c, s in m.collections.items()}, m.parent))
+            {c: s.records for c, s in m.collections.items()}, m.parent,
+            [p.to_dict(now_ms) for p in pins.pop(m.id, [])]))
+    inv.unknown_pins = [p.to_dict(now_ms) for ps in pins.values() for p in ps]
     first_times = []
     for topic in topics:
         for wm in repo.list_watermarks(topic):
