@@ -1,4 +1,4 @@
-"""The test services themselves: a real Kafka broker and a real S3 server (tests/services.py)."""
+"""The test services themselves: a real Kafka broker and real S3 servers (tests/services.py)."""
 
 from __future__ import annotations
 
@@ -171,3 +171,33 @@ def test_kafka_restart_keeps_data(kafka_service: Any, kafka_topic: Any) -> None:
     assert kafka_service.bootstrap == bootstrap
     got = _consume(kafka_service.bootstrap, topic, expected=len(sent))
     assert {m.key(): m.value() for m in got} == sent
+
+
+def _listening_ports(pid: int) -> set[tuple[str, int]]:
+    import psutil
+
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.Process(pid).net_connections("tcp")
+            if c.status == psutil.CONN_LISTEN}
+
+
+@pytest.mark.slow
+def test_seaweedfs_binds_only_loopback_and_restart_keeps_data(
+    seaweedfs_service: Any, seaweedfs_client: Any, seaweedfs_lock_bucket: str
+) -> None:
+    """Every SeaweedFS port is on 127.0.0.1 (its filer port deletes locked versions directly),
+    and a stop and start keeps the ports, the data and the Object Lock configuration."""
+    server = seaweedfs_service.server
+    listening = _listening_ports(server.pid)
+    assert {port for _, port in listening} >= set(server.ports.values())
+    assert {ip for ip, _ in listening} == {"127.0.0.1"}
+    body = uuid.uuid4().bytes * 1000
+    seaweedfs_client.put_object(Bucket=seaweedfs_lock_bucket, Key="before-restart.bin", Body=body)
+    endpoint = seaweedfs_service.endpoint_url
+
+    seaweedfs_service.stop()
+    seaweedfs_service.start()
+    assert seaweedfs_service.endpoint_url == endpoint
+    got = seaweedfs_client.get_object(Bucket=seaweedfs_lock_bucket, Key="before-restart.bin")
+    assert got["Body"].read() == body
+    lock = seaweedfs_client.get_object_lock_configuration(Bucket=seaweedfs_lock_bucket)
+    assert lock["ObjectLockConfiguration"]["ObjectLockEnabled"] == "Enabled"
