@@ -92,27 +92,12 @@ def _open_repository(config: Config) -> Repository:
 def store_opener(config: Config) -> Callable[[], ObjectStore]:
     """Opens the configured store; picklable, so a worker process can open its own.
 
-    With [storage] object_lock, immutable objects are locked for lock_days, or when it is 0
-    for the retention window plus grace rounded up to whole days."""
-    import math
-
-    from daemon.durations import parse_duration
-    from daemon.errors import ConfigError
+    With [storage] object_lock, immutable objects are locked for ``lock_seconds(config)``."""
+    from daemon.config import lock_seconds
     from daemon.objectstore import open_store
 
-    s, r = config.storage, config.retention
-    lock_s = 0.0
-    if s.object_lock and s.lock_days:
-        lock_s = s.lock_days * 86_400.0
-    elif s.object_lock:
-        if not r.window:
-            raise ConfigError(
-                f"{config.source}: [storage] object_lock is set but neither lock_days nor "
-                "[retention] window says how long objects stay locked",
-                "set [storage] lock_days (e.g. 30), or a [retention] window")
-        window = parse_duration(r.window, f"{config.source}: [retention] window")
-        grace = parse_duration(r.grace, f"{config.source}: [retention] grace")
-        lock_s = math.ceil((window + grace) / 86_400) * 86_400.0
+    s = config.storage
+    lock_s = lock_seconds(config)
     return functools.partial(open_store, s.url, endpoint_url=s.endpoint_url or None,
                              region=s.region or None, sse=s.sse or None,
                              sse_kms_key_id=s.sse_kms_key_id or None,

@@ -38,6 +38,7 @@ def human_bytes(n: float) -> str:
 
 
 def _cmd_prune(args: argparse.Namespace, open_repository: OpenRepository) -> int:
+    from daemon.config import lock_seconds
     from daemon.lifecycle.policy import Policy
     from daemon.lifecycle.prune import prune
 
@@ -52,7 +53,8 @@ def _cmd_prune(args: argparse.Namespace, open_repository: OpenRepository) -> int
 
     result = prune(open_repository(config), policy, confirm=args.confirm,
                    lease_ttl_s=config.compaction.lease_ttl_s,
-                   progress=None if args.json else progress)
+                   progress=None if args.json else progress,
+                   lock_ms=int(lock_seconds(config) * 1000) or None)
     out = result.to_dict(keys=args.keys)
     if args.json:
         emit_json(out)

@@ -461,6 +461,11 @@ def _validate_retention(config: Config) -> None:
     if s.object_lock and not s.url.startswith("s3://"):
         raise ConfigError(f"{src}: [storage] object_lock needs an s3:// repository",
                           "point storage.url at a bucket with Object Lock, or remove object_lock")
+    if s.object_lock and not s.lock_days and not window:
+        raise ConfigError(
+            f"{src}: [storage] object_lock is set but neither lock_days nor [retention] window "
+            "says how long objects stay locked",
+            "set [storage] lock_days (e.g. 30), or a [retention] window")
     if s.lock_days < 0:
         raise ConfigError(f"{src}: [storage] lock_days must be >= 0, got {s.lock_days}",
                           "set lock_days, or 0 for the retention window plus grace")
@@ -469,3 +474,20 @@ def _validate_retention(config: Config) -> None:
             f"{src}: [storage] lock_days ({s.lock_days}) is shorter than the retention window "
             f"plus grace ({format_duration(window + grace)}): objects the window still needs "
             "would become deletable", "raise lock_days, or set it to 0 to follow the window")
+
+
+def lock_seconds(config: Config) -> float:
+    """How long S3 Object Lock keeps each immutable object: ``lock_days``, or when it is 0
+    the retention window plus grace rounded up to whole days (0.0: no object lock)."""
+    import math
+
+    from daemon.durations import parse_duration
+
+    s, r = config.storage, config.retention
+    if not s.object_lock:
+        return 0.0
+    if s.lock_days:
+        return s.lock_days * 86_400.0
+    window = parse_duration(r.window, f"{config.source}: [retention] window")
+    grace = parse_duration(r.grace, f"{config.source}: [retention] grace")
+    return math.ceil((window + grace) / 86_400) * 86_400.0

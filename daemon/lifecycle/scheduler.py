@@ -8,7 +8,7 @@ from __future__ import annotations
 import structlog
 
 from daemon.changelog.repository import Repository
-from daemon.config import Config
+from daemon.config import Config, lock_seconds
 from daemon.errors import VecwalError
 from daemon.lifecycle.listing import gather_listing
 from daemon.lifecycle.policy import Policy
@@ -27,10 +27,12 @@ class PruneScheduler(Periodic):
         self.repo, self.metrics = repo, metrics
         self.policy = Policy.from_config(config.retention)
         self.lease_ttl_s = config.compaction.lease_ttl_s
+        self.lock_ms = int(lock_seconds(config) * 1000) or None
 
     def run_once(self) -> PruneResult | None:
         try:
-            result = prune(self.repo, self.policy, confirm=True, lease_ttl_s=self.lease_ttl_s)
+            result = prune(self.repo, self.policy, confirm=True, lease_ttl_s=self.lease_ttl_s,
+                           lock_ms=self.lock_ms)
         except LeaseHeld as held:
             log.info("prune skipped: lease held elsewhere", detail=held.message)
             return None
