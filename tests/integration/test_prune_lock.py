@@ -4,6 +4,7 @@ points kept beyond the window get their locks extended; restores stay exact thro
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,54 @@ def test_prune_skips_locked_objects_then_deletes_them_and_extends_restore_points
     assert record is not None
     check_restores(repo, history, record, [times[-1], record.points[0].cut_time_ms],
                    tmp_path / "b")
+
+
+def test_capture_compaction_and_prune_into_a_locked_bucket(
+        seaweedfs_service: Any, seaweedfs_lock_bucket: str, kafka_bootstrap: str,
+        kafka_topic: Any, tmp_path: Path, group_id: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon as a user runs it, with [storage] object_lock: capture (twice, a restart
+    between), compaction and prune cope; segments are locked, watermarks are not."""
+    from daemon.workload import produce
+    from tests.integration.harness import (
+        Target,
+        assert_exactly_once,
+        read_everything,
+        vecwal,
+    )
+    from tests.integration.test_capture import DIMS, mixed_stream
+
+    target = Target(bootstrap=kafka_bootstrap, topic=kafka_topic(partitions=3),
+                    storage_url=f"s3://{seaweedfs_lock_bucket}/repo",
+                    endpoint_url=seaweedfs_service.endpoint_url,
+                    env={"AWS_ACCESS_KEY_ID": seaweedfs_service.access_key,
+                         "AWS_SECRET_ACCESS_KEY": seaweedfs_service.secret_key,
+                         "AWS_REGION": seaweedfs_service.region})
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_records=100,
+                              segment_max_age_s=1.0, dimensions=DIMS)
+    text = cfg.read_text().replace("[storage]\n", '[storage]\nobject_lock = "governance"\n'
+                                   "lock_days = 1\n", 1)
+    cfg.write_text(text + '\n[retention]\nwindow = "1h"\ngrace = "0s"\n')
+    w = mixed_stream(3, 600)
+    produced = produce(target.bootstrap, target.topic, [*w.preamble(), *w.events(300)])
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+    produced += produce(target.bootstrap, target.topic, w.events(300))
+    vecwal("run", "--config", str(cfg), "--until-caught-up", env=target.env)
+    assert_exactly_once(read_everything(target.repository(), target.topic, 3), produced, 3)
+
+    vecwal("compact", "--config", str(cfg), env=target.env)
+    pruned = json.loads(vecwal("prune", "--config", str(cfg), "--confirm", "--json",
+                               env=target.env).stdout)
+    assert pruned["executed"] and not pruned["failed"]
+    for name, value in target.env.items():
+        monkeypatch.setenv(name, value)
+    locked = S3Store(seaweedfs_lock_bucket, "repo", endpoint_url=seaweedfs_service.endpoint_url,
+                     object_lock="governance", lock_s=86_400)
+    segment = next(i.key for i in locked.list("log/") if i.key.endswith(".avro"))
+    assert (locked.retain_until(segment) or 0) > time.time() * 1000 + 23 * 3_600_000
+    watermark = next(i.key for i in locked.list("state/watermark/"))
+    assert locked.retain_until(watermark) is None, "watermarks are overwritten: never locked"
+    refused = locked.delete_many([segment])
+    assert isinstance(refused.get(segment), ObjectLocked), "the server refuses"
+    verify = json.loads(vecwal("verify", "--config", str(cfg), "--json", env=target.env).stdout)
+    assert verify["ok"], verify
