@@ -46,5 +46,6 @@ lint: setup
 bench: setup services
 	$(PY) -m tests.bench.run_all
 
-demo: setup services
+demo: setup
+	$(PY) deploy/local/launch.py install kafka s3proxy
 	$(PY) deploy/local/demo.py

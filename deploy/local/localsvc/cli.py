@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import LaunchError, say
-from .install import install
+from .install import INSTALLABLE, install
 from .kafka import KafkaBroker, kafka_wire_probe
 from .process import pid_alive, pid_cmdline, port_open, terminate
 from .s3proxy import S3Proxy
@@ -132,9 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         "for vecwal.",
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser(
+    p = sub.add_parser(
         "install", help="fetch the Kafka jars and s3proxy, build SeaweedFS, into $VECWAL_CACHE"
     )
+    p.add_argument("only", nargs="*", metavar="SERVICE",
+                   help=f"only these ({', '.join(INSTALLABLE)}; default: all)")
     p = sub.add_parser("start", help="start a service detached; prints DIR/service.json")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("--dir", required=True, type=Path, help="work directory (data, logs, state)")
@@ -146,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="show DIR/service.json and whether it answers")
     p.add_argument("--dir", required=True, type=Path)
     args = ap.parse_args(argv)
+    unknown = [s for s in getattr(args, "only", []) if s not in INSTALLABLE]
+    if unknown:
+        ap.error(f"install: unknown service {unknown[0]!r} (choose from {', '.join(INSTALLABLE)})")
     try:
         if args.cmd == "install":
-            install()
+            install(tuple(args.only) or INSTALLABLE)
             return 0
         if args.cmd == "start":
             return cmd_start(args.service, args.dir, args.port, args.timeout)

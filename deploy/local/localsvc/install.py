@@ -293,13 +293,19 @@ def install_seaweedfs() -> Path:
     return weed
 
 
-def install() -> None:
+INSTALLABLE = ("kafka", "s3proxy", "seaweedfs")
+
+
+def install(only: tuple[str, ...] = INSTALLABLE) -> None:
     """Fetch the Kafka jars and the s3proxy jar, and build SeaweedFS, into $VECWAL_CACHE
-    unless already there."""
+    unless already there (``only``: just those; the demo needs no SeaweedFS)."""
     java_executable()  # fail early and clearly when there is no Java (or Go)
-    go_executable()
-    libs = install_kafka()
-    jar = install_s3proxy()
-    weed = install_seaweedfs()
-    say(f"installed: Kafka {kafka_version()} ({libs}), s3proxy {S3PROXY_VERSION} ({jar}), "
-        f"SeaweedFS {SEAWEEDFS_VERSION} ({weed})")
+    done = []
+    if "kafka" in only:
+        done.append(f"Kafka {kafka_version()} ({install_kafka()})")
+    if "s3proxy" in only:
+        done.append(f"s3proxy {S3PROXY_VERSION} ({install_s3proxy()})")
+    if "seaweedfs" in only:
+        go_executable()
+        done.append(f"SeaweedFS {SEAWEEDFS_VERSION} ({install_seaweedfs()})")
+    say("installed: " + ", ".join(done))
