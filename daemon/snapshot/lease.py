@@ -17,6 +17,8 @@ Commit order:
    Otherwise (none, expired or released) create generation top+1 create-only: *the commit*.
    ObjectExists means another taker won it: read it; it is ours when its token is (our own
    put retried after a lost response), else it is the new top and, being live, LeaseHeld.
+   Then LIST again: a generation above ours means what we read had gone stale and been
+   pruned, so ours re-created an old number behind the top: not held, read the chain again.
 2. keep_alive: read our generation g (gone: the chain was deleted under us, LeaseLost), then
    create g+1 create-only with the same token and a later expiry. ObjectExists: a taker
    created it first (our generation had expired), so LeaseLost. A renewal racing a
@@ -144,16 +146,21 @@ class Lease:
 
     def _top(self) -> tuple[int, dict[str, Any] | None, list[int]]:
         """The highest generation (0 if none), what it says, and the listed generations."""
-        listed = self._listed()
-        top, held = 0, None
-        for gen in reversed(listed):  # the highest listed may be pruned since; rare
-            held = self._read(gen)
-            if held is not None:
-                top = gen
-                break
-        while (after := self._read(top + 1)) is not None:  # a listing may lag a create
-            top, held = top + 1, after
-        return top, held, listed
+        for _ in range(ATTEMPTS):
+            listed = self._listed()
+            top, held = 0, None
+            for gen in reversed(listed):  # the highest listed may be pruned since; rare
+                held = self._read(gen)
+                if held is not None:
+                    top = gen
+                    break
+            if listed and held is None:
+                continue  # every listed one pruned since: the chain moved on, list again
+            while (after := self._read(top + 1)) is not None:  # a listing may lag a create
+                top, held = top + 1, after
+            return top, held, listed
+        raise LeaseHeld(f"the {self.name} lease changed hands faster than it could be read",
+                        "retry")
 
     def _refuse(self, held: dict[str, Any], where: str) -> LeaseHeld:
         until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(held["expires_at_ms"] / 1000))
@@ -179,6 +186,12 @@ class Lease:
             self.renewed_at = time.monotonic()
             winner = self._create(top + 1, self._body(top + 1))
             if winner is None:
+                listed = self._listed()
+                if any(g > top + 1 for g in listed):
+                    # What we read was already stale and pruned: we re-created a generation
+                    # behind the top. Left for the holder's pruning; read the chain again.
+                    top, held, listed = self._top()
+                    continue
                 self.generation = top + 1
                 self._prune(self.generation, listed)
                 return

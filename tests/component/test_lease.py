@@ -248,6 +248,40 @@ def test_deleted_chain_loses_the_lease(tmp_path: Path) -> None:
     other.check()
 
 
+class StaleFirstListing:
+    """A store whose first listing of the lease is an old one (the chain moved on since)."""
+
+    def __init__(self, store: ObjectStore, stale: list[str]) -> None:
+        self.store, self.stale = store, stale
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[Any]:
+        if self.stale and prefix.startswith("locks/"):
+            keys, self.stale = self.stale, []
+            return (i for i in self.store.list(prefix, start_after) if i.key in keys)
+        return self.store.list(prefix, start_after)
+
+
+def test_a_stale_read_never_revives_a_pruned_generation(tmp_path: Path) -> None:
+    """Generations 7.. were pruned after this taker read the chain: creating 7 again
+    succeeds, but the LIST after it shows the real top, so the taker does not hold it."""
+    store = open_store(f"file://{tmp_path}")
+    for g in (6, 8, 9):  # 6 survived a failed prune; 7 was pruned
+        store.put(generation_key("compaction", g), orjson.dumps(
+            {"owner": "gone:1", "token": f"t{g}", "generation": g, "expires_at_ms": 0}))
+    holder = Lease(store, "compaction", ttl_s=60, token="holder", generation=10)
+    store.put(holder.key, holder._body(10))
+    taker = Lease(StaleFirstListing(store, [generation_key("compaction", 6)]),  # type: ignore[arg-type]
+                  "compaction", ttl_s=60)
+    with pytest.raises(LeaseHeld, match="held by"):
+        taker.acquire()
+    assert not taker.generation
+    assert orjson.loads(store.get(generation_key("compaction", 7)))["token"] == taker.token
+    holder.check()
+
+
 def test_old_layout_lock_is_held_until_its_expiry(tmp_path: Path) -> None:
     store = open_store(f"file://{tmp_path}")
     old = {"owner": "old-host:4242", "token": "t", "expires_at_ms": int(time.time() * 1000) + 400}
