@@ -262,7 +262,10 @@ def _cmd_list(args: argparse.Namespace, open_repository: Any) -> int:
         emit_json(inv.to_dict())
         return 0
     print(f"repository  {inv.repository}")
-    print(f"restorable  {inv.restorable_from or '-'}  ..  {inv.restorable_to or '-'}")
+    print(f"restorable  {inv.restorable_from or '-'}  ..  {inv.restorable_to or '-'}"
+          + (f"  (every instant; pruned {inv.pruned_at})" if inv.pruned_at else ""))
+    for point in inv.restore_points:
+        print(f"  and at    {point['cut_time']}  ({', '.join(point['why'])})")
     print(f"\nsnapshots ({len(inv.snapshots)})")
     for s in inv.snapshots:
         pinned = sum(pin["active"] for pin in s.pins)

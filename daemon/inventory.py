@@ -12,6 +12,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.window import list_partition_segments
 from daemon.lifecycle.pins import list_pins, pins_by_snapshot
 from daemon.snapshot.compactor import list_manifests, readable_manifests, repository_valid_through
+from daemon.snapshot.retention import read_retention
 from daemon.status import iso_ms
 
 
@@ -50,6 +51,9 @@ class Inventory:
     restorable_to_ms: int | None = None
     unknown_pins: list[dict[str, Any]] = field(default_factory=list)
     """Pins of snapshots this listing does not show (deleted, or of another format)."""
+    restore_points: list[dict[str, Any]] = field(default_factory=list)
+    """After a prune: the snapshots kept beyond the window, restorable at exactly their cut."""
+    pruned_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +91,14 @@ def collect_inventory(repo: Repository, topics: list[str]) -> Inventory:
             earliest = min(earliest, min(first_times))
     else:
         earliest = min(first_times) if first_times else None
+    record = read_retention(repo)
+    if record is not None:  # what the last prune kept, not what the oldest snapshot suggests
+        inv.pruned_at = iso_ms(record.pruned_at_ms)
+        inv.restore_points = [{"snapshot": p.snapshot, "cut_time": iso_ms(p.cut_time_ms),
+                               "cut_time_ms": p.cut_time_ms, "why": p.why}
+                              for p in record.points]
+        if record.window_from_ms is not None:
+            earliest = record.window_from_ms
     inv.restorable_from_ms, inv.restorable_to_ms = earliest, valid
     inv.restorable_from, inv.restorable_to = iso_ms(earliest), iso_ms(valid)
     return inv

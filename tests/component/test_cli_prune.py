@@ -66,6 +66,12 @@ def test_dry_run_then_confirm(tmp_path: Path) -> None:
 
     again = json.loads(vecwal("prune", "--config", str(cfg), "--json").stdout)
     assert again["delete_total"]["objects"] == 0, "nothing left that should have gone"
+    inv = json.loads(vecwal("list", "--config", str(cfg), "--json").stdout)
+    assert inv["restorable_from_ms"] == window["from_ms"]
+    assert [p["cut_time_ms"] for p in inv["restore_points"]] == \
+        [p["cut_time_ms"] for p in window["points"]]
+    text = vecwal("list", "--config", str(cfg)).stdout
+    assert text.count("and at") == 2 and "pruned" in text
     verify = vecwal("verify", "--config", str(cfg), "--json")
     assert verify.returncode == 0 and json.loads(verify.stdout)["ok"], verify.stdout
 
