@@ -130,7 +130,9 @@ def test_many_takers_of_an_expired_lease_one_wins(opener: Opener) -> None:
     holder = dead
     for _ in range(3):
         wait_expired(holder.store, holder)
-        takers = [Lease(opener(), "compaction", ttl_s=0.5) for _ in range(12)]
+        # A ttl longer than the race takes: a winner's lease that expired while slow takers
+        # still ran could rightly be taken over again.
+        takers = [Lease(opener(), "compaction", ttl_s=30) for _ in range(12)]
         results = race([t.acquire for t in takers])
         winners = [t for t, r in zip(takers, results, strict=True) if r is None]
         assert len(winners) == 1, results
@@ -141,11 +143,13 @@ def test_many_takers_of_an_expired_lease_one_wins(opener: Opener) -> None:
             assert not loser.generation
         with pytest.raises(LeaseLost):
             dead.check()
+        holder.ttl_s, holder.renewed_at = 0.2, 0.0
+        holder.keep_alive()  # renewed to expire soon: the next round takes it over
     assert len(generations(holder.store)) <= KEEP
 
 
 def test_first_acquire_race_one_wins(opener: Opener) -> None:
-    takers = [Lease(opener(), "compaction", ttl_s=5) for _ in range(10)]
+    takers = [Lease(opener(), "compaction", ttl_s=30) for _ in range(10)]
     results = race([t.acquire for t in takers])
     assert sum(r is None for r in results) == 1, results
     assert generations(takers[0].store) == [1]
@@ -156,8 +160,8 @@ def test_renewal_racing_takeover_one_wins(opener: Opener) -> None:
         holder = Lease(opener(), "compaction", ttl_s=0.2)
         holder.acquire()
         wait_expired(holder.store, holder)
-        holder.renewed_at = 0.0  # due
-        takers = [Lease(opener(), "compaction", ttl_s=0.2) for _ in range(6)]
+        holder.ttl_s, holder.renewed_at = 30, 0.0  # due; renewed, it outlasts the race
+        takers = [Lease(opener(), "compaction", ttl_s=30) for _ in range(6)]
         results = race([holder.keep_alive, *(t.acquire for t in takers)])
         renewed = results[0] is None
         took = [t for t, r in zip(takers, results[1:], strict=True) if r is None]
@@ -178,11 +182,13 @@ def test_renewal_then_takeover_and_takeover_then_renewal(tmp_path: Path) -> None
     holder = Lease(store, "compaction", ttl_s=0.2)
     holder.acquire()
     wait_expired(store, holder)
-    holder.renewed_at = 0.0
+    holder.ttl_s, holder.renewed_at = 30, 0.0
     holder.keep_alive()  # renewed after expiry, before anyone took over: still ours
     with pytest.raises(LeaseHeld):
         Lease(store, "compaction", ttl_s=0.2).acquire()
     holder.check()
+    holder.ttl_s, holder.renewed_at = 0.2, 0.0
+    holder.keep_alive()
     wait_expired(store, holder)
     taker = Lease(store, "compaction", ttl_s=5)
     taker.acquire()
