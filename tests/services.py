@@ -417,13 +417,16 @@ def s3_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
                 container.stop()
             return
     launch = load_launcher()
-    server = launch.S3Proxy(tmp_path_factory.mktemp("s3"))
+    yield from _local_s3(launch.S3Proxy(tmp_path_factory.mktemp("s3")), "s3", "S3 server")
+
+
+def _local_s3(server: Any, name: str, what: str) -> Iterator[S3Service]:
+    """Start a launcher's S3 server (failing the test loudly when it cannot), serve it, stop it."""
     t0 = time.monotonic()
-    error = _start_or_error(server)
+    error = _start_or_error(server)  # installs (SeaweedFS: builds) first when the cache lacks it
     if error:
-        why = f"local S3 server (deploy/local/launch.py) did not start: {error}"
-        pytest.fail(why, pytrace=False)
-    STARTUP["s3"] = ("deploy/local", time.monotonic() - t0)
+        pytest.fail(f"local {what} (deploy/local/launch.py) did not start: {error}", pytrace=False)
+    STARTUP[name] = ("deploy/local", time.monotonic() - t0)
     try:
         yield S3Service(
             endpoint_url=server.endpoint_url,
@@ -473,24 +476,8 @@ def s3_bucket(s3_service: S3Service, s3_client: Any) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def seaweedfs_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Service]:
     launch = load_launcher()
-    server = launch.SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
-    t0 = time.monotonic()
-    error = _start_or_error(server)  # builds SeaweedFS first when the cache lacks it
-    if error:
-        why = f"local SeaweedFS (deploy/local/launch.py) did not start: {error}"
-        pytest.fail(why, pytrace=False)
-    STARTUP["seaweedfs"] = ("deploy/local", time.monotonic() - t0)
-    try:
-        yield S3Service(
-            endpoint_url=server.endpoint_url,
-            access_key=server.access_key,
-            secret_key=server.secret_key,
-            region=DEFAULT_REGION,
-            source="local",
-            server=server,
-        )
-    finally:
-        server.stop()
+    yield from _local_s3(launch.SeaweedFS(tmp_path_factory.mktemp("seaweedfs")), "seaweedfs",
+                         "SeaweedFS")
 
 
 @pytest.fixture(scope="session")
