@@ -13,6 +13,7 @@ from tests.bench import (
     bench_eventcodec,
     bench_fold,
     bench_known_schemas,
+    bench_prune,
     bench_quarantine,
     bench_restore,
     bench_rpo,
@@ -33,6 +34,7 @@ def main() -> None:
         "audit": bench_audit.main([]),
         "known_schemas": bench_known_schemas.main(["--s3"]),
         "engines": bench_engines.main([]),
+        "prune": bench_prune.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 

@@ -46,20 +46,21 @@ class Services:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[Services]:
+def services(kafka: bool = True) -> Iterator[Services]:
+    """Kafka (unless ``kafka`` is false: ``bootstrap`` is then empty) and the S3 server."""
     work = Path(tempfile.mkdtemp(prefix="vecwal-bench-"))
     stack = contextlib.ExitStack()
     with stack:
         stack.callback(shutil.rmtree, work, True)  # GBs of topics and repositories
-        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") if kafka else ""
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3")
         env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
                if k in os.environ}
         launch = None
-        if not bootstrap or not endpoint:
+        if (kafka and not bootstrap) or not endpoint:
             launch = load_launcher()
             launch.install()
-        if not bootstrap:
+        if kafka and not bootstrap:
             assert launch is not None
             broker = launch.KafkaBroker(work / "kafka").start()
             stack.callback(broker.stop)
@@ -71,4 +72,4 @@ def services() -> Iterator[Services]:
             endpoint = s3.endpoint_url
             env = {"AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key}
         env["AWS_REGION"] = "us-east-1"
-        yield Services(bootstrap, endpoint, env, work)
+        yield Services(bootstrap or "", endpoint, env, work)
