@@ -7,9 +7,9 @@ What goes:
 - log segments, their sidecars and id-index objects entirely below the *log floor*: the anchor
   snapshot's cut, per partition (nothing when there is no anchor);
 - snapshot files (data files, rejected lists) no existing manifest references, once they have
-  been seen unreferenced for ``grace``: the files of a snapshot whose manifest was just removed,
-  and the orphans of a compaction that died, alike. A manifest listed by this plan still
-  protects its files, so they go in a later run (``prune`` runs twice when grace is 0);
+  been unreferenced for ``grace``: the files of a snapshot whose manifest was removed, and the
+  orphans of a compaction that died, alike. A manifest this plan deletes still protects its
+  files in this run, and their grace starts now (``prune`` runs twice when grace is 0);
 - quarantine objects below the log floor (or ``retention.quarantine`` old), and records of
   drills and jobs past their retention.
 Never: vecwal.json, state/ (watermarks, these records), locks/, pins/, and keys vecwal does
@@ -151,7 +151,9 @@ def plan_prune(listing: Listing, policy: Policy, now_ms: int,
 def _snapshot_files(listing: Listing, policy: Policy, now_ms: int,
                     gone: dict[str, list[Deletion]], notes: list[str]
                     ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-    """Unreferenced snapshot files: seen for ``grace`` -> gone; else they wait."""
+    """Unreferenced snapshot files: seen for ``grace`` -> gone; else they wait. The files only
+    the manifests deleted by this plan name still count as referenced now (a restore may be
+    reading them) but start their grace now: the next prune after it deletes them."""
     snaps = listing.snapshots
     if any(not s.readable for s in snaps.values()):
         notes.append("a manifest of another format exists: no snapshot file is deleted as "
@@ -173,11 +175,15 @@ def _snapshot_files(listing: Listing, policy: Policy, now_ms: int,
             orphans[key] = first
             wait_n, wait_b = wait_n + 1, wait_b + size
     retiring = {d.key.split("/")[1] for d in gone["manifests"]}
-    for sid in retiring:  # their files wait for a later run (the manifest still protects them)
-        only = snaps[sid].files - set().union(*(s.files for s in snaps.values()
-                                                if s.id not in retiring))
-        wait_n += len(only)
-        wait_b += sum(listing.data.get(k, 0) for k in only)
+    if retiring:  # files only they name: grace starts now, as their manifests go in this run
+        staying: set[str] = set()
+        for s in snaps.values():
+            if s.id not in retiring:
+                staying |= s.files
+        only = set().union(*(snaps[sid].files for sid in retiring)) - staying
+        for key in sorted(only & listing.data.keys()):
+            orphans[key] = seen.get(key, now_ms)
+            wait_n, wait_b = wait_n + 1, wait_b + listing.data[key]
     return orphans, ({"data": (wait_n, wait_b)} if wait_n else {})
 
 

@@ -186,3 +186,26 @@ def test_a_target_outside_the_window_is_refused_with_the_window(tmp_path: Path) 
     record = read_retention(repo)
     assert record is not None and record.window_from_ms == cuts[2]
     check_restores(repo, history, record, [cuts[2], times[n * 7 // 8], times[-1]], tmp_path / "ok")
+
+
+def test_files_of_an_expired_snapshot_go_one_grace_after_its_manifest(tmp_path: Path) -> None:
+    history = hours_apart(generate(9, 150))
+    times = history.times
+    cuts = [times[len(times) * k // 5] for k in range(1, 5)]
+    repo = build(str(tmp_path), history, 9, cuts)
+    policy = Policy(window_ms=24 * HOUR, grace_ms=3 * HOUR)
+    now = times[-1] + 2 * HOUR
+    first = prune(repo, policy, confirm=True, now_ms=now)
+    assert first.deleted["manifests"][0] >= 1 and "data" not in first.deleted
+    waiting = first.plan.waiting["data"][0]
+    assert waiting > 0, "the expired snapshots' own files wait for grace"
+    early = prune(repo, policy, confirm=True, now_ms=now + 3 * HOUR - 1)
+    assert "data" not in early.deleted, "not before grace has passed"
+    on_time = prune(repo, policy, confirm=True, now_ms=now + 3 * HOUR)
+    assert on_time.deleted["data"][0] == waiting, "exactly one grace after the manifest went"
+    record = read_retention(repo)
+    assert record is not None
+    kept = [t for t in times if record.allows(t)]
+    check_restores(repo, history, record, [kept[0], kept[len(kept) // 2], kept[-1]],
+                   tmp_path / "out")
+    nothing_left(repo, policy, now + 3 * HOUR)
