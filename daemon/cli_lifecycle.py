@@ -85,8 +85,10 @@ def _print_prune(out: dict[str, Any], config: Config) -> None:
         if c["objects"]:
             print(f"{kind:12s}{c['objects']:>10,}{human_bytes(c['bytes']):>14s}")
     total = out["delete_total"]
+    what = ("repository" if out["repository_bytes_include_kept_log"] else
+            "repository without the log it keeps (`vecwal usage` counts all)")
     print(f"{'total':12s}{total['objects']:>10,}{human_bytes(total['bytes']):>14s}  "
-          f"(repository {human_bytes(out['repository_bytes'])} -> "
+          f"({what} {human_bytes(out['repository_bytes'])} -> "
           f"{human_bytes(out['repository_bytes_after'])})")
     for kind, c in out["waiting_for_grace"].items():
         print(f"waiting     {c['objects']:,} {kind} objects ({human_bytes(c['bytes'])}) are "

@@ -13,6 +13,7 @@ import orjson
 from daemon.changelog.keys import QuarantineKey, SegmentKey
 from daemon.changelog.repository import Repository
 from daemon.errors import IntegrityError, ObjectNotFound
+from daemon.lifecycle.policy import Policy
 from daemon.snapshot.manifest import ManifestFormatError, snapshot_id_from_key
 
 PRUNE_STATE_KEY = "state/prune.json"
@@ -86,6 +87,8 @@ class Listing:
     pins: dict[str, list[str]] = field(default_factory=dict)
     """snapshot id -> ids of the active pins that hold it."""
     state: PruneState = field(default_factory=PruneState)
+    log_complete: bool = True
+    """False: the log was listed only below the prune floor (its sizes are partial)."""
 
     @property
     def objects(self) -> int:
@@ -148,14 +151,21 @@ def sort_listing(items: list[tuple[str, int]]) -> tuple[Listing, list[str]]:
     return out, manifests
 
 
-def gather_listing(repo: Repository, now_ms: int) -> Listing:
-    """The I/O half: one LIST, then every manifest (in parallel), the pins and the prune
-    state."""
+def gather_listing(repo: Repository, now_ms: int, policy: Policy | None = None) -> Listing:
+    """The I/O half: the LIST, then every manifest (in parallel), the pins and the prune
+    state. Without ``policy``, one LIST of everything (``vecwal usage``). With it (prune), the
+    log is listed only as far as prune may delete: everything but ``log/`` first, then each
+    partition of the policy's anchor, in parallel, up to the anchor's cut, so the LIST grows
+    with what goes, not with what is kept (``Listing.log_complete`` is then False)."""
     from daemon.lifecycle.pins import list_pins
     from daemon.snapshot.manifest import Manifest
 
-    out, manifest_keys = sort_listing(
-        [(i.key, i.size) for i in repo.store.list("")])
+    if policy is None:
+        items = [(i.key, i.size) for i in repo.store.list("")]
+    else:
+        items = [*_keys_before(repo, LOG_ROOT),
+                 *((i.key, i.size) for i in repo.store.list("", start_after=AFTER_LOG))]
+    out, manifest_keys = sort_listing(items)
 
     def read_manifest(key: str) -> SnapshotInfo | None:
         sid = snapshot_id_from_key(key)
@@ -188,7 +198,57 @@ def gather_listing(repo: Repository, now_ms: int) -> Listing:
         raise IntegrityError(f"{PRUNE_STATE_KEY} is not valid JSON",
                              f"delete {PRUNE_STATE_KEY}: orphans are then seen anew and wait "
                              "their grace again") from None
+    if policy is not None:
+        out.log_complete = False
+        _list_log_below_floor(repo, out, policy, now_ms)
     return out
+
+
+LOG_ROOT = "log/"
+AFTER_LOG = "log0"
+"""Every key under ``log/`` sorts before this ('0' follows '/'), every other key after ``log``."""
+
+
+def _keys_before(repo: Repository, end: str) -> list[tuple[str, int]]:
+    out = []
+    for info in repo.store.list(""):
+        if info.key >= end:
+            break  # pages are fetched lazily: the rest is never listed
+        out.append((info.key, info.size))
+    return out
+
+
+def _list_log_below_floor(repo: Repository, out: Listing, policy: Policy, now_ms: int) -> None:
+    """Each partition's segments and sidecars that start below the anchor's cut (the log
+    floor prune deletes below), listed in parallel, stopping at the first past it."""
+    from daemon.changelog.keys import partition_dir
+    from daemon.lifecycle.policy import SnapshotPoint, choose_kept
+
+    keep = choose_kept([SnapshotPoint(s.id, s.cut_time_ms) for s in out.snapshots.values()],
+                       policy, now_ms)
+    anchor = out.snapshots.get(keep.anchor.id) if keep.anchor is not None else None
+    if anchor is None or not anchor.readable:
+        return
+    floors = [(t, int(p), off) for t, parts in anchor.cut.items() for p, off in parts.items()
+              if off > 0]
+
+    def below(job: tuple[str, int, int]) -> list[tuple[str, int]]:
+        topic, partition, floor = job
+        found = []
+        for info in repo.store.list(partition_dir(topic, partition)):
+            seg = SegmentKey.parse(info.key if info.key.endswith(".avro") else
+                                   info.key.rsplit(".", 1)[0] + ".avro")
+            if seg is not None and seg.start >= floor:
+                break  # keys sort by start offset: nothing after this is below the floor
+            found.append((info.key, info.size))
+        return found
+
+    with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vecwal-prune-list") as pool:
+        for found in pool.map(below, floors):
+            part, _ = sort_listing(found)
+            out.segments.update(part.segments)
+            out.sidecars.update(part.sidecars)
+            out.unknown.extend(part.unknown)
 
 
 def _cut_time_of(snapshot_id: str) -> int:

@@ -54,6 +54,9 @@ class PrunePlan:
     """kind -> (objects, bytes) unreferenced but still within grace."""
     notes: list[str] = field(default_factory=list)
     repository_bytes: int = 0
+    log_complete: bool = True
+    """False: the log was listed only below the floor, so ``repository_bytes`` leaves out
+    the log prune keeps."""
     extend: dict[str, int] = field(default_factory=dict)
     """Object Lock: key -> retain-until for the objects of restore points beyond the window
     and of pinned snapshots, whose lock from their write would end while they are kept."""
@@ -85,6 +88,7 @@ class PrunePlan:
                                   for k, (n, b) in self.waiting.items()},
             "repository_bytes": self.repository_bytes,
             "repository_bytes_after": self.repository_bytes - size,
+            "repository_bytes_include_kept_log": self.log_complete,
             "restorable_before": window(self.before), "restorable_after": window(self.record),
             "kept": {sid: why for sid, why in sorted(self.keep.reasons.items())},
             "anchor": None if self.keep.anchor is None else self.keep.anchor.id,
@@ -145,7 +149,7 @@ def plan_prune(listing: Listing, policy: Policy, now_ms: int,
             for key in [manifest_key(sid), *sorted(snaps[sid].files)]:
                 extend[key] = now_ms + lock_ms
     return PrunePlan(now_ms, policy, keep, gone, record, before, orphans, waiting, notes,
-                     repo_bytes, extend)
+                     repo_bytes, listing.log_complete, extend)
 
 
 def _snapshot_files(listing: Listing, policy: Policy, now_ms: int,

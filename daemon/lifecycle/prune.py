@@ -94,7 +94,7 @@ def prune(repo: Repository, policy: Policy, *, confirm: bool, now_ms: int | None
     try:
         result = PruneResult([], confirm)
         for _pass in range(2):
-            listing = gather_listing(repo, now)
+            listing = gather_listing(repo, now, policy)
             plan = plan_prune(listing, policy, now, read_retention(repo), lock_ms)
             result.plans.append(plan)
             if not confirm:

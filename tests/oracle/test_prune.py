@@ -86,6 +86,11 @@ def test_prune_keeps_every_promised_restore(seed: int, n: int, data: st.DataObje
     with tempfile.TemporaryDirectory() as tmp:
         repo = build(tmp, history, seed, cuts)
         before = set(list_manifests(repo))
+        # Prune lists the log only below its floor; it plans the same deletions as from a
+        # listing of everything.
+        full = plan_prune(gather_listing(repo, now), policy, now)
+        bounded = plan_prune(gather_listing(repo, now, policy), policy, now)
+        assert bounded.deletions == full.deletions and bounded.record == full.record
         result = prune(repo, policy, confirm=True, now_ms=now)
         record = read_retention(repo)
         assert record is not None
@@ -209,3 +214,35 @@ def test_files_of_an_expired_snapshot_go_one_grace_after_its_manifest(tmp_path: 
     check_restores(repo, history, record, [kept[0], kept[len(kept) // 2], kept[-1]],
                    tmp_path / "out")
     nothing_left(repo, policy, now + 3 * HOUR)
+
+
+class ListingCounter(FlakyStore):
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.listed: list[str] = []
+
+    def list(self, prefix: str, start_after: str = "") -> Any:
+        for info in super().list(prefix, start_after):
+            self.listed.append(info.key)
+            yield info
+
+
+def test_prune_lists_the_log_only_below_its_floor(tmp_path: Path) -> None:
+    history = hours_apart(generate(4, 150))
+    times = history.times
+    cuts = [times[len(times) * k // 5] for k in range(1, 5)]
+    build(str(tmp_path), history, 4, cuts)
+    counter = ListingCounter(open_store(f"file://{tmp_path}/repo"))
+    repo = Repository(counter)
+    now = times[-1] + 2 * HOUR
+    policy = Policy(window_ms=24 * HOUR, grace_ms=1)  # (grace > 0: one pass)
+    result = prune(repo, policy, confirm=True, now_ms=now)
+    floor = result.plan.record.log_floor[TOPIC]
+    assert floor, "the window's anchor cut the log"
+    listed_log = [k for k in counter.listed if k.startswith("log/")]
+    deleted = result.deleted["segments"][0] + result.deleted["sidecars"][0]
+    # Per partition: what goes, a segment and sidecar across the floor, and the one key that
+    # told the listing to stop.
+    assert deleted <= len(listed_log) <= deleted + 3 * len(floor)
+    everything = [i.key for i in repo.store.list("log/")]
+    assert len(everything) > len(floor), "the log the window keeps was not listed"
