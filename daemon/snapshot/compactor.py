@@ -37,7 +37,6 @@ from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.events import RECORD_OPS
 from daemon.objectstore import get_view
-from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
     EncodedFile,
     Key,
@@ -72,6 +71,7 @@ from daemon.snapshot.state import (
     merge_rows,
     overlay,
 )
+from daemon.snapshot.written import WrittenState, combine_written
 
 log = structlog.get_logger("vecwal.compact")
 

@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from daemon.snapshot.written import WrittenState, combine_written
+
+__all__ = ["FileSink", "RowSink", "Sink", "WrittenState", "combine_written"]
 
 if TYPE_CHECKING:
     from daemon.snapshot.datafile import Row
-
-
-@dataclass
-class WrittenState:
-    """What a sink holds for one collection: count, per-tenant counts, state digest."""
-
-    records: int = 0
-    digest: str = "0" * 32
-    tenants: dict[str, int] = field(default_factory=dict)
-
-
-def combine_written(parts: list[WrittenState]) -> WrittenState:
-    """Counts and digests of disjoint parts, combined (digests add up: order does not
-    matter)."""
-    from daemon.snapshot.datafile import DIGEST_MOD
-
-    value = records = 0
-    tenants: dict[str, int] = {}
-    for w in parts:
-        value += int(w.digest, 16)
-        records += w.records
-        for t, n in w.tenants.items():
-            tenants[t] = tenants.get(t, 0) + n
-    return WrittenState(records, f"{value % DIGEST_MOD:032x}", dict(sorted(tenants.items())))
 
 
 class Sink(Protocol):
