@@ -14,9 +14,9 @@ import pytest
 
 from daemon.changelog.repository import Repository
 from daemon.lifecycle.pins import PINS_ROOT, Pin, list_pins, pin_key
-from daemon.objectstore import open_store
 from daemon.snapshot.lease import Lease
-from tests.oracle.history import TOPIC, generate, oracle, write_log
+from tests.component.test_cli_restore import logged_repository
+from tests.oracle.history import generate, oracle
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,12 +37,7 @@ def repo_config(tmp_path: Path) -> tuple[str, Repository, list[int]]:
     """A captured log (as capture leaves it) compacted at half its times (before its
     valid-through time)."""
     history = generate(5, 200)
-    repo = Repository(open_store(f"file://{tmp_path / 'repo'}"))
-    write_log(repo, history, 5)
-    cfg = tmp_path / "vecwal.toml"
-    cfg.write_text(f'[kafka]\nbootstrap_servers = "unused:9092"\ntopics = ["{TOPIC}"]\n'
-                   f'[storage]\nurl = "file://{tmp_path / "repo"}"\n'
-                   "[compaction]\nmin_buckets = 2\n")
+    cfg, repo = logged_repository(tmp_path, history)
     times = history.times
     ok("compact", "--config", str(cfg), "--to", str(times[len(times) // 2]))
     return str(cfg), repo, times

@@ -11,10 +11,9 @@ from daemon.changelog.repository import Repository
 from daemon.config import load_config
 from daemon.lifecycle.scheduler import PruneScheduler
 from daemon.metrics import Metrics
-from daemon.objectstore import open_store
 from daemon.snapshot.compactor import Compactor, list_manifests
-from tests.component.test_cli_restore import vecwal
-from tests.oracle.history import TOPIC, generate, write_log
+from tests.component.test_cli_restore import logged_repository, vecwal
+from tests.oracle.history import TOPIC, generate
 from tests.oracle.test_prune import hours_apart
 
 
@@ -24,16 +23,11 @@ def files_under(root: Path) -> dict[str, int]:
 
 def setup(tmp_path: Path, retention: str) -> tuple[Path, Repository, list[int]]:
     history = hours_apart(generate(7, 200))
-    repo = Repository(open_store(f"file://{tmp_path / 'repo'}"))
-    write_log(repo, history, 7)
+    cfg, repo = logged_repository(tmp_path, history, 7, f"[retention]\n{retention}\n")
     times = history.times
     for k in range(1, 6):
         Compactor(repo, [TOPIC], min_buckets=2, target_bucket_records=4).compact(
             times[len(times) * k // 6])
-    cfg = tmp_path / "vecwal.toml"
-    cfg.write_text(f'[kafka]\nbootstrap_servers = "unused:9092"\ntopics = ["{TOPIC}"]\n'
-                   f'[storage]\nurl = "file://{tmp_path / "repo"}"\n'
-                   f"[retention]\n{retention}\n")
     return cfg, repo, times
 
 

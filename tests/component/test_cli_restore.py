@@ -13,7 +13,7 @@ import pytest
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
 from daemon.objectstore import open_store
-from tests.oracle.history import TOPIC, generate, oracle, write_log
+from tests.oracle.history import TOPIC, History, generate, oracle, write_log
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,15 +23,22 @@ def vecwal(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def logged_repository(tmp_path: Path, history: History, seed: int = 5,
+                      extra: str = "[compaction]\nmin_buckets = 2\n") -> tuple[Path, Repository]:
+    """A file:// repository holding ``history``'s log as capture leaves it, and a config for
+    it (``extra``: more TOML)."""
+    repo = Repository(open_store(f"file://{tmp_path / 'repo'}"))
+    write_log(repo, history, seed)
+    cfg = tmp_path / "vecwal.toml"
+    cfg.write_text(f'[kafka]\nbootstrap_servers = "unused:9092"\ntopics = ["{TOPIC}"]\n'
+                   f'[storage]\nurl = "file://{tmp_path / "repo"}"\n' + extra)
+    return cfg, repo
+
+
 @pytest.fixture
 def repo_config(tmp_path: Path) -> tuple[Path, Repository, list[int]]:
     history = generate(5, 200)
-    repo = Repository(open_store(f"file://{tmp_path / 'repo'}"))
-    write_log(repo, history, 5)
-    cfg = tmp_path / "vecwal.toml"
-    cfg.write_text(f'[kafka]\nbootstrap_servers = "unused:9092"\ntopics = ["{TOPIC}"]\n'
-                   f'[storage]\nurl = "file://{tmp_path / "repo"}"\n'
-                   "[compaction]\nmin_buckets = 2\n")
+    cfg, repo = logged_repository(tmp_path, history)
     return cfg, repo, history.times
 
 

@@ -15,8 +15,8 @@ from daemon.changelog.repository import Repository
 from daemon.errors import VecwalError
 from daemon.objectstore import open_store
 from daemon.snapshot.compactor import Compactor, list_manifests, newest_manifest, read_manifest
-from tests.oracle.history import TOPIC, generate, oracle, replay, write_log
-from tests.oracle.test_oracle import assert_same, restore_to, state_digests
+from tests.oracle.history import TOPIC, generate, write_log
+from tests.oracle.test_oracle import assert_restores_are_replay, assert_snapshot_is_replay
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -44,22 +44,12 @@ def test_exact_cuts_in_any_order_equal_replay(seed: int, n: int, data: st.DataOb
             assert m.cut_time_ms == cut
             parent = read_manifest(repo, m.parent) if m.parent else None
             assert parent is None or parent.cut_time_ms < cut
-            want, _ = oracle(history, cut)
-            counts = {c: s.records for c, s in m.collections.items() if s.records}
-            assert counts == {c: sum(1 for k in want if k[0] == c) for c in {k[0] for k in want}}
-            digests = {c: s.digest for c, s in m.collections.items() if s.records}
-            assert digests == state_digests(history, want)
+            assert_snapshot_is_replay(history, m)
             newest = newest_manifest(repo)
             assert newest is not None and newest.cut_time_ms == max(
                 cut, newest_before.cut_time_ms if newest_before else cut)
         assert {int(i.split("-")[0]) for i in list_manifests(repo)} >= set(cuts)
-        for i, t in enumerate(targets):
-            left_out: set[tuple[str, str, str]] = set()
-            got, catalog = restore_to(repo, t, Path(tmp) / f"out{i}", left_out=left_out)
-            want, want_catalog, gone = replay(history, t)
-            assert_same(got, want)
-            assert left_out == gone
-            assert {k: catalog[k] for k in ("collections", "aliases", "tenants")} == want_catalog
+        assert_restores_are_replay(repo, history, targets, Path(tmp))
 
 
 def test_an_exact_cut_past_the_valid_through_is_refused(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from daemon.restore.validate import validate
 from daemon.restore.workers import Workers
 from daemon.snapshot.compactor import Compactor
 from daemon.snapshot.datafile import StateDigest, decode_records, encode_rows, read_rows
+from daemon.snapshot.manifest import Manifest
 from daemon.snapshot.rejects import Rejections
 from daemon.snapshot.state import record_from_event
 from tests.oracle.history import TOPIC, History, generate, oracle, replay, write_log
@@ -86,22 +87,31 @@ def check(history: History, seed: int, compactions: list[int], targets: list[int
         for cut in sorted(compactions):
             m = Compactor(repo, [TOPIC], min_buckets=2, target_bucket_records=4,
                           delta_ratio=delta_ratio, max_step_bytes=max_step_bytes).compact(cut)
-            # The snapshot itself holds the replayed state at its cut, not just restore: its
-            # counts and digests (from row indexes alone, when it wrote deltas) are the oracle's.
-            want, _ = oracle(history, m.cut_time_ms)
-            counts = {c: s.records for c, s in m.collections.items() if s.records}
-            assert counts == {c: sum(1 for k in want if k[0] == c) for c in {k[0] for k in want}}
-            digests = {c: s.digest for c, s in m.collections.items() if s.records}
-            assert digests == state_digests(history, want)
+            assert_snapshot_is_replay(history, m)
             assert {r.key for r in Rejections.of_manifest(repo, m).records()} == \
                 replay(history, m.cut_time_ms)[2], "the manifest names what it left out"
-        for i, t in enumerate(targets):
-            left_out: set[tuple[str, str, str]] = set()
-            got, catalog = restore_to(repo, t, Path(tmp) / f"out{i}", left_out=left_out)
-            want, want_catalog, gone = replay(history, t)
-            assert_same(got, want)
-            assert left_out == gone
-            assert {k: catalog[k] for k in ("collections", "aliases", "tenants")} == want_catalog
+        assert_restores_are_replay(repo, history, targets, Path(tmp))
+
+
+def assert_snapshot_is_replay(history: History, m: Manifest) -> None:
+    """The snapshot itself holds the replayed state at its cut, not just restore: its counts
+    and digests (from row indexes alone, when it wrote deltas) are the oracle's."""
+    want, _ = oracle(history, m.cut_time_ms)
+    counts = {c: s.records for c, s in m.collections.items() if s.records}
+    assert counts == {c: sum(1 for k in want if k[0] == c) for c in {k[0] for k in want}}
+    digests = {c: s.digest for c, s in m.collections.items() if s.records}
+    assert digests == state_digests(history, want)
+
+
+def assert_restores_are_replay(repo: Repository, history: History, targets: list[int],
+                               out: Path) -> None:
+    for i, t in enumerate(targets):
+        left_out: set[tuple[str, str, str]] = set()
+        got, catalog = restore_to(repo, t, out / f"out{i}", left_out=left_out)
+        want, want_catalog, gone = replay(history, t)
+        assert_same(got, want)
+        assert left_out == gone
+        assert {k: catalog[k] for k in ("collections", "aliases", "tenants")} == want_catalog
 
 
 @settings(max_examples=90, deadline=None, suppress_health_check=[HealthCheck.too_slow])
