@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import sys
 from pathlib import Path
@@ -28,3 +29,14 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError as e:
         return f"(no log: {e})"
     return "\n".join(data.splitlines()[-lines:])
+
+
+def http_get(port: int, path: str, timeout: float) -> bytes:
+    """GET http://127.0.0.1:PORT/PATH and return the body, whatever the status: an S3 server
+    that answers 403 to an unsigned request is up."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import http.client
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, LaunchError
+from .common import HOST, LaunchError, http_get
 from .install import S3PROXY_VERSION, install_s3proxy, java_executable
 from .process import check_port_free, free_ports, port_open
 from .service import Service
@@ -76,12 +75,7 @@ class S3Proxy(Service):
         assert self.port is not None
         if not port_open(self.port):
             return False
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=min(2.0, remaining))
-        try:
-            conn.request("GET", "/")
-            conn.getresponse().read()  # any HTTP status (403 without credentials) means up
-        finally:
-            conn.close()
+        http_get(self.port, "/", min(2.0, remaining))
         return True
 
     def start(self, timeout: float = 60) -> S3Proxy:

@@ -8,12 +8,11 @@ S3 requests are signed (SigV4) with the identity written to ``s3.json`` (an admi
 
 from __future__ import annotations
 
-import http.client
 import json
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, LaunchError
+from .common import HOST, LaunchError, http_get
 from .install import SEAWEEDFS_VERSION, install_seaweedfs
 from .process import check_port_free, free_ports, port_open
 from .service import Service
@@ -145,18 +144,8 @@ class SeaweedFS(Service):
         if not (port_open(s3) and port_open(self.ports["filer"])):
             return False
         timeout = min(2.0, remaining)
-        conn = http.client.HTTPConnection(HOST, s3, timeout=timeout)
-        try:
-            conn.request("GET", "/")
-            conn.getresponse().read()  # any status (403 without a signature) means up
-        finally:
-            conn.close()
-        conn = http.client.HTTPConnection(HOST, master, timeout=timeout)
-        try:
-            conn.request("GET", "/dir/status")
-            status = json.loads(conn.getresponse().read() or b"{}")
-        finally:
-            conn.close()
+        http_get(s3, "/", timeout)
+        status = json.loads(http_get(master, "/dir/status", timeout) or b"{}")
         topology = status.get("Topology") or {}
         return int(topology.get("Max") or 0) > 0 and bool(topology.get("DataCenters"))
 
