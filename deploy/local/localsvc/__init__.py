@@ -10,6 +10,7 @@ deploy/local on sys.path and re-exports the API:
     process   free ports, spawning (tied to the parent or detached), terminating
     service   the life cycle shared by every service
     kafka     KafkaBroker and the stdlib Kafka wire probe
+    s3server  S3Server: credentials, endpoint and data directory of the local S3 servers
     s3proxy   S3Proxy
     seaweedfs SeaweedFS (``weed server`` with filer and S3 gateway)
     cli       ``launch.py install|start|stop|status``

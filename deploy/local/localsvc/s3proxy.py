@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, LaunchError, http_get
+from .common import http_get
 from .install import S3PROXY_VERSION, install_s3proxy, java_executable
 from .process import check_port_free, free_ports, port_open
-from .service import Service
+from .s3server import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Server
 
-DEFAULT_ACCESS_KEY = "vecwal"
-DEFAULT_SECRET_KEY = "vecwal-secret"
-DEFAULT_REGION = "us-east-1"
+__all__ = ["DEFAULT_ACCESS_KEY", "DEFAULT_REGION", "DEFAULT_SECRET_KEY", "S3Proxy"]
 S3PROXY_JAVA_OPTS = [
     "-Xms64m",
     "-Xmx512m",
@@ -22,7 +20,7 @@ S3PROXY_JAVA_OPTS = [
 ]
 
 
-class S3Proxy(Service):
+class S3Proxy(S3Server):
     """s3proxy (filesystem-nio2 backend under workdir/data) with SigV4 auth on 127.0.0.1."""
 
     kind = "s3proxy"
@@ -37,21 +35,12 @@ class S3Proxy(Service):
         *,
         tie_to_parent: bool = True,
     ) -> None:
-        super().__init__(workdir, tie_to_parent=tie_to_parent)
+        super().__init__(workdir, access_key, secret_key, tie_to_parent=tie_to_parent)
         self.port = port
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.region = DEFAULT_REGION
 
     @property
-    def endpoint_url(self) -> str:
-        if self.port is None:
-            raise LaunchError("s3proxy has not been started yet (no port)")
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
+    def s3_port(self) -> int | None:
+        return self.port
 
     @property
     def config_path(self) -> Path:
@@ -102,16 +91,4 @@ class S3Proxy(Service):
         return self
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "service": "s3",
-            "pid": self.pid,
-            "port": self.port,
-            "endpoint_url": self.endpoint_url,
-            "access_key": self.access_key,
-            "secret_key": self.secret_key,
-            "region": self.region,
-            "workdir": str(self.workdir),
-            "data_dir": str(self.data_dir),
-            "log": str(self.log_path),
-            "s3proxy_version": S3PROXY_VERSION,
-        }
+        return {**self.describe_s3("s3"), "s3proxy_version": S3PROXY_VERSION}

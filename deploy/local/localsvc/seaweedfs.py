@@ -12,14 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, LaunchError, http_get
+from .common import HOST, http_get
 from .install import SEAWEEDFS_VERSION, install_seaweedfs
 from .process import check_port_free, free_ports, port_open
-from .service import Service
+from .s3server import DEFAULT_ACCESS_KEY, DEFAULT_SECRET_KEY, S3Server
 
-DEFAULT_ACCESS_KEY = "vecwal"
-DEFAULT_SECRET_KEY = "vecwal-secret"
-DEFAULT_REGION = "us-east-1"
 PORT_NAMES = (
     "s3",
     "s3_grpc",
@@ -41,7 +38,7 @@ copy_other = 1
 """
 
 
-class SeaweedFS(Service):
+class SeaweedFS(S3Server):
     """``weed server -filer -s3`` with its data under workdir/data, every port on 127.0.0.1."""
 
     kind = "seaweedfs"
@@ -60,13 +57,10 @@ class SeaweedFS(Service):
         ports: dict[str, int] | None = None,
         tie_to_parent: bool = True,
     ) -> None:
-        super().__init__(workdir, tie_to_parent=tie_to_parent)
+        super().__init__(workdir, access_key, secret_key, tie_to_parent=tie_to_parent)
         self.ports: dict[str, int] = dict(ports or {})
         if port is not None:
             self.ports["s3"] = port
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.region = DEFAULT_REGION
 
     @property
     def port(self) -> int | None:
@@ -74,19 +68,13 @@ class SeaweedFS(Service):
         return self.ports.get("s3")
 
     @property
-    def endpoint_url(self) -> str:
-        if self.port is None:
-            raise LaunchError("SeaweedFS has not been started yet (no port)")
-        return f"http://{HOST}:{self.port}"
+    def s3_port(self) -> int | None:
+        return self.port
 
     @property
     def filer_url(self) -> str:
         """The filer's HTTP address: it bypasses S3 (and Object Lock); tests only."""
         return f"http://{HOST}:{self.ports['filer']}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
 
     @property
     def s3_config_path(self) -> Path:
@@ -166,17 +154,5 @@ class SeaweedFS(Service):
         return self
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "service": "seaweedfs",
-            "pid": self.pid,
-            "port": self.port,
-            "ports": dict(self.ports),
-            "endpoint_url": self.endpoint_url,
-            "access_key": self.access_key,
-            "secret_key": self.secret_key,
-            "region": self.region,
-            "workdir": str(self.workdir),
-            "data_dir": str(self.data_dir),
-            "log": str(self.log_path),
-            "seaweedfs_version": SEAWEEDFS_VERSION,
-        }
+        return {**self.describe_s3("seaweedfs"), "ports": dict(self.ports),
+                "seaweedfs_version": SEAWEEDFS_VERSION}
