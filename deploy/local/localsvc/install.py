@@ -440,7 +440,7 @@ def install_seaweedfs() -> Path:
     return weed
 
 
-INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect")
+INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
@@ -460,4 +460,9 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
         done.append(f"PostgreSQL ({POSTGRES_DIST} {postgres_version()}) ({install_postgres()})")
     if "connect" in only:
         done.append(f"Kafka Connect + Debezium {debezium_version()} ({install_connect()})")
+    if "registry" in only:
+        from .registry import REGISTRY_VERSION, install_registry, registry_java  # imports us
+
+        registry_java()  # Java 21+, besides the broker's
+        done.append(f"Apicurio Registry {REGISTRY_VERSION} ({install_registry()})")
     say("installed: " + ", ".join(done))
