@@ -100,8 +100,9 @@ def registry_java() -> str:
             return str(java)
     raise LaunchError(
         f"Apicurio Registry {REGISTRY_VERSION} needs Java {REGISTRY_MIN_JAVA}+; found only "
-        f"{', '.join(seen) or 'none'}: install one (e.g. `apt-get install "
-        f"openjdk-{REGISTRY_MIN_JAVA}-jre-headless`) or set VECWAL_REGISTRY_JAVA_HOME to its home"
+        f"{', '.join(seen) or 'none'}: install one beside it (Temurin {REGISTRY_MIN_JAVA}+, or "
+        f"`apt-get install openjdk-{REGISTRY_MIN_JAVA}-jre-headless` where the distribution has "
+        "it: Debian 12 has not) or set VECWAL_REGISTRY_JAVA_HOME to its home"
     )
 
 
