@@ -30,6 +30,9 @@ Fixtures:
     seaweedfs_client  (session) boto3 S3 client on it
     seaweedfs_bucket  (function) a fresh plain bucket on it
     seaweedfs_lock_bucket (function) a fresh bucket created with Object Lock (and so versioning)
+    postgres_service, postgres_database, connect_service, debezium_connector: the Debezium
+                              CDC source (PostgreSQL + pgvector -> Kafka Connect ->
+                              kafka_service), in tests/services_cdc.py
     registry_service (session) .url (Confluent Schema Registry REST API), .client(),
                               .source; .stop()/.start() when local: ``SCHEMA_REGISTRY_URL``,
                               else Apicurio Registry (in memory) from deploy/local
@@ -529,6 +532,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         parts = [f"{name} via {src} ready in {sec:.1f} s" for name, (src, sec) in STARTUP.items()]
         terminalreporter.write_line("services: " + "; ".join(parts))
 
+
+# the Debezium CDC source (PostgreSQL + pgvector, Kafka Connect) lives in its own module
+from tests.services_cdc import (  # noqa: E402, F401
+    DebeziumConnector,
+    PostgresService,
+    connect_service,
+    debezium_connector,
+    postgres_database,
+    postgres_service,
+)
 
 # the schema registry (registry_service) lives in its own module, registered here as fixtures
 from tests.services_registry import RegistryService, registry_service  # noqa: E402, F401
