@@ -51,7 +51,7 @@ CLI (detached services that outlive the command; one directory per service)::
         # then: curl -X PUT -H 'Content-Type: application/json' -d @config.json \
         #        http://127.0.0.1:PORT/connectors/NAME/config
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
-    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry --dir D
+    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect --dir D
 """
 
 from __future__ import annotations

@@ -13,5 +13,7 @@ deploy/local on sys.path and re-exports the API:
     s3server  S3Server: credentials, endpoint and data directory of the local S3 servers
     s3proxy   S3Proxy
     seaweedfs SeaweedFS (``weed server`` with filer and S3 gateway)
+    postgres  PostgresServer (PostgreSQL 18 + pgvector, wal_level=logical; as root: run as nobody)
+    connect   KafkaConnect (standalone worker, Debezium PostgresConnector) and its config
     cli       ``launch.py install|start|stop|status``
 """

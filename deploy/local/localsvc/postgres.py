@@ -25,7 +25,7 @@ from typing import Any
 
 from .common import HOST, LaunchError
 from .install import install_postgres, postgres_version, shared_dir
-from .process import check_port_free, free_ports, port_open
+from .process import check_port_free, free_ports, pid_alive, port_open
 from .service import Service
 
 DEFAULT_USER = "postgres"  # the database superuser (not a system user)
@@ -144,6 +144,7 @@ class PostgresServer(Service):
             os.chown(parent, uid, gid)
             os.chown(pwfile, uid, gid)
             kwargs = {"user": uid, "group": gid, "extra_groups": []}
+            (parent / "workdir").write_text(str(self.workdir))  # see _prune_stale_data
             if not self.workdir.joinpath("data").is_symlink():
                 self.workdir.joinpath("data").symlink_to(data)
         pwfile.chmod(0o600)
@@ -158,6 +159,21 @@ class PostgresServer(Service):
         if r.returncode != 0:
             raise LaunchError(f"initdb failed ({r.returncode}): {' '.join(cmd)}\n"
                               f"{(r.stdout + r.stderr)[-3000:]}")
+
+    @staticmethod
+    def _prune_stale_data() -> None:
+        """Delete the shared data directories whose work directory is gone and whose server is
+        not running (left by a killed test run: pytest removes its tmp dirs, not these)."""
+        root = shared_dir() / "pgdata"
+        for d in root.glob("*") if root.is_dir() else []:
+            try:
+                workdir = Path((d / "workdir").read_text().strip())
+                pidfile = d / "data" / "postmaster.pid"
+                pid = int(pidfile.read_text().split()[0]) if pidfile.is_file() else 0
+            except (OSError, ValueError, IndexError):
+                continue  # being created, or not ours: leave it
+            if not workdir.exists() and not (pid and pid_alive(pid)):
+                shutil.rmtree(d, ignore_errors=True)
 
     def _command(self) -> list[str]:
         assert self.port is not None
@@ -190,6 +206,8 @@ class PostgresServer(Service):
         if self.port is None:
             self.port = free_ports(1)[0]
         check_port_free(self.port)
+        if self.run_as is not None:
+            self._prune_stale_data()
         self._initdb()
         self._launch(self._command())
         self._wait(timeout, self._ready)
