@@ -30,7 +30,7 @@ from typing import Any
 
 from daemon.errors import ConfigError
 
-INPUT_FORMATS = ("json", "avro")
+INPUT_FORMATS = ("json", "avro", "avro-registry", "debezium")
 CODECS = ("null", "zstandard", "deflate")
 
 
@@ -44,6 +44,16 @@ class KafkaConfig:
     """Per-topic input format overrides: ``{topic = "avro"}``."""
     client: dict[str, str] = field(default_factory=dict)
     """Extra librdkafka properties (security.protocol, sasl.*, ...), passed through."""
+    schema_registry_url: str = ""
+    """The schema registry of ``avro-registry`` topics (and of Debezium's Avro converter)."""
+    schema_registry: dict[str, str] = field(default_factory=dict)
+    """Extra SchemaRegistryClient settings (``basic.auth.user.info``, ``ssl.ca.location``...)."""
+    mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per topic: JMESPath expressions from the user's event shape to the contract
+    (``daemon.sources.mapping``)."""
+    debezium: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per table (``schema.table`` or ``table``) of ``debezium`` topics: which column is
+    which field (``daemon.sources.debezium``)."""
 
     def format_of(self, topic: str) -> str:
         return self.formats.get(topic, self.format)
@@ -258,6 +268,8 @@ def _coerce(where: str, hint: Any, value: Any, source: str) -> Any:
     from_env = isinstance(value, _EnvValue)
     origin = typing.get_origin(hint)
     try:
+        if hint is Any and not from_env:
+            return value  # checked by the section's own validation
         if hint is bool:
             if from_env:
                 return _parse_bool(value.text)
@@ -353,6 +365,7 @@ def _validate(config: Config) -> None:
         if fmt not in INPUT_FORMATS:
             raise ConfigError(f"{src}: [kafka] {where} is {fmt!r}",
                               f"use one of {', '.join(INPUT_FORMATS)}")
+    _validate_sources(config)
     if not s.url:
         raise ConfigError(
             f"{src}: [storage] url is missing",
@@ -491,3 +504,29 @@ def lock_seconds(config: Config) -> float:
     window = parse_duration(r.window, f"{config.source}: [retention] window")
     grace = parse_duration(r.grace, f"{config.source}: [retention] grace")
     return math.ceil((window + grace) / 86_400) * 86_400.0
+
+
+def _validate_sources(config: Config) -> None:
+    """Formats, mappings and the registry agree; every expression compiles (at start, not
+    at the first event)."""
+    from daemon.sources import sources_for
+
+    src, k = config.source, config.kafka
+    for topic in [*k.mapping, *k.formats]:
+        if topic not in k.topics:
+            raise ConfigError(f"{src}: [kafka] mapping or formats names topic {topic!r}, which "
+                              "is not in topics", f"add {topic!r} to topics or remove its table")
+    for topic in k.topics:
+        fmt = k.format_of(topic)
+        if fmt in ("avro-registry",) and not k.schema_registry_url:
+            raise ConfigError(f"{src}: topic {topic!r} has format {fmt!r} but [kafka] "
+                              "schema_registry_url is not set",
+                              'set schema_registry_url = "http://registry:8081" under [kafka]')
+        if topic in k.mapping and fmt not in ("json", "avro-registry"):
+            raise ConfigError(f"{src}: topic {topic!r} has a [kafka.mapping] table but format "
+                              f"{fmt!r}", 'a mapping reads "json" or "avro-registry" topics; '
+                              "Debezium tables are set under [kafka.debezium.<table>]")
+    try:
+        sources_for(k)
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: {exc.message}", exc.hint) from None

@@ -14,7 +14,7 @@ import binascii
 import io
 from array import array
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 import numpy as np
@@ -62,21 +62,35 @@ class EventParser:
     def parse(
         self, value: bytes | None, fmt: str, *, key: bytes | None, offset: int, timestamp: int
     ) -> dict[str, Any]:
-        """Return the change-log record for one message; raise BadEvent naming the reason."""
+        """Return the change-log record for one message of the contract (``fmt`` "json" or
+        "avro"); raise BadEvent naming the reason."""
         if value is None:
             raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
+        self._check_size(value)
+        record = self._to_record(decode_contract(value, fmt), fmt)
+        return _placed(record, key, offset, timestamp)
+
+    def parse_from(self, source: EventSource, value: bytes | None, *, key: bytes | None,
+                   offset: int, timestamp: int) -> dict[str, Any] | None:
+        """The change-log record for one message of any source (``daemon.sources``), or
+        None for a message that carries no change (a tombstone after a Debezium delete)."""
+        if value is not None:
+            self._check_size(value)
+        decoded = source.decode(key, value)
+        if decoded is None:
+            return None
+        record = self._to_record(decoded.event, decoded.fmt, decoded.extra, decoded.mapped)
+        return _placed(record, key, offset, timestamp)
+
+    def _check_size(self, value: bytes) -> None:
         if len(value) > self.max_event_bytes:
             raise BadEvent(
                 OVERSIZE, f"{len(value)} bytes is over capture.max_event_bytes={self.max_event_bytes}"
             )
-        event = _decode_avro(value) if fmt == "avro" else _decode_json(value)
-        record = self._to_record(event, fmt)
-        record["offset"] = offset
-        record["timestamp"] = timestamp
-        record["key"] = key
-        return record
 
-    def _to_record(self, ev: Mapping[str, Any], fmt: str) -> dict[str, Any]:
+    def _to_record(self, ev: Mapping[str, Any], fmt: str, extra: dict[str, Any] | None = None,
+                   mapped: bool = False) -> dict[str, Any]:
+        """``mapped``: ``ev`` was made by a mapping, and ``extra`` holds what it left out."""
         op = ev.get("op")
         if not isinstance(op, str) or op not in OPS:
             raise BadEvent(UNKNOWN_OP, f"op {op!r} is not one of {', '.join(sorted(OPS))}")
@@ -115,7 +129,8 @@ class EventParser:
             if op == "tenant.put":
                 settings = _json_object(ev, "settings", fmt, required=False)
                 rec["settings"] = None if settings is None else orjson.dumps(settings).decode()
-        extra = {k: v for k, v in ev.items() if k not in CONTRACT_FIELDS}
+        if not mapped:
+            extra = {k: v for k, v in ev.items() if k not in CONTRACT_FIELDS}
         if extra:
             rec["extra"] = orjson.dumps(extra, default=_jsonable).decode()
         return rec
@@ -154,6 +169,36 @@ class EventParser:
             if not isinstance(acl, list) or not all(isinstance(a, str) for a in acl):
                 raise BadEvent(BAD_FIELD, "acl must be a list of principal strings")
             rec["acl"] = list(acl)
+
+
+class Decoded(Protocol):
+    @property
+    def event(self) -> Mapping[str, Any]: ...
+    @property
+    def fmt(self) -> str: ...
+    @property
+    def extra(self) -> dict[str, Any] | None: ...
+    @property
+    def mapped(self) -> bool: ...
+
+
+class EventSource(Protocol):
+    """How one topic's messages become contract events (``daemon.sources.Source``)."""
+
+    def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None: ...
+
+
+def _placed(record: dict[str, Any], key: bytes | None, offset: int, timestamp: int
+            ) -> dict[str, Any]:
+    record["offset"] = offset
+    record["timestamp"] = timestamp
+    record["key"] = key
+    return record
+
+
+def decode_contract(value: bytes, fmt: str) -> Mapping[str, Any]:
+    """One contract event from its JSON or schemaless Avro (``fmt``) bytes."""
+    return _decode_avro(value) if fmt == "avro" else _decode_json(value)
 
 
 def _wrong_dimension(dim: int, collection: str, known: int) -> BadEvent:

@@ -1,0 +1,175 @@
+"""Sources: the shapes of ingestion streams vecwal reads, each turned into the ingestion
+contract (``daemon.events``) before it is validated and stored.
+
+- ``json`` and ``avro``: the contract itself (JSON, or schemaless Avro of
+  ``schemas/change_event.avsc``), the native codec's fast path;
+- ``avro-registry``: Avro framed by a schema registry (:mod:`daemon.sources.registry`);
+- ``debezium``: Debezium change events of a table (:mod:`daemon.sources.debezium`), JSON
+  or registry-framed Avro;
+- a ``[kafka.mapping.<topic>]`` table: the user's own JSON (or registry Avro) shape by
+  JMESPath expressions (:mod:`daemon.sources.mapping`).
+
+Each topic gets one :class:`Source`; ``decode`` gives the contract event, or None for a
+message that carries no change (a tombstone after a Debezium delete).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from daemon.config import KafkaConfig
+from daemon.errors import BadEvent
+from daemon.events import UNPARSEABLE, decode_contract
+from daemon.sources.debezium import DebeziumDecoder, TableMapping
+from daemon.sources.mapping import RecordMapping, parse_json_value
+from daemon.sources.registry import SchemaCache, avro_column_types, decode_framed
+
+
+@dataclass(frozen=True)
+class Decoded:
+    event: Mapping[str, Any]
+    fmt: str
+    """How the contract's object fields are given: "json" (objects) or "avro" (JSON text)."""
+    extra: dict[str, Any] | None = None
+    """The fields kept beside the contract's (a mapping's unmapped fields)."""
+    mapped: bool = False
+    """True when ``event`` was made by a mapping: its own keys are all contract fields."""
+
+
+class Source(Protocol):
+    name: str
+    """The format's name, as configured."""
+
+    def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None: ...
+
+
+class ContractSource:
+    """The ingestion contract as JSON or schemaless Avro."""
+
+    def __init__(self, fmt: str) -> None:
+        self.name = self.fmt = fmt
+
+    def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
+        if value is None:
+            raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
+        return Decoded(decode_contract(value, self.fmt), self.fmt)
+
+
+class MappedSource:
+    """The user's JSON, or registry-framed Avro, through a RecordMapping."""
+
+    def __init__(self, mapping: RecordMapping, registry: SchemaCache | None) -> None:
+        self.mapping = mapping
+        self.registry = registry
+        self.name = "avro-registry" if registry else "json"
+
+    def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
+        if value is None:
+            raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
+        raw = (decode_framed(value, self.registry)[0] if self.registry
+               else parse_json_value(value))
+        event, extra = self.mapping.apply(raw)
+        return Decoded(event, "json", extra, mapped=True)
+
+
+class RegistryContractSource:
+    """The ingestion contract written with a schema registry serializer."""
+
+    name = "avro-registry"
+
+    def __init__(self, registry: SchemaCache) -> None:
+        self.registry = registry
+
+    def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
+        if value is None:
+            raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
+        record, _ = decode_framed(value, self.registry)
+        if not isinstance(record, dict):
+            raise BadEvent(UNPARSEABLE, "the registry record is not an Avro record: add a "
+                                        "[kafka.mapping.<topic>] table")
+        return Decoded(record, "avro")
+
+
+class DebeziumSource:
+    """Debezium change events: JSON, or registry-framed Avro when a registry is set."""
+
+    name = "debezium"
+
+    def __init__(self, decoder: DebeziumDecoder, registry: SchemaCache | None) -> None:
+        self.decoder = decoder
+        self.registry = registry
+
+    def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
+        if value is not None and value[:1] == b"\x00" and self.registry is not None:
+            return self._decode_avro(key, value)
+        decoded = self.decoder.decode_json(key, value)
+        if decoded is None:
+            return None
+        return Decoded(decoded[0], "json", decoded[1], mapped=True)
+
+    def _decode_avro(self, key: bytes | None, value: bytes) -> Decoded:
+        assert self.registry is not None
+        payload, schema = decode_framed(value, self.registry)
+        key_row = decode_framed(key, self.registry)[0] if key and key[:1] == b"\x00" else None
+        event, extra = self.decoder.decode(_plain(payload), _plain(key_row),
+                                           avro_column_types(schema))
+        return Decoded(event, "json", extra, mapped=True)
+
+
+def _plain(value: Any) -> Any:
+    """Avro logical values JSON cannot hold (decimals) as numbers."""
+    from decimal import Decimal
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+def sources_for(kafka: KafkaConfig) -> dict[str, Source]:
+    """One Source per configured topic (validated by the config: this does not raise)."""
+    registry = (SchemaCache(kafka.schema_registry_url, kafka.schema_registry)
+                if kafka.schema_registry_url else None)
+    debezium = debezium_decoder(kafka)
+    out: dict[str, Source] = {}
+    for topic in kafka.topics:
+        fmt = kafka.format_of(topic)
+        table = kafka.mapping.get(topic)
+        if table is not None:
+            mapping = RecordMapping.compile(topic, table, f"[kafka.mapping.{topic!r}]")
+            out[topic] = MappedSource(mapping, registry if fmt == "avro-registry" else None)
+        elif fmt == "debezium":
+            out[topic] = DebeziumSource(debezium, registry)
+        elif fmt == "avro-registry":
+            assert registry is not None
+            out[topic] = RegistryContractSource(registry)
+        else:
+            out[topic] = ContractSource(fmt)
+    return out
+
+
+def debezium_decoder(kafka: KafkaConfig) -> DebeziumDecoder:
+    return DebeziumDecoder({name: TableMapping.compile(t, f"[kafka.debezium.{name!r}]")
+                            for name, t in kafka.debezium.items()})
+
+
+def native_topics(kafka: KafkaConfig) -> dict[str, bool]:
+    """Topics the native codec takes (the contract's own JSON or Avro, unmapped): topic ->
+    True for Avro."""
+    return {t: kafka.format_of(t) == "avro" for t in kafka.topics
+            if kafka.format_of(t) in ("json", "avro") and t not in kafka.mapping}
+
+
+__all__ = [
+    "ContractSource",
+    "DebeziumSource",
+    "Decoded",
+    "MappedSource",
+    "Source",
+    "native_topics",
+    "sources_for",
+]
