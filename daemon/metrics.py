@@ -49,6 +49,14 @@ class Metrics:
         self.store_up = Gauge(
             "vecwal_store_up", "0 while the object store is failing", registry=r)
         self.store_up.set(1)
+        self.skipped = Counter(
+            "vecwal_skipped_events",
+            "Messages that carry no change (tombstones after Debezium deletes)",
+            ["topic", "reason"], registry=r)
+        self.held_partitions = Gauge(
+            "vecwal_held_partitions",
+            "Partitions held at an offset while their source (the schema registry) does not "
+            "answer", registry=r)
         self.compaction_seconds = Histogram(
             "vecwal_compaction_seconds", "Time to write one snapshot",
             buckets=(1, 5, 15, 60, 300, 900, 3600), registry=r)

@@ -7,7 +7,8 @@ Commit order (DESIGN section 3; every step below is where it says, keep it true)
    native codec, all others by the Python parser; a bad one becomes a
    quarantine entry of its segment, with raw bytes, coordinates, reason  -> ``_take``
 3. append to the partition's open segment (memory, bounded by
-   ``capture.max_buffer_bytes``: above it every partition is paused)      -> ``_apply_backpressure``
+   ``capture.max_buffer_bytes``: above it every partition is paused;
+   a partition whose source does not answer is held at that event)     -> ``FlowControl``
 4. when a segment is due (records, bytes or age ``segment_max_age_s``)
    seal it, then make it durable off the loop thread:
    the segment's quarantine object (one for all its rejected events, if
@@ -48,6 +49,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from daemon.capture import native
 from daemon.capture.catch_up import CatchUp
+from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import (
     consumer_settings,
     high_watermarks,
@@ -68,6 +70,8 @@ from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
+from daemon.sources import native_topics, sources_for
+from daemon.sources.registry import RegistryUnavailable
 
 log = structlog.get_logger("vecwal.capture")
 
@@ -121,11 +125,13 @@ class CaptureLoop:
         self._seeder = DimensionSeeder(KnownSchemas(repo, config.kafka.topics),
                                        self.cfg.dimensions)  # read on assignment
         self._codec = native.event_codec() if self.cfg.native_codec else None
-        self._avro_topics = {t: config.kafka.format_of(t) == "avro" for t in config.kafka.topics}
+        self._avro_topics = native_topics(config.kafka)  # the rest go to the Python parser
+        self.sources = sources_for(config.kafka)  # topic -> how its messages decode
+        self._flow = FlowControl(self.cfg.max_buffer_bytes, self.cfg.retry_max_backoff_s,
+                                 self.metrics)
         self.partitions: dict[TP, PartitionState] = {}
         self._pool = ThreadPoolExecutor(self.cfg.upload_threads, thread_name_prefix="vecwal-upload")
         self._stop = False
-        self._paused = False
         self._writer = writer_identity()
         self.heartbeat = time.monotonic()
         self.store_ok_at = time.monotonic()
@@ -232,7 +238,9 @@ class CaptureLoop:
         elif err.code() == KafkaError._PARTITION_EOF:
             topic, partition, offset = _coordinates(msg)
             ps = self.partitions.get((topic, partition))
-            if ps is not None:  # Kafka's end of the partition, at about the consume() call
+            if ps is not None and not self._flow.is_held((topic, partition)):
+                # Kafka's end of the partition, at about the consume() call (not fetched
+                # before a held partition was sought back: the held events are not covered)
                 ps.observe_end(offset, self._consumed_at_ms)
                 ps.open.extend_to(offset, now)
         else:
@@ -246,18 +254,22 @@ class CaptureLoop:
     def _on_message(self, msg: Message, now: float) -> None:
         topic, partition, offset = _coordinates(msg)
         ps = self.partitions.get((topic, partition))
-        if ps is None or offset < ps.open.end:
-            return  # revoked meanwhile, or a redelivery of what is already covered
+        if ps is None or offset < ps.open.end or not self._flow.admits((topic, partition), offset):
+            return  # revoked meanwhile, a redelivery of what is covered, or a held partition
         value, key = msg.value(), msg.key()
         timestamp = msg.timestamp()[1]
         size = len(value) if value else 0
         self._future.check(ps, offset, timestamp, self._consumed_at_ms)
         try:
-            record = self.parser.parse(value, self.config.kafka.format_of(topic), key=key,
-                                       offset=offset, timestamp=timestamp)
-            if self._capture_timeline:  # the producer's stamp goes beside capture's
+            record = self.parser.parse_from(self.sources[topic], value, key=key,
+                                            offset=offset, timestamp=timestamp)
+            if record is not None and self._capture_timeline:  # the producer's stamp beside
                 record["producer_timestamp"] = timestamp
                 record["timestamp"] = CaptureClock.stamp(ps, self._consumed_at_ms)
+        except RegistryUnavailable as exc:  # not the event's fault: read it again later
+            assert self._consumer is not None
+            self._flow.hold(self._consumer, (topic, partition), offset, exc)
+            return
         except BadEvent as bad:
             entry = QuarantineEntry(topic, partition, offset, timestamp, bad.reason, bad.detail,
                                     key, value)
@@ -265,7 +277,12 @@ class CaptureLoop:
             self.metrics.quarantined.labels(topic, bad.reason).inc()
             self.quarantine_log.note(entry, ps.open.start, now)  # rate limited per reason
         else:
-            ps.open.add_record(record, size, now)
+            if record is None:  # carries no change (a tombstone after a Debezium delete)
+                ps.open.skip(offset, now)
+                self.metrics.skipped.labels(topic, "tombstone").inc()
+            else:
+                ps.open.add_record(record, size, now)
+        self._flow.decoded((topic, partition))
         if ps.open.full(self.cfg):  # size limits hold per event, not per batch
             self._seal(ps, now, "size")
 
@@ -279,7 +296,11 @@ class CaptureLoop:
                 self._seal(ps, now, reason)
             self._collect(ps)
             self._dispatch(ps, now)
-        self._apply_backpressure()
+        assert self._consumer is not None
+        self._flow.backpressure(self._consumer,
+                                sum(ps.buffered_bytes for ps in self.partitions.values()),
+                                list(self.partitions))
+        self._flow.release_due(self._consumer, now)
         if now >= self._next_tick:
             self._next_tick = now + 1.0
             self._tick(now)
@@ -366,23 +387,6 @@ class CaptureLoop:
                          writer=self._writer, last_segment=last_segment,
                          last_error=ps.last_error, future_stamped=ps.future_stamped,
                          last_future_stamped=ps.last_future_stamped)
-
-    def _apply_backpressure(self) -> None:
-        total = sum(ps.buffered_bytes for ps in self.partitions.values())
-        self.metrics.buffered_bytes.set(total)
-        assert self._consumer is not None
-        parts = [TopicPartition(t, p) for (t, p) in self.partitions]
-        if not self._paused and total >= self.cfg.max_buffer_bytes:
-            self._consumer.pause(parts)
-            self._paused = True
-            self.metrics.paused.set(1)
-            log.warning("buffer full, consumption paused", buffered_bytes=total,
-                        max_buffer_bytes=self.cfg.max_buffer_bytes)
-        elif self._paused and total < self.cfg.max_buffer_bytes // 2:
-            self._consumer.resume(parts)
-            self._paused = False
-            self.metrics.paused.set(0)
-            log.info("consumption resumed", buffered_bytes=total)
 
     # -- once a second: idle valid-through, lag and RPO -------------------------------------
     def _tick(self, now: float) -> None:
@@ -481,7 +485,7 @@ class CaptureLoop:
                      high_watermark=hi)
         self._seeder.seed(self.parser.dimensions, self._retry_store)  # before any parsing
         consumer.incremental_assign(partitions)
-        if self._paused:
+        if self._flow.paused:
             consumer.pause(partitions)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -490,6 +494,7 @@ class CaptureLoop:
                  if (tp.topic, tp.partition) in self.partitions]
         done = self._flush(owned, deadline)
         self._commit_sync(done)
+        self._flow.forget(owned)
         for key in owned:
             ps = self.partitions.pop(key)
             log.info("partition revoked", topic=key[0], partition=key[1],
@@ -497,6 +502,7 @@ class CaptureLoop:
         consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._flow.forget([(tp.topic, tp.partition) for tp in partitions])
         for tp in partitions:
             ps = self.partitions.pop((tp.topic, tp.partition), None)
             log.warning("partition lost, buffers dropped without commit", topic=tp.topic,
@@ -553,23 +559,9 @@ class CaptureLoop:
         return 1 if unflushed else 0
 
     def _retry_store(self, fn: Callable[[], Any], what: str) -> Any:
-        """``fn()``, retried with capped backoff while the store does not answer (at least a
-        minute): assignment waits for the store, the source of truth, rather than guess."""
-        delay = 0.25
-        deadline = time.monotonic() + max(60.0, self.cfg.shutdown_timeout_s)
-        while True:
-            try:
-                return fn()
-            except IntegrityError:
-                raise
-            except (StoreError, OSError) as exc:
-                self.metrics.errors.labels("store").inc()
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("store not answering, retrying", what=what, error=str(exc),
-                            retry_in_s=delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self.cfg.retry_max_backoff_s)
+        """``fn()``, retried while the store does not answer (``retry_store``)."""
+        return retry_store(fn, what, self.metrics, max(60.0, self.cfg.shutdown_timeout_s),
+                           self.cfg.retry_max_backoff_s)
 
     def _settings(self) -> dict[str, Any]:
         settings = consumer_settings(self.config)

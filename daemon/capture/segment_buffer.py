@@ -120,6 +120,11 @@ class OpenSegment:
         self.bytes += size
         self._cover(entry.offset + 1, now)
 
+    def skip(self, offset: int, now: float) -> None:
+        """A message that carries no change (a tombstone after a Debezium delete): covered,
+        with no record."""
+        self._cover(offset + 1, now)
+
     def extend_to(self, offset: int, now: float) -> None:
         """Cover offsets up to ``offset`` that Kafka will never deliver (seen at partition EOF)."""
         if offset > self.end:

@@ -60,6 +60,7 @@ class FakeConsumer:
     paused: set[tuple[str, int]] = field(default_factory=set)
     commits: list[tuple[str, int, int]] = field(default_factory=list)
     pause_calls: int = 0
+    seeks: list[tuple[str, int, int]] = field(default_factory=list)
     _callbacks: dict[str, Any] = field(default_factory=dict)
     _assigned: bool = False
     _eof_sent: set[tuple[str, int]] = field(default_factory=set)
@@ -98,6 +99,11 @@ class FakeConsumer:
 
     def resume(self, partitions: list[TopicPartition]) -> None:
         self.paused -= {(tp.topic, tp.partition) for tp in partitions}
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+        self.positions[(tp.topic, tp.partition)] = tp.offset
+        self._eof_sent.discard((tp.topic, tp.partition))  # the end is reached again
 
     def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
         if not self._assigned:
