@@ -56,6 +56,9 @@ DECIMAL_TYPE = "org.apache.kafka.connect.data.Decimal"
 VECTOR_NAMES = ("embedding", "vector")
 PLACEHOLDER = "__debezium_unavailable_value"
 """Debezium's default ``unavailable.value.placeholder``: a TOASTed value an update left as is."""
+TENANT_CHANGED = "tenant_changed"
+"""Quarantine reason: an update moved a row to another tenant (seen under REPLICA IDENTITY
+FULL)."""
 UNAVAILABLE = "unavailable_value"
 """Quarantine reason: the event lacks a value it needs (an unchanged TOASTed column)."""
 SOURCE_KEYS = ("connector", "db", "schema", "table", "lsn", "txId", "ts_ms", "snapshot")
@@ -184,6 +187,14 @@ class DebeziumDecoder:
                                "primary key of a deleted row; run ALTER TABLE ... REPLICA "
                                "IDENTITY FULL, or put the tenant column in the primary key")
             event["tenant"] = tenant
+            old = payload.get("before")
+            if op == "u" and isinstance(old, dict) and old.get(mapping.tenant) is not None \
+                    and old.get(mapping.tenant) != tenant:
+                raise BadEvent(TENANT_CHANGED, f"update of id {event['id']!r} in {where} moves "
+                               f"it from tenant {old.get(mapping.tenant)!r} to {tenant!r}: "
+                               "vecwal keys records by (tenant, id), so this is a delete in "
+                               "one and an insert in the other; put the tenant column in the "
+                               "primary key (Debezium then sends a delete and a create)")
         event["source"] = {k: source[k] for k in SOURCE_KEYS if source.get(k) is not None}
         event["event_time"] = event_time_text(source.get("ts_ms"), "source.ts_ms")
         if op != "d":

@@ -156,3 +156,15 @@ def test_table_settings_are_checked_at_start() -> None:
         source({"items": {"vectr": "embedding"}})
     with pytest.raises(ConfigError, match="id must be a column name"):
         source({"items": {"id": 5}})
+
+
+def test_an_update_that_moves_a_row_to_another_tenant_is_rejected() -> None:
+    k, v = messages("schemas_false.jsonl")[3]  # the update, REPLICA IDENTITY FULL
+    assert v is not None
+    env = orjson.loads(v)
+    env["after"]["tenant"] = "beta"
+    with pytest.raises(BadEvent, match="primary key") as info:
+        parse_all(source(ITEMS), [(k, orjson.dumps(env))])
+    assert info.value.reason == "tenant_changed"
+    (same,) = parse_all(source(ITEMS), [(k, v)])  # the real update keeps its tenant
+    assert same is not None and same["tenant"] == "acme"
