@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli_lifecycle import add_commands as add_lifecycle_commands
     from daemon.cli_pins import add_commands as add_pin_commands
     from daemon.cli_restore import add_commands
+    from daemon.cli_sources import add_command as add_check_mapping_command
     from daemon.cli_verify import add_command as add_verify_command
 
     add_commands(sub, _open_repository)
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     add_drill_command(sub, _open_repository)
     add_lifecycle_commands(sub, _open_repository)
     add_pin_commands(sub, _open_repository)
+    add_check_mapping_command(sub)  # reads Kafka only: never opens the store
     return p
 
 
