@@ -15,9 +15,12 @@ message that carries no change (a tombstone after a Debezium delete).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Protocol
+from uuid import UUID
 
 from daemon.config import KafkaConfig
 from daemon.errors import BadEvent
@@ -68,7 +71,7 @@ class MappedSource:
     def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
         if value is None:
             raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
-        raw = (decode_framed(value, self.registry)[0] if self.registry
+        raw = (_plain(decode_framed(value, self.registry)[0]) if self.registry
                else parse_json_value(value))
         event, extra = self.mapping.apply(raw)
         return Decoded(event, "json", extra, mapped=True)
@@ -85,7 +88,7 @@ class RegistryContractSource:
     def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
         if value is None:
             raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
-        record, _ = decode_framed(value, self.registry)
+        record = _plain(decode_framed(value, self.registry)[0])
         if not isinstance(record, dict):
             raise BadEvent(UNPARSEABLE, "the registry record is not an Avro record: add a "
                                         "[kafka.mapping.<topic>] table")
@@ -119,14 +122,22 @@ class DebeziumSource:
 
 
 def _plain(value: Any) -> Any:
-    """Avro logical values JSON cannot hold (decimals) as numbers."""
-    from decimal import Decimal
+    """Avro logical values as JSON holds them: decimals as numbers; timestamps, dates and
+    times as ISO 8601 text (milliseconds unless finer); UUIDs as text. fastavro decodes
+    them to Python objects that the contract's checks and JSON encoding do not take."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.datetime | dt.time):
+        return value.isoformat(timespec="milliseconds" if value.microsecond % 1000 == 0
+                               else "microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
     return value
 
 
