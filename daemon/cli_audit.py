@@ -90,14 +90,15 @@ def _write(lines: Iterable[str]) -> None:
 def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.audit.history import COLUMNS, HistoryQuery, history
     from daemon.audit.render import HISTORY_TABLE, csv_lines, json_lines, table_lines
+    from daemon.sources import sources_for
 
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
     query = HistoryQuery(args.collection, args.record_id, args.tenant,
                          _time(args.since, "--since"), _time(args.until, "--until"))
     began = time.monotonic()
-    formats = {t: config.kafka.format_of(t) for t in config.kafka.topics}
-    result = history(repo, config.kafka.topics, query, method=args.method, formats=formats)
+    result = history(repo, config.kafka.topics, query, method=args.method,
+                     sources=sources_for(config.kafka))
     seconds = time.monotonic() - began
     if args.format == "json":
         _write(json_lines(result.events, COLUMNS))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import io
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,7 @@ from daemon.changelog.window import list_partition_segments
 from daemon.errors import IntegrityError, VecwalError
 from daemon.objectstore.prefetch import prefetched
 from daemon.snapshot.datafile import Version
+from daemon.sources import ContractSource, Source
 
 METHODS = ("index", "sidecar", "scan")
 
@@ -94,9 +95,11 @@ class HistoryResult:
 
 
 def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
-            method: str = "index", formats: dict[str, str] | None = None) -> HistoryResult:
+            method: str = "index", sources: Mapping[str, Source] | None = None
+            ) -> HistoryResult:
     """Read the record's events from the log (and quarantine) and describe each one.
-    ``formats`` maps topic -> "json" | "avro" (how quarantined raw values are decoded)."""
+    ``sources`` maps topic -> its Source (how a quarantined raw value names its record;
+    default: the JSON contract)."""
     if method not in METHODS:
         raise VecwalError(f"history method {method!r} is unknown", f"use one of {METHODS}")
     stats = HistoryStats()
@@ -106,7 +109,7 @@ def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
             stats.partitions += 1
             for rec in _partition_events(repo, topic, wm.partition, query, method, stats):
                 found.setdefault((topic, wm.partition, rec["offset"]), rec)
-    rejected = _quarantined(repo, topics, query, formats or {}, stats)
+    rejected = _quarantined(repo, topics, query, sources or {}, stats)
     ordered = sorted(found.items(), key=lambda kv: _version(kv[0], kv[1]))
     rows: list[dict[str, Any]] = []
     previous: dict[str, dict[str, Any] | None] = {}
@@ -280,10 +283,12 @@ def _json_obj(text: str | None) -> dict[str, Any]:
     return obj if isinstance(obj, dict) else {"": obj}
 
 
+_JSON = ContractSource("json")
+
 # -- quarantined events -----------------------------------------------------------------------
 
 def _quarantined(repo: Repository, topics: Sequence[str], query: HistoryQuery,
-                 formats: dict[str, str], stats: HistoryStats) -> list[dict[str, Any]]:
+                 sources: Mapping[str, Source], stats: HistoryStats) -> list[dict[str, Any]]:
     """Rejected events attributable to the id: the raw value parses and names the collection
     and id (and tenant, when asked); or it does not parse and the Kafka key is the id.
     Quarantine objects of both layouts are read (``rejected_events``); an unreadable one is
@@ -292,7 +297,7 @@ def _quarantined(repo: Repository, topics: Sequence[str], query: HistoryQuery,
     for topic in topics:
         scan = QuarantineScan()
         for entry in rejected_events(repo, topic, scan):
-            row = _rejected_row(entry, formats.get(topic, "json"), query)
+            row = _rejected_row(entry, sources.get(topic) or _JSON, query)
             if row is not None:
                 rows.append(row)
         stats.quarantine_objects += scan.objects
@@ -301,11 +306,11 @@ def _quarantined(repo: Repository, topics: Sequence[str], query: HistoryQuery,
     return rows
 
 
-def _rejected_row(entry: QuarantineEntry, fmt: str, query: HistoryQuery
+def _rejected_row(entry: QuarantineEntry, source: Source, query: HistoryQuery
                   ) -> dict[str, Any] | None:
     from daemon.status import iso_ms
 
-    who = _attribute(entry, fmt)
+    who = _attribute(entry, source)
     if who is None or who.record_id != query.record_id \
             or who.collection not in (None, query.collection):
         return None
@@ -328,35 +333,17 @@ class _Attribution:
     op: str | None
 
 
-def _attribute(entry: QuarantineEntry, fmt: str) -> _Attribution | None:
-    raw = entry.value
-    ev = _decode_raw(raw, fmt) if raw is not None else None
+def _attribute(entry: QuarantineEntry, source: Source) -> _Attribution | None:
+    ev = source.identify(entry.key, entry.value)
     if isinstance(ev, dict) and isinstance(ev.get("id"), str):
         coll, tenant, op = ev.get("collection"), ev.get("tenant"), ev.get("op")
         return _Attribution(coll if isinstance(coll, str) else None,
                             tenant if isinstance(tenant, str) else "", ev["id"],
                             op if isinstance(op, str) else None)
-    if not isinstance(ev, dict) and entry.key is not None:
+    if ev is None and entry.key is not None:  # the value names nothing: the key may
         try:
             key = entry.key.decode()
         except UnicodeDecodeError:
             return None
         return _Attribution(None, None, key, None)
     return None
-
-
-def _decode_raw(raw: bytes, fmt: str) -> Any:
-    """The raw event as a dict, or None when it cannot be decoded."""
-    if fmt == "avro":
-        from daemon.events import CHANGE_EVENT_SCHEMA
-
-        buf = io.BytesIO(raw)
-        try:
-            ev = fastavro.schemaless_reader(buf, CHANGE_EVENT_SCHEMA, None)
-            return ev if buf.tell() == len(raw) else None
-        except Exception:  # any decoding failure: the bytes are not a change event
-            return None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None

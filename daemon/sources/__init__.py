@@ -47,6 +47,12 @@ class Source(Protocol):
 
     def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None: ...
 
+    def identify(self, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        """The contract fields a message names (op, collection, tenant, id), as far as they
+        can be told from a message that may not decode: ``vecwal history`` attributes a
+        rejected event with it. Never raises."""
+        ...
+
 
 class ContractSource:
     """The ingestion contract as JSON or schemaless Avro."""
@@ -58,6 +64,9 @@ class ContractSource:
         if value is None:
             raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
         return Decoded(decode_contract(value, self.fmt), self.fmt)
+
+    def identify(self, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        return _identified(self, key, value)
 
 
 class MappedSource:
@@ -75,6 +84,17 @@ class MappedSource:
                else parse_json_value(value))
         event, extra = self.mapping.apply(raw)
         return Decoded(event, "json", extra, mapped=True)
+
+    def identify(self, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        whole = _identified(self, key, value)
+        if whole is not None or value is None:
+            return whole
+        try:  # the fields one by one: the event may fail on another
+            raw = (decode_framed(value, self.registry)[0] if self.registry
+                   else parse_json_value(value))
+        except Exception:  # not decodable at all
+            return None
+        return self.mapping.identify(raw)
 
 
 class RegistryContractSource:
@@ -94,6 +114,9 @@ class RegistryContractSource:
                                         "[kafka.mapping.<topic>] table")
         return Decoded(record, "avro")
 
+    def identify(self, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        return _identified(self, key, value)
+
 
 class DebeziumSource:
     """Debezium change events: JSON, or registry-framed Avro when a registry is set."""
@@ -112,6 +135,12 @@ class DebeziumSource:
             return None
         return Decoded(decoded[0], "json", decoded[1], mapped=True)
 
+    def identify(self, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        whole = _identified(self, key, value)
+        if whole is not None or value is None or value[:1] == b"\x00":
+            return whole
+        return self.decoder.identify_json(key, value)
+
     def _decode_avro(self, key: bytes | None, value: bytes) -> Decoded:
         assert self.registry is not None
         payload, schema = decode_framed(value, self.registry)
@@ -119,6 +148,31 @@ class DebeziumSource:
         event, extra = self.decoder.decode(_plain(payload), _plain(key_row),
                                            avro_column_types(schema))
         return Decoded(event, "json", extra, mapped=True)
+
+
+def _identified(source: Source, key: bytes | None, value: bytes | None
+                ) -> dict[str, Any] | None:
+    """The decoded event's naming fields, or None when it does not decode."""
+    try:
+        decoded = source.decode(key, value)
+    except Exception:  # a rejected event: the caller may look closer
+        return _raw_contract(value) if isinstance(source, ContractSource) else None
+    if decoded is None:
+        return None
+    return {k: decoded.event.get(k) for k in ("op", "collection", "tenant", "id")}
+
+
+def _raw_contract(value: bytes | None) -> dict[str, Any] | None:
+    """A contract event that failed validation may still name its record."""
+    import orjson
+
+    if value is None:
+        return None
+    try:
+        ev = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return ev if isinstance(ev, dict) else None
 
 
 def _plain(value: Any) -> Any:

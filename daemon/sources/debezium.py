@@ -135,6 +135,34 @@ class DebeziumDecoder:
             return None  # a tombstone written as JSON null
         return self.decode(payload, key_payload, _column_types(schema))
 
+    def identify_json(self, key: bytes | None, value: bytes) -> dict[str, Any] | None:
+        """The op, collection, tenant and id of an event that did not decode, if it names
+        them."""
+        try:
+            payload, _ = _unwrap(orjson.loads(value))
+        except orjson.JSONDecodeError:
+            return None
+        try:
+            keys, _ = _unwrap(orjson.loads(key)) if key else (None, None)
+        except orjson.JSONDecodeError:
+            keys = None
+        if not isinstance(payload, dict):
+            return None
+        found = payload.get("source")
+        source: dict[str, Any] = found if isinstance(found, dict) else {}
+        mapping = self._mapping(source)
+        row = payload.get("before") if payload.get("op") == "d" else payload.get("after")
+        row = row if isinstance(row, dict) else {}
+        keys = keys if isinstance(keys, dict) else {}
+        try:
+            record_id = self._id(mapping, row, keys, "")
+        except BadEvent:
+            return None
+        tenant = row.get(mapping.tenant) if mapping.tenant else ""
+        return {"op": "delete" if payload.get("op") == "d" else "upsert",
+                "collection": mapping.collection or source.get("table"),
+                "tenant": tenant if isinstance(tenant, str) else None, "id": record_id}
+
     def decode(self, payload: Any, key: Any, types: Mapping[str, tuple[str, Any]] | None
                ) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """One envelope (``payload``), its key's columns and, when the value carried its

@@ -165,6 +165,23 @@ class RecordMapping:
                                                 f"event_time = {self.texts['event_time']!r}")
         return out, self._unmapped(event)
 
+    def identify(self, event: Any) -> dict[str, Any] | None:
+        """op, collection, tenant and id, each evaluated alone (None where it fails)."""
+        if not isinstance(event, Mapping):
+            return None
+        out: dict[str, Any] = {}
+        for name in ("op", "collection", "tenant", "id"):
+            try:
+                out[name] = self.getters[name](event) if name in self.getters else None
+            except JMESPathError:
+                out[name] = None
+        out["op"] = self.op_map.get(str(out["op"]), out["op"]) if self.op_map else (
+            out["op"] or "upsert")
+        out["collection"] = self.collection_name or out["collection"]
+        if isinstance(out["id"], int) and not isinstance(out["id"], bool):
+            out["id"] = str(out["id"])
+        return out
+
     def _eval(self, name: str, event: Mapping[str, Any]) -> Any:
         try:
             return self.getters[name](event)

@@ -109,3 +109,21 @@ def test_a_flood_of_unmappable_events_is_quarantined_whole(tmp_path: Path) -> No
     recs = read_partition(repo, TOPIC, 0)
     assert [r["id"] for r in recs] == [f"d{i}" for i in range(1000) if i % 3]
     assert fake.committed_offsets[(TOPIC, 0)] == 1000
+
+
+def test_history_attributes_a_rejected_debezium_event_to_its_record(tmp_path: Path) -> None:
+    from daemon.audit.history import HistoryQuery, history
+
+    repo = repo_at(tmp_path)
+    msgs = messages("schemas_true.jsonl")  # default identity: the delete lacks the tenant
+    fake = FakeConsumer({(TOPIC, 0): [v for _, v in msgs]})
+    cfg = config({"format": "debezium",
+                  "debezium": {"items": {"id": "id", "tenant": "tenant", "document": "doc"}}})
+    loop = CaptureLoop(cfg, repo, consumer_factory=lambda s: fake)
+    assert loop.run(until_caught_up=True) == 0
+    result = history(repo, [TOPIC], HistoryQuery("items", "2"), method="sidecar",
+                     sources=loop.sources)
+    rows = [(e["offset"], e["status"], e["op"]) for e in result.events]
+    assert rows[0][:2] == (2, "captured") and rows[0][2] == "upsert"
+    assert rows[1][:2] == (4, "rejected") and rows[1][2] == "delete"
+    assert "REPLICA IDENTITY FULL" in result.events[1]["reason"]
