@@ -14,13 +14,14 @@ import binascii
 import io
 from array import array
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 
 import fastavro
 import numpy as np
 import orjson
 
-from daemon.errors import BadEvent
+from daemon.errors import BadEvent, VecwalError
 from daemon.schemas_loader import load_schema
 
 RECORD_OPS = frozenset({"upsert", "delete"})
@@ -76,10 +77,16 @@ class EventParser:
         None for a message that carries no change (a tombstone after a Debezium delete)."""
         if value is not None:
             self._check_size(value)
-        decoded = source.decode(key, value)
-        if decoded is None:
-            return None
-        record = self._to_record(decoded.event, decoded.fmt, decoded.extra, decoded.mapped)
+        try:
+            decoded = source.decode(key, value)
+            if decoded is None:
+                return None
+            record = self._to_record(decoded.event, decoded.fmt, decoded.extra, decoded.mapped)
+        except VecwalError:  # BadEvent, or a source that did not answer: the caller's to handle
+            raise
+        except Exception as exc:  # a value no check foresaw: this event's fault, not a crash
+            raise BadEvent(UNPARSEABLE, f"could not be read as {getattr(source, 'name', '?')}: "
+                                        f"{type(exc).__name__}: {exc}") from None
         return _placed(record, key, offset, timestamp)
 
     def _check_size(self, value: bytes) -> None:
@@ -117,7 +124,7 @@ class EventParser:
                 dim = schema.get("dimension")
                 if not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0:
                     raise BadEvent(BAD_FIELD, f"schema.dimension must be a positive integer, got {dim!r}")
-                rec["schema"] = orjson.dumps(schema).decode()
+                rec["schema"] = orjson.dumps(schema, default=_jsonable).decode()
                 self.dimensions[collection] = dim
             else:
                 self.dimensions.pop(collection, None)
@@ -128,7 +135,8 @@ class EventParser:
                 raise BadEvent(MISSING_FIELD, f"{op} needs a non-empty tenant")
             if op == "tenant.put":
                 settings = _json_object(ev, "settings", fmt, required=False)
-                rec["settings"] = None if settings is None else orjson.dumps(settings).decode()
+                rec["settings"] = (None if settings is None
+                                   else orjson.dumps(settings, default=_jsonable).decode())
         if not mapped:
             extra = {k: v for k, v in ev.items() if k not in CONTRACT_FIELDS}
         if extra:
@@ -156,14 +164,14 @@ class EventParser:
                 rec["document"] = document
                 rec["document_is_json"] = False
             elif isinstance(document, dict | list):
-                rec["document"] = orjson.dumps(document).decode()
+                rec["document"] = orjson.dumps(document, default=_jsonable).decode()
                 rec["document_is_json"] = True
             else:
                 raise BadEvent(BAD_FIELD, "document must be text or a JSON object, "
                                           f"got {type(document).__name__}")
         metadata = _json_object(ev, "metadata", fmt, required=False)
         if metadata is not None:
-            rec["metadata"] = orjson.dumps(metadata).decode()
+            rec["metadata"] = orjson.dumps(metadata, default=_jsonable).decode()
         acl = ev.get("acl")
         if acl is not None:
             if not isinstance(acl, list) or not all(isinstance(a, str) for a in acl):
@@ -271,7 +279,7 @@ def _json_object_text(ev: Mapping[str, Any], name: str, fmt: str) -> str | None:
     if isinstance(value, dict) and fmt == "avro":  # Avro record: drop empty optional fields
         value = {k: v for k, v in value.items() if v is not None}
     obj = _json_object({name: value, "op": ev.get("op")}, name, "json", required=False)
-    return None if obj is None else orjson.dumps(obj).decode()
+    return None if obj is None else orjson.dumps(obj, default=_jsonable).decode()
 
 
 def _embedding_model(value: Any) -> dict[str, Any] | None:
@@ -353,6 +361,10 @@ def _sparse(value: Any) -> tuple[bytes, bytes]:
 
 
 def _jsonable(value: Any) -> Any:
+    """What JSON cannot hold, as mapped Avro records may carry it: bytes as base64, decimals
+    as numbers, anything else as its text."""
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
-    raise TypeError(type(value).__name__)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return str(value)

@@ -121,3 +121,34 @@ def test_a_mapped_registry_record_is_a_record() -> None:
     rec = EventParser(1 << 20).parse_from(src, framed(42, USER_SCHEMA, DOC), key=None,
                                           offset=0, timestamp=0)
     assert rec is not None and (rec["id"], rec["tenant"], rec["dimension"]) == ("d1", "acme", 2)
+
+
+def test_avro_values_json_cannot_hold_are_kept_not_a_crash() -> None:
+    schema = {"type": "record", "name": "Priced", "fields": [
+        {"name": "doc_id", "type": "string"},
+        {"name": "price", "type": {"type": "bytes", "logicalType": "decimal", "precision": 6,
+                                   "scale": 2}},
+        {"name": "blob", "type": "bytes"}, {"name": "embedding", "type":
+                                            {"type": "array", "items": "double"}}]}
+    mapping = RecordMapping.compile("raw", {"id": "doc_id", "vector": "embedding",
+                                            "metadata_fields": ["price"],
+                                            "collection_name": "docs"}, "[m]")
+    src = MappedSource(mapping, SchemaCache("http://r", client=FakeRegistry({5: schema})))
+    from decimal import Decimal
+    value = framed(5, schema, {"doc_id": "p1", "price": Decimal("12.50"), "blob": b"\x01\x02",
+                               "embedding": [1.0, 2.0]})
+    rec = EventParser(1 << 20).parse_from(src, value, key=None, offset=0, timestamp=0)
+    assert rec is not None
+    assert json.loads(rec["metadata"]) == {"price": 12.5}
+    assert json.loads(rec["extra"]) == {"blob": "AQI="}  # bytes as base64
+
+
+def test_a_source_that_fails_unexpectedly_rejects_the_event() -> None:
+    class Broken:
+        name = "broken"
+
+        def decode(self, key: bytes | None, value: bytes | None) -> Any:
+            raise RecursionError("deep")
+
+    with pytest.raises(BadEvent, match="could not be read as broken: RecursionError"):
+        EventParser(1 << 20).parse_from(Broken(), b"x", key=None, offset=0, timestamp=0)
