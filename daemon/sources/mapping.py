@@ -125,7 +125,10 @@ class RecordMapping:
         if not isinstance(event, Mapping):
             raise BadEvent(MAPPING_FAILED, f"the event is a {type(event).__name__}, "
                                            "a mapping reads an object")
-        got = {name: self._eval(name, event) for name in self.getters}
+        try:  # a plain path cannot fail; when an expression does, evaluate again to name it
+            got = {name: getter(event) for name, getter in self.getters.items()}
+        except JMESPathError:
+            got = {name: self._eval(name, event) for name in self.getters}
         op = got.get("op", "upsert")
         if self.op_map:
             mapped = self.op_map.get(str(op)) if op is not None else None

@@ -8,9 +8,11 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import struct
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import orjson
 
 from daemon.errors import BadEvent
@@ -38,15 +40,39 @@ def optional_text(value: Any, what: str) -> str | None:
 
 
 def vector_value(value: Any) -> Any:
-    """A vector as the contract reads it: pgvector's text form ``[1,2,3]`` becomes a list;
-    lists, base64 float32 text and Avro bytes pass on to the contract's checks."""
+    """A vector as the contract reads it: a list of numbers (or pgvector's text form
+    ``[1,2,3]``) becomes float32 bytes (:func:`float32_bytes`); base64 float32 text and Avro
+    bytes pass on to the contract's checks."""
     if isinstance(value, str) and value.startswith("["):
         try:
-            return orjson.loads(value)
+            value = orjson.loads(value)
         except orjson.JSONDecodeError:
             raise BadEvent(BAD_VECTOR, f"vector text {value[:40]!r} is not pgvector's form "
                                        "[1,2,3]") from None
+    if isinstance(value, list):
+        return float32_bytes(value)
     return value
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_bytes(values: list[Any]) -> bytes | list[Any]:
+    """A list of numbers as the contract's float32 little-endian bytes, rounded as the
+    contract rounds them (to nearest), by ``struct`` at about a third of the cost of the
+    contract's list path (bench_sources: 7 us against 17 us for 768 values). Anything the
+    contract would reject or treat at its limits (a non-number, an empty list, NaN,
+    infinity, a value at or beyond float32's range) is returned as is, for the contract's
+    checks to decide and name."""
+    if not values:
+        return values
+    try:
+        raw = struct.pack(f"<{len(values)}f", *values)
+    except (struct.error, OverflowError, TypeError):
+        return values
+    if not np.abs(np.frombuffer(raw, "<f4")).max() < _FLOAT32_MAX:  # also NaN
+        return values
+    return raw
 
 
 def json_object(value: Any, what: str) -> dict[str, Any] | None:
