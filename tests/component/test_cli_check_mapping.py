@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,17 @@ def mapping_table(topic: str, table: dict[str, Any] = MAPPING) -> str:
         else:
             lines.append(f"{k} = {orjson.dumps(v).decode()}")
     return "\n".join(lines)
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() points structlog at this test's captured stderr: put back what was there, or
+    later tests log into a closed file."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture(autouse=True)
