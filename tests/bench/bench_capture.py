@@ -87,8 +87,9 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
 
 
 def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
-            python_only: bool = False) -> float:
-    """Seconds from the first message consumed to every event durable (until caught up)."""
+            python_only: bool = False, kafka: dict[str, Any] | None = None) -> float:
+    """Seconds from the first message consumed to every event durable (until caught up).
+    ``kafka``: more [kafka] settings (a mapping or Debezium table)."""
     if store == "s3":
         url, endpoint = f"s3://{svc.bucket()}/repo", svc.s3_endpoint
     else:
@@ -96,7 +97,7 @@ def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
     os.environ.update(svc.s3_env)
     cfg = config_from_mapping({
         "kafka": {"bootstrap_servers": svc.bootstrap, "topics": [topic],
-                  "group_id": f"cap-{uuid.uuid4().hex[:6]}", "format": fmt},
+                  "group_id": f"cap-{uuid.uuid4().hex[:6]}", "format": fmt, **(kafka or {})},
         "storage": {"url": url, "endpoint_url": endpoint},
         "metrics": {"listen": ""},
         "capture": {"native_codec": not python_only},

@@ -8,6 +8,7 @@ import orjson
 from tests.bench import (
     bench_audit,
     bench_capture,
+    bench_cdc_rpo,
     bench_compaction,
     bench_engines,
     bench_eventcodec,
@@ -18,6 +19,7 @@ from tests.bench import (
     bench_restore,
     bench_rpo,
     bench_rss,
+    bench_sources,
 )
 
 
@@ -27,6 +29,8 @@ def main() -> None:
         "capture_throughput": bench_capture.main([]),
         "malformed_events": bench_quarantine.main([]),
         "rpo": bench_rpo.main([]),
+        "sources_capture": bench_sources.main([]),
+        "cdc_rpo": bench_cdc_rpo.main([]),
         "peak_rss": bench_rss.main([]),
         "fold": bench_fold.main([]),
         "restore": bench_restore.main([]),
