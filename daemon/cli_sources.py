@@ -19,7 +19,9 @@ def add_command(sub: Any) -> None:
         description="Read N messages of TOPIC with a consumer of its own (a throwaway group, "
                     "no commit; the capture group's offsets are not touched) and show, for "
                     "each, the change-log record it maps to, the reason capture would "
-                    "quarantine it, or 'skipped: tombstone'. The store is not opened. "
+                    "quarantine it, or 'skipped: tombstone'. The store is not opened, so "
+                    "vector dimensions are checked against [capture] dimensions and the "
+                    "sample's own collection.put events only. "
                     "Exit 0: every message mapped or skipped; 1: some rejected, or the topic "
                     "or the schema registry cannot be read; 2: a configuration error.")
     p.add_argument("--config", required=True, help="TOML config file")
