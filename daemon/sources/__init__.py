@@ -90,7 +90,7 @@ class MappedSource:
         if whole is not None or value is None:
             return whole
         try:  # the fields one by one: the event may fail on another
-            raw = (decode_framed(value, self.registry)[0] if self.registry
+            raw = (_plain(decode_framed(value, self.registry)[0]) if self.registry
                    else parse_json_value(value))
         except Exception:  # not decodable at all
             return None

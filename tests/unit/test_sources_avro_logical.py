@@ -74,3 +74,12 @@ def test_the_contract_over_the_registry_takes_them_too() -> None:
                                "price": Decimal("2.5")})
     rec = EventParser(1 << 20).parse_from(source, value, key=None, offset=0, timestamp=0)
     assert rec is not None and json.loads(rec["extra"]) == {"price": 2.5}
+
+
+def test_history_identifies_a_rejected_record_by_a_uuid_id() -> None:
+    mapping = RecordMapping.compile("t", {"id": "ref", "vector": "doc_id",
+                                          "collection_name": "c"}, "[m]")
+    src = MappedSource(mapping, SchemaCache("http://r", client=FakeRegistry({9: SCHEMA})))
+    value = framed(9, SCHEMA, RECORD)  # its "vector" is text: rejected, yet named
+    who = src.identify(None, value)
+    assert who is not None and who["id"] == str(REF) and who["collection"] == "c"
