@@ -21,7 +21,8 @@ read back: each message's LogAppendTime and row id. Per row:
 - Debezium + Kafka = LogAppendTime - COMMIT;
 - vecwal = durable - LogAppendTime.
 
-Prints p50/p95/p99/max of each as JSON.
+Prints p50/p95/p99/max of each as JSON, and the worst Debezium + Kafka delay in each 10 s of
+inserts (a backlog grows; a stall comes and goes).
 """
 
 from __future__ import annotations
@@ -222,6 +223,10 @@ format = "json"
         kafka_share.append((append_ms - commit_ms) / 1000)
         vecwal_share.append((durable_ms - append_ms) / 1000)
     q = quantiles(rpo)
+    first = min(committed.values())
+    windows: dict[int, list[float]] = {}
+    for (_, _, _, rid), share in zip(events, kafka_share, strict=True):
+        windows.setdefault(int((committed[rid] - first) // 10), []).append(share)
     return {
         "rows": len(events), "rate_target": args.rate,
         "rate_achieved": round(len(committed) / took), "rows_per_tx": args.rows_per_tx,
@@ -233,6 +238,8 @@ format = "json"
         "upload_ms_median": round(statistics.median(ev["upload_ms"] for ev in durable), 1),
         "rpo_s": q, "p99_under_10s": q["p99"] < 10,
         "debezium_kafka_s": quantiles(kafka_share),
+        "debezium_kafka_max_s_per_10s_of_inserts": [
+            round(max(windows[w]), 2) for w in sorted(windows)],
         "vecwal_s": quantiles(vecwal_share),
         "debezium_kafka_share_of_mean_rpo": round(
             statistics.mean(kafka_share) / statistics.mean(rpo), 3),
