@@ -1,5 +1,6 @@
-"""The native part of vecwal: capture's event codec (daemon/native/eventcodec.c, with the
-vendored yyjson JSON reader). Everything else is in pyproject.toml."""
+"""The native part of vecwal: capture's event codec (daemon/native/eventcodec.c) and the
+record codec of its Python path (daemon/native/recordcodec.c), with the vendored yyjson JSON
+reader. Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -10,6 +11,12 @@ setup(
             sources=["daemon/native/eventcodec.c", "daemon/native/yyjson/yyjson.c"],
             include_dirs=["daemon/native"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
-        )
+        ),
+        Extension(
+            "daemon.native.recordcodec",
+            sources=["daemon/native/recordcodec.c", "daemon/native/yyjson/yyjson.c"],
+            include_dirs=["daemon/native"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
     ]
 )

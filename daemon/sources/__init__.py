@@ -81,7 +81,7 @@ class MappedSource:
         if value is None:
             raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
         raw = (_plain(decode_framed(value, self.registry)[0]) if self.registry
-               else parse_json_value(value))
+               else parse_json_value(value, self.mapping.vector_path))
         event, extra = self.mapping.apply(raw)
         return Decoded(event, "json", extra, mapped=True)
 

@@ -40,6 +40,7 @@ import orjson
 
 from daemon.errors import BadEvent, ConfigError
 from daemon.events import MISSING_FIELD, UNKNOWN_OP, UNPARSEABLE
+from daemon.sources import fastjson
 from daemon.sources.values import (
     acl_list,
     decimal_value,
@@ -116,15 +117,16 @@ class DebeziumDecoder:
     def __init__(self, tables: Mapping[str, TableMapping]) -> None:
         self.tables = dict(tables)
         self._default = TableMapping()
+        columns = sorted({*VECTOR_NAMES, *(t.vector for t in self.tables.values() if t.vector)})
+        self._vector_paths = tuple((*envelope, "after", c) for c in columns
+                                   for envelope in ((), ("payload",)))
+        """Where a vector may be: read as float32 bytes (fastjson)."""
 
     def decode_json(self, key: bytes | None, value: bytes | None
                     ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         if value is None:
             return None  # the tombstone after a delete: for log compaction, not a change
-        try:
-            doc = orjson.loads(value)
-        except orjson.JSONDecodeError as exc:
-            raise BadEvent(UNPARSEABLE, f"not JSON: {exc}") from None
+        doc = fastjson.loads(value, self._vector_paths)
         try:  # the key gives the primary key's columns; an id column set by name needs none
             key_doc = orjson.loads(key) if key else None
         except orjson.JSONDecodeError:

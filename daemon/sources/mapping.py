@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import jmespath
-import orjson
 from jmespath.exceptions import JMESPathError
 
 from daemon.errors import BadEvent, ConfigError
 from daemon.events import MISSING_FIELD, OPS, UNKNOWN_OP
+from daemon.sources import fastjson
 from daemon.sources.values import (
     acl_list,
     event_time_text,
@@ -56,6 +56,8 @@ class RecordMapping:
     keep_unmapped: bool
     read_roots: frozenset[str]
     """Top-level fields some expression reads; ``*`` when one reads the whole event."""
+    vector_path: tuple[str, ...] | None = None
+    """The vector expression as keys, when it is a plain path (read as float32 bytes)."""
 
     @classmethod
     def compile(cls, topic: str, table: Mapping[str, Any], where: str) -> RecordMapping:
@@ -66,6 +68,7 @@ class RecordMapping:
                               f"valid settings: {', '.join(sorted(SETTINGS))}")
         getters: dict[str, Getter] = {}
         texts: dict[str, str] = {}
+        vector_path: tuple[str, ...] | None = None
         roots: set[str] = set()
         for name in FIELDS:
             text = table.get(name)
@@ -83,6 +86,9 @@ class RecordMapping:
                                   ) from None
             getters[name] = _getter(parsed)
             texts[name] = text
+            if name == "vector":
+                plain = _plain_path(dict(parsed.parsed))
+                vector_path = None if plain is None else tuple(plain)
             roots |= _roots(dict(parsed.parsed))
         op_map = table.get("op_map", {})
         if not isinstance(op_map, Mapping) or not all(
@@ -117,7 +123,7 @@ class RecordMapping:
         if not isinstance(keep, bool):
             raise ConfigError(f"{where}: keep_unmapped must be true or false", "")
         return cls(topic, getters, texts, {k: str(v) for k, v in op_map.items()}, constant,
-                   tuple(fields), keep, frozenset(roots | set(fields)))
+                   tuple(fields), keep, frozenset(roots | set(fields)), vector_path)
 
     def apply(self, event: Any) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The contract event the user's event maps to, and the fields no expression read
@@ -255,13 +261,10 @@ def _roots(node: dict[str, Any]) -> set[str]:
     return out
 
 
-def parse_json_value(value: bytes) -> Any:
-    """A JSON event for a mapping (any JSON object)."""
-    from daemon.events import UNPARSEABLE
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise BadEvent(UNPARSEABLE, f"not JSON: {exc}") from None
+def parse_json_value(value: bytes, vector_path: tuple[str, ...] | None = None) -> Any:
+    """A JSON event for a mapping (any JSON object), its vector (at ``vector_path``) read as
+    float32 bytes when it can be."""
+    return fastjson.loads(value, (vector_path,) if vector_path else ())
 
 
 __all__ = ["MAPPING_FAILED", "RecordMapping", "parse_json_value"]
