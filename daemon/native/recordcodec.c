@@ -8,11 +8,13 @@
  *     schemaless writer gives it. Field order and types are RECORD_FIELDS; Python checks them
  *     against the schema file at import and does not use this module when they differ.
  *
- * loads(value, vector_paths) -> object
+ * loads(value, vector_paths, raw_paths=()) -> object
  *     orjson.loads(value), read by yyjson, except that the array at each of vector_paths (a
  *     tuple of key tuples), when it is a non-empty array of numbers within float32's range,
  *     becomes the bytes of its float32 little-endian values: what the contract makes of it,
- *     without a Python float per value. Any other array stays a list.
+ *     without a Python float per value (any other array stays a list); and the value at each
+ *     of raw_paths becomes the bytes of its JSON text, minified: a Debezium envelope's Connect
+ *     schema, the same in every message, is then a dictionary key, not a tree to build.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -280,9 +282,10 @@ static PyObject *f32_bytes(yyjson_val *arr) {
     return out;
 }
 
-/* The arrays at ``paths`` (the last of repeated keys, as a dict keeps it) that are vectors,
- * with their float32 bytes. */
-static int find_vectors(yyjson_val *root, PyObject *paths, Targets *t) {
+/* The values at ``paths`` (the last of repeated keys, as a dict keeps it) given as bytes:
+ * arrays that are vectors as their float32 values (``raw`` 0), any value as its JSON text,
+ * minified (``raw`` 1). */
+static int find_targets(yyjson_val *root, PyObject *paths, Targets *t, int raw) {
     Py_ssize_t np = PyTuple_GET_SIZE(paths);
     for (Py_ssize_t i = 0; i < np && t->n < MAX_TARGETS; i++) {
         PyObject *path = PyTuple_GET_ITEM(paths, i);
@@ -301,8 +304,17 @@ static int find_vectors(yyjson_val *root, PyObject *paths, Targets *t) {
                     found = yyjson_obj_iter_get_val(k);
             v = found;
         }
-        if (!v || !yyjson_is_arr(v) || PyTuple_GET_SIZE(path) == 0) continue;
-        PyObject *bytes = f32_bytes(v);
+        if (!v || PyTuple_GET_SIZE(path) == 0) continue;
+        PyObject *bytes = NULL;
+        if (raw) {
+            size_t n;
+            char *text = yyjson_val_write(v, YYJSON_WRITE_NOFLAG, &n);
+            if (!text) { PyErr_NoMemory(); return -1; }
+            bytes = PyBytes_FromStringAndSize(text, (Py_ssize_t)n);
+            free(text);
+        } else if (yyjson_is_arr(v)) {
+            bytes = f32_bytes(v);
+        }
         if (!bytes) {
             if (PyErr_Occurred()) return -1;
             continue;
@@ -315,8 +327,10 @@ static int find_vectors(yyjson_val *root, PyObject *paths, Targets *t) {
 
 static PyObject *loads(PyObject *self, PyObject *args) {
     Py_buffer value;
-    PyObject *paths;
-    if (!PyArg_ParseTuple(args, "y*O!", &value, &PyTuple_Type, &paths)) return NULL;
+    PyObject *paths, *raw_paths = NULL;
+    if (!PyArg_ParseTuple(args, "y*O!|O!", &value, &PyTuple_Type, &paths, &PyTuple_Type,
+                          &raw_paths))
+        return NULL;
     yyjson_read_err err;
     yyjson_doc *doc = yyjson_read_opts(value.buf, (size_t)value.len, YYJSON_READ_NOFLAG, NULL,
                                        &err);
@@ -327,7 +341,9 @@ static PyObject *loads(PyObject *self, PyObject *args) {
     }
     yyjson_val *root = yyjson_doc_get_root(doc);
     Targets t = {.n = 0};
-    PyObject *obj = find_vectors(root, paths, &t) ? NULL : to_py(root, 0, &t);
+    int bad = find_targets(root, paths, &t, 0)
+              || (raw_paths && find_targets(root, raw_paths, &t, 1));
+    PyObject *obj = bad ? NULL : to_py(root, 0, &t);
     for (int i = 0; i < t.n; i++) Py_DECREF(t.bytes[i]);
     yyjson_doc_free(doc);
     return obj;
@@ -349,7 +365,8 @@ static PyMethodDef methods[] = {
     {"encode_record", encode_record, METH_O,
      "The Avro binary of one change-log record (TypeError: use fastavro)."},
     {"loads", loads, METH_VARARGS,
-     "orjson.loads, with the arrays at the given paths as float32 bytes (ValueError: use orjson)."},
+     "orjson.loads, with the arrays at the given paths as float32 bytes and the values at the "
+     "raw paths as JSON text (ValueError: use orjson)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -63,6 +63,8 @@ FULL)."""
 UNAVAILABLE = "unavailable_value"
 """Quarantine reason: the event lacks a value it needs (an unchanged TOASTed column)."""
 SOURCE_KEYS = ("connector", "db", "schema", "table", "lsn", "txId", "ts_ms", "snapshot")
+_SCHEMA_PATH = (("schema",),)
+"""A JsonConverter envelope's Connect schema: the same in every message of a table."""
 TABLE_SETTINGS = frozenset({"collection", "id", "vector", "tenant", "document", "acl",
                             "embedding_model", "metadata", "exclude"})
 
@@ -121,12 +123,13 @@ class DebeziumDecoder:
         self._vector_paths = tuple((*envelope, "after", c) for c in columns
                                    for envelope in ((), ("payload",)))
         """Where a vector may be: read as float32 bytes (fastjson)."""
+        self._types_seen: dict[bytes, tuple[dict[str, tuple[str, Any]] | None]] = {}
 
     def decode_json(self, key: bytes | None, value: bytes | None
                     ) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         if value is None:
             return None  # the tombstone after a delete: for log compaction, not a change
-        doc = fastjson.loads(value, self._vector_paths)
+        doc = fastjson.loads(value, self._vector_paths, _SCHEMA_PATH)
         try:  # the key gives the primary key's columns; an id column set by name needs none
             key_doc = orjson.loads(key) if key else None
         except orjson.JSONDecodeError:
@@ -135,7 +138,22 @@ class DebeziumDecoder:
         key_payload, _ = _unwrap(key_doc)
         if payload is None and key_doc is not None:
             return None  # a tombstone written as JSON null
-        return self.decode(payload, key_payload, _column_types(schema))
+        return self.decode(payload, key_payload, self._types_of(schema))
+
+    def _types_of(self, schema: Any) -> dict[str, tuple[str, Any]] | None:
+        """The row's column types from the envelope's schema: as JSON text (the record codec
+        gives it so), looked up among the schemas seen; else the parsed object."""
+        if not isinstance(schema, bytes):
+            return _column_types(schema)
+        found = self._types_seen.get(schema)
+        if found is None:
+            if len(self._types_seen) >= 64:  # a table's schema changes rarely: bound it anyway
+                self._types_seen.clear()
+            try:
+                found = self._types_seen[schema] = (_column_types(orjson.loads(schema)),)
+            except orjson.JSONDecodeError:  # cannot be: the codec wrote it
+                found = (None,)
+        return found[0]
 
     def identify_json(self, key: bytes | None, value: bytes) -> dict[str, Any] | None:
         """The op, collection, tenant and id of an event that did not decode, if it names

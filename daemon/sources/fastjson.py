@@ -21,11 +21,13 @@ _CODEC = record_codec()
 Paths = tuple[tuple[str, ...], ...]
 
 
-def loads(value: bytes, vector_paths: Paths = ()) -> Any:
-    """The JSON value of ``value``; BadEvent (unparseable) when it is not JSON."""
-    if _CODEC is not None and vector_paths:
+def loads(value: bytes, vector_paths: Paths = (), raw_paths: Paths = ()) -> Any:
+    """The JSON value of ``value``; BadEvent (unparseable) when it is not JSON. The values at
+    ``raw_paths`` may come as the bytes of their JSON text (with the codec) or as objects
+    (without): the caller takes both."""
+    if _CODEC is not None and (vector_paths or raw_paths):
         try:
-            return _CODEC.loads(value, vector_paths)
+            return _CODEC.loads(value, vector_paths, raw_paths)
         except (ValueError, UnicodeError, RecursionError, MemoryError):
             pass  # orjson says what is wrong, or reads what yyjson would not
     try:

@@ -151,3 +151,37 @@ def test_float32_rounding_matches_the_contract() -> None:
     values = [0.1, 1 / 3, 3.4028234663852886e38, -1e-45, 16777217, 2**63 - 1, math.pi]
     got = fastjson.loads(orjson.dumps({"v": values}), (("v",),))["v"]
     assert got == struct.pack("<7f", *values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["schema", "payload", "x"]), JSON, max_size=3))
+def test_raw_paths_give_the_json_text_of_the_value(doc: dict[str, Any]) -> None:
+    assert CODEC is not None
+    try:
+        value = orjson.dumps(doc)
+    except orjson.JSONEncodeError:
+        return
+    try:
+        got = CODEC.loads(value, (), (("schema",),))
+    except (ValueError, UnicodeError):
+        return
+    want = orjson.loads(value)
+    if "schema" in want:
+        assert isinstance(got["schema"], bytes)
+        assert orjson.loads(got["schema"]) == want.pop("schema")
+        got.pop("schema")
+    assert got == want
+
+
+def test_debezium_records_are_the_same_with_or_without_the_codec(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.unit.test_sources_debezium import ITEMS, messages, parse_all, source
+
+    for name, take in (("schemas_true.jsonl", 4), ("schemas_false.jsonl", 5),
+                       ("toast_schemas_false.jsonl", 1)):
+        msgs = messages(name)[:take]
+        fast = [record_datum(r) for r in parse_all(source(ITEMS), msgs) if r]
+        monkeypatch.setattr(fastjson, "_CODEC", None)
+        slow = [record_datum(r) for r in parse_all(source(ITEMS), msgs) if r]
+        monkeypatch.undo()
+        assert fast == slow and fast
