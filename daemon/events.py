@@ -22,6 +22,7 @@ import numpy as np
 import orjson
 
 from daemon.errors import BadEvent, VecwalError
+from daemon.native.records import record_codec
 from daemon.schemas_loader import load_schema
 
 RECORD_OPS = frozenset({"upsert", "delete"})
@@ -46,6 +47,7 @@ NON_FINITE = "non_finite"
 WRONG_DIMENSION = "wrong_dimension"
 
 CHANGE_EVENT_SCHEMA = load_schema("change_event.avsc")
+_CODEC = record_codec()
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -301,6 +303,8 @@ def _vector_bytes(value: Any, name: str) -> bytes | None:
         raw = value
         if len(raw) % 4:
             raise BadEvent(BAD_VECTOR, f"{name} has {len(raw)} bytes, not a multiple of 4")
+        if raw and _CODEC is not None and _CODEC.f32_finite(raw):
+            return raw  # float32 bytes already (Avro, or a source's): finite, not empty
         arr = np.frombuffer(raw, dtype="<f4")
     elif isinstance(value, str):
         try:

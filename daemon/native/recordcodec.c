@@ -349,6 +349,20 @@ static PyObject *loads(PyObject *self, PyObject *args) {
     return obj;
 }
 
+static PyObject *f32_finite(PyObject *self, PyObject *arg) {
+    Py_buffer b;
+    if (PyObject_GetBuffer(arg, &b, PyBUF_SIMPLE)) return NULL;
+    const unsigned char *p = b.buf;
+    int ok = b.len % 4 == 0;
+    for (Py_ssize_t i = 0; ok && i + 4 <= b.len; i += 4) {
+        uint32_t w;
+        memcpy(&w, p + i, 4);  /* little-endian: the exponent is bits 23-30 */
+        if ((w & 0x7F800000u) == 0x7F800000u) ok = 0;  /* all ones: infinity or NaN */
+    }
+    PyBuffer_Release(&b);
+    return PyBool_FromLong(ok);
+}
+
 /* -- module ------------------------------------------------------------------------------------ */
 static PyObject *record_fields(void) {
     PyObject *t = PyTuple_New((Py_ssize_t)N_FIELDS);
@@ -364,6 +378,8 @@ static PyObject *record_fields(void) {
 static PyMethodDef methods[] = {
     {"encode_record", encode_record, METH_O,
      "The Avro binary of one change-log record (TypeError: use fastavro)."},
+    {"f32_finite", f32_finite, METH_O,
+     "True when every float32 (little-endian) of the buffer is finite."},
     {"loads", loads, METH_VARARGS,
      "orjson.loads, with the arrays at the given paths as float32 bytes and the values at the "
      "raw paths as JSON text (ValueError: use orjson)."},

@@ -217,7 +217,7 @@ class DebeziumDecoder:
                            "not send it (TOAST, default replica identity); run ALTER TABLE "
                            "... REPLICA IDENTITY FULL")
         if types:
-            row = {c: _typed(v, types.get(c)) for c, v in row.items()}
+            row = _typed_row(row, types)
         collection = mapping.collection or table_name
         if not isinstance(collection, str) or not collection:
             raise BadEvent(MISSING_FIELD, "the event's source names no table; set collection "
@@ -338,6 +338,19 @@ def _column_types(schema: Any) -> dict[str, tuple[str, Any]] | None:
             return {f["field"]: (f.get("name", ""), f.get("parameters"))
                     for f in env_field["fields"] if "field" in f}
     return None
+
+
+def _typed_row(row: dict[str, Any], types: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
+    """The row with the columns whose semantic type changes their value (JSON, Decimal)
+    converted; the row itself when none does."""
+    typed = [c for c, (name, _) in types.items() if name in (JSON_TYPE, DECIMAL_TYPE)]
+    if not typed:
+        return row
+    row = dict(row)
+    for c in typed:
+        if c in row:
+            row[c] = _typed(row[c], types[c])
+    return row
 
 
 def _typed(value: Any, kind: tuple[str, Any] | None) -> Any:

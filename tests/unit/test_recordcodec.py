@@ -185,3 +185,11 @@ def test_debezium_records_are_the_same_with_or_without_the_codec(
         slow = [record_datum(r) for r in parse_all(source(ITEMS), msgs) if r]
         monkeypatch.undo()
         assert fast == slow and fast
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(width=32), max_size=20).map(lambda v: struct.pack(f"<{len(v)}f", *v)))
+def test_f32_finite_is_numpys(raw: bytes) -> None:
+    assert CODEC is not None
+    assert CODEC.f32_finite(raw) == bool(np.isfinite(np.frombuffer(raw, "<f4")).all())
+    assert not CODEC.f32_finite(raw + b"\x00")  # not whole float32 values
