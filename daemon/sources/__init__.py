@@ -126,6 +126,8 @@ class DebeziumSource:
     def __init__(self, decoder: DebeziumDecoder, registry: SchemaCache | None) -> None:
         self.decoder = decoder
         self.registry = registry
+        self._avro_types: dict[int, tuple[dict[str, tuple[str, Any]] | None]] = {}
+        """Column types per writer schema (by identity: SchemaCache keeps every schema)."""
 
     def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None:
         if value is not None and value[:1] == b"\x00" and self.registry is not None:
@@ -145,8 +147,10 @@ class DebeziumSource:
         assert self.registry is not None
         payload, schema = decode_framed(value, self.registry)
         key_row = decode_framed(key, self.registry)[0] if key and key[:1] == b"\x00" else None
-        event, extra = self.decoder.decode(_plain(payload), _plain(key_row),
-                                           avro_column_types(schema))
+        types = self._avro_types.get(id(schema))  # the cache keeps each schema: ids hold
+        if types is None:
+            types = self._avro_types[id(schema)] = (avro_column_types(schema),)
+        event, extra = self.decoder.decode(_plain(payload), _plain(key_row), types[0])
         return Decoded(event, "json", extra, mapped=True)
 
 
