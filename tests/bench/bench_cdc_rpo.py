@@ -28,12 +28,8 @@ inserts (a backlog grows; a stall comes and goes).
 from __future__ import annotations
 
 import argparse
-import bisect
-import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -43,8 +39,15 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.bench.bench_rpo import _durable_through, _lines, _segments, _wait
-from tests.bench.services import REPO, services
+from tests.bench.bench_rpo import (
+    _durable_through,
+    _lines,
+    _segments,
+    _wait,
+    durable_at,
+    start_daemon,
+)
+from tests.bench.services import services
 from tests.services import load_launcher
 
 
@@ -197,10 +200,7 @@ listen = ""
 format = "json"
 """)
     log_path = svc.workdir / "daemon.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config",
-                                 str(cfg)], cwd=REPO, env={**os.environ, **svc.s3_env},
-                                stdout=out, stderr=out)
+    proc = start_daemon(cfg, log_path, svc.s3_env)
     try:
         _wait(lambda: '"partition assigned"' in log_path.read_text(), 60)
         committed, took = insert_steadily(dsn, args.rate, args.seconds, args.dim,
@@ -215,9 +215,7 @@ format = "json"
     segments = _segments(log_path)
     rpo, kafka_share, vecwal_share = [], [], []
     for p, offset, append_ms, rid in events:
-        starts, segs = segments[p]
-        start, stop, durable_ms = segs[bisect.bisect_right(starts, offset) - 1]
-        assert start <= offset < stop
+        durable_ms = durable_at(segments, p, offset)
         commit_ms = committed[rid] * 1000
         rpo.append((durable_ms - commit_ms) / 1000)
         kafka_share.append((append_ms - commit_ms) / 1000)

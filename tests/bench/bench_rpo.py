@@ -54,10 +54,7 @@ listen = ""
 format = "json"
 """)
         log_path = svc.workdir / "daemon.log"
-        env = {**os.environ, **svc.s3_env}
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config",
-                                     str(cfg)], cwd=REPO, env=env, stdout=out, stderr=out)
+        proc = start_daemon(cfg, log_path, svc.s3_env)
         try:
             _wait(lambda: log_path.read_text().count('"partition assigned"') >= 3, 60)
             appended: list[tuple[int, int, int]] = []
@@ -78,11 +75,7 @@ format = "json"
         segments = _segments(log_path)
         rpos = []
         for p, offset, ts in appended:
-            starts, segs = segments[p]
-            i = bisect.bisect_right(starts, offset) - 1
-            start, end, durable_ms = segs[i]
-            assert start <= offset < end
-            rpos.append((durable_ms - ts) / 1000)
+            rpos.append((durable_at(segments, p, offset) - ts) / 1000)
         rpos.sort()
         result = {
             "events": len(rpos), "rate_target": args.rate,
@@ -95,6 +88,23 @@ format = "json"
         }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return result
+
+
+def start_daemon(cfg: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`vecwal run --config cfg` as a process of its own, its log into ``log_path``."""
+    with open(log_path, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "daemon.cli", "run", "--config",
+                                 str(cfg)], cwd=REPO, env={**os.environ, **env}, stdout=out,
+                                stderr=out)
+
+
+def durable_at(segments: dict[int, tuple[list[int], list[tuple[int, int, int]]]],
+               partition: int, offset: int) -> int:
+    """When the segment holding ``offset`` was durable (ms), from ``_segments``."""
+    starts, segs = segments[partition]
+    start, end, durable_ms = segs[bisect.bisect_right(starts, offset) - 1]
+    assert start <= offset < end
+    return durable_ms
 
 
 def _lines(log_path: Path) -> list[dict[str, Any]]:

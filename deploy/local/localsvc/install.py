@@ -222,6 +222,17 @@ def _run_mvn(args: list[str], cwd: Path) -> None:
         )
 
 
+def mvn_copy_artifact(artifact: str, filename: str, into: Path) -> Path:
+    """mvn dependency:copy of one artifact (group:name:version[:type:classifier]) into
+    ``into``; the path of ``filename`` there, checked to exist."""
+    _run_mvn([f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={artifact}",
+              f"-DoutputDirectory={into}"], cwd=into)
+    got = into / filename
+    if not got.is_file():
+        raise LaunchError(f"mvn finished but {got} is missing")
+    return got
+
+
 def _copy_dependencies(pom: Path, libs: Path, complete: Callable[[Path], bool], what: str) -> Path:
     """mvn dependency:copy-dependencies of pom into libs (atomically: a temp dir renamed)."""
     if complete(libs):
@@ -354,19 +365,7 @@ def install_s3proxy() -> Path:
         say(f"fetching s3proxy {S3PROXY_VERSION} from Maven Central into {jar.parent} ...")
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=".tmp-s3proxy-", dir=jar.parent) as tmp:
-            tmpdir = Path(tmp)
-            _run_mvn(
-                [
-                    f"{DEPENDENCY_PLUGIN}:copy",
-                    f"-Dartifact={S3PROXY_ARTIFACT}",
-                    f"-DoutputDirectory={tmpdir}",
-                ],
-                cwd=tmpdir,
-            )
-            got = tmpdir / S3PROXY_JAR_NAME
-            if not got.is_file():
-                raise LaunchError(f"mvn finished but {got} is missing")
-            got.rename(jar)
+            mvn_copy_artifact(S3PROXY_ARTIFACT, S3PROXY_JAR_NAME, Path(tmp)).rename(jar)
         mb = jar.stat().st_size / 1e6
         say(f"s3proxy {S3PROXY_VERSION}: {jar} ({mb:.0f} MB, {time.monotonic() - t0:.0f} s)")
     return jar

@@ -25,11 +25,10 @@ from typing import Any
 
 from .common import HOST, LaunchError, http_get, say
 from .install import (
-    DEPENDENCY_PLUGIN,
     _install_lock,
     _remove_stale_tmp,
-    _run_mvn,
     cache_dir,
+    mvn_copy_artifact,
 )
 from .process import check_port_free, free_ports, port_open
 from .service import Service
@@ -121,17 +120,7 @@ def install_registry() -> Path:
         t0 = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=".tmp-registry-", dir=home.parent) as tmp:
             tmpdir = Path(tmp)
-            _run_mvn(
-                [
-                    f"{DEPENDENCY_PLUGIN}:copy",
-                    f"-Dartifact={REGISTRY_ARTIFACT}",
-                    f"-DoutputDirectory={tmpdir}",
-                ],
-                cwd=tmpdir,
-            )
-            tarball = tmpdir / REGISTRY_TARBALL
-            if not tarball.is_file():
-                raise LaunchError(f"mvn finished but {tarball} is missing")
+            tarball = mvn_copy_artifact(REGISTRY_ARTIFACT, REGISTRY_TARBALL, tmpdir)
             say(f"unpacking {tarball.name} ...")
             out = tmpdir / "home"
             with tarfile.open(tarball) as tf:
