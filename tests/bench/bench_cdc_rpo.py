@@ -44,6 +44,7 @@ from tests.bench.bench_rpo import (
     _lines,
     _segments,
     _wait,
+    daemon_settings,
     durable_at,
     start_daemon,
 )
@@ -192,13 +193,7 @@ tenant = "tenant"
 document = "doc"
 [storage]
 {storage}
-[capture]
-segment_max_age_s = {args.age}
-[metrics]
-listen = ""
-[log]
-format = "json"
-""")
+""" + daemon_settings(args.age))
     log_path = svc.workdir / "daemon.log"
     proc = start_daemon(cfg, log_path, svc.s3_env)
     try:

@@ -46,13 +46,7 @@ group_id = "rpo"
 [storage]
 url = "s3://{bucket}/repo"
 endpoint_url = "{svc.s3_endpoint}"
-[capture]
-segment_max_age_s = {args.age}
-[metrics]
-listen = ""
-[log]
-format = "json"
-""")
+""" + daemon_settings(args.age))
         log_path = svc.workdir / "daemon.log"
         proc = start_daemon(cfg, log_path, svc.s3_env)
         try:
@@ -88,6 +82,13 @@ format = "json"
         }
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     return result
+
+
+def daemon_settings(age_s: float) -> str:
+    """The TOML every RPO bench's daemon shares: the segment age, no metrics port, JSON logs
+    (the benches read its ``segment durable`` lines)."""
+    return (f'[capture]\nsegment_max_age_s = {age_s}\n[metrics]\nlisten = ""\n'
+            '[log]\nformat = "json"\n')
 
 
 def start_daemon(cfg: Path, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
