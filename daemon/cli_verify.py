@@ -43,6 +43,17 @@ def _cmd_verify(args: argparse.Namespace, open_repository: Any) -> int:
           f"{report.segments} segments, {report.quarantine_objects} quarantine objects"
           + (f", {report.bytes_read / 1e6:,.1f} MB read" if report.deep else ""))
     print(f"restorable  {report.restorable_from or '-'}  ..  {report.restorable_to or '-'}")
+    if report.permissions is not None:
+        p = report.permissions
+        print(f"permissions {'private' if p.ok else 'OPEN to other users'} (file_mode "
+              f"{p.file_mode}; {p.readable_count:,} paths others can read, "
+              f"{p.writable_count:,} they can write)")
+        for kind, paths, count in (("writable", p.writable, p.writable_count),
+                                   ("readable", p.readable, p.readable_count)):
+            for e in paths:
+                print(f"  {kind}  {e.mode} {e.owner:10s} {e.path}")
+            if count > len(paths):
+                print(f"  {kind}  ... and {count - len(paths):,} more")
     for f in report.findings:
         print(f"\n{f.severity.upper():8s}{f.object}\n        {f.problem}\n        hint: {f.hint}")
     errors = sum(1 for f in report.findings if f.severity == "error")

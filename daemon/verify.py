@@ -20,6 +20,11 @@ counted against its sidecar.
 A missing or damaged quarantine object is a warning: restores do not need rejected events,
 but their raw bytes are lost.
 
+A ``file://`` repository's permissions (``daemon.filemode``): files and directories other users
+can read are a warning (every tenant's content is exposed; a tree written before vecwal made
+its files private looks like this), ones they can write an error (they could alter what a
+restore reads). Opening already refuses a root they can write.
+
 Findings name the object, the problem and the fix; nothing is changed or deleted. The report
 ends with the restorable window, as ``vecwal list`` computes it."""
 
@@ -38,6 +43,7 @@ from daemon.changelog.scan import scan_segment
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.window import list_partition_segments, windows_after
 from daemon.errors import IntegrityError, ObjectNotFound
+from daemon.filemode import Exposed, Exposure
 from daemon.inventory import collect_inventory
 from daemon.objectstore import get_view
 from daemon.snapshot.compactor import list_manifests, read_manifest
@@ -74,13 +80,18 @@ class VerifyReport:
     findings: list[Finding] = field(default_factory=list)
     restorable_from: str | None = None
     restorable_to: str | None = None
+    permissions: Exposure | None = None
+    """Who besides vecwal can read or write a ``file://`` repository; None for S3."""
 
     @property
     def ok(self) -> bool:
         return not any(f.severity == "error" for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "ok": self.ok}
+        out = {**asdict(self), "ok": self.ok}
+        if self.permissions is not None:
+            out["permissions"]["ok"] = self.permissions.ok
+        return out
 
 
 Progress = Callable[[str, int, int], None]
@@ -108,7 +119,35 @@ def verify(repo: Repository, topics: list[str], deep: bool = False,
     _check_quarantine(repo, topics, sidecars, deep, report, progress)
     inv = collect_inventory(repo, topics)
     report.restorable_from, report.restorable_to = inv.restorable_from, inv.restorable_to
+    _check_permissions(repo, report)
     return report
+
+
+def _check_permissions(repo: Repository, report: VerifyReport) -> None:
+    """A local repository's files and directories that other users can read or write."""
+    scan = getattr(repo.store, "permission_report", None)
+    if scan is None:
+        return
+    exposure: Exposure = scan()
+    report.permissions = exposure
+
+    def sample(paths: list[Exposed], count: int) -> str:
+        shown = ", ".join(f"{e.path} ({e.mode} {e.owner})" for e in paths[:3])
+        return shown + (f" and {count - 3:,} more" if count > 3 else "")
+
+    if exposure.writable_count:
+        report.findings.append(Finding(
+            "error", exposure.root, f"{exposure.writable_count:,} files and directories can be "
+            f"written by other users or are owned by another: "
+            f"{sample(exposure.writable, exposure.writable_count)}; they could alter what a "
+            "restore reads", f"run `{exposure.fix_writable}`"))
+    if exposure.readable_count:
+        report.findings.append(Finding(
+            "warning", exposure.root, f"{exposure.readable_count:,} files and directories can "
+            f"be read by other users (every tenant's vectors and documents): "
+            f"{sample(exposure.readable, exposure.readable_count)}",
+            f"run `{exposure.fix_readable}`; vecwal creates new ones with file_mode "
+            f"{exposure.file_mode}"))
 
 
 def _log_start(repo: Repository, manifests: list[Manifest]) -> Manifest | None:

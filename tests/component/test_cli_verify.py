@@ -154,3 +154,28 @@ def test_quarantine_objects_of_both_layouts_are_verified(tmp_path: Path, layout:
     assert set(warned) == {torn.object_key, segment_of(lost).avro, segment_of(torn).avro}
     assert "is not a valid quarantine object" in warned[torn.object_key]
     assert warned[segment_of(torn).avro].startswith(problem(segment_of(torn), 1))
+
+
+def test_permissions_of_a_local_repository(
+        repo_config: tuple[Path, Repository, list[int]]) -> None:
+    """Written by an older vecwal under umask 022 (0755/0644): verify names what others can
+    read and the fix, and passes; a root others can write is refused, with the chmod."""
+    cfg, repo, _times = repo_config
+    root = Path(repo.store.url.removeprefix("file://"))
+    code, report = verified(cfg)
+    assert code == 0 and report["permissions"]["ok"] and report["findings"] == []
+    for p in [root, *root.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    code, report = verified(cfg)
+    perms = report["permissions"]
+    assert code == 0 and not perms["ok"] and perms["writable_count"] == 0
+    assert perms["readable_count"] == len([root, *root.rglob("*")]) > len(perms["readable"]) == 20
+    assert [f["severity"] for f in report["findings"]] == ["warning"]
+    assert f"chmod -R go-rwx {root}" in report["findings"][0]["hint"]
+    text = vecwal("verify", "--config", str(cfg))
+    assert text.returncode == 0 and "permissions OPEN to other users (file_mode 0600" in text.stdout
+    assert "  readable  0755" in text.stdout and "more" in text.stdout
+    root.chmod(0o777)
+    refused = vecwal("verify", "--config", str(cfg))
+    assert refused.returncode == 2 and "is writable by other users (mode 0777" in refused.stderr
+    assert f"chmod 700 {root}" in refused.stderr

@@ -1,6 +1,10 @@
 """``dir:PATH``: a portable export. ``PATH/<collection>/part-<bucket>.avro`` in
 ``schemas/snapshot_record.avsc``, sorted by (tenant, id), plus ``PATH/catalog.json``
-(collections with their schemas, aliases, tenants)."""
+(collections with their schemas, aliases, tenants).
+
+An export holds every tenant's vectors and documents, so it is private like the repository:
+files ``file_mode`` (0600 by default), directories the matching mode (0700), whatever the
+umask (``daemon.filemode``)."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from daemon.atomic import atomic_write, make_dirs, sync_tree
+from daemon.atomic import PRIVATE_FILE_MODE, atomic_write, dir_mode, make_dirs, sync_tree
 from daemon.errors import IntegrityError, VecwalError
 from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
@@ -35,35 +39,37 @@ class DirSink:
     """Each bucket is its own file: worker processes may write buckets side by side."""
 
     def __init__(self, path: Path, codec: str = "null", workers: int = 1,
-                 parallel_min_bytes: int = 256 << 20) -> None:
+                 parallel_min_bytes: int = 256 << 20, file_mode: int = PRIVATE_FILE_MODE) -> None:
         self.path = path
         self.codec = codec
         self.workers = workers
         self.parallel_min_bytes = parallel_min_bytes
+        self.file_mode = file_mode
+        self.dir_mode = dir_mode(file_mode)
         self.name = f"dir:{path}"
 
     def begin(self) -> None:
         if self.path.exists() and any(self.path.iterdir()):
             raise VecwalError(f"{self.path} exists and is not empty",
                               "restore into a new or empty directory; nothing is overwritten")
-        self.path.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.path, mode=self.dir_mode)
 
     def write_bucket(self, collection: str, bucket: int,
                      records: Iterable[dict[str, Any]]) -> WrittenState:
         enc = encode_records(records, self.codec)
         if enc.records:
-            make_dirs(self.path / collection)
+            make_dirs(self.path / collection, mode=self.dir_mode)
             atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.chunks,
-                         durable=False)
+                         durable=False, mode=self.file_mode)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_rows(self, collection: str, bucket: int, rows: Iterable[Row]) -> WrittenState:
         """Rows as bytes: a record the log did not change is copied, not re-encoded."""
         enc = encode_rows(rows, self.codec)
         if enc.records:
-            make_dirs(self.path / collection)
+            make_dirs(self.path / collection, mode=self.dir_mode)
             atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.chunks,
-                         durable=False)
+                         durable=False, mode=self.file_mode)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_file(self, collection: str, bucket: int,
@@ -71,13 +77,15 @@ class DirSink:
                    state: WrittenState) -> WrittenState:
         """A data file in this sink's format: a snapshot's the log did not touch, or one
         written for this bucket (``restore.runs``)."""
-        make_dirs(self.path / collection)
-        atomic_write(self.path / collection / f"part-{bucket:04d}.avro", data, durable=False)
+        make_dirs(self.path / collection, mode=self.dir_mode)
+        atomic_write(self.path / collection / f"part-{bucket:04d}.avro", data, durable=False,
+                     mode=self.file_mode)
         return state
 
     def write_catalog(self, catalog: dict[str, Any]) -> None:
         atomic_write(self.path / "catalog.json",
-                     orjson.dumps(catalog, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+                     orjson.dumps(catalog, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
+                     mode=self.file_mode)
 
     def finish(self) -> None:
         """Every file durable at once: written without waiting for the disk, each file's
