@@ -68,3 +68,17 @@ class ObjectLocked(StoreError):
     def __init__(self, message: str, hint: str = "", retain_until_ms: int | None = None) -> None:
         super().__init__(message, hint)
         self.retain_until_ms = retain_until_ms
+
+
+class EncryptionKeyError(VecwalError):
+    """An encryption key cannot be used: the key-encryption key is missing, unreadable by
+    others' standards (a key file other users can read), refused by the key service, or not
+    the one that wrapped the repository's keys; or a tenant's key was destroyed
+    (:class:`TenantForgotten`). Retrying will not help; an operator must act."""
+
+    exit_code = 2
+
+
+class KeyServiceUnavailable(StoreUnavailable):
+    """The key service (KMS) could not be reached or answered with a transient error;
+    retried with backoff like a store outage."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-REPOSITORY_FILE = "vecwal.json"
+from daemon.identity import REPOSITORY_FILE as REPOSITORY_FILE
+
 LOG_ROOT = "log/"
 WATERMARK_ROOT = "state/watermark/"
 QUARANTINE_ROOT = "quarantine/"

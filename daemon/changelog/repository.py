@@ -7,19 +7,13 @@ success (an identical re-upload after a crash), different is an IntegrityError.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import orjson
-
 from daemon.changelog.keys import (
-    REPOSITORY_FILE,
     QuarantineKey,
     SegmentKey,
     partition_dir,
@@ -32,10 +26,9 @@ from daemon.changelog.quarantine import SegmentQuarantine
 from daemon.changelog.segment import read_records
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
-from daemon.errors import IntegrityError, ObjectExists, ObjectNotFound, VecwalError
+from daemon.errors import IntegrityError, ObjectExists, ObjectNotFound
+from daemon.identity import check_encryption, ensure_identity, read_identity
 from daemon.objectstore import ObjectStore
-
-REPOSITORY_FORMAT = 1
 
 
 class Repository:
@@ -43,26 +36,18 @@ class Repository:
         self.store = store
 
     # -- identity -------------------------------------------------------------------------
+    @property
+    def encrypted(self) -> bool:
+        return bool(getattr(self.store, "encrypted", False))
+
     def ensure_initialized(self) -> dict[str, object]:
-        """Create ``vecwal.json`` if the repository is new; check its format otherwise."""
-        try:
-            return self.identity()
-        except ObjectNotFound:
-            pass
-        ident = {"format": REPOSITORY_FORMAT, "id": str(uuid.uuid4()),
-                 "created_at_ms": int(time.time() * 1000)}
-        with contextlib.suppress(ObjectExists):  # another daemon initialized it first
-            self.store.put(REPOSITORY_FILE, orjson.dumps(ident), create_only=True)
-        return self.identity()
+        """Create ``vecwal.json`` if the repository is new; check its format (and that it is
+        encrypted exactly when the store is) otherwise."""
+        return ensure_identity(self.store, encrypted=self.encrypted)
 
     def identity(self) -> dict[str, object]:
-        ident = orjson.loads(self.store.get(REPOSITORY_FILE))
-        if not isinstance(ident, dict) or ident.get("format") != REPOSITORY_FORMAT:
-            raise VecwalError(
-                f"{self.store.url} holds a repository of format {ident.get('format')!r}; "
-                f"this vecwal reads format {REPOSITORY_FORMAT}",
-                "use the vecwal version that wrote it, or point storage.url elsewhere",
-            )
+        ident = read_identity(self.store)
+        check_encryption(self.store.url, ident, encrypted=self.encrypted)
         return ident
 
     # -- immutable objects ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from daemon.lifecycle.policy import Policy
 from daemon.snapshot.manifest import ManifestFormatError, snapshot_id_from_key
 
 PRUNE_STATE_KEY = "state/prune.json"
-PROTECTED_ROOTS = ("vecwal.json", "state/", "locks/", "pins/")
+PROTECTED_ROOTS = ("vecwal.json", "state/", "locks/", "pins/", "keys/")
 """Never pruned: the repository's identity, watermarks and records, leases and pins."""
 RECORD_ROOTS = {"drills/": "drills", "jobs/": "jobs"}
 _INDEX_RE = re.compile(r"^index/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})-(?P<t>\d{20})-"

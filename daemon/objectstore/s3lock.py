@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 
 __all__ = ["LOCK_MODES", "MUTABLE_PREFIXES", "ObjectLockMixin", "lock_mode"]
 
-MUTABLE_PREFIXES = ("locks/", "state/", "pins/")
-"""Keys rewritten in place (compaction leases, watermarks, pins): never locked."""
+MUTABLE_PREFIXES = ("locks/", "state/", "pins/", "keys/")
+"""Keys rewritten in place (compaction leases, watermarks, pins, the keyring: a rotation
+re-wraps it and `vecwal forget` destroys tenant keys): never locked."""
 
 LOCK_MODES: dict[str, ObjectLockRetentionModeType] = {
     "governance": "GOVERNANCE",
@@ -120,7 +121,7 @@ class ObjectLockMixin:
         """"GOVERNANCE", "COMPLIANCE", or None when this store locks nothing."""
         return self._lock_mode
 
-    def _add_lock(self, key: str, data: bytes, request: PutObjectRequestTypeDef) -> None:
+    def _add_lock(self, key: str, data: bytes | bytearray, request: PutObjectRequestTypeDef) -> None:
         """Lock a create-only put of an immutable key (the caller checked create_only)."""
         if self._lock_mode is None or is_mutable(key):
             return

@@ -88,29 +88,45 @@ HEADER_PEEK = _FIXED.size + 1024
 """Bytes to read from an object's start to hold its header (wrapped keys are far shorter)."""
 
 
-def seal(plaintext: bytes, object_key: str, data_key: bytes, wrapped_key: bytes,
-         chunk_log2: int = DEFAULT_CHUNK_LOG2) -> bytes:
-    """The sealed object of ``plaintext`` stored under ``object_key``."""
+def seal(plaintext: bytes | bytearray | memoryview, object_key: str, data_key: bytes, wrapped_key: bytes,
+         chunk_log2: int = DEFAULT_CHUNK_LOG2) -> bytearray:
+    """The sealed object of ``plaintext`` stored under ``object_key``. Each chunk is encrypted
+    straight into its place in the output: the plaintext is copied once."""
     if len(data_key) != KEY_BYTES:
         raise ValueError("the data key is 32 bytes (AES-256)")
     header = Header(AES_256_GCM, chunk_log2, os.urandom(NONCE_PREFIX), wrapped_key)
     head = header.encode()
     aad = _aad(object_key, head)
     aead = AESGCM(data_key)
-    size = header.chunk_size
+    size, stride = header.chunk_size, header.chunk_size + TAG
     view = memoryview(plaintext)
-    count = max(1, -(-len(plaintext) // size))
-    parts = [head]
+    count = max(1, -(-len(view) // size))
+    out = bytearray(len(head) + len(view) + count * TAG)
+    out[:len(head)] = head
+    target = memoryview(out)[len(head):]
     for i in range(count):
-        parts.append(aead.encrypt(_nonce(header, i, i == count - 1),
-                                  view[i * size:(i + 1) * size], aad))
-    return b"".join(parts)
+        piece = view[i * size:(i + 1) * size]
+        aead.encrypt_into(_nonce(header, i, i == count - 1), piece, aad,
+                          target[i * stride:i * stride + len(piece) + TAG])
+    return out
+
+
+def sealed_size(plaintext_length: int, header_size: int, chunk_log2: int) -> int:
+    """The length of the sealed object of ``plaintext_length`` bytes."""
+    count = max(1, -(-plaintext_length // (1 << chunk_log2)))
+    return header_size + plaintext_length + count * TAG
 
 
 def plaintext_size(header: Header, object_size: int) -> int:
     """The plaintext length of a sealed object of ``object_size`` bytes."""
-    body = object_size - header.size
-    count = max(1, -(-body // (header.chunk_size + TAG)))
+    return plaintext_length(object_size, header.size, header.chunk_log2)
+
+
+def plaintext_length(object_size: int, header_size: int, chunk_log2: int) -> int:
+    """The plaintext length of a sealed object of ``object_size`` bytes whose header is
+    ``header_size`` bytes (the inverse of :func:`sealed_size`)."""
+    body = object_size - header_size
+    count = max(1, -(-body // ((1 << chunk_log2) + TAG)))
     size = body - count * TAG
     if size < 0:
         raise IntegrityError(f"a sealed object of {object_size} bytes is too short for its "
@@ -148,24 +164,33 @@ def plan_range(header: Header, object_size: int, offset: int, length: int | None
     return RangePlan(first, last, start, end, offset - first * size, stop - offset, final)
 
 
-def open_range(plan: RangePlan, chunks: bytes, header: Header, object_key: str,
+def open_range(plan: RangePlan, chunks: bytes | memoryview, header: Header, object_key: str,
                data_key: bytes) -> bytes:
-    """The plaintext range ``plan`` describes, from its ciphertext bytes ``chunks``."""
+    """The plaintext range ``plan`` describes, from its ciphertext bytes ``chunks`` (each
+    chunk decrypted into its place: one copy, then the range cut out)."""
     aead = AESGCM(data_key)
     aad = _aad(object_key, header.encode())
-    stride = header.chunk_size + TAG
-    out = []
+    size, stride = header.chunk_size, header.chunk_size + TAG
     view = memoryview(chunks)
-    for n, i in enumerate(range(plan.first, plan.last + 1)):
+    count = plan.last - plan.first + 1
+    if len(view) < (count - 1) * stride + TAG:
+        raise IntegrityError(f"{object_key}: {len(view)} bytes cannot hold chunks {plan.first}"
+                             f"-{plan.last}", "the object was cut short")
+    out = bytearray(len(view) - count * TAG)
+    target = memoryview(out)
+    for n in range(count):
+        i = plan.first + n
         piece = view[n * stride:(n + 1) * stride]
         try:
-            out.append(aead.decrypt(_nonce(header, i, i == plan.final), piece, aad))
-        except InvalidTag:
+            aead.decrypt_into(_nonce(header, i, i == plan.final), piece, aad,
+                              target[n * size:n * size + len(piece) - TAG])
+        except (InvalidTag, ValueError):
             raise IntegrityError(f"{object_key}: chunk {i} does not authenticate",
                                  "the object was changed, cut short, moved from another key, "
                                  "or sealed under another key") from None
-    data = b"".join(out)
-    return data[plan.skip:plan.skip + plan.length]
+    if plan.skip == 0 and plan.length == len(out):
+        return bytes(out)
+    return bytes(target[plan.skip:plan.skip + plan.length])
 
 
 def open_all(blob: bytes, object_key: str, data_key: bytes) -> bytes:

@@ -6,9 +6,11 @@ Backends (the ``backend`` fixture's parameters):
 * ``moto``  -- S3Store against moto's in-process mock_aws (fast, unit level);
 * ``s3``    -- S3Store against the real S3 server of tests/services.py (integration);
 * ``seaweedfs`` -- S3Store against a real SeaweedFS (plain bucket) from deploy/local
-  (integration): the server vecwal's Object Lock tests use.
+  (integration): the server vecwal's Object Lock tests use;
+* ``file+sealed``, ``moto+sealed``, ``s3+sealed`` -- the EncryptedStore
+  (daemon.objectstore.encrypted) over the file, moto and real S3 backends.
 
-Every test in the "contract" section runs on all four; a backend that fails one of them
+Every test in the "contract" section runs on all of them; a backend that fails one of them
 does not implement :class:`daemon.objectstore.ObjectStore`.
 """
 
@@ -68,7 +70,7 @@ class Backend:
 
     @property
     def is_s3(self) -> bool:
-        return self.name in ("moto", "s3", "seaweedfs")
+        return self.name.partition("+")[0] in ("moto", "s3", "seaweedfs")
 
 
 def _isolate_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, key: str, secret: str) -> None:
@@ -113,14 +115,40 @@ BACKENDS = [
     "moto",
     pytest.param("s3", marks=pytest.mark.integration),
     pytest.param("seaweedfs", marks=pytest.mark.integration),
+    "file+sealed",
+    "moto+sealed",
+    pytest.param("s3+sealed", marks=pytest.mark.integration),
 ]
+
+
+class FixedKeys:
+    """Repository keys held in memory (the keyring itself is tested in test_encrypted.py):
+    the contract's listings must see only the objects the tests put."""
+
+    def __init__(self) -> None:
+        self.id, self.secret = os.urandom(8).hex(), os.urandom(32)
+
+    def current(self) -> tuple[str, bytes]:
+        return self.id, self.secret
+
+    def key(self, key_id: str) -> bytes:
+        assert key_id == self.id
+        return self.secret
+
+
+def _sealed(opener: Callable[[int | None], ObjectStore]) -> Callable[[int | None], ObjectStore]:
+    from daemon.objectstore.encrypted import EncryptedStore
+
+    keys = FixedKeys()
+    return lambda page_size: EncryptedStore(opener(page_size), keys)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
-    name: str = request.param
+    param: str = request.param
+    name, _, sealed = param.partition("+")
     if name == "file":
         root = tmp_path / "repo"
         b = Backend(name, lambda _page_size: open_store(root.as_uri()), raw=root)
@@ -155,6 +183,8 @@ def backend(
             )
 
         b = Backend(name, open_s3, raw=service.client(), bucket=bucket)
+    if sealed:
+        b.name, b.opener = param, _sealed(b.opener)
     try:
         yield b
     finally:
@@ -522,7 +552,7 @@ def test_invalid_prefixes_are_rejected(store: ObjectStore, prefix: str) -> None:
 
 
 def test_readers_never_see_a_partial_overwrite(backend: Backend, store: ObjectStore) -> None:
-    if backend.name == "moto":
+    if backend.name.startswith("moto"):
         pytest.skip(
             "moto's in-memory S3 is not thread-safe here: an overwrite closes the old "
             "object's buffer under a concurrent reader (ValueError inside moto)"
@@ -549,7 +579,7 @@ def test_readers_never_see_a_partial_overwrite(backend: Backend, store: ObjectSt
 
 
 def test_url_and_close(backend: Backend, store: ObjectStore) -> None:
-    assert store.url.startswith("file:///" if backend.name == "file" else "s3://")
+    assert store.url.startswith("file:///" if backend.name.startswith("file") else "s3://")
     assert "@" not in store.url
     assert "secret" not in store.url.lower()
     store.put("k", b"v")
@@ -698,7 +728,7 @@ def test_local_os_errors_are_classified(
 ) -> None:
     import daemon.objectstore.local as local_module
 
-    def failing_write(path: Path, data: bytes) -> None:
+    def failing_write(path: Path, data: bytes, **_options: object) -> None:
         raise OSError(code, os.strerror(code), str(path))
 
     store = LocalStore(tmp_path / "repo")
