@@ -13,6 +13,7 @@ from .common import LaunchError, say
 from .connect import KafkaConnect
 from .install import INSTALLABLE, install
 from .kafka import KafkaBroker, kafka_wire_probe
+from .kms import LocalKms
 from .postgres import PostgresServer
 from .process import pid_alive, pid_cmdline, port_open, terminate
 from .registry import SchemaRegistry
@@ -26,6 +27,9 @@ SERVICES = ["kafka", "s3", "seaweedfs", "registry"]
 # the Debezium CDC source: PostgreSQL (its postmaster's argv) and the Connect worker
 _MARKERS.update(postgres="pginstall/bin/postgres", connect="ConnectStandalone")
 SERVICES += ["postgres", "connect"]
+# local-kms, the KMS the aws-kms: key-encryption key is tested against
+_MARKERS.update(kms="local-kms")
+SERVICES += ["kms"]
 
 
 def _read_state(d: Path) -> dict[str, Any] | None:
@@ -69,7 +73,7 @@ def cmd_start(
             return 0
         if port is None:
             port = state.get("port")  # same data, same address as last time
-    svc: KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect
+    svc: KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect | LocalKms
     if service == "kafka":
         cport = state.get("controller_port") if state else None
         svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False)
@@ -81,6 +85,8 @@ def cmd_start(
         svc = SchemaRegistry(d, port, management_port=mport, tie_to_parent=False)
     elif service == "postgres":
         svc = PostgresServer(d, port, tie_to_parent=False)
+    elif service == "kms":
+        svc = LocalKms(d, port, tie_to_parent=False)
     elif service == "connect":
         bootstrap = bootstrap or (state.get("bootstrap") if state else None)
         if not bootstrap:
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser(
-        "install", help="fetch the Kafka jars and s3proxy, build SeaweedFS, into $VECWAL_CACHE"
+        "install", help="fetch the Kafka jars and s3proxy, build SeaweedFS and local-kms, into $VECWAL_CACHE"
     )
     p.add_argument("only", nargs="*", metavar="SERVICE",
                    help=f"only these ({', '.join(INSTALLABLE)}; default: all)")
