@@ -4,6 +4,12 @@ Every local file vecwal writes (objects of a ``file://`` repository, checkpoints
 files) goes through this module, so a crash at any instant leaves either the old file or
 the new one on disk, never a torn mix, and a write that returned survives a power cut.
 
+Everything created here is private whatever the process umask: files :data:`PRIVATE_FILE_MODE`
+(0600), directories :data:`PRIVATE_DIR_MODE` (0700), or the ``mode`` a caller passes
+(``[storage] file_mode``, see :mod:`daemon.filemode`). A file is opened with its mode and then
+``fchmod``-ed to it, a directory made and then ``chmod``-ed: the umask can only take bits away,
+so there is no instant at which a new file is more open than asked.
+
 The recipe is the classic one: write the bytes to a temporary file in the *same
 directory* (a rename is only atomic within one filesystem), ``fsync`` it, rename it over
 the target, then ``fsync`` the directory so the rename itself is durable. Temporary
@@ -20,16 +26,20 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
     "STALE_TEMP_AGE_SECONDS",
     "TEMP_PREFIX",
     "atomic_write",
     "clean_stale_temp_files",
     "create_exclusive",
+    "dir_mode",
     "fsync_directory",
     "is_temp_name",
     "make_dirs",
@@ -46,14 +56,26 @@ process clean up while another (say the capture daemon) is writing to the same t
 # Keep temp names well under NAME_MAX (255 bytes) whatever the target's name is.
 _TARGET_NAME_CHARS = 80
 
+PRIVATE_FILE_MODE = 0o600
+"""Files vecwal creates: read and write for its own user only."""
+
+PRIVATE_DIR_MODE = 0o700
+"""Directories vecwal creates: its own user only."""
+
+
+def dir_mode(file_mode: int) -> int:
+    """The directory mode matching a file mode: each class that may read the files may also
+    enter their directories (0600 -> 0700, 0640 -> 0750, 0660 -> 0770)."""
+    return file_mode | (file_mode & 0o444) >> 2
+
 
 def is_temp_name(name: str) -> bool:
     """True when a file name (one path component) is one of our temporary files."""
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview], *,
-                 durable: bool = True) -> None:
+def atomic_write(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview], *,
+                 durable: bool = True, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
     durably.
 
@@ -66,10 +88,12 @@ def atomic_write(path: Path, data: bytes | memoryview | Sequence[bytes | memoryv
     :func:`sync_tree` (a restore's output): the file is written and renamed at once, its
     write-back to disk started but not waited for, so it overlaps the work that follows.
     Until ``sync_tree`` returns, a crash may lose it.
+
+    The new file has permissions ``mode`` exactly, whatever the umask.
     """
     # 1. Write the bytes to a fresh temporary file next to the target and fsync them
     #    (or, not durable, only start their write-back).
-    tmp = _write_temp(path, data, durable)
+    tmp = _write_temp(path, data, durable, mode)
     try:
         # 2. Rename it over the target: atomic on POSIX, readers never see a torn file.
         os.replace(tmp, path)
@@ -95,7 +119,7 @@ def sync_tree(root: Path) -> None:
     fsync_directory(root.parent)
 
 
-def create_exclusive(path: Path, data: bytes) -> bool:
+def create_exclusive(path: Path, data: bytes | bytearray, *, mode: int = PRIVATE_FILE_MODE) -> bool:
     """Create ``path`` holding ``data`` unless something already exists there.
 
     Returns ``True`` when this call created the file, ``False`` when ``path`` already
@@ -103,10 +127,11 @@ def create_exclusive(path: Path, data: bytes) -> bool:
     concurrent creators, including other processes: exactly one of them gets ``True``.
     Readers never see a partial file, because the file only appears under its name once
     complete. Needs a filesystem with hard links (any local POSIX filesystem; not FAT or
-    some network/FUSE mounts, where ``os.link`` raises ``OSError``).
+    some network/FUSE mounts, where ``os.link`` raises ``OSError``). The new file has
+    permissions ``mode`` exactly, whatever the umask.
     """
     # 1. Write the complete content to a temporary file and fsync it.
-    tmp = _write_temp(path, data)
+    tmp = _write_temp(path, data, True, mode)
     try:
         # 2. Hard-link it under the target name: link(2) fails with EEXIST, atomically,
         #    when the name is taken, so no existing file can ever be overwritten.
@@ -121,12 +146,14 @@ def create_exclusive(path: Path, data: bytes) -> bool:
     return True
 
 
-def make_dirs(path: Path) -> None:
+def make_dirs(path: Path, *, mode: int = PRIVATE_DIR_MODE) -> None:
     """Create directory ``path`` and any missing parents, durably.
 
     Like ``Path.mkdir(parents=True, exist_ok=True)``, but after creating each directory
     the directory holding it is fsynced, so a file later written inside does not vanish
-    with its parent on a crash. Safe against concurrent creators. Raises
+    with its parent on a crash. Each directory created gets permissions ``mode`` exactly,
+    whatever the umask (a set-group-ID bit inherited from its parent is kept); existing
+    ones are left as they are. Safe against concurrent creators. Raises
     ``FileExistsError`` or ``NotADirectoryError`` when a component is a regular file.
     """
     missing: list[Path] = []
@@ -139,14 +166,25 @@ def make_dirs(path: Path) -> None:
         current = current.parent
     for directory in reversed(missing):
         try:
-            os.mkdir(directory)
+            os.mkdir(directory, mode)
         except FileExistsError:
             # Someone else created it meanwhile: fine if it is a directory.
             if not directory.is_dir():
                 raise
             continue
+        # The umask may have taken bits of `mode` away (never added any): put them back.
+        _chmod_directory(directory, mode)
         # The new directory's entry lives in its parent: make that durable.
         fsync_directory(directory.parent)
+
+
+def _chmod_directory(directory: Path, mode: int) -> None:
+    """``chmod`` a directory just made to ``mode``, keeping a set-group-ID bit Linux gives
+    it from a setgid parent (how a group shares a repository: new entries get its group)."""
+    current = os.stat(directory).st_mode
+    wanted = mode | (current & stat.S_ISGID)
+    if stat.S_IMODE(current) != wanted:
+        os.chmod(directory, wanted)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -185,19 +223,20 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes | memoryview | Sequence[bytes | memoryview], durable: bool = True
-                ) -> Path:
-    """Write ``data`` to a new temp file beside ``path``, fsync it (or, not ``durable``,
-    start its write-back), return its path."""
+def _write_temp(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview],
+                durable: bool, mode: int) -> Path:
+    """Write ``data`` to a new temp file beside ``path`` with permissions ``mode``, fsync it
+    (or, not ``durable``, start its write-back), return its path."""
     tmp = path.with_name(
         f"{TEMP_PREFIX}{path.name[:_TARGET_NAME_CHARS]}.{os.getpid()}.{secrets.token_hex(6)}"
     )
-    # O_EXCL: never reuse (or follow a symlink planted at) an existing name. Mode 0o666
-    # so the process umask decides permissions, like for any other file it creates.
+    # O_EXCL: never reuse (or follow a symlink planted at) an existing name. Created with
+    # `mode` less the umask's bits, then set to `mode` exactly: never more open than asked.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, 0o666)
+    fd = os.open(tmp, flags, mode)
     try:
-        _write_all(fd, [data] if isinstance(data, (bytes, memoryview)) else data)
+        os.fchmod(fd, mode)
+        _write_all(fd, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
         if durable:
@@ -216,7 +255,7 @@ def _write_temp(path: Path, data: bytes | memoryview | Sequence[bytes | memoryvi
 _IOV_MAX = 1024
 
 
-def _write_all(fd: int, data: Sequence[bytes | memoryview]) -> None:
+def _write_all(fd: int, data: Sequence[bytes | bytearray | memoryview]) -> None:
     """Every piece, in order: many pieces to one ``writev`` call, partial writes resumed."""
     views = [memoryview(p).cast("B") for p in data if len(p)]
     i = 0

@@ -94,16 +94,25 @@ def _open_repository(config: Config) -> Repository:
 def store_opener(config: Config) -> Callable[[], ObjectStore]:
     """Opens the configured store; picklable, so a worker process can open its own.
 
-    With [storage] object_lock, immutable objects are locked for ``lock_seconds(config)``."""
+    With [storage] object_lock, immutable objects are locked for ``lock_seconds(config)``;
+    with [encryption] enabled, the store seals every object (``daemon.keys.opener``)."""
     from daemon.config import lock_seconds
+    from daemon.filemode import parse_file_mode
     from daemon.objectstore import open_store
 
     s = config.storage
     lock_s = lock_seconds(config)
-    return functools.partial(open_store, s.url, endpoint_url=s.endpoint_url or None,
-                             region=s.region or None, sse=s.sse or None,
-                             sse_kms_key_id=s.sse_kms_key_id or None,
-                             object_lock=s.object_lock or None, lock_s=lock_s)
+    raw: Callable[[], ObjectStore] = functools.partial(
+        open_store, s.url, endpoint_url=s.endpoint_url or None, region=s.region or None,
+        sse=s.sse or None, sse_kms_key_id=s.sse_kms_key_id or None,
+        object_lock=s.object_lock or None, lock_s=lock_s,
+        file_mode=parse_file_mode(s.file_mode), ca_bundle=s.ca_bundle or None)
+    e = config.encryption
+    if not e.enabled:
+        return raw
+    from daemon.keys.opener import open_encrypted
+
+    return functools.partial(open_encrypted, raw, e.kek, e.kms_endpoint_url, e.kms_region)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

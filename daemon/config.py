@@ -13,7 +13,11 @@ Example::
     endpoint_url = "http://127.0.0.1:8333"
 
 Environment: ``VECWAL_KAFKA_BOOTSTRAP_SERVERS=host:9092``, ``VECWAL_STORAGE_URL=...``,
-``VECWAL_CAPTURE_SEGMENT_MAX_AGE_S=2``; lists are comma separated.
+``VECWAL_CAPTURE_SEGMENT_MAX_AGE_S=2``; lists are comma separated. The tables of librdkafka
+and registry properties (``[kafka.client]``, ``[kafka.schema_registry]``) take one property
+per variable too, underscores for dots, merged over the file's table:
+``VECWAL_KAFKA_CLIENT_SASL_PASSWORD=...`` sets ``sasl.password`` (so a secret need not sit in
+the file); ``VECWAL_KAFKA_CLIENT="a=1,b=2"`` is merged the same way.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ class KafkaConfig:
 class StorageConfig:
     url: str = ""
     endpoint_url: str = ""
+    ca_bundle: str = ""
+    """A PEM file of the CA certificates an https endpoint_url is verified against (a private
+    CA); empty: AWS_CA_BUNDLE, else the system's CAs."""
     region: str = ""
     sse: str = ""
     sse_kms_key_id: str = ""
@@ -71,6 +78,10 @@ class StorageConfig:
     S3 Object Lock retain-until date (the bucket must have Object Lock enabled)."""
     lock_days: int = 0
     """Days each object stays locked; 0: the retention window plus grace, rounded up."""
+    file_mode: str = "0600"
+    """Permissions of the files vecwal creates in a file:// repository and a dir: export
+    (directories get the matching execute bits: "0640" gives 0750); "0640" lets a group read
+    them, never every user (``daemon.filemode``)."""
 
 
 TIMELINES = ("kafka", "capture")
@@ -154,6 +165,25 @@ class RetentionConfig:
     """How often `vecwal run` prunes; 0 (the default) disables the scheduled prune."""
 
 
+KEK_SCHEMES = ("keyfile", "env", "aws-kms")
+
+
+@dataclass(frozen=True)
+class EncryptionConfig:
+    enabled: bool = False
+    """Seal every object vecwal writes (but vecwal.json and keys/) on the client
+    (``daemon/objectstore/encrypted.py``); a repository is encrypted from its creation on."""
+    kek: str = ""
+    """The key-encryption key: ``keyfile:/path`` (32 random bytes, or their base64 or hex,
+    readable by its owner only), ``env:VAR`` (base64 or hex of 32 bytes) or
+    ``aws-kms:KEY_ID_OR_ARN`` (boto3's KMS client)."""
+    kms_endpoint_url: str = ""
+    """A KMS-compatible server (local-kms); empty: AWS_ENDPOINT_URL_KMS, else AWS."""
+    kms_region: str = ""
+    per_tenant_keys: bool = False
+    """Seal each tenant's record content under its own key, so `vecwal forget` can erase it."""
+
+
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
@@ -175,6 +205,7 @@ class Config:
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = "<defaults>"
@@ -187,6 +218,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "compaction": CompactionConfig,
     "drill": DrillConfig,
     "retention": RetentionConfig,
+    "encryption": EncryptionConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,
 }
@@ -221,27 +253,50 @@ def config_from_mapping(
         if not isinstance(table, Mapping):
             raise ConfigError(f"{source}: {name} must be a table", f"write it as [{name}]")
         values = dict(table)
-        values.update(_env_overrides(name, cls, environ or {}))
+        values.update(_env_overrides(name, cls, environ or {}, table))
         sections[name] = _build_section(name, cls, values, source)
     config = Config(**sections, source=source)
     _validate(config)
     return config
 
 
-def _env_overrides(section: str, cls: type[Any], environ: Mapping[str, str]) -> dict[str, Any]:
+_PROPERTY_TABLES = {"kafka": ("client", "schema_registry")}
+"""Tables of dotted property names, settable one property per variable and merged over the
+file's table: ``VECWAL_KAFKA_CLIENT_SASL_PASSWORD`` is ``client["sasl.password"]``."""
+
+
+def _env_overrides(section: str, cls: type[Any], environ: Mapping[str, str],
+                   table: Mapping[str, Any]) -> dict[str, Any]:
     prefix = f"VECWAL_{section.upper()}_"
     found: dict[str, Any] = {}
+    tables = _PROPERTY_TABLES.get(section, ())
+    per_property: dict[str, dict[str, _EnvValue]] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
     for key, value in environ.items():
         if not key.startswith(prefix):
             continue
         name = key[len(prefix):].lower()
-        names = {f.name for f in dataclasses.fields(cls)}
-        if name not in names:
+        owner = next((t for t in tables if name.startswith(t + "_")), None)
+        if name not in names and owner is None:
             raise ConfigError(
                 f"environment variable {key} names no setting of [{section}]",
-                f"valid names: {', '.join(prefix + n.upper() for n in sorted(names))}",
+                f"valid names: {', '.join(prefix + n.upper() for n in sorted(names))}"
+                + "".join(f", {prefix}{t.upper()}_<PROPERTY>" for t in tables),
             )
-        found[name] = _EnvValue(value)
+        if name in names:
+            found[name] = _EnvValue(value)
+        elif owner is not None:
+            per_property.setdefault(owner, {})[name[len(owner) + 1:].replace("_", ".")] = \
+                _EnvValue(value)
+    for owner in tables:
+        whole, base = found.get(owner), table.get(owner, {})
+        if (whole is None and owner not in per_property) or not isinstance(base, Mapping):
+            continue
+        try:
+            merged = _parse_env_table(whole.text) if whole is not None else {}
+        except ValueError:
+            continue  # _coerce names the variable and the form it takes
+        found[owner] = {**_dotted(base), **merged, **per_property.get(owner, {})}
     return found
 
 
@@ -297,14 +352,18 @@ def _coerce(where: str, hint: Any, value: Any, source: str) -> Any:
         elif origin is dict:
             (_, vtype) = typing.get_args(hint)
             table = _parse_env_table(value.text) if from_env else value
+            if isinstance(table, Mapping) and vtype is str:
+                table = _dotted(table)
             if isinstance(table, Mapping):
                 return {str(k): _coerce(f"{where}.{k}", vtype, v, source) for k, v in table.items()}
     except ValueError:
         pass
     shown = value.text if from_env else value
     kind = _type_name(hint)
+    in_table = origin is dict or "." in where.split("] ")[-1]
+    got = "" if in_table else f", got {shown!r}"  # a table may hold a password
     raise ConfigError(
-        f"{source}: {where} must be {kind}, got {shown!r}",
+        f"{source}: {where} must be {kind}{got}",
         f"set {where.split('] ')[-1]} to {kind} in the config file or its VECWAL_ variable",
     )
 
@@ -317,6 +376,19 @@ def _parse_env_table(text: str) -> dict[str, _EnvValue]:
         if not sep:
             raise ValueError(part)
         out[k.strip()] = _EnvValue(v.strip())
+    return out
+
+
+def _dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A table of property names as TOML reads unquoted dotted keys (``security.protocol =
+    "SSL"`` is ``{"security": {"protocol": "SSL"}}``), flat again: ``{"security.protocol":
+    "SSL"}``."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        if isinstance(v, Mapping):
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
 
 
@@ -374,6 +446,9 @@ def _validate(config: Config) -> None:
     if not (s.url.startswith("s3://") or s.url.startswith("file://")):
         raise ConfigError(f"{src}: [storage] url {s.url!r} has an unsupported scheme",
                           "use s3://bucket/prefix or file:///absolute/path")
+    from daemon.filemode import parse_file_mode
+
+    parse_file_mode(s.file_mode, f"{src}: [storage] file_mode")
     positive = {
         "segment_max_records": c.segment_max_records, "segment_max_bytes": c.segment_max_bytes,
         "segment_max_age_s": c.segment_max_age_s, "max_buffer_bytes": c.max_buffer_bytes,
@@ -422,6 +497,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"{src}: [drill] into is {d.into!r}",
                           'use "qdrant::memory:", "qdrant:PATH_OR_URL", "milvus:PATH.db" or "dir:PATH"')
     _validate_retention(config)
+    _validate_encryption(config)
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"{src}: [log] level is {config.log.level!r}",
                           "use debug, info, warning or error")
@@ -433,6 +509,20 @@ def _validate(config: Config) -> None:
         if not sep or not port.isdigit():
             raise ConfigError(f"{src}: [metrics] listen is {config.metrics.listen!r}",
                               'use "host:port", for example "0.0.0.0:9464", or "" to disable')
+
+
+def _validate_encryption(config: Config) -> None:
+    e, src = config.encryption, config.source
+    if not e.enabled:
+        if e.per_tenant_keys:
+            raise ConfigError(f"{src}: [encryption] per_tenant_keys needs enabled = true",
+                              "set enabled = true and a kek under [encryption]")
+        return
+    scheme, sep, rest = e.kek.partition(":")
+    if not sep or scheme not in KEK_SCHEMES or not rest:
+        raise ConfigError(f"{src}: [encryption] kek is {e.kek!r}",
+                          'use "keyfile:/path/to/key", "env:VARIABLE" or "aws-kms:KEY_ID_OR_ARN" '
+                          "(`vecwal keys generate --out PATH` makes a key file)")
 
 
 def _validate_retention(config: Config) -> None:

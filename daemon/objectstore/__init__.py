@@ -96,7 +96,7 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
         """Store ``data`` under ``key``.
 
         Without ``create_only`` an existing object is replaced atomically: concurrent
@@ -264,12 +264,17 @@ def open_store(
     sse_kms_key_id: str | None = None,
     object_lock: str | None = None,
     lock_s: float = 0.0,
+    file_mode: int | None = None,
+    ca_bundle: str | None = None,
 ) -> ObjectStore:
     """Open the repository at ``url``.
 
     * ``file:///absolute/path`` opens a :class:`~daemon.objectstore.local.LocalStore`
       (the directory is created if missing; stale temp files of crashed writers are
       removed). Percent-escapes in the path are decoded (``file:///srv/my%20repo``).
+      Its files are created with permissions ``file_mode`` (default 0600; directories
+      0700), and a repository other users can write to is refused with a
+      :class:`ConfigError` (:mod:`daemon.filemode`). S3 ignores ``file_mode``.
     * ``s3://bucket`` or ``s3://bucket/prefix`` opens an
       :class:`~daemon.objectstore.s3.S3Store`; keys are stored under ``prefix/``. The
       prefix is taken literally (no percent-decoding, like the AWS CLI). Credentials come
@@ -281,7 +286,8 @@ def open_store(
       ``object_lock`` (``"governance"`` or ``"compliance"``) puts an S3 Object Lock of
       ``lock_s`` seconds on every create-only put of an immutable key, and makes deletes
       remove every version (:mod:`daemon.objectstore.s3lock`); call the store's
-      ``check_object_lock()`` once to verify the bucket.
+      ``check_object_lock()`` once to verify the bucket. ``ca_bundle`` (a PEM file) is the
+      CA an https ``endpoint_url`` is verified against.
 
     Opening does not contact S3; the first operation does. Raises :class:`ConfigError`
     (with a hint showing the accepted forms) for a malformed URL, credentials in a URL,
@@ -298,6 +304,7 @@ def open_store(
             "sse": sse,
             "sse_kms_key_id": sse_kms_key_id,
             "object_lock": object_lock,
+            "ca_bundle": ca_bundle,
         }
         given = sorted(name for name, value in s3_only.items() if value is not None)
         if given:
@@ -307,7 +314,9 @@ def open_store(
             )
         from daemon.objectstore.local import LocalStore
 
-        return LocalStore(_parse_file_url(url))
+        if file_mode is None:
+            return LocalStore(_parse_file_url(url))
+        return LocalStore(_parse_file_url(url), file_mode=file_mode)
     if scheme == "s3":
         bucket, prefix = _parse_s3_url(url)
         from daemon.objectstore.s3 import S3Store
@@ -322,6 +331,7 @@ def open_store(
             sse_kms_key_id=sse_kms_key_id,
             object_lock=object_lock,
             lock_s=lock_s,
+            ca_bundle=ca_bundle,
         )
     raise ConfigError(
         f"storage.url {_shown(url)!r} has unsupported scheme {scheme!r}", f"use {ACCEPTED_URLS}"

@@ -16,6 +16,10 @@ Limits a filesystem imposes: a key cannot be both an object and a "directory" of
 keys (``a/b`` and ``a/b/c``), which raises :class:`StoreError`; each key segment must
 fit the filesystem's name limit (usually 255 bytes). A ``lost+found`` directory at the
 repository root (the root of a mounted filesystem) is not listed.
+
+The repository is private (:mod:`daemon.filemode`): files are created 0600 and directories
+0700 whatever the umask (``file_mode`` opens them to a group), and opening refuses a root, or
+a directory directly in it, that other users can write to.
 """
 
 from __future__ import annotations
@@ -29,15 +33,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from daemon.atomic import (
+    PRIVATE_FILE_MODE,
     STALE_TEMP_AGE_SECONDS,
     atomic_write,
     clean_stale_temp_files,
     create_exclusive,
+    dir_mode,
     fsync_directory,
     is_temp_name,
     make_dirs,
 )
 from daemon.errors import ObjectExists, ObjectNotFound, StoreError, StoreUnavailable
+from daemon.filemode import Exposure, check_repository_root, scan_exposure
 from daemon.objectstore import ObjectInfo, check_key, check_prefix
 
 __all__ = ["LocalStore"]
@@ -70,13 +77,18 @@ class LocalStore:
     """An :class:`~daemon.objectstore.ObjectStore` over the directory ``root``.
 
     ``root`` must be absolute; it is created (durably, with missing parents) if needed.
-    Opening removes temp files older than ``stale_temp_age_seconds`` (younger ones may
-    belong to a live writer in another process); :attr:`stale_temp_files_removed` says
-    how many. Raises :class:`StoreError` when ``root`` cannot be created or is not a
-    directory. Safe to share between threads and between processes.
+    Files are created with permissions ``file_mode`` and directories with the matching
+    directory mode (0600 and 0700 by default), whatever the umask. Opening removes temp
+    files older than ``stale_temp_age_seconds`` (younger ones may belong to a live writer
+    in another process); :attr:`stale_temp_files_removed` says how many. Raises
+    :class:`StoreError` when ``root`` cannot be created or is not a directory, and
+    :class:`~daemon.errors.ConfigError` when other users can write to it
+    (:func:`~daemon.filemode.check_repository_root`). Safe to share between threads and
+    between processes.
     """
 
-    def __init__(self, root: Path, *, stale_temp_age_seconds: float = STALE_TEMP_AGE_SECONDS) -> None:
+    def __init__(self, root: Path, *, stale_temp_age_seconds: float = STALE_TEMP_AGE_SECONDS,
+                 file_mode: int = PRIVATE_FILE_MODE) -> None:
         if not root.is_absolute():
             raise StoreError(
                 f"local repository path {str(root)!r} is not absolute",
@@ -84,8 +96,10 @@ class LocalStore:
             )
         self._root = root
         self._closed = False
+        self._file_mode = file_mode
+        self._dir_mode = dir_mode(file_mode)
         try:
-            make_dirs(root)
+            make_dirs(root, mode=self._dir_mode)
         except (FileExistsError, NotADirectoryError):
             raise StoreError(
                 f"local repository {self.url} is not a directory",
@@ -93,6 +107,8 @@ class LocalStore:
             ) from None
         except OSError as exc:
             raise self._os_error(exc, "creating repository directory", "") from None
+        # Before anything is read or removed: a tree others can write is not trusted.
+        check_repository_root(root, file_mode)
         self._stale_removed = clean_stale_temp_files(root, min_age_seconds=stale_temp_age_seconds)
 
     @property
@@ -109,18 +125,27 @@ class LocalStore:
         """How many leftover temp files of crashed writers opening the store removed."""
         return self._stale_removed
 
+    @property
+    def file_mode(self) -> int:
+        """The permissions of the files this store creates (directories: the matching mode)."""
+        return self._file_mode
+
+    def permission_report(self) -> Exposure:
+        """What under the repository other users can read or write (``vecwal verify``)."""
+        return scan_exposure(self._root, self._file_mode)
+
     def __repr__(self) -> str:
         return f"LocalStore({self.url!r})"
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
         path = self._path(key)
         for attempt in range(1, _PUT_ATTEMPTS + 1):
             try:
-                make_dirs(path.parent)
+                make_dirs(path.parent, mode=self._dir_mode)
                 if not create_only:
-                    atomic_write(path, data)
+                    atomic_write(path, data, mode=self._file_mode)
                     return
-                if create_exclusive(path, data):
+                if create_exclusive(path, data, mode=self._file_mode):
                     return
                 if not path.is_dir():
                     raise ObjectExists(

@@ -31,9 +31,11 @@ def open_sink(spec: str, config: Config, *, replace: bool = False,
         raise VecwalError("--replace and --rename apply to qdrant: and milvus: sinks",
                           "a dir: sink must be new or empty; a kafka: topic is appended to")
     if kind == "dir":
+        from daemon.filemode import parse_file_mode
         from daemon.restore.sinks.directory import DirSink
 
-        return DirSink(Path(where), workers=workers, parallel_min_bytes=parallel_min_bytes)
+        return DirSink(Path(where), workers=workers, parallel_min_bytes=parallel_min_bytes,
+                       file_mode=parse_file_mode(config.storage.file_mode))
     if kind == "kafka":
         from daemon.restore.sinks.kafka import KafkaSink
 
