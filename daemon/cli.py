@@ -78,17 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     add_lifecycle_commands(sub, _open_repository)
     add_pin_commands(sub, _open_repository)
     add_check_mapping_command(sub)  # reads Kafka only: never opens the store
+    from daemon.cli_keys import add_commands as add_key_commands
+
+    add_key_commands(sub)
     return p
 
 
 def _open_repository(config: Config) -> Repository:
     """The configured repository; with [storage] object_lock, its bucket is checked first
-    (Object Lock and versioning enabled, else a ConfigError naming the fix)."""
+    (Object Lock and versioning enabled, else a ConfigError naming the fix). A repository
+    encrypted or not otherwise than the configuration says is refused (vecwal.json)."""
+    import contextlib
+
+    from daemon.errors import ObjectNotFound
+
     store = store_opener(config)()
     check_object_lock = getattr(store, "check_object_lock", None)
     if config.storage.object_lock and check_object_lock is not None:
         check_object_lock()
-    return Repository(store)
+    repo = Repository(store)
+    with contextlib.suppress(ObjectNotFound):  # a new repository: capture creates it
+        repo.identity()
+    return repo
 
 
 def store_opener(config: Config) -> Callable[[], ObjectStore]:

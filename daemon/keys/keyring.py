@@ -224,4 +224,5 @@ def rotate(ring: Keyring, new_kek: KeyEncryptionKey) -> RotationReport:
         record = ring.records[key_id]
         ring.rewrap(record, [(k, w) for k, w in record.wrappings if k == new_kek.name])
     ring.kek = new_kek
-    return RotationReport(new_key, rewrapped, old_name, new_kek.name)
+    return RotationReport(new_key, [k for k in rewrapped if k != new_key], old_name,
+                          new_kek.name)

@@ -27,7 +27,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,6 +47,7 @@ HEADER_SIZE = sl.Header(sl.AES_256_GCM, sl.DEFAULT_CHUNK_LOG2, b"\0" * sl.NONCE_
                         b"\0" * WRAPPED_SIZE).size
 _WRAP_AAD = b"vecwal data key\0"
 _HEADER_CACHE = 4096
+_FORWARDED = frozenset({"permission_report", "file_mode"})
 
 
 class RepositoryKeys(Protocol):
@@ -85,6 +86,14 @@ class EncryptedStore:
         check = getattr(self.inner, "check_object_lock", None)
         if check is not None:
             check()
+
+    def __getattr__(self, name: str) -> Any:
+        """What the store underneath offers beyond the protocol and says nothing of object
+        contents (``permission_report`` of a file:// repository) is offered here too; what
+        would bypass the seal (``get_view``, raw clients) is not."""
+        if name in _FORWARDED:
+            return getattr(self.inner, name)
+        raise AttributeError(name)
 
     # -- writing ----------------------------------------------------------------------------
     def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
