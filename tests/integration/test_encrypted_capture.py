@@ -1,8 +1,9 @@
 """An encrypted repository end to end with a real KMS: a real Kafka broker, the real S3 server
 and local-kms (deploy/local), `vecwal run`, `compact` and `restore` as processes. Every event is
 captured exactly once and restored as the clear-text pipeline would; the bucket holds no
-document text and no vector bytes; a KMS key scheduled for deletion stops every later command
-with the fix."""
+document text and no vector bytes; a rotation to another KMS key
+leaves nothing depending on the old one; a KMS key scheduled for deletion stops every later
+command with the fix."""
 
 from __future__ import annotations
 
@@ -74,8 +75,20 @@ def test_capture_compact_restore_with_kms(s3_target: Target, kms_service: KmsSer
     exported = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert b"acme" in exported  # the restore is the user's readable copy
 
-    # A KMS key scheduled for deletion: nothing opens any more, and the operator is told why.
+    # Rotate to another KMS key: once the old key is scheduled for deletion, the repository
+    # still opens (its keys were re-wrapped, no data re-encrypted) under the new one only.
+    new_key = kms_service.create_key()
+    rotated = vecwal("keys", "rotate", "--config", str(cfg), "--new-kek", f"aws-kms:{new_key}",
+                     "--json", env=env)
+    assert json.loads(rotated.stdout)["new_kek"] == f"aws-kms:{new_key}"
     kms_service.schedule_deletion(key_id)
+    cfg.write_text(cfg.read_text().replace(kek, f"aws-kms:{new_key}"))
+    again = vecwal("restore", "--config", str(cfg), "--to", "now", "--into",
+                   f"dir:{tmp_path / 'after-rotation'}", "--json", env=env)
+    assert json.loads(again.stdout)["records"] == report["records"]
+
+    # The KMS key scheduled for deletion: nothing opens any more, and the operator is told why.
+    kms_service.schedule_deletion(new_key)
     refused = vecwal("restore", "--config", str(cfg), "--to", "now", "--into",
                      f"dir:{tmp_path / 'refused'}", env=env, check=False)
     assert refused.returncode == 2, refused.stderr
