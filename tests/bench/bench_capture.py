@@ -23,6 +23,7 @@ from confluent_kafka import Consumer
 from daemon.capture.kafka import consumer_settings
 from daemon.capture.loop import CaptureLoop
 from daemon.changelog.repository import Repository
+from daemon.cli import store_opener
 from daemon.config import config_from_mapping
 from daemon.logs import configure_logging
 from daemon.objectstore import open_store
@@ -87,9 +88,11 @@ def raw_consume(bootstrap: str, topic: str, n: int) -> float:
 
 
 def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
-            python_only: bool = False, kafka: dict[str, Any] | None = None) -> float:
+            python_only: bool = False, kafka: dict[str, Any] | None = None,
+            encryption: dict[str, Any] | None = None) -> float:
     """Seconds from the first message consumed to every event durable (until caught up).
-    ``kafka``: more [kafka] settings (a mapping or Debezium table)."""
+    ``kafka``: more [kafka] settings (a mapping or Debezium table); ``encryption``: an
+    [encryption] table (the store is then opened as ``vecwal run`` opens it)."""
     if store == "s3":
         url, endpoint = f"s3://{svc.bucket()}/repo", svc.s3_endpoint
     else:
@@ -101,8 +104,10 @@ def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
         "storage": {"url": url, "endpoint_url": endpoint},
         "metrics": {"listen": ""},
         "capture": {"native_codec": not python_only},
+        **({"encryption": encryption} if encryption else {}),
     }, environ={})
-    loop = CaptureLoop(cfg, Repository(open_store(url, endpoint_url=endpoint or None)))
+    opened = store_opener(cfg)() if encryption else open_store(url, endpoint_url=endpoint or None)
+    loop = CaptureLoop(cfg, Repository(opened))
     assert loop.run(until_caught_up=True) == 0
     done = time.monotonic()
     captured = loop.metrics.registry.get_sample_value("vecwal_events_captured_total",

@@ -38,7 +38,7 @@ import time
 import uuid
 import zlib
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +54,7 @@ from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
 from daemon.events import EventParser
 from daemon.logs import configure_logging
-from daemon.objectstore import open_store
+from daemon.objectstore import ObjectStore, open_store
 from daemon.snapshot.compactor import choose_buckets, collection_state
 from daemon.snapshot.datafile import SNAPSHOT_SCHEMA, bucket_of, encode_records
 from daemon.snapshot.manifest import BucketState, DataFile, Manifest, data_key, manifest_key
@@ -385,7 +385,10 @@ class TreeRss:
 
 
 def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now",
-                  workers: int = 1) -> dict[str, Any]:
+                  workers: int = 1, opener: Callable[[], ObjectStore] | None = None
+                  ) -> dict[str, Any]:
+    """``opener`` (picklable, for the workers): how the repository's store is opened;
+    default the ``file://`` store at ``repo_path`` (bench_encryption passes an encrypted one)."""
     import functools
 
     from daemon.restore.executor import execute
@@ -424,7 +427,8 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
     if prof:
         prof.enable()
     began = time.monotonic()
-    repo = Repository(open_store(f"file://{repo_path}"))
+    opener = opener or functools.partial(open_store, f"file://{repo_path}")
+    repo = Repository(opener())
     target = parse_target(to, now_ms=int(time.time() * 1000))
     plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
     planned = time.monotonic()
@@ -432,7 +436,7 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
     sink = WatchedSink(Path(out)) if workers == 1 else DirSink(Path(out), workers=workers,
                                                                parallel_min_bytes=0)
     tree = TreeRss()
-    pool = Workers(workers, functools.partial(open_store, f"file://{repo_path}"), min_bytes=0)
+    pool = Workers(workers, opener, min_bytes=0)
     result = execute(repo, plan, sink, pool if workers > 1 else None)
     executed = time.monotonic()
     tree_peak = tree.stop()

@@ -10,6 +10,7 @@ from tests.bench import (
     bench_capture,
     bench_cdc_rpo,
     bench_compaction,
+    bench_encryption,
     bench_engines,
     bench_eventcodec,
     bench_fold,
@@ -39,6 +40,7 @@ def main() -> None:
         "known_schemas": bench_known_schemas.main(["--s3"]),
         "engines": bench_engines.main([]),
         "prune": bench_prune.main([]),
+        "encryption": bench_encryption.main([]),
     }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
