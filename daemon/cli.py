@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
 
 import orjson
@@ -16,7 +15,7 @@ from daemon import __version__
 from daemon.changelog.repository import Repository
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
-from daemon.objectstore import ObjectStore
+from daemon.keys.opener import store_opener as store_opener  # re-exported
 
 log = structlog.get_logger("vecwal")
 
@@ -79,8 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     add_pin_commands(sub, _open_repository)
     add_check_mapping_command(sub)  # reads Kafka only: never opens the store
     from daemon.cli_keys import add_commands as add_key_commands
+    from daemon.cli_keys import add_forget_command
 
     add_key_commands(sub)
+    add_forget_command(sub)
     return p
 
 
@@ -100,30 +101,6 @@ def _open_repository(config: Config) -> Repository:
     with contextlib.suppress(ObjectNotFound):  # a new repository: capture creates it
         repo.identity()
     return repo
-
-
-def store_opener(config: Config) -> Callable[[], ObjectStore]:
-    """Opens the configured store; picklable, so a worker process can open its own.
-
-    With [storage] object_lock, immutable objects are locked for ``lock_seconds(config)``;
-    with [encryption] enabled, the store seals every object (``daemon.keys.opener``)."""
-    from daemon.config import lock_seconds
-    from daemon.filemode import parse_file_mode
-    from daemon.objectstore import open_store
-
-    s = config.storage
-    lock_s = lock_seconds(config)
-    raw: Callable[[], ObjectStore] = functools.partial(
-        open_store, s.url, endpoint_url=s.endpoint_url or None, region=s.region or None,
-        sse=s.sse or None, sse_kms_key_id=s.sse_kms_key_id or None,
-        object_lock=s.object_lock or None, lock_s=lock_s,
-        file_mode=parse_file_mode(s.file_mode), ca_bundle=s.ca_bundle or None)
-    e = config.encryption
-    if not e.enabled:
-        return raw
-    from daemon.keys.opener import open_encrypted
-
-    return functools.partial(open_encrypted, raw, e.kek, e.kms_endpoint_url, e.kms_region)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -97,8 +97,13 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     query = HistoryQuery(args.collection, args.record_id, args.tenant,
                          _time(args.since, "--since"), _time(args.until, "--until"))
     began = time.monotonic()
+    sealer = None
+    if config.encryption.per_tenant_keys:
+        from daemon.keys.tenants import TenantKeys, TenantSealer
+
+        sealer = TenantSealer(TenantKeys.of(repo.store))
     result = history(repo, config.kafka.topics, query, method=args.method,
-                     sources=sources_for(config.kafka))
+                     sources=sources_for(config.kafka), sealer=sealer)
     seconds = time.monotonic() - began
     if args.format == "json":
         _write(json_lines(result.events, COLUMNS))

@@ -121,3 +121,55 @@ def _iso(ms: int) -> str:
     from daemon.status import iso_ms
 
     return iso_ms(ms) or str(ms)
+
+
+def add_forget_command(sub: Any) -> None:
+    f = sub.add_parser(
+        "forget", help="erase a tenant's content from every backup (destroys its keys)",
+        description="Crypto-shredding ([encryption] per_tenant_keys): destroy every key of the "
+                    "tenant, in each collection or only --collection. Afterwards no restore, "
+                    "drill, history or export yields its content, from objects of any age, "
+                    "under Object Lock or not; other tenants are unaffected. Irreversible. "
+                    "Stop ingesting the tenant first: a running capture notices within "
+                    "30 s, and what it sealed meanwhile is erased too.")
+    f.add_argument("--config", required=True)
+    f.add_argument("--tenant", required=True)
+    f.add_argument("--collection", help="only in this collection (default: every collection)")
+    f.add_argument("--reason", required=True, help="why (recorded with the erasure)")
+    f.add_argument("--who", help="who asks (default: the OS user @ host)")
+    f.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(handler=_cmd_forget)
+
+
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from daemon.cli import store_opener
+    from daemon.keys.tenants import TenantKeys
+
+    config = load_config(args.config)
+    if not config.encryption.per_tenant_keys:
+        raise ConfigError(f"{config.source}: [encryption] per_tenant_keys is not set: tenants "
+                          "have no keys of their own to destroy",
+                          "per-tenant keys are chosen when a repository is created")
+    if not args.reason.strip():
+        raise ConfigError("--reason is empty", "say why, for the record (a ticket, a request)")
+    keys = TenantKeys.of(store_opener(config)())
+    known = keys.tenants()
+    targets = sorted({c for c, t, _ in known if t == args.tenant
+                      and (args.collection is None or c == args.collection)})
+    if not targets:
+        names = sorted({f"{t} ({c})" for c, t, _ in known})[:20]
+        raise ConfigError(f"tenant {args.tenant!r} has no keys"
+                          + (f" in {args.collection!r}" if args.collection else ""),
+                          "check the name; tenants with keys: " + (", ".join(names) or "none"))
+    if not args.yes:
+        raise ConfigError(f"forgetting {args.tenant!r} in {', '.join(targets)} cannot be undone",
+                          "add --yes to confirm")
+    done = [keys.forget(c, args.tenant, args.reason, args.who or "") for c in targets]
+    if args.json:
+        print(orjson.dumps([e.__dict__ for e in done]).decode())
+        return 0
+    for e in done:
+        print(f"forgot tenant {e.tenant!r} of {e.collection!r}: {e.keys_destroyed} keys "
+              f"destroyed at {_iso(e.at_ms)} by {e.who} ({e.reason})")
+    return 0

@@ -179,6 +179,9 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
             close()
     engine_s = getattr(sink, "load_seconds", None)
     notes: list[str] = list(getattr(sink, "notes", []))
+    forgotten = _forgotten(repo, config, scope)
+    notes += [f"tenant {e['tenant']!r} of {e['collection']!r} left out: forgotten "
+              f"{iso_ms(e['at_ms'])} ({e['reason']})" for e in forgotten]
     out = {
         "sink": result.sink, "target": plan.target.label, "until_ms": plan.until_ms,
         "snapshot": plan.snapshot.id if plan.snapshot else None,
@@ -194,6 +197,8 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         "resolved": plan.resolution(result.logged_after),
         "left_out": len(result.rejected),
         "left_out_records": [asdict(r) for r in result.rejected[:100]],
+        "forgotten": [{k: e[k] for k in ("collection", "tenant", "at_ms", "reason")}
+                      for e in forgotten],
     }
     if args.json:
         emit_json(out)
@@ -217,6 +222,15 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
             for chk in report.checks:
                 print(f"  [{'ok' if chk.ok else 'FAIL'}] {chk.name}: {chk.detail}")
     return 0 if report is None or report.ok else 5
+
+
+def _forgotten(repo: Repository, config: Any, scope: Any) -> list[dict[str, Any]]:
+    """The erased tenants (``vecwal forget``) this restore's scope left out."""
+    if not config.encryption.per_tenant_keys:
+        return []
+    from daemon.restore.sinks.opening import forgotten_in_scope
+
+    return forgotten_in_scope(repo.store, scope.collections, scope.tenants)
 
 
 def _print_resolution(res: dict[str, Any]) -> None:

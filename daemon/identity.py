@@ -39,24 +39,27 @@ def read_identity(store: ObjectStore) -> dict[str, Any]:
     return ident
 
 
-def ensure_identity(store: ObjectStore, *, encrypted: bool) -> dict[str, Any]:
+def ensure_identity(store: ObjectStore, *, encrypted: bool,
+                    per_tenant_keys: bool | None = None) -> dict[str, Any]:
     """The identity, created first if the repository is new; refused when the repository's
-    encryption differs from ``encrypted``."""
+    encryption differs from ``encrypted`` (or its per-tenant keys from ``per_tenant_keys``,
+    unless None)."""
     try:
         ident = read_identity(store)
     except ObjectNotFound:
         new: dict[str, Any] = {"format": REPOSITORY_FORMAT, "id": str(uuid.uuid4()),
                                "created_at_ms": int(time.time() * 1000)}
         if encrypted:
-            new["encryption"] = ENCRYPTION
+            new["encryption"] = {**ENCRYPTION, "per_tenant_keys": bool(per_tenant_keys)}
         with contextlib.suppress(ObjectExists):  # another process initialized it first
             store.put(REPOSITORY_FILE, orjson.dumps(new), create_only=True)
         ident = read_identity(store)
-    check_encryption(store.url, ident, encrypted=encrypted)
+    check_encryption(store.url, ident, encrypted=encrypted, per_tenant_keys=per_tenant_keys)
     return ident
 
 
-def check_encryption(url: str, ident: dict[str, Any], *, encrypted: bool) -> None:
+def check_encryption(url: str, ident: dict[str, Any], *, encrypted: bool,
+                     per_tenant_keys: bool | None = None) -> None:
     sealed = ident.get("encryption")
     if sealed and not encrypted:
         raise ConfigError(
@@ -71,3 +74,11 @@ def check_encryption(url: str, ident: dict[str, Any], *, encrypted: bool) -> Non
             "point storage.url at a new repository to start it encrypted (and keep this "
             "one until its retention ends), or remove [encryption] enabled",
         )
+    if sealed and per_tenant_keys is not None and \
+            bool(sealed.get("per_tenant_keys")) != per_tenant_keys:
+        has = "has" if sealed.get("per_tenant_keys") else "has no"
+        raise ConfigError(
+            f"{url} {has} per-tenant keys; this configuration says per_tenant_keys = "
+            f"{str(per_tenant_keys).lower()}",
+            "per_tenant_keys is chosen when a repository is created: set it as the repository "
+            "has it, or start a new repository (storage.url)")

@@ -36,6 +36,7 @@ from daemon.changelog.segment import read_header
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.window import list_partition_segments
 from daemon.errors import IntegrityError, VecwalError
+from daemon.keys.tenants import SEALED_FIELDS, TenantForgotten, TenantSealer
 from daemon.objectstore.prefetch import prefetched
 from daemon.snapshot.datafile import Version
 from daemon.sources import ContractSource, Source
@@ -95,11 +96,12 @@ class HistoryResult:
 
 
 def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
-            method: str = "index", sources: Mapping[str, Source] | None = None
-            ) -> HistoryResult:
+            method: str = "index", sources: Mapping[str, Source] | None = None,
+            sealer: TenantSealer | None = None) -> HistoryResult:
     """Read the record's events from the log (and quarantine) and describe each one.
     ``sources`` maps topic -> its Source (how a quarantined raw value names its record;
-    default: the JSON contract)."""
+    default: the JSON contract). ``sealer``: the repository's per-tenant keys; the events of
+    a forgotten tenant are listed (time, op, id) with status ``forgotten`` and no content."""
     if method not in METHODS:
         raise VecwalError(f"history method {method!r} is unknown", f"use one of {METHODS}")
     stats = HistoryStats()
@@ -115,6 +117,17 @@ def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
     previous: dict[str, dict[str, Any] | None] = {}
     for (topic, partition, _), ev in ordered:
         prev = previous.get(ev["tenant"])
+        if sealer is not None and ev["op"] == "upsert":
+            try:
+                sealer.open(ev)
+            except TenantForgotten:
+                row = describe({**ev, "op": "upsert", **dict.fromkeys(SEALED_FIELDS)}, None,
+                               topic, partition)
+                rows.append({**row, "status": "forgotten", "document_changed": None,
+                             "acl_changed": None, "reason": "the tenant's key was destroyed "
+                             "(vecwal forget): its content is erased"})
+                previous[ev["tenant"]] = None
+                continue
         rows.append(describe(ev, prev, topic, partition))
         previous[ev["tenant"]] = ev if ev["op"] == "upsert" else None
     rows.extend(rejected)

@@ -58,6 +58,7 @@ from daemon.capture.kafka import (
 )
 from daemon.capture.partition import PartitionState
 from daemon.capture.quarantine_log import QuarantineLog
+from daemon.capture.sealing import capture_sealer
 from daemon.capture.seeding import DimensionSeeder
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
 from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics, restamp
@@ -128,6 +129,7 @@ class CaptureLoop:
         self._avro_topics = native_topics(config.kafka)  # the rest go to the Python parser
         self.sources = sources_for(config.kafka)  # topic -> how its messages decode
         self._flow = FlowControl(self.cfg.max_buffer_bytes, self.cfg.retry_max_backoff_s,
+        self._sealer = capture_sealer(config, repo)  # per-tenant keys: content sealed
                                  self.metrics)
         self.partitions: dict[TP, PartitionState] = {}
         self._pool = ThreadPoolExecutor(self.cfg.upload_threads, thread_name_prefix="vecwal-upload")
@@ -229,6 +231,7 @@ class CaptureLoop:
                 ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
                 if ps.open.full(cfg):  # size limits hold per event, not per batch
                     self._seal(ps, now, "size")
+                datum = self._sealer.datum(datum) if self._sealer is not None else datum
             start = stop
 
     def _on_other(self, msg: Message, now: float) -> None:
@@ -280,8 +283,8 @@ class CaptureLoop:
             if record is None:  # carries no change (a tombstone after a Debezium delete)
                 ps.open.skip(offset, now)
                 self.metrics.skipped.labels(topic, "tombstone").inc()
-            else:
-                ps.open.add_record(record, size, now)
+            else:  # per-tenant keys: the content sealed first
+                ps.open.add_record(self._sealer.record(record) if self._sealer else record, size, now)
         self._flow.decoded((topic, partition))
         if ps.open.full(self.cfg):  # size limits hold per event, not per batch
             self._seal(ps, now, "size")

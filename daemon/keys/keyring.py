@@ -106,11 +106,12 @@ class Keyring:
 
     @classmethod
     def open(cls, store: ObjectStore, kek: KeyEncryptionKey, *, create: bool = True,
-             also: tuple[KeyEncryptionKey, ...] = ()) -> Keyring:
+             also: tuple[KeyEncryptionKey, ...] = (),
+             per_tenant_keys: bool | None = None) -> Keyring:
         """The keyring of the repository in ``store`` (the raw store, not the encrypted
         view), unwrapped with ``kek``. An encrypted repository without keys gets its first
         one when ``create``; a new repository gets its ``vecwal.json`` first."""
-        ident = ensure_identity(store, encrypted=True)
+        ident = ensure_identity(store, encrypted=True, per_tenant_keys=per_tenant_keys)
         ring = cls(store, kek, str(ident["id"]), also=also)
         ring.reload()
         if not ring.records:

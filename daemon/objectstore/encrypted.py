@@ -89,10 +89,13 @@ class EncryptedStore:
 
     def __getattr__(self, name: str) -> Any:
         """What the store underneath offers beyond the protocol and says nothing of object
-        contents (``permission_report`` of a file:// repository) is offered here too; what
-        would bypass the seal (``get_view``, raw clients) is not."""
+        contents (``permission_report`` of a file:// repository) is offered here too, and
+        ``get_view`` (opened) when the store underneath maps files; nothing that would bypass
+        the seal (raw clients)."""
         if name in _FORWARDED:
             return getattr(self.inner, name)
+        if name == "get_view" and hasattr(self.inner, "get_view"):
+            return self._get_view
         raise AttributeError(name)
 
     # -- writing ----------------------------------------------------------------------------
@@ -115,14 +118,24 @@ class EncryptedStore:
 
     # -- reading ----------------------------------------------------------------------------
     def get(self, key: str) -> bytes:
-        blob = self.inner.get(key)
         if is_plain(key):
-            return blob
+            return self.inner.get(key)
+        return bytes(self._open_whole(key))
+
+    def _get_view(self, key: str) -> memoryview:
+        """``get_view`` when the store underneath maps its files: the sealed file is mapped,
+        not read, and decrypted into one buffer, which is returned without another copy."""
+        if is_plain(key):
+            return memoryview(self.inner.get(key))
+        return memoryview(self._open_whole(key))
+
+    def _open_whole(self, key: str) -> bytearray:
+        view = getattr(self.inner, "get_view", None)
+        blob = view(key) if view is not None else self.inner.get(key)
         header = self._header(key, blob)
         plan = sl.plan_range(header, len(blob), 0, None)
-        view = memoryview(blob)
-        return sl.open_range(plan, view[plan.start:plan.end], header, key, self._data_key(
-            key, header))
+        return sl.open_chunks(plan, memoryview(blob)[plan.start:plan.end], header, key,
+                              self._data_key(key, header))
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
         if is_plain(key):

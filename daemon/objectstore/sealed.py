@@ -166,8 +166,16 @@ def plan_range(header: Header, object_size: int, offset: int, length: int | None
 
 def open_range(plan: RangePlan, chunks: bytes | memoryview, header: Header, object_key: str,
                data_key: bytes) -> bytes:
-    """The plaintext range ``plan`` describes, from its ciphertext bytes ``chunks`` (each
-    chunk decrypted into its place: one copy, then the range cut out)."""
+    """The plaintext range ``plan`` describes, from its ciphertext bytes ``chunks``, as bytes
+    (decrypted into one buffer, then copied out: see ``open_chunks`` to keep the buffer)."""
+    out = open_chunks(plan, chunks, header, object_key, data_key)
+    return bytes(memoryview(out)[plan.skip:plan.skip + plan.length])
+
+
+def open_chunks(plan: RangePlan, chunks: bytes | memoryview, header: Header, object_key: str,
+                data_key: bytes) -> bytearray:
+    """The plaintext of the chunks ``plan`` names, each decrypted straight into its place in
+    one buffer (the only copy); the range is ``[plan.skip, plan.skip + plan.length)`` of it."""
     aead = AESGCM(data_key)
     aad = _aad(object_key, header.encode())
     size, stride = header.chunk_size, header.chunk_size + TAG
@@ -188,9 +196,7 @@ def open_range(plan: RangePlan, chunks: bytes | memoryview, header: Header, obje
             raise IntegrityError(f"{object_key}: chunk {i} does not authenticate",
                                  "the object was changed, cut short, moved from another key, "
                                  "or sealed under another key") from None
-    if plan.skip == 0 and plan.length == len(out):
-        return bytes(out)
-    return bytes(target[plan.skip:plan.skip + plan.length])
+    return out
 
 
 def open_all(blob: bytes, object_key: str, data_key: bytes) -> bytes:

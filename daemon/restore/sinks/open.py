@@ -23,7 +23,21 @@ def open_sink(spec: str, config: Config, *, replace: bool = False,
               rename: dict[str, str] | None = None, progress: Progress | None = None,
               prefix: str = "", workers: int = 1, parallel_min_bytes: int = 256 << 20) -> Sink:
     """``workers`` and ``parallel_min_bytes`` are how a ``dir:`` sink reads its files back
-    for validation (see ``DirSink``)."""
+    for validation (see ``DirSink``). With per-tenant keys, the sink opens every record with
+    its tenant's key and leaves a forgotten tenant out (``OpeningSink``)."""
+    sink = _open_sink(spec, config, replace=replace, rename=rename, progress=progress,
+                      prefix=prefix, workers=workers, parallel_min_bytes=parallel_min_bytes)
+    if not config.encryption.per_tenant_keys:
+        return sink
+    from daemon.keys.opener import store_opener
+    from daemon.restore.sinks.opening import OpeningSink
+
+    return OpeningSink(sink, store_opener(config))
+
+
+def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, str] | None,
+               progress: Progress | None, prefix: str, workers: int,
+               parallel_min_bytes: int) -> Sink:
     kind, sep, where = spec.partition(":")
     if not (sep and where):
         raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")

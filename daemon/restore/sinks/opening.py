@@ -1,0 +1,71 @@
+"""A sink's view for a repository with per-tenant keys (``daemon.keys.tenants``): every record
+is opened with its tenant's key on its way in, and a forgotten tenant's records and settings
+are left out. Bucket files and rows are not taken whole (their content is sealed), so the
+executor hands this sink records; validation reads back what the sink underneath holds, which
+is what was written: the opened records.
+
+Picklable (a restore's worker processes get it with each bucket): each process opens the
+tenant keys itself, from ``open_store``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from daemon.keys.tenants import TenantKeys, TenantSealer
+from daemon.objectstore import ObjectStore
+from daemon.restore.sinks import Sink, WrittenState
+
+_FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes",
+                        "load_seconds"})
+
+
+class OpeningSink:
+    def __init__(self, inner: Sink, open_store: Callable[[], ObjectStore]) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._open_store = open_store
+        self._sealer: TenantSealer | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_sealer": None}
+
+    def __getattr__(self, name: str) -> Any:
+        if name in _FORWARDED:
+            return getattr(self.inner, name)
+        raise AttributeError(name)
+
+    @property
+    def sealer(self) -> TenantSealer:
+        if self._sealer is None:
+            self._sealer = TenantSealer(TenantKeys.of(self._open_store()))
+        return self._sealer
+
+    def begin(self) -> None:
+        self.inner.begin()
+
+    def write_catalog(self, catalog: dict[str, Any]) -> None:
+        keys = self.sealer.keys
+        tenants = {coll: {t: s for t, s in ts.items() if not keys.is_forgotten(coll, t)}
+                   for coll, ts in catalog.get("tenants", {}).items()}
+        self.inner.write_catalog({**catalog, "tenants": tenants})
+
+    def write_bucket(self, collection: str, bucket: int,
+                     records: Iterable[dict[str, Any]]) -> WrittenState:
+        return self.inner.write_bucket(collection, bucket, self.sealer.open_all(records))
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+    def read_back(self) -> dict[str, WrittenState]:
+        return self.inner.read_back()
+
+
+def forgotten_in_scope(store: ObjectStore, collections: Iterable[str] | None,
+                       tenants: Iterable[str] | None) -> list[dict[str, Any]]:
+    """The erasures (``vecwal forget``) a restore of this scope leaves out."""
+    colls = set(collections) if collections is not None else None
+    wanted = set(tenants) if tenants is not None else None
+    return [e for e in TenantKeys.of(store).erasures()
+            if (colls is None or e["collection"] in colls)
+            and (wanted is None or e["tenant"] in wanted)]
