@@ -108,7 +108,10 @@ def kafka_offsets_reader(config: Config, timeout: float = 10.0) -> Callable[[], 
         from confluent_kafka import Consumer
 
         from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
+        from daemon.kafka_client import check_brokers
 
+        # a wrong password, CA or security.protocol: named now, not a 10 s metadata timeout
+        check_brokers(config.kafka.bootstrap_servers, config.kafka.client, timeout=timeout)
         settings = consumer_settings(config)
         consumer = Consumer(settings)
         try:

@@ -178,12 +178,14 @@ class Produced:
 
 
 def produce(bootstrap: str, topic: str, events: Iterable[GeneratedEvent],
-            rate_per_s: float | None = None, partitions: list[int] | None = None
-            ) -> list[Produced]:
+            rate_per_s: float | None = None, partitions: list[int] | None = None,
+            client: dict[str, str] | None = None) -> list[Produced]:
     """Produce as an ordinary producer does (batched, linger.ms=5); each event to the
-    partition its key hashes to, or to ``partitions`` in turn."""
+    partition its key hashes to, or to ``partitions`` in turn. ``client``: more librdkafka
+    properties (a secured listener's security.protocol, sasl.*, ssl.ca.location)."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "message.max.bytes": 10_000_000, "enable.idempotence": True})
+                         "message.max.bytes": 10_000_000, "enable.idempotence": True,
+                         **(client or {})})
     out: list[Produced] = []
     errors: list[str] = []
 

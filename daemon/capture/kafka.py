@@ -15,6 +15,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not marked 
 
 from daemon.config import Config
 from daemon.errors import VecwalError
+from daemon.kafka_client import admin_settings
 
 
 def consumer_settings(config: Config) -> dict[str, Any]:
@@ -66,8 +67,7 @@ def timestamp_types(config: Config, timeout: float = 10.0) -> dict[str, str]:
     """Each configured topic's ``message.timestamp.type`` (CreateTime or LogAppendTime), read
     with the admin API (DescribeConfigs)."""
     k = config.kafka
-    admin = AdminClient({"bootstrap.servers": k.bootstrap_servers,
-                         **{n: v for n, v in k.client.items() if not n.startswith(_CONSUMER_ONLY)}})
+    admin = AdminClient(admin_settings(k.bootstrap_servers, k.client))
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in k.topics]
     out = {}
     try:
@@ -79,11 +79,6 @@ def timestamp_types(config: Config, timeout: float = 10.0) -> dict[str, str]:
                           "check [kafka] bootstrap_servers and that capture may "
                           "DescribeConfigs on its topics (an ACL may forbid it)") from None
     return out
-
-
-_CONSUMER_ONLY = ("fetch.", "queued.", "max.partition", "auto.", "enable.auto", "group.",
-                  "session.", "heartbeat.", "isolation.", "partition.assignment",
-                  "max.poll", "enable.partition.eof", "check.crcs")
 
 
 def high_watermarks(consumer: Consumer, partitions: list[TopicPartition],

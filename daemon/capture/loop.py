@@ -69,6 +69,7 @@ from daemon.changelog.watermark import Watermark
 from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
+from daemon.kafka_client import check_brokers, explain
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
 from daemon.sources import native_topics, sources_for
@@ -128,8 +129,8 @@ class CaptureLoop:
         self._codec = native.event_codec() if self.cfg.native_codec else None
         self._avro_topics = native_topics(config.kafka)  # the rest go to the Python parser
         self.sources = sources_for(config.kafka)  # topic -> how its messages decode
-        self._flow = FlowControl(self.cfg.max_buffer_bytes, self.cfg.retry_max_backoff_s,
         self._sealer = capture_sealer(config, repo)  # per-tenant keys: content sealed
+        self._flow = FlowControl(self.cfg.max_buffer_bytes, self.cfg.retry_max_backoff_s,
                                  self.metrics)
         self.partitions: dict[TP, PartitionState] = {}
         self._pool = ThreadPoolExecutor(self.cfg.upload_threads, thread_name_prefix="vecwal-upload")
@@ -153,6 +154,8 @@ class CaptureLoop:
         """Capture until stopped (or, with ``until_caught_up``, until every partition of the
         configured topics is durable up to the high watermark seen at start).
         Returns 0 when everything consumed was made durable, 1 otherwise."""
+        if self._consumer_factory is Consumer:  # a wrong password or CA: ConfigError, no hang
+            check_brokers(self.config.kafka.bootstrap_servers, self.config.kafka.client)
         self.repo.ensure_initialized()
         if self._timestamp_types is not None:  # before anything is consumed
             check_topics(self._timestamp_types(), self.cfg.timeline,
@@ -228,10 +231,10 @@ class CaptureLoop:
                 if capture_timeline:  # the producer's stamp goes beside capture's
                     captured = CaptureClock.stamp(ps, seen_ms)
                     datum, timestamp = restamp(datum, captured, timestamp), captured
+                datum = self._sealer.datum(datum) if self._sealer is not None else datum
                 ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
                 if ps.open.full(cfg):  # size limits hold per event, not per batch
                     self._seal(ps, now, "size")
-                datum = self._sealer.datum(datum) if self._sealer is not None else datum
             start = stop
 
     def _on_other(self, msg: Message, now: float) -> None:
@@ -574,7 +577,10 @@ class CaptureLoop:
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.metrics.errors.labels("kafka").inc()
-        log.warning("kafka client error", error=str(err))
+        why = explain(err, self.config.kafka.bootstrap_servers, self.config.kafka.client)
+        # librdkafka retries a refused login forever: say what to fix, each time
+        (log.error if why.hint else log.warning)("kafka client error", error=why.message,
+                                                 hint=why.hint or None)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:

@@ -145,6 +145,10 @@ def read_sample(config: Config, topic: str, n: int, *, from_end: bool = False,
 
     from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
 
+    if consumer_factory is None:  # a wrong password, CA or security.protocol: named at once
+        from daemon.kafka_client import check_brokers
+
+        check_brokers(config.kafka.bootstrap_servers, config.kafka.client)
     settings = consumer_settings(config)
     settings.update({  # never the capture group, never a commit
         "group.id": f"vecwal-check-mapping-{uuid.uuid4().hex[:12]}",

@@ -76,10 +76,10 @@ import numpy as np
 import orjson
 import structlog
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from daemon.errors import BadEvent, IntegrityError, VecwalError
 from daemon.events import CHANGE_EVENT_SCHEMA, CONTRACT_FIELDS, CONTROL_OPS, EventParser
+from daemon.kafka_client import check_brokers
 from daemon.restore.sinks import WrittenState
 from daemon.snapshot.datafile import StateDigest
 from daemon.snapshot.state import Catalog, record_from_event
@@ -270,15 +270,10 @@ class KafkaSink:
 
     def _partitions(self) -> list[int]:
         """The topic's partitions, from a metadata listing of all topics (asking for the one
-        topic could auto-create it on brokers with auto.create.topics.enable)."""
-        admin = AdminClient(self._settings())
-        try:
-            md = admin.list_topics(timeout=self.timeout_s)
-        except KafkaException as exc:
-            raise VecwalError(f"cannot read topic metadata from Kafka at "
-                              f"{self.bootstrap_servers}: {_kafka_error(exc)}",
-                              "check [kafka] bootstrap_servers and that the brokers are up"
-                              ) from None
+        topic could auto-create it on brokers with auto.create.topics.enable), read by the
+        start-up check that names a wrong password, CA or security.protocol
+        (:func:`~daemon.kafka_client.check_brokers`)."""
+        md = check_brokers(self.bootstrap_servers, self.client, timeout=min(self.timeout_s, 15))
         tmd = md.topics.get(self.topic)
         if tmd is None:
             raise VecwalError(

@@ -1,9 +1,19 @@
 """Single-node KRaft Kafka (combined broker+controller) on 127.0.0.1, and a stdlib probe of the
-Kafka wire protocol (ApiVersions, then Metadata) that tells when the broker answers."""
+Kafka wire protocol (ApiVersions, then Metadata) that tells when the broker answers.
+
+``security="sasl_ssl"`` makes the client listener SASL_SSL: a throwaway CA and a certificate
+for 127.0.0.1 made with openssl at the first start (``tls.py``), SCRAM-SHA-512 users created
+when the storage is formatted (``StorageTool format --add-scram``) with random passwords kept
+(0600) in the work directory, the broker's own inter-broker connections authenticated as
+``admin``. The controller listener stays PLAINTEXT on 127.0.0.1, internal to the node."""
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 import socket
+import ssl
 import struct
 import subprocess
 from pathlib import Path
@@ -13,6 +23,13 @@ from .common import HOST, LaunchError
 from .install import LOCAL_DIR, install_kafka, java_executable, kafka_version
 from .process import check_port_free, free_ports, port_open
 from .service import Service
+from .tls import ServerPki, server_pki
+
+SECURITY = ("plaintext", "sasl_ssl")
+SASL_MECHANISM = "SCRAM-SHA-512"
+SASL_USERS = ("admin", "vecwal")
+"""``admin`` is the broker's own inter-broker identity (and the tests' topic admin);
+``vecwal`` is the client vecwal runs as. No authorizer: any authenticated user may do all."""
 
 KAFKA_LOG4J2 = LOCAL_DIR / "kafka" / "log4j2.properties"
 KAFKA_JAVA_OPTS = [
@@ -50,18 +67,24 @@ def _kafka_request(
     return resp[4:]
 
 
-def kafka_wire_probe(port: int, host: str = HOST, timeout: float = 2.0) -> int:
+def kafka_wire_probe(port: int, host: str = HOST, timeout: float = 2.0,
+                     tls: ssl.SSLContext | None = None) -> int:
     """Number of brokers a Metadata request returns (raises OSError/ValueError when not ready).
 
     ApiVersions v0 first (always supported), then the lowest non-flexible Metadata version
-    (4..8) the broker accepts. Kafka 4.x removed Metadata v0-v3.
+    (4..8) the broker accepts. Kafka 4.x removed Metadata v0-v3. With ``tls`` (a SASL_SSL
+    listener) the connection is TLS and only ApiVersions is asked: it is the one request a
+    broker answers before SASL authentication; 1 when it does.
     """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        sock = raw if tls is None else tls.wrap_socket(raw, server_hostname=host)
         sock.settimeout(timeout)
         r = _kafka_request(sock, 18, 0, 1, b"")
         (err, n) = struct.unpack(">hi", r[:6])
         if err != 0:
             raise ValueError(f"ApiVersions error {err}")
+        if tls is not None:
+            return 1
         versions = {}
         for i in range(n):
             key, lo, hi = struct.unpack(">hhh", r[6 + 6 * i : 12 + 6 * i])
@@ -79,13 +102,14 @@ def kafka_wire_probe(port: int, host: str = HOST, timeout: float = 2.0) -> int:
         return int(nbrokers)
 
 
-def _admin_list_topics(bootstrap: str, timeout: float) -> None:
+def _admin_list_topics(bootstrap: str, timeout: float,
+                       client: dict[str, str] | None = None) -> None:
     """confluent_kafka AdminClient.list_topics when the package is importable (else no-op)."""
     try:
         from confluent_kafka.admin import AdminClient
     except ImportError:
         return
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(client or {})})
     md = admin.list_topics(timeout=timeout)
     if not md.brokers:
         raise ValueError("AdminClient metadata lists no broker yet")
@@ -104,10 +128,85 @@ class KafkaBroker(Service):
         *,
         controller_port: int | None = None,
         tie_to_parent: bool = True,
+        security: str = "plaintext",
     ) -> None:
         super().__init__(workdir, tie_to_parent=tie_to_parent)
+        if security not in SECURITY:
+            raise LaunchError(f"security {security!r} is not one of {', '.join(SECURITY)}")
         self.port = port
         self.controller_port = controller_port
+        self.security = security
+        self._pki: ServerPki | None = None
+        self._users: dict[str, str] | None = None
+
+    # -- SASL_SSL ---------------------------------------------------------------------------
+    @property
+    def secured(self) -> bool:
+        return self.security == "sasl_ssl"
+
+    @property
+    def pki(self) -> ServerPki:
+        """The throwaway CA and broker certificate (made on first use, kept in workdir/tls)."""
+        if not self.secured:
+            raise LaunchError("the broker was not started with security='sasl_ssl'")
+        if self._pki is None:
+            self._pki = server_pki(self.workdir / "tls")
+        return self._pki
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the broker's certificate (PEM): librdkafka's ssl.ca.location."""
+        return self.pki.ca_file
+
+    @property
+    def users(self) -> dict[str, str]:
+        """SCRAM-SHA-512 user name -> password (random at the first start, then kept)."""
+        if not self.secured:
+            return {}
+        if self._users is None:
+            path = self.workdir / "sasl-users.json"
+            if path.is_file():
+                self._users = dict(json.loads(path.read_text()))
+            else:
+                self._users = {u: f"vecwal-sasl-{u}-{secrets.token_hex(12)}" for u in SASL_USERS}
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self._users, f)
+        return self._users
+
+    def client_settings(self, user: str = "vecwal", password: str | None = None) -> dict[str, str]:
+        """librdkafka properties that reach the client listener as ``user`` (``{}`` on a
+        plaintext broker): vecwal's ``[kafka.client]``."""
+        if not self.secured:
+            return {}
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": SASL_MECHANISM,
+            "sasl.username": user,
+            "sasl.password": self.users[user] if password is None else password,
+            "ssl.ca.location": str(self.ca_file),
+        }
+
+    def _security_props(self) -> dict[str, str]:
+        assert self.port is not None and self.controller_port is not None
+        pki, admin = self.pki, self.users["admin"]
+        return {
+            "listeners": f"SASL_SSL://{HOST}:{self.port},CONTROLLER://{HOST}:{self.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{HOST}:{self.port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "sasl.enabled.mechanisms": SASL_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SASL_MECHANISM,
+            f"listener.name.sasl_ssl.{SASL_MECHANISM.lower()}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="admin" password="{admin}";',
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(pki.keystore),
+            "ssl.keystore.password": pki.keystore_password,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(pki.ca_file),
+            "ssl.client.auth": "none",
+        }
 
     @property
     def bootstrap(self) -> str:
@@ -168,9 +267,13 @@ class KafkaBroker(Service):
             "share.coordinator.state.topic.min.isr": "1",
             # log.message.timestamp.type stays at its default (CreateTime): topics choose
         }
+        if self.secured:
+            props.update(self._security_props())
         text = "# written by deploy/local/launch.py\n" + "".join(
             f"{k}={v}\n" for k, v in props.items()
         )
+        self.config_path.touch(mode=0o600)  # the SASL_SSL config holds passwords
+        os.chmod(self.config_path, 0o600)
         self.config_path.write_text(text)
 
     def _format_storage(self) -> None:
@@ -198,6 +301,7 @@ class KafkaBroker(Service):
                 cluster_id,
                 "-c",
                 str(self.config_path),
+                *self._scram_args(),
             ],
             capture_output=True,
             text=True,
@@ -209,12 +313,22 @@ class KafkaBroker(Service):
                 f"StorageTool format failed ({r.returncode}): {(r.stdout + r.stderr)[-3000:]}"
             )
 
+    def _scram_args(self) -> list[str]:
+        """``--add-scram`` per user. The passwords pass on the command line of the format
+        tool (seen by local users for its second of life): acceptable for a throwaway broker."""
+        out: list[str] = []
+        for user, password in self.users.items():
+            out += ["--add-scram", f"{SASL_MECHANISM}=[name={user},password={password}]"]
+        return out
+
     def _ready(self, remaining: float) -> bool:
         assert self.port is not None
         if not port_open(self.port):
             return False
-        kafka_wire_probe(self.port, timeout=min(2.0, remaining))
-        _admin_list_topics(self.bootstrap, timeout=max(0.5, min(5.0, remaining)))
+        tls = self.pki.client_context() if self.secured else None
+        kafka_wire_probe(self.port, timeout=min(2.0, remaining), tls=tls)
+        _admin_list_topics(self.bootstrap, timeout=max(0.5, min(5.0, remaining)),
+                           client=self.client_settings("admin"))
         return True
 
     def start(self, timeout: float = 90) -> KafkaBroker:
@@ -250,4 +364,7 @@ class KafkaBroker(Service):
             "workdir": str(self.workdir),
             "log": str(self.log_path),
             "kafka_version": kafka_version(),
+            "security": self.security,
+            **({"ca_file": str(self.ca_file), "sasl_mechanism": SASL_MECHANISM,
+                "sasl_users": self.users} if self.secured else {}),
         }
