@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from daemon.keys.opener import open_encrypted
@@ -41,7 +42,7 @@ def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: s
     w = Workload(seed=41, collections=dict(DIMS), tenants=["acme", "globex", "initech"])
     events = [*w.preamble(), *w.events(500)]
     events.append(w.bad_event("wrong_dimension"))  # the Python parser's path too
-    produce(file_target.bootstrap, file_target.topic, events)
+    produced = produce(file_target.bootstrap, file_target.topic, events)
     cfg = file_target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
                                    dimensions=DIMS)
     cfg.write_text(cfg.read_text() + f'\n[encryption]\nenabled = true\nkek = "keyfile:{kek}"\n'
@@ -58,6 +59,11 @@ def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: s
     opened = b"".join(store.get(i.key) for i in store.list("") if not i.key.startswith("keys/"))
     assert b"for acme" not in opened and b"for globex" not in opened
     assert b"g:acme" not in opened  # ACLs are sealed too
+    acme_vectors = [np.asarray(p.event.event["vector"], dtype="<f4").tobytes()
+                    for p in produced if p.event.event and p.event.event.get("tenant") == "acme"
+                    and p.event.event.get("op") == "upsert"]
+    assert len(acme_vectors) > 50
+    assert not any(v[:64] in opened for v in acme_vectors)  # nor the vectors' bytes
 
     vecwal("forget", "--config", str(cfg), "--tenant", "acme", "--reason", "contract ended",
            "--yes")
