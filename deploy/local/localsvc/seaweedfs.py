@@ -3,12 +3,16 @@ the S3 server with versioning and Object Lock that vecwal's immutable-storage te
 
 Every port is bound to 127.0.0.1: the filer's HTTP port serves and deletes objects, locked
 versions included, without S3's checks, so it must never be reachable from elsewhere.
-S3 requests are signed (SigV4) with the identity written to ``s3.json`` (an admin).
+S3 requests are signed (SigV4) with the identities written to ``s3.json``: an admin (the
+launcher's own credentials, which create buckets and check readiness), plus any ``identities``
+given, each with SeaweedFS's coarse actions and/or an IAM policy document of its own.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,60 @@ copy_other = 1
 """
 
 
+ADMIN_ACTIONS = ("Admin", "Read", "List", "Tagging", "Write")
+
+
+@dataclass(frozen=True)
+class S3Identity:
+    """One more S3 user of the server: its SigV4 credentials and what it may do.
+
+    ``actions`` are SeaweedFS's own coarse grants (``"Read"``, ``"Write"``, ``"List"``,
+    ``"Tagging"``, ``"Admin"``, each optionally scoped: ``"Write:bucket/prefix*"``); they
+    cannot tell a delete from a put (``Write`` allows both). ``policy`` is an AWS IAM policy
+    document (``{"Version": ..., "Statement": [...]}``) attached to the identity instead:
+    SeaweedFS then evaluates every request as its AWS action (``s3:PutObject``,
+    ``s3:DeleteObject``, ``s3:DeleteObjectVersion``, ``s3:ListBucket`` with ``s3:prefix``...)
+    on its ARN, an explicit Deny winning, and refuses what no statement allows; give such an
+    identity no ``actions`` (SeaweedFS lets a bare ``Admin`` through where no statement
+    matches)."""
+
+    name: str
+    access_key: str
+    secret_key: str
+    actions: Sequence[str] = ()
+    policy: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    def config(self) -> dict[str, Any]:
+        """Its entry under ``identities`` in s3.json."""
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+            "actions": list(self.actions),
+        }
+        if self.policy is not None:
+            entry["policyNames"] = [self.policy_name]
+        return entry
+
+    @property
+    def policy_name(self) -> str:
+        return f"{self.name}-policy"
+
+
+def s3_config(admin: S3Identity, identities: Sequence[S3Identity]) -> dict[str, Any]:
+    """The content of s3.json (``-s3.config``): the identities and their policies."""
+    everyone = [admin, *identities]
+    names = [i.name for i in everyone]
+    keys = [i.access_key for i in everyone]
+    if len(set(names)) < len(names) or len(set(keys)) < len(keys):
+        raise ValueError(f"SeaweedFS identities need distinct names and access keys: {names}")
+    config: dict[str, Any] = {"identities": [i.config() for i in everyone]}
+    policies = [{"name": i.policy_name, "content": json.dumps(i.policy)}
+                for i in everyone if i.policy is not None]
+    if policies:
+        config["policies"] = policies
+    return config
+
+
 class SeaweedFS(S3Server):
     """``weed server -filer -s3`` with its data under workdir/data, every port on 127.0.0.1."""
 
@@ -55,10 +113,13 @@ class SeaweedFS(S3Server):
         secret_key: str = DEFAULT_SECRET_KEY,
         *,
         ports: dict[str, int] | None = None,
+        identities: Sequence[S3Identity] = (),
         tie_to_parent: bool = True,
     ) -> None:
         super().__init__(workdir, access_key, secret_key, tie_to_parent=tie_to_parent)
         self.ports: dict[str, int] = dict(ports or {})
+        self.identities = tuple(identities)
+        """Users besides the admin (``access_key``), written to s3.json at each start."""
         if port is not None:
             self.ports["s3"] = port
 
@@ -81,16 +142,9 @@ class SeaweedFS(S3Server):
         return self.workdir / "s3.json"
 
     def _write_config(self) -> None:
-        identities = {
-            "identities": [
-                {
-                    "name": "vecwal-admin",
-                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                }
-            ]
-        }
-        self.s3_config_path.write_text(json.dumps(identities, indent=2) + "\n")
+        admin = S3Identity("vecwal-admin", self.access_key, self.secret_key, ADMIN_ACTIONS)
+        config = s3_config(admin, self.identities)
+        self.s3_config_path.write_text(json.dumps(config, indent=2) + "\n")
         self.s3_config_path.chmod(0o600)
         (self.workdir / "master.toml").write_text(MASTER_TOML)
 
