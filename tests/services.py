@@ -33,9 +33,14 @@ Fixtures:
     postgres_service, postgres_database, connect_service, debezium_connector: the Debezium
                               CDC source (PostgreSQL + pgvector -> Kafka Connect ->
                               kafka_service), in tests/services_cdc.py
+    secured_kafka, secured_kafka_topic, tls_s3_service, tls_s3_bucket: a SASL_SSL broker
+                              and an HTTPS s3proxy, in tests/services_secured.py
     registry_service (session) .url (Confluent Schema Registry REST API), .client(),
                               .source; .stop()/.start() when local: ``SCHEMA_REGISTRY_URL``,
                               else Apicurio Registry (in memory) from deploy/local
+    kms_service    (session)  .endpoint_url, .region, .create_key(), .schedule_deletion(),
+                              .client(), .env; .stop()/.start() when local:
+                              ``AWS_ENDPOINT_URL_KMS``, else local-kms from deploy/local
 """
 
 from __future__ import annotations
@@ -543,5 +548,18 @@ from tests.services_cdc import (  # noqa: E402, F401
     postgres_service,
 )
 
+# the KMS (kms_service) lives in its own module, registered here as fixtures
+from tests.services_kms import KmsService, kms_service  # noqa: E402, F401
+
 # the schema registry (registry_service) lives in its own module, registered here as fixtures
 from tests.services_registry import RegistryService, registry_service  # noqa: E402, F401
+
+# SASL_SSL Kafka and HTTPS S3 (secured_kafka, tls_s3_service, ...): their own module too
+from tests.services_secured import (  # noqa: E402, F401
+    SecuredKafka,
+    TlsS3Service,
+    secured_kafka,
+    secured_kafka_topic,
+    tls_s3_bucket,
+    tls_s3_service,
+)

@@ -52,12 +52,13 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
-    SSLError,
 )
 
 from daemon.errors import ConfigError, ObjectExists, ObjectNotFound, StoreError, StoreUnavailable
 from daemon.objectstore import ObjectInfo, check_key, check_prefix
+from daemon.objectstore.permissions import denied_hint
 from daemon.objectstore.s3lock import ObjectLockMixin, lock_mode
+from daemon.objectstore.s3tls import check_tls_settings, tls_mistake
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -126,8 +127,7 @@ _WRONG_REGION = frozenset(
 
 _CREDENTIALS_HINT = (
     "check the credentials vecwal runs with (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-    "AWS_PROFILE or the instance role) and that the bucket policy grants s3:GetObject, "
-    "s3:PutObject, s3:DeleteObject and s3:ListBucket on the repository"
+    "AWS_PROFILE or the instance role)"
 )
 _UNREACHABLE_HINT = (
     "check that the S3 endpoint is up and reachable from this host (storage.endpoint_url, "
@@ -151,7 +151,9 @@ class S3Store(ObjectLockMixin):
     on every put. ``object_lock`` (``"governance"`` or ``"compliance"``) locks every
     create-only put of an immutable key for ``lock_s`` seconds (see s3lock).
     ``page_size`` caps keys per ListObjectsV2 call (1..1000; small values are for
-    tests). The timeouts and ``max_attempts`` bound how long one operation can block
+    tests). ``ca_bundle`` (PEM) verifies an https endpoint signed by a private CA; TLS
+    mistakes are StoreErrors naming the setting (:mod:`~daemon.objectstore.s3tls`).
+    The timeouts and ``max_attempts`` bound how long one operation can block
     before it raises :class:`StoreUnavailable`; ``max_pool_connections`` caps the
     connections kept for concurrent operations from many threads.
 
@@ -176,6 +178,7 @@ class S3Store(ObjectLockMixin):
         read_timeout: float = 30.0,
         max_attempts: int = 3,
         max_pool_connections: int = 32,
+        ca_bundle: str | None = None,
     ) -> None:
         if not bucket:
             raise ConfigError("no S3 bucket given", "use storage.url = s3://bucket[/prefix]")
@@ -191,6 +194,7 @@ class S3Store(ObjectLockMixin):
             endpoint_url = _endpoint_from_environment()
         if endpoint_url is not None:
             _check_endpoint_url(endpoint_url)
+        check_tls_settings(endpoint_url, ca_bundle)
         if sse is not None and sse not in SSE_MODES:
             raise ConfigError(
                 f"storage.sse {sse!r} is not a server-side encryption mode",
@@ -206,6 +210,7 @@ class S3Store(ObjectLockMixin):
         self._bucket = bucket
         self._root = f"{prefix}/" if prefix else ""
         self._endpoint_url = endpoint_url
+        self._ca_bundle = ca_bundle
         self._sse = sse
         self._sse_kms_key_id = sse_kms_key_id
         self._lock_mode = lock_mode(object_lock, lock_s)
@@ -228,7 +233,8 @@ class S3Store(ObjectLockMixin):
         )
         try:
             self._session = boto3.session.Session(profile_name=profile, region_name=self._region)
-            self._client: S3Client = self._session.client("s3", endpoint_url=endpoint_url, config=config)
+            self._client: S3Client = self._session.client("s3", endpoint_url=endpoint_url, config=config,
+                                                          verify=ca_bundle)
         except ProfileNotFound:
             raise ConfigError(
                 f"AWS profile {profile!r} is not defined",
@@ -257,11 +263,11 @@ class S3Store(ObjectLockMixin):
         endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
         return f"S3Store({self.url!r}{endpoint})"
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
         request: PutObjectRequestTypeDef = {
             "Bucket": self._bucket,
             "Key": self._object_key(key),
-            "Body": data,
+            "Body": data,  # type: ignore[typeddict-item]  # botocore takes any bytes-like body
         }
         if create_only:
             request["IfNoneMatch"] = "*"
@@ -358,9 +364,11 @@ class S3Store(ObjectLockMixin):
                     Bucket=self._bucket, Delete={"Objects": objects, "Quiet": True})  # type: ignore[typeddict-item]
             for err in response.get("Errors", []):
                 key = err.get("Key", "")[len(self._root):]
+                denied = err.get("Code") == "AccessDenied"
                 failed[key] = StoreError(f"deleting {self._where(key)} failed: "
                                          f"{err.get('Code')}: {err.get('Message')}",
-                                         "check the credential's s3:DeleteObject permission")
+                                         denied_hint("deleting") if denied else
+                                         "check the S3 server's logs; prune retries it next run")
         return failed
 
     def close(self) -> None:
@@ -486,6 +494,8 @@ class S3Store(ObjectLockMixin):
                 StoreError,
                 "check storage.sse_kms_key_id and that the credentials may use that KMS key",
             )
+        if code == "AccessDenied" or (status == 403 and code not in _CREDENTIALS):
+            fail(StoreError, denied_hint(action, self._lock_mode is not None))
         if code in _CREDENTIALS or status in (401, 403):
             fail(StoreError, _CREDENTIALS_HINT)
         if code == "NotImplemented" or status == 501:
@@ -507,12 +517,9 @@ class S3Store(ObjectLockMixin):
                 "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
                 "AWS_PROFILE, or give the host an instance role",
             ) from exc
-        if isinstance(exc, SSLError) and "CERTIFICATE_VERIFY_FAILED" in str(exc):
-            raise StoreError(
-                message,
-                "the endpoint's TLS certificate is not trusted: fix it, or point "
-                "AWS_CA_BUNDLE at the CA that signed it",
-            ) from exc
+        tls_hint = tls_mistake(exc, self._endpoint_url, self._ca_bundle)
+        if tls_hint is not None:  # not an outage: retrying would hang on it
+            raise StoreError(message, tls_hint) from exc
         if isinstance(exc, FlexibleChecksumError):
             raise StoreUnavailable(message, "the object's bytes kept failing their checksum "
                                    "in transit; retry, and check the network or the server "

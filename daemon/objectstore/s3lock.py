@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 from daemon.errors import ConfigError, ObjectLocked, ObjectNotFound, StoreError
 from daemon.objectstore import check_prefix
+from daemon.objectstore.permissions import denied_hint
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -271,7 +272,8 @@ class ObjectLockMixin:
                 if not held else "remove the legal hold (s3api put-object-legal-hold) first",
                 None if held else until_ms)
         return StoreError(f"deleting {self._where(key)} failed: {detail}",
-                          "check the credential's s3:DeleteObjectVersion permission")
+                          denied_hint("deleting", locked=True) if err.get("Code") == "AccessDenied"
+                          else "check the S3 server's logs; prune retries it next run")
 
     def _versions(self, prefix: str, delimiter: str | None) -> Iterator[_Version]:
         """Every version and delete marker under ``prefix``, page by page, in key order."""

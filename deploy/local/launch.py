@@ -19,6 +19,8 @@ outside the clone:
                                                                <shared> is /var/tmp/vecwal-shared-0:
                                                                postgres runs as nobody; install.py)
     $VECWAL_CACHE/apicurio-registry-<version>/quarkus-run.jar  schema registry (Java 21+)
+    $VECWAL_CACHE/local-kms-<version>/local-kms                KMS-compatible server (Go module
+                                                               proxy, built to bind 127.0.0.1 only)
 
 In-process API (what the pytest fixtures use)::
 
@@ -26,11 +28,15 @@ In-process API (what the pytest fixtures use)::
     install()                                   # idempotent; start() also calls it
     broker = KafkaBroker(Path("/tmp/k")).start()    # broker.bootstrap == "127.0.0.1:PORT"
     s3 = S3Proxy(Path("/tmp/s")).start()            # s3.endpoint_url == "http://127.0.0.1:PORT"
+    sb = KafkaBroker(Path("/tmp/ks"), security="sasl_ssl").start()  # sb.client_settings("vecwal"):
+                                                    # SASL_SSL, SCRAM-SHA-512, ssl.ca.location
+    st = S3Proxy(Path("/tmp/st"), tls=True).start() # https://127.0.0.1:PORT, st.ca_file
     sw = SeaweedFS(Path("/tmp/w")).start()          # sw.endpoint_url; Object Lock buckets work
     pg = PostgresServer(Path("/tmp/p")).start()     # pg.dsn("db"), pg.psql(sql, "db"); wal_level=logical
     kc = KafkaConnect(Path("/tmp/c"), broker.bootstrap).start()   # kc.rest_url
     kc.add_connector("n", debezium_postgres_config(...))   # waits until RUNNING
     reg = SchemaRegistry(Path("/tmp/r")).start()    # reg.url: Confluent API (Apicurio ccompat)
+    kms = LocalKms(Path("/tmp/m")).start()          # kms.endpoint_url: AWS KMS API, any credentials
     s3.stop(); s3.start()                       # same port, same data
     broker.restart()                            # same ports, same data
     broker.stop(); s3.stop()                    # also done at interpreter exit (atexit)
@@ -43,15 +49,18 @@ CLI (detached services that outlive the command; one directory per service)::
 
     python deploy/local/launch.py install
     python deploy/local/launch.py start kafka --dir D [--port N]   # prints D/service.json
-    python deploy/local/launch.py start s3 --dir D [--port N]
+    python deploy/local/launch.py start kafka --dir D --sasl-ssl   # SASL_SSL, SCRAM-SHA-512 users
+        # (admin, vecwal; random passwords), a throwaway CA: ca_file, sasl_users in service.json
+    python deploy/local/launch.py start s3 --dir D [--port N] [--tls]  # --tls: HTTPS, ca_file
     python deploy/local/launch.py start seaweedfs --dir D [--port N]   # N: the S3 port
     python deploy/local/launch.py start registry --dir D [--port N]    # in memory: empty
+    python deploy/local/launch.py start kms --dir D [--port N]         # local-kms; keys in D/data
     python deploy/local/launch.py start postgres --dir D [--port N]    # prints the DSN
     python deploy/local/launch.py start connect --dir D --bootstrap HOST:PORT [--port N]
         # then: curl -X PUT -H 'Content-Type: application/json' -d @config.json \
         #        http://127.0.0.1:PORT/connectors/NAME/config
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
-    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect --dir D
+    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect|kms --dir D
 """
 
 from __future__ import annotations
@@ -79,24 +88,28 @@ from localsvc.install import (
     kafka_version,
 )
 from localsvc.kafka import KafkaBroker, kafka_wire_probe
+from localsvc.kms import LOCAL_KMS_VERSION, LocalKms, install_kms
 from localsvc.postgres import PostgresServer
 from localsvc.process import free_ports, pid_alive, port_open, terminate
 from localsvc.registry import REGISTRY_VERSION, SchemaRegistry, install_registry
 from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Proxy
-from localsvc.seaweedfs import SeaweedFS
+from localsvc.seaweedfs import S3Identity, SeaweedFS
 
 __all__ = [
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_REGION",
     "DEFAULT_SECRET_KEY",
     "HOST",
+    "LOCAL_KMS_VERSION",
     "REGISTRY_VERSION",
     "S3PROXY_VERSION",
     "SEAWEEDFS_VERSION",
     "KafkaBroker",
     "KafkaConnect",
     "LaunchError",
+    "LocalKms",
     "PostgresServer",
+    "S3Identity",
     "S3Proxy",
     "SchemaRegistry",
     "SeaweedFS",
@@ -106,6 +119,7 @@ __all__ = [
     "install",
     "install_connect",
     "install_kafka",
+    "install_kms",
     "install_postgres",
     "install_registry",
     "install_s3proxy",

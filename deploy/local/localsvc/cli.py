@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ def _read_state(d: Path) -> dict[str, Any] | None:
 
 def _write_state(d: Path, state: dict[str, Any]) -> None:
     tmp = d / f".{SERVICE_FILE}.tmp"
+    tmp.touch(mode=0o600)  # it may hold passwords (SASL users, the S3 secret key)
     tmp.write_text(json.dumps(state, indent=2) + "\n")
     tmp.rename(d / SERVICE_FILE)
 
@@ -59,7 +61,7 @@ def _state_running(state: dict[str, Any]) -> bool:
 
 def cmd_start(
     service: str, d: Path, port: int | None, timeout: float | None,
-    bootstrap: str | None = None,
+    bootstrap: str | None = None, tls: bool = False,
 ) -> int:
     d = d.resolve()
     d.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,9 @@ def cmd_start(
     svc: KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect | LocalKms
     if service == "kafka":
         cport = state.get("controller_port") if state else None
-        svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False)
+        tls = tls or bool(state and state.get("security") == "sasl_ssl")  # as it was formatted
+        svc = KafkaBroker(d, port, controller_port=cport, tie_to_parent=False,
+                          security="sasl_ssl" if tls else "plaintext")
     elif service == "seaweedfs":
         ports = state.get("ports") if state else None
         svc = SeaweedFS(d, port, ports=ports, tie_to_parent=False)
@@ -96,7 +100,8 @@ def cmd_start(
             )
         svc = KafkaConnect(d, bootstrap, port, tie_to_parent=False)
     else:
-        svc = S3Proxy(d, port, tie_to_parent=False)
+        tls = tls or bool(state and str(state.get("endpoint_url", "")).startswith("https:"))
+        svc = S3Proxy(d, port, tie_to_parent=False, tls=tls)
     say(f"starting {service} in {d} ...")
     svc.start() if timeout is None else svc.start(timeout)
     state = {
@@ -139,7 +144,8 @@ def cmd_status(d: Path) -> int:
     if running and isinstance(port, int):
         try:
             if state.get("service") == "kafka":
-                kafka_wire_probe(port)
+                ca = state.get("ca_file")
+                kafka_wire_probe(port, tls=ssl.create_default_context(cafile=ca) if ca else None)
                 answering = True
             else:
                 answering = port_open(port)
@@ -172,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, help="listener port (default: last one used, else free)")
     p.add_argument("--timeout", type=float, help="seconds to wait until ready")
     p.add_argument("--bootstrap", help="connect: the Kafka broker (HOST:PORT)")
+    p.add_argument("--sasl-ssl", "--tls", dest="tls", action="store_true",
+                   help="kafka: a SASL_SSL listener (SCRAM-SHA-512 users, a throwaway CA); "
+                   "s3: HTTPS only; the CA file and credentials are in DIR/service.json")
     p = sub.add_parser("stop", help="stop the service started in DIR")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("--dir", required=True, type=Path)
@@ -186,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
             install(tuple(args.only) or INSTALLABLE)
             return 0
         if args.cmd == "start":
-            return cmd_start(args.service, args.dir, args.port, args.timeout, args.bootstrap)
+            if args.tls and args.service not in ("kafka", "s3"):
+                ap.error("--sasl-ssl/--tls applies to kafka and s3")
+            return cmd_start(args.service, args.dir, args.port, args.timeout, args.bootstrap,
+                             args.tls)
         if args.cmd == "stop":
             return cmd_stop(args.service, args.dir)
         return cmd_status(args.dir)

