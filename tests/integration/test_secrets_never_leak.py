@@ -1,8 +1,9 @@
 """Secrets never leak: capture (with debug logging and a /metrics scrape), compaction, restore,
-verify, status, a drill, and failing starts (a wrong S3 secret, a wrong KEK) run with known
-secret values (the S3 secret key, the key-encryption key in its hex and base64 forms); none of
-them appears in any log line, output, error message, metric, drill record or object written
-(read raw from the bucket, and opened)."""
+verify, status, a drill, and failing starts (a wrong S3 secret, a wrong KEK, a wrong SASL
+password) run with known secret values (the S3 secret key, the SASL passwords, the
+key-encryption key in its raw, hex and base64 forms); none of them appears in any log line,
+output, error message, metric, drill record or object written (read raw from the bucket, and
+opened). Job records join the check when they exist (issue 14)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import signal
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -20,6 +22,8 @@ from daemon.keys.opener import open_encrypted
 from daemon.objectstore import open_store
 from daemon.workload import Workload, produce
 from tests.integration.harness import Target, start_vecwal, vecwal
+from tests.integration.test_secured_transports import config, produce_secured
+from tests.services_secured import SecuredKafka, TlsS3Service
 
 pytestmark = pytest.mark.integration
 
@@ -100,4 +104,58 @@ def test_no_secret_appears_anywhere(s3_target: Target, tmp_path: Path, group_id:
     everything = b"\n".join(seen)
     assert len(everything) > 100_000
     for form in _secret_forms(kek, s3_secret):
+        assert form not in everything, f"a secret ({len(form)} bytes) leaked"
+
+
+def test_no_secret_leaks_over_secured_transports(
+        tmp_path: Path, secured_kafka: SecuredKafka, secured_kafka_topic: Callable[..., str],
+        tls_s3_service: TlsS3Service, tls_s3_bucket: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SASL password (from the environment), the S3 secret (over HTTPS) and the KEK:
+    capture with debug logs, status, restores into kafka: and dir:, verify, and failing
+    logins (a wrong SASL password, a wrong S3 secret) leak none of them."""
+    kek = os.urandom(32)
+    topic, restored = secured_kafka_topic(2), secured_kafka_topic(2)
+    produce_secured(secured_kafka, topic, n=200)
+    storage = {"url": f"s3://{tls_s3_bucket}/repo", "endpoint_url": tls_s3_service.endpoint_url,
+               "ca_bundle": tls_s3_service.ca_file}
+    cfg = config(tmp_path / "vecwal.toml", secured_kafka.bootstrap, topic, storage,
+                 secured_kafka.toml(password=False))
+    cfg.write_text(cfg.read_text().replace('format = "json"', 'format = "json"\nlevel = "debug"')
+                   + '\n[encryption]\nenabled = true\nkek = "env:VECWAL_TEST_KEK"\n')
+    assert secured_kafka.password not in cfg.read_text()
+    env = {"AWS_ACCESS_KEY_ID": tls_s3_service.access_key,
+           "AWS_SECRET_ACCESS_KEY": tls_s3_service.secret_key, "AWS_REGION": tls_s3_service.region,
+           "VECWAL_KAFKA_CLIENT_SASL_PASSWORD": secured_kafka.password,
+           "VECWAL_TEST_KEK": kek.hex()}
+    seen: list[bytes] = []
+    for args in (("run", "--until-caught-up"), ("status", "--json"), ("verify", "--json"),
+                 ("restore", "--to", "latest", "--into", f"kafka:{restored}", "--json"),
+                 ("restore", "--to", "latest", "--into", f"dir:{tmp_path / 'out'}", "--json")):
+        done = vecwal(args[0], "--config", str(cfg), *args[1:], env=env, check=False)
+        assert done.returncode == 0, f"{args}: {done.stderr[-2000:]}"
+        seen += [done.stdout.encode(), done.stderr.encode()]
+    wrong_password = {**env, "VECWAL_KAFKA_CLIENT_SASL_PASSWORD": "wrong-" + secured_kafka.password}
+    failed = vecwal("run", "--config", str(cfg), "--until-caught-up", env=wrong_password,
+                    check=False)
+    assert failed.returncode == 2 and "sasl.password" in failed.stderr
+    seen += [failed.stdout.encode(), failed.stderr.encode()]
+    wrong_s3 = {**env, "AWS_SECRET_ACCESS_KEY": "wrong-" + tls_s3_service.secret_key}
+    failed = vecwal("verify", "--config", str(cfg), env=wrong_s3, check=False)
+    assert failed.returncode != 0
+    seen += [failed.stdout.encode(), failed.stderr.encode()]
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "VECWAL_TEST_KEK"):
+        monkeypatch.setenv(name, env[name])
+    raw = open_store(storage["url"], endpoint_url=storage["endpoint_url"],
+                     ca_bundle=storage["ca_bundle"])
+    keys = [info.key for info in raw.list("")]
+    opened = open_encrypted(lambda: raw, "env:VECWAL_TEST_KEK")
+    seen += [raw.get(k) for k in keys] + [opened.get(k) for k in keys]
+    seen += [p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+    everything = b"\n".join(seen)
+    secrets = [kek, tls_s3_service.secret_key.encode(),
+               *(s.encode() for s in secured_kafka.secrets)]
+    for form in _secret_forms(*secrets):
         assert form not in everything, f"a secret ({len(form)} bytes) leaked"
