@@ -385,10 +385,11 @@ class TreeRss:
 
 
 def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now",
-                  workers: int = 1, opener: Callable[[], ObjectStore] | None = None
-                  ) -> dict[str, Any]:
+                  workers: int = 1, opener: Callable[[], ObjectStore] | None = None,
+                  wrap_sink: Callable[[Any], Any] | None = None) -> dict[str, Any]:
     """``opener`` (picklable, for the workers): how the repository's store is opened;
-    default the ``file://`` store at ``repo_path`` (bench_encryption passes an encrypted one)."""
+    default the ``file://`` store at ``repo_path`` (bench_encryption passes an encrypted one);
+    ``wrap_sink``: the sink as the restore sees it (bench_encryption's per-tenant keys)."""
     import functools
 
     from daemon.restore.executor import execute
@@ -435,6 +436,8 @@ def child_restore(repo_path: str, out: str, profile: str | None, to: str = "now"
     # with workers, validation reads the files back in as many processes (as the CLI does)
     sink = WatchedSink(Path(out)) if workers == 1 else DirSink(Path(out), workers=workers,
                                                                parallel_min_bytes=0)
+    if wrap_sink is not None:
+        sink = wrap_sink(sink)
     tree = TreeRss()
     pool = Workers(workers, opener, min_bytes=0)
     result = execute(repo, plan, sink, pool if workers > 1 else None)
