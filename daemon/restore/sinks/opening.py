@@ -16,7 +16,7 @@ from daemon.keys.tenants import TenantKeys, TenantSealer
 from daemon.objectstore import ObjectStore
 from daemon.restore.sinks import Sink, WrittenState
 
-_FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes",
+_FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes", "parallel_safe",
                         "load_seconds"})
 
 
