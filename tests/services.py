@@ -363,16 +363,29 @@ def kafka_topic(
     config is merged over {"message.timestamp.type": "LogAppendTime"}; the topic is returned
     once its metadata shows every partition with a leader. Topics are deleted afterwards.
     """
+    yield from topic_factory(kafka_admin, f"vecwal-test-{_stem(request, 60)}",
+                             kafka_service.ensure_running)
+
+
+def _stem(request: pytest.FixtureRequest, length: int) -> str:
+    return re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:length].strip("-.") or "t"
+
+
+def topic_factory(admin: Any, prefix: str, before: Callable[[], None] | None = None
+                  ) -> Iterator[Callable[..., str]]:
+    """Yields make(partitions=3, config=None, timeout=30) -> the name of a new, empty topic
+    (``prefix``-<random>; config merged over DEFAULT_TOPIC_CONFIG), returned once every
+    partition has a leader; deletes the topics it made afterwards (best effort)."""
     from confluent_kafka.admin import NewTopic
 
     created: list[str] = []
-    stem = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:60].strip("-.") or "t"
 
     def make(partitions: int = 3, config: dict[str, str] | None = None, timeout: float = 30) -> str:
-        kafka_service.ensure_running()
-        name = f"vecwal-test-{stem}-{uuid.uuid4().hex[:8]}"
+        if before is not None:
+            before()
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         cfg = {**DEFAULT_TOPIC_CONFIG, **(config or {})}
-        futures = kafka_admin.create_topics(
+        futures = admin.create_topics(
             [NewTopic(name, num_partitions=partitions, replication_factor=1, config=cfg)],
             operation_timeout=timeout,
             request_timeout=timeout,
@@ -380,7 +393,7 @@ def kafka_topic(
         futures[name].result(timeout=timeout)
         created.append(name)
         deadline = time.monotonic() + timeout
-        while not _topic_ready(kafka_admin, name, partitions):
+        while not _topic_ready(admin, name, partitions):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"topic {name}: partitions without leader after {timeout} s")
             time.sleep(0.05)
@@ -390,7 +403,7 @@ def kafka_topic(
 
     if created:
         try:
-            for f in kafka_admin.delete_topics(created, operation_timeout=10).values():
+            for f in admin.delete_topics(created, operation_timeout=10).values():
                 f.result(timeout=15)
         except Exception as e:  # best effort: never hide the test's own outcome
             print(f"[tests.services] could not delete topics {created}: {e}", file=sys.stderr)

@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 
+from tests.service_control import LocalControl
+
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "vecwal-test", "AWS_SECRET_ACCESS_KEY": "vecwal-test-secret"}
 
 
 @dataclass
-class KmsService:
+class KmsService(LocalControl):
     """A KMS-compatible server; ``endpoint_url`` is what boto3 (and the ``aws-kms:`` KEK's
     ``endpoint_url``) takes, ``region`` the region its keys live in."""
 
@@ -32,9 +34,7 @@ class KmsService:
     source: str  # "env" | "local"
     server: Any = field(default=None, repr=False)  # launch.LocalKms when local
 
-    @property
-    def controllable(self) -> bool:
-        return self.server is not None
+    what = "KMS"
 
     @property
     def env(self) -> dict[str, str]:
@@ -69,22 +69,9 @@ class KmsService:
         """Enabled, Disabled, PendingDeletion..."""
         return str(self.client().describe_key(KeyId=key_id)["KeyMetadata"]["KeyState"])
 
-    def _need_server(self) -> Any:
-        if self.server is None:
-            raise RuntimeError(f"the KMS from {self.source} cannot be stopped by tests")
-        return self.server
-
-    def stop(self, kill: bool = False) -> None:
-        """Stop local-kms (connections refused until start()); kill=True: SIGKILL."""
-        self._need_server().stop(kill=kill)
-
     def start(self) -> None:
         """Start local-kms again on the same port, with the same keys."""
         self._need_server().start()
-
-    def ensure_running(self) -> None:
-        if self.server is not None and not self.server.running():
-            self.server.start()
 
 
 def _check_kms_answers(service: KmsService) -> None:

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 
+from tests.service_control import LocalControl
+
 
 @dataclass
-class RegistryService:
+class RegistryService(LocalControl):
     """A schema registry speaking the Confluent REST API; ``url`` is what
     ``SchemaRegistryClient({"url": url})`` takes (Apicurio: .../apis/ccompat/v7)."""
 
@@ -23,26 +25,11 @@ class RegistryService:
     source: str  # "env" | "local"
     server: Any = field(default=None, repr=False)  # launch.SchemaRegistry when local
 
-    @property
-    def controllable(self) -> bool:
-        return self.server is not None
-
-    def _need_server(self) -> Any:
-        if self.server is None:
-            raise RuntimeError(f"the registry from {self.source} cannot be stopped by tests")
-        return self.server
-
-    def stop(self, kill: bool = False) -> None:
-        """Stop the local registry (connections refused until start()); kill=True: SIGKILL."""
-        self._need_server().stop(kill=kill)
+    what = "registry"
 
     def start(self) -> None:
         """Start the local registry again on the same port: EMPTY (storage is in memory)."""
         self._need_server().start()
-
-    def ensure_running(self) -> None:
-        if self.server is not None and not self.server.running():
-            self.server.start()
 
     def client(self, **config: Any) -> Any:
         """A new confluent_kafka SchemaRegistryClient; config adds or overrides its settings."""

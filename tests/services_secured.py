@@ -20,7 +20,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import re
 import secrets
 import sys
 import time
@@ -34,13 +33,13 @@ import pytest
 
 from tests.services import (
     DEFAULT_REGION,
-    DEFAULT_TOPIC_CONFIG,
     STARTUP,
     S3Service,
     _empty_and_delete_bucket,
     _start_or_error,
-    _topic_ready,
+    _stem,
     load_launcher,
+    topic_factory,
 )
 
 
@@ -129,36 +128,7 @@ def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredK
 def secured_kafka_topic(request: pytest.FixtureRequest,
                         secured_kafka: SecuredKafka) -> Iterator[Callable[..., str]]:
     """Factory: secured_kafka_topic(partitions=3, config=None) -> a new, empty topic."""
-    from confluent_kafka.admin import NewTopic
-
-    admin = secured_kafka.admin()
-    created: list[str] = []
-    stem = re.sub(r"[^a-zA-Z0-9._-]+", "-", request.node.name)[:50].strip("-.") or "t"
-
-    def make(partitions: int = 3, config: dict[str, str] | None = None,
-             timeout: float = 30) -> str:
-        name = f"vecwal-secured-{stem}-{uuid.uuid4().hex[:8]}"
-        cfg = {**DEFAULT_TOPIC_CONFIG, **(config or {})}
-        futures = admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1, config=cfg)],
-            operation_timeout=timeout, request_timeout=timeout)
-        futures[name].result(timeout=timeout)
-        created.append(name)
-        deadline = time.monotonic() + timeout
-        while not _topic_ready(admin, name, partitions):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {name}: partitions without leader after {timeout} s")
-            time.sleep(0.05)
-        return name
-
-    yield make
-
-    if created:
-        try:
-            for f in admin.delete_topics(created, operation_timeout=10).values():
-                f.result(timeout=15)
-        except Exception as e:  # best effort: never hide the test's own outcome
-            print(f"[tests.services] could not delete topics {created}: {e}", file=sys.stderr)
+    yield from topic_factory(secured_kafka.admin(), f"vecwal-secured-{_stem(request, 50)}")
 
 
 @pytest.fixture(scope="session")
