@@ -62,6 +62,8 @@ from typing import Any
 
 import pytest
 
+from tests.service_control import LocalControl
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_PY = REPO / "deploy" / "local" / "launch.py"
 DEFAULT_REGION = "us-east-1"
@@ -151,7 +153,7 @@ class KafkaService:
 
 
 @dataclass
-class S3Service:
+class S3Service(LocalControl):
     endpoint_url: str
     access_key: str
     secret_key: str
@@ -159,18 +161,7 @@ class S3Service:
     source: str = "local"  # "env" | "testcontainers" | "local"
     server: Any = field(default=None, repr=False)  # launch.S3Proxy when local
 
-    @property
-    def controllable(self) -> bool:
-        return self.server is not None
-
-    def _need_server(self) -> Any:
-        if self.server is None:
-            raise RuntimeError(f"S3 from {self.source} cannot be stopped or started by tests")
-        return self.server
-
-    def stop(self, kill: bool = False) -> None:
-        """Stop the local S3 server (connections are refused until start()); kill=True: SIGKILL."""
-        self._need_server().stop(kill=kill)
+    what = "S3 server"
 
     def start(self) -> None:
         """Start the local S3 server again: same port, same data."""
@@ -178,10 +169,6 @@ class S3Service:
 
     def running(self) -> bool:
         return self.server is None or bool(self.server.running())
-
-    def ensure_running(self) -> None:
-        if self.server is not None and not self.server.running():
-            self.server.start()
 
     def client(self, **config: Any) -> Any:
         """A new boto3 S3 client for this server; config overrides botocore Config fields."""
