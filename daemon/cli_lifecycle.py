@@ -38,7 +38,7 @@ def human_bytes(n: float) -> str:
 
 
 def _cmd_prune(args: argparse.Namespace, open_repository: OpenRepository) -> int:
-    from daemon.config import lock_seconds
+    from daemon.config_checks import lock_seconds
     from daemon.lifecycle.policy import Policy
     from daemon.lifecycle.prune import prune
 

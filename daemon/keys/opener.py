@@ -37,7 +37,7 @@ def store_opener(config: Config) -> Callable[[], ObjectStore]:
 
     With [storage] object_lock, immutable objects are locked for ``lock_seconds(config)``;
     with [encryption] enabled, the store seals every object (``daemon.keys.opener``)."""
-    from daemon.config import lock_seconds
+    from daemon.config_checks import lock_seconds
     from daemon.filemode import parse_file_mode
     from daemon.objectstore import open_store
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import structlog
 
 from daemon.changelog.repository import Repository
-from daemon.config import Config, lock_seconds
+from daemon.config import Config
+from daemon.config_checks import lock_seconds
 from daemon.errors import VecwalError
 from daemon.lifecycle.listing import gather_listing
 from daemon.lifecycle.policy import Policy
