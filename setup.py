@@ -1,6 +1,8 @@
 """The native part of vecwal: capture's event codec (daemon/native/eventcodec.c) and the
 record codec of its Python path (daemon/native/recordcodec.c), with the vendored yyjson JSON
-reader. Everything else is in pyproject.toml."""
+reader; and the per-tenant sealer (daemon/native/tenantseal.c), which links OpenSSL's libcrypto
+and is optional: without OpenSSL's headers it is not built and Python seals instead.
+Everything else is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
@@ -17,6 +19,13 @@ setup(
             sources=["daemon/native/recordcodec.c", "daemon/native/yyjson/yyjson.c"],
             include_dirs=["daemon/native"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+        ),
+        Extension(
+            "daemon.native.tenantseal",
+            sources=["daemon/native/tenantseal.c"],
+            libraries=["crypto"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
         ),
     ]
 )

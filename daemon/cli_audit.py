@@ -99,7 +99,8 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     began = time.monotonic()
     sealer = None
     if config.encryption.per_tenant_keys:
-        from daemon.keys.tenants import TenantKeys, TenantSealer
+        from daemon.keys.sealing import TenantSealer
+        from daemon.keys.tenants import TenantKeys
 
         sealer = TenantSealer(TenantKeys.of(repo.store))
     result = history(repo, config.kafka.topics, query, method=args.method,

@@ -36,7 +36,8 @@ from daemon.changelog.segment import read_header
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.window import list_partition_segments
 from daemon.errors import IntegrityError, VecwalError
-from daemon.keys.tenants import SEALED_FIELDS, TenantForgotten, TenantSealer
+from daemon.keys.sealing import SEALED_FIELDS, TenantSealer
+from daemon.keys.tenants import TenantForgotten
 from daemon.objectstore.prefetch import prefetched
 from daemon.snapshot.datafile import Version
 from daemon.sources import ContractSource, Source

@@ -3,18 +3,7 @@ the key erases the content from every object that holds it, however old and howe
 (crypto-shredding). ``[encryption] per_tenant_keys = true``, set when the repository is
 created (``vecwal.json`` says so).
 
-What is sealed, in every upsert record of the log and every snapshot row: ``vector``,
-``sparse_indices``, ``sparse_values`` (bytes: the sealed bytes), ``document``, ``metadata``,
-``source``, ``extra`` (text: the base64 of the sealed bytes) and ``acl`` (a one-element list
-holding the base64 of the sealed JSON of the list). Left readable, so compaction folds and
-restores plan without keys: collection, tenant, id, op, offsets, times, ``dimension``,
-``embedding_model``, ``event_id``, ``event_time``; catalog events (schemas, tenant settings).
-
-A sealed value is ``key id (8 bytes) | AES-SIV(value)`` (RFC 5297, 512-bit key derived from
-the tenant's 256-bit key with HKDF-SHA256), with the associated data ``field NUL collection
-NUL tenant NUL id``: deterministic, so the same content seals to the same bytes (a segment
-re-uploaded after a crash is identical; diff and compaction see an unchanged record as
-unchanged), and a value moved to another field, record or tenant fails to open.
+How a record's content is sealed under its tenant's key is ``daemon.keys.sealing``.
 
 Keys (plain JSON under ``keys/``, never under Object Lock)::
 
@@ -39,12 +28,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -58,9 +45,6 @@ TENANT_KEYS = "keys/tenants/"
 FORGOTTEN = "keys/forgotten/"
 _ID = 8
 CURRENT_TTL_S = 30.0
-BYTES_FIELDS = ("vector", "sparse_indices", "sparse_values")
-TEXT_FIELDS = ("document", "metadata", "source", "extra")
-SEALED_FIELDS = (*BYTES_FIELDS, *TEXT_FIELDS, "acl")
 
 
 class TenantForgotten(EncryptionKeyError):
@@ -74,6 +58,21 @@ class TenantForgotten(EncryptionKeyError):
 
 def tenant_digest(collection: str, tenant: str) -> str:
     return hashlib.sha256(f"{collection}\0{tenant}".encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class TenantKey:
+    """One tenant key, ready to use: its id, the AES-SIV key derived from it (512 bits, HKDF-
+    SHA256 of the tenant's 256-bit key) and that key's cipher."""
+
+    id: bytes
+    siv: bytes
+    cipher: AESSIV
+
+    @classmethod
+    def derive(cls, key_id: bytes, key: bytes) -> TenantKey:
+        siv = HKDF(hashes.SHA256(), 64, None, b"vecwal tenant siv").derive(key)
+        return cls(key_id, siv, AESSIV(siv))
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,8 @@ class TenantKeys:
 
     def __init__(self, store: ObjectStore, kek: KeyEncryptionKey, repository_id: str) -> None:
         self.store, self.kek, self.repository_id = store, kek, repository_id
-        self._current: dict[tuple[str, str], tuple[bytes, AESSIV, float]] = {}
-        self._by_id: dict[bytes, AESSIV | None] = {}
+        self._current: dict[tuple[str, str], tuple[TenantKey, float]] = {}
+        self._by_id: dict[bytes, TenantKey | None] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -110,28 +109,27 @@ class TenantKeys:
                 "vecwal:key": key_id}
 
     # -- sealing ----------------------------------------------------------------------------
-    def current(self, collection: str, tenant: str) -> tuple[bytes, AESSIV]:
-        """(id, cipher) of the key new content of the tenant is sealed under. Looked up again
-        after ``CURRENT_TTL_S``: a running capture notices a ``vecwal forget`` that soon, and
-        seals what follows under a new key."""
+    def current(self, collection: str, tenant: str) -> TenantKey:
+        """The key new content of the tenant is sealed under. Looked up again after
+        ``CURRENT_TTL_S``: a running capture notices a ``vecwal forget`` that soon, and seals
+        what follows under a new key."""
         with self._lock:
             cached = self._current.get((collection, tenant))
-        if cached is not None and time.monotonic() - cached[2] < CURRENT_TTL_S:
-            return cached[0], cached[1]
+        if cached is not None and time.monotonic() - cached[1] < CURRENT_TTL_S:
+            return cached[0]
         digest = tenant_digest(collection, tenant)
         records = self._records(digest)
         if not records:
             records = [self._create(collection, tenant, digest)]
         newest = max(records, key=lambda r: (r.created_at_ms, r.id))
-        cipher = self._cipher(digest, newest)
-        key_id = bytes.fromhex(newest.id)
+        key = self._derive(digest, newest)
         with self._lock:
-            self._current[(collection, tenant)] = (key_id, cipher, time.monotonic())
-            self._by_id[key_id] = cipher
-        return key_id, cipher
+            self._current[(collection, tenant)] = (key, time.monotonic())
+            self._by_id[key.id] = key
+        return key
 
-    def cipher(self, collection: str, tenant: str, key_id: bytes) -> AESSIV:
-        """The cipher of key ``key_id``; :class:`TenantForgotten` when the tenant was
+    def key(self, collection: str, tenant: str, key_id: bytes) -> TenantKey:
+        """Key ``key_id`` of the tenant; :class:`TenantForgotten` when the tenant was
         forgotten and the key is gone."""
         with self._lock:
             found = self._by_id.get(key_id, False)
@@ -149,10 +147,10 @@ class TenantKeys:
             with self._lock:
                 self._by_id[key_id] = None
             raise TenantForgotten(collection, tenant)
-        cipher = self._cipher(digest, record)
+        key = self._derive(digest, record)
         with self._lock:
-            self._by_id[key_id] = cipher
-        return cipher
+            self._by_id[key_id] = key
+        return key
 
     def _records(self, digest: str) -> list[KeyRecord]:
         out = []
@@ -177,12 +175,11 @@ class TenantKeys:
             return self._create(collection, tenant, digest)
         return record
 
-    def _cipher(self, digest: str, record: KeyRecord) -> AESSIV:
+    def _derive(self, digest: str, record: KeyRecord) -> TenantKey:
         for name, wrapped in record.wrappings:
             if name == self.kek.name:
                 key = self.kek.unwrap(wrapped, self._context(digest, record.id))
-                siv = HKDF(hashes.SHA256(), 64, None, b"vecwal tenant siv").derive(key)
-                return AESSIV(siv)
+                return TenantKey.derive(bytes.fromhex(record.id), key)
         raise EncryptionKeyError(f"tenant key {record.id} is wrapped by "
                                  f"{', '.join(n for n, _ in record.wrappings)}, not by "
                                  f"{self.kek.name}", "configure the kek that wrapped it")
@@ -240,79 +237,3 @@ def _decode(key: str, data: bytes) -> KeyRecord:
     except (KeyError, TypeError, ValueError):
         raise IntegrityError(f"{key} is not a tenant key object",
                              "restore keys/ from its copy") from None
-
-
-def _aad(name: str, rec: dict[str, Any]) -> list[bytes]:
-    return [f"{name}\0{rec['collection']}\0{rec.get('tenant') or ''}\0{rec.get('id') or ''}"
-            .encode()]
-
-
-class TenantSealer:
-    """Seals and opens the content fields of records (see the module)."""
-
-    def __init__(self, keys: TenantKeys) -> None:
-        self.keys = keys
-
-    def seal(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """``rec`` with its content sealed under its tenant's key (in place; returned)."""
-        if rec.get("op", "upsert") != "upsert" or rec.get("id") is None:
-            return rec
-        key_id, cipher = self.keys.current(rec["collection"], rec.get("tenant") or "")
-        for name in BYTES_FIELDS:
-            value = rec.get(name)
-            if value is not None:
-                rec[name] = key_id + cipher.encrypt(bytes(value), _aad(name, rec))
-        for name in TEXT_FIELDS:
-            value = rec.get(name)
-            if value is not None:
-                rec[name] = _b64(key_id + cipher.encrypt(value.encode(), _aad(name, rec)))
-        acl = rec.get("acl")
-        if acl is not None:
-            rec["acl"] = [_b64(key_id + cipher.encrypt(orjson.dumps(acl), _aad("acl", rec)))]
-        return rec
-
-    def open(self, rec: dict[str, Any]) -> dict[str, Any]:
-        """``rec`` with its content opened (in place; returned). Raises
-        :class:`TenantForgotten` for a forgotten tenant's record."""
-        if rec.get("op", "upsert") != "upsert" or rec.get("id") is None:
-            return rec
-        coll, tenant = rec["collection"], rec.get("tenant") or ""
-        try:
-            for name in BYTES_FIELDS:
-                value = rec.get(name)
-                if value is not None:
-                    rec[name] = self._open(coll, tenant, bytes(value), name, rec)
-            for name in TEXT_FIELDS:
-                value = rec.get(name)
-                if value is not None:
-                    rec[name] = self._open(coll, tenant, base64.b64decode(value), name,
-                                           rec).decode()
-            acl = rec.get("acl")
-            if acl is not None:
-                rec["acl"] = orjson.loads(self._open(coll, tenant, base64.b64decode(acl[0]),
-                                                     "acl", rec))
-        except (InvalidTag, ValueError, IndexError):
-            raise IntegrityError(f"record {coll}/{tenant}/{rec.get('id')}: sealed content does "
-                                 "not open", "the record was changed or moved") from None
-        return rec
-
-    def _open(self, coll: str, tenant: str, sealed: bytes, name: str,
-              rec: dict[str, Any]) -> bytes:
-        cipher = self.keys.cipher(coll, tenant, sealed[:_ID])
-        return cipher.decrypt(sealed[_ID:], _aad(name, rec))
-
-    def open_all(self, records: Iterable[dict[str, Any]],
-                 skipped: dict[tuple[str, str], int] | None = None
-                 ) -> Iterable[dict[str, Any]]:
-        """The records opened; a forgotten tenant's are left out (counted in ``skipped``)."""
-        for rec in records:
-            try:
-                yield self.open(rec)
-            except TenantForgotten as gone:
-                if skipped is not None:
-                    pair = (gone.collection, gone.tenant)
-                    skipped[pair] = skipped.get(pair, 0) + 1
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -27,6 +27,12 @@ def _spelled(t: Any) -> str:
     return str(t)
 
 
+def spelled_fields(schema_name: str) -> tuple[tuple[str, str], ...]:
+    """(name, type) of each field of ``schemas/<schema_name>``, spelled as the C modules'
+    field tables are (``RECORD_FIELDS``, ...)."""
+    return tuple((f["name"], _spelled(f["type"])) for f in load_schema(schema_name)["fields"])
+
+
 @cache
 def record_codec() -> ModuleType | None:
     """The C record codec, or None when it is not built or not written for this schema."""
@@ -34,6 +40,5 @@ def record_codec() -> ModuleType | None:
         from daemon.native import recordcodec
     except ImportError:
         return None
-    schema = load_schema("changelog_record.avsc")
-    ours = tuple((f["name"], _spelled(f["type"])) for f in schema["fields"])
+    ours = spelled_fields("changelog_record.avsc")
     return recordcodec if ours == recordcodec.RECORD_FIELDS else None

@@ -45,7 +45,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemon.changelog.repository import Repository
 from daemon.keys.opener import open_encrypted
-from daemon.keys.tenants import TenantKeys, TenantSealer
+from daemon.keys.sealing import TenantSealer
+from daemon.keys.tenants import TenantKeys
 from daemon.logs import configure_logging
 from daemon.objectstore import ObjectStore, open_store
 from daemon.objectstore import sealed as sl

@@ -14,7 +14,8 @@ import pytest
 
 from daemon.changelog.repository import Repository
 from daemon.keys.opener import open_encrypted
-from daemon.keys.tenants import FORGOTTEN, TENANT_KEYS, TenantKeys, TenantSealer
+from daemon.keys.sealing import TenantSealer
+from daemon.keys.tenants import FORGOTTEN, TENANT_KEYS, TenantKeys
 from daemon.objectstore import open_store
 from tests.component.test_cli_restore import vecwal
 from tests.integration.test_restore import RECORD_FIELDS, read_dir_sink

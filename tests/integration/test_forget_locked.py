@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError
 from daemon.changelog.repository import Repository
 from daemon.config import config_from_mapping
 from daemon.keys.opener import store_opener
-from daemon.keys.tenants import TENANT_KEYS, TenantKeys, TenantSealer, tenant_digest
+from daemon.keys.sealing import TenantSealer
+from daemon.keys.tenants import TENANT_KEYS, TenantKeys, tenant_digest
 from tests.integration.harness import vecwal
 from tests.integration.test_restore import RECORD_FIELDS, read_dir_sink
 from tests.oracle.history import TOPIC, History, generate, oracle, write_log

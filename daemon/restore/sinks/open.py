@@ -30,9 +30,9 @@ def open_sink(spec: str, config: Config, *, replace: bool = False,
     if not config.encryption.per_tenant_keys:
         return sink
     from daemon.keys.opener import store_opener
-    from daemon.restore.sinks.opening import OpeningSink
+    from daemon.restore.sinks.opening import opening_sink
 
-    return OpeningSink(sink, store_opener(config))
+    return opening_sink(sink, store_opener(config))
 
 
 def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, str] | None,

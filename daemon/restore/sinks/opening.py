@@ -2,19 +2,23 @@
 is opened with its tenant's key on its way in, and a forgotten tenant's records and settings
 are left out. Bucket files and rows are not taken whole (their content is sealed), so the
 executor hands this sink records; validation reads back what the sink underneath holds, which
-is what was written: the opened records.
+is what was written: the opened records. A sink that takes whole data files
+(``OpeningFileSink``, the directory) gets them opened: each bucket file, copied or written by
+runs as for a plain repository, has its rows opened block by block (``snapshot.opened``).
 
 Picklable (a restore's worker processes get it with each bucket): each process opens the
 tenant keys itself, from ``open_store``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from daemon.keys.tenants import TenantKeys, TenantSealer
+from daemon.keys.sealing import TenantSealer
+from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import ObjectStore
-from daemon.restore.sinks import Sink, WrittenState
+from daemon.restore.sinks import FileSink, Sink, WrittenState
+from daemon.snapshot.opened import FileOpener
 
 _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes", "parallel_safe",
                         "load_seconds"})
@@ -26,9 +30,10 @@ class OpeningSink:
         self.name = inner.name
         self._open_store = open_store
         self._sealer: TenantSealer | None = None
+        self._opener: FileOpener | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_sealer": None}
+        return {**self.__dict__, "_sealer": None, "_opener": None}
 
     def __getattr__(self, name: str) -> Any:
         if name in _FORWARDED:
@@ -59,6 +64,35 @@ class OpeningSink:
 
     def read_back(self) -> dict[str, WrittenState]:
         return self.inner.read_back()
+
+
+class OpeningFileSink(OpeningSink):
+    """``OpeningSink`` over a sink that takes whole data files."""
+
+    @property
+    def codec(self) -> str:
+        return str(getattr(self.inner, "codec", "null"))
+
+    def write_file(self, collection: str, bucket: int,
+                   data: bytes | Sequence[bytes | memoryview],
+                   state: WrittenState) -> WrittenState:
+        if self._opener is None:
+            self._opener = FileOpener(self.sealer)
+        pieces = [data] if isinstance(data, (bytes, memoryview)) else list(data)
+        whole = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        enc = self._opener.open(whole, f"{collection} bucket {bucket}", self.codec)
+        if not enc.records:
+            return WrittenState()
+        inner: FileSink = self.inner  # type: ignore[assignment]  # opening_sink checked it
+        return inner.write_file(collection, bucket, enc.chunks,
+                                     WrittenState(enc.records, enc.digest, enc.tenants))
+
+
+def opening_sink(inner: Sink, open_store: Callable[[], ObjectStore]) -> OpeningSink:
+    """The sink's opening view: one that takes whole files for a sink that does."""
+    if isinstance(inner, FileSink):
+        return OpeningFileSink(inner, open_store)
+    return OpeningSink(inner, open_store)
 
 
 def forgotten_in_scope(store: ObjectStore, collections: Iterable[str] | None,

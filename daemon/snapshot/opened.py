@@ -1,0 +1,90 @@
+"""A data file of a repository with per-tenant keys, opened: the same rows in the same order,
+each with its content opened (``daemon.keys.sealing``), a forgotten tenant's rows left out,
+and a row index that says so (new lengths, content lengths and content hashes). What a
+restore to a directory writes, since the files it would otherwise copy hold sealed content.
+
+With the C sealer each block's rows are opened in one call, with no Python object per row but
+its content hash; without it, row by row through the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import xxhash
+
+from daemon.errors import IntegrityError
+from daemon.keys.sealing import TenantSealer, native
+from daemon.keys.tenants import TenantForgotten
+from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFile
+from daemon.snapshot.rowindex import IndexColumns, RowIndex
+
+
+class FileOpener:
+    """Opens data files with one repository's tenant keys, keeping the keys it looked up."""
+
+    def __init__(self, sealer: TenantSealer) -> None:
+        self.sealer = sealer
+        self._native = native()
+        self._keys: dict[bytes, bytes | None] = {}
+
+    def _resolve(self, key_id: bytes, collection: bytes, tenant: bytes) -> bytes | None:
+        try:
+            return self.sealer.keys.key(collection.decode(), tenant.decode(), key_id).siv
+        except TenantForgotten:
+            return None
+
+    def open(self, data: bytes | memoryview, where: str, codec: str = "null") -> EncodedFile:
+        src = SourceFile(data, where)
+        if self._native is None:
+            return self._open_rows(src, codec)
+        index = src.index
+        keep = np.ones(len(index), dtype=bool)
+        lengths: list[int] = []
+        content_lens: list[int] = []
+        hashes = bytearray()
+        out = DataFileWriter(codec)
+        digest = xxhash.xxh3_128_digest
+        for first, block in zip(index.block_starts, src.blocks, strict=False):
+            try:
+                opened, lens, clens, gone = self._native.open_rows(block, self._keys,
+                                                                   self._resolve)
+            except ValueError as exc:
+                raise IntegrityError(f"{where}: a row of the block at row {first}: {exc}",
+                                     "the file was changed; restore from another snapshot"
+                                     ) from None
+            for g in gone:
+                keep[first + g] = False
+            view, at = memoryview(opened), 0
+            for length, content in zip(lens, clens, strict=True):
+                hashes += digest(view[at:at + content])[::-1]
+                at += length
+            lengths += lens
+            content_lens += clens
+            out.put(opened, len(lens))
+        return out.finish(_opened_columns(index, keep, lengths, content_lens, bytes(hashes)))
+
+    def _open_rows(self, src: SourceFile, codec: str) -> EncodedFile:
+        """The reference: each row decoded, opened and encoded again."""
+        out = DataFileWriter(codec)
+        for row in src.index.rows_with(src.raws()):
+            try:
+                out.add(Row.of(self.sealer.open(row.record())))
+            except TenantForgotten:
+                continue
+        return out.finish()
+
+
+def _opened_columns(index: RowIndex, keep: np.ndarray, lengths: list[int],
+                    content_lens: list[int], hashes: bytes) -> IndexColumns:
+    columns = {name: getattr(index, name)[keep] for name in
+               ("ts", "offsets", "partitions", "topic_ix", "tenant_ix", "deleted")}
+    columns.update(lengths=np.asarray(lengths, dtype="<u4"),
+                   content_lens=np.asarray(content_lens, dtype="<u4"),
+                   hashes=np.frombuffer(hashes, "<u4").reshape(-1, 4))
+    if keep.all():
+        return IndexColumns(index.ids, list(index.tenants), list(index.topics), columns)
+    ids = np.asarray(index.ids, dtype=object)[keep].tolist()
+    # a forgotten tenant leaves no name behind: the tenant table holds those with rows
+    used, columns["tenant_ix"] = np.unique(columns["tenant_ix"], return_inverse=True)
+    columns["tenant_ix"] = columns["tenant_ix"].astype("<u4")
+    return IndexColumns(ids, [index.tenants[t] for t in used.tolist()], list(index.topics),
+                        columns)
