@@ -14,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.capture.quarantine_log import QuarantineLog
+from daemon.changelog import quarantine
 from daemon.changelog.keys import QuarantineKey, SegmentKey, quarantine_key
 from daemon.changelog.quarantine import MAGIC, QuarantineEntry, SegmentQuarantine
 from daemon.changelog.repository import Repository
@@ -68,6 +69,21 @@ def join(head: dict[str, Any], raw: bytes) -> bytes:
     header = orjson.dumps(head)
     payload = _zstd().compress(raw) if head["compression"] == "zstd" else raw
     return MAGIC + struct.pack("<I", len(header)) + header + payload
+
+
+@pytest.mark.parametrize("level", [1, -5, None])
+def test_any_level_or_none_reads_back(level: int | None, monkeypatch: pytest.MonkeyPatch
+                                      ) -> None:
+    """Objects written at another zstd level, or uncompressed (``ZSTD_LEVEL`` None), read
+    back the same: the level is the writer's choice, not part of the format."""
+    monkeypatch.setattr(quarantine, "ZSTD_LEVEL", level)
+    es = entries([100, 101, 140, 249])
+    key = QuarantineKey.of_segment(SEG)
+    data = SegmentQuarantine(key, es).encode()
+    (n,) = struct.unpack_from("<I", data, len(MAGIC))
+    head = orjson.loads(data[len(MAGIC) + 4:len(MAGIC) + 4 + n])
+    assert head["compression"] == ("none" if level is None else "zstd")
+    assert list(SegmentQuarantine.decode(key, data).entries) == es
 
 
 def test_roundtrip_keeps_every_byte_and_coordinate() -> None:
