@@ -3,9 +3,10 @@
 Commit order (DESIGN section 3; every step below is where it says, keep it true):
 
 1. consume a batch: ``consumer.consume(num_messages=batch_size)``       -> ``_consume_batch``
-2. parse and validate each event: plain upserts and deletes by the
-   native codec, all others by the Python parser; a bad one becomes a
-   quarantine entry of its segment, with raw bytes, coordinates, reason  -> ``_take``
+2. parse and validate each event: plain upserts and deletes, and the
+   common bad events, by the native codec, all others by the Python
+   parser; a bad one becomes a quarantine entry of its segment, with raw
+   bytes, coordinates, reason and detail                                 -> ``_take``
 3. append to the partition's open segment (memory, bounded by
    ``capture.max_buffer_bytes``: above it every partition is paused;
    a partition whose source does not answer is held at that event)     -> ``FlowControl``
@@ -16,6 +17,7 @@ Commit order (DESIGN section 3; every step below is where it says, keep it true)
    exclusive link on a directory; an identical object already there is
    success, a different one a hard IntegrityError)                       -> ``make_durable``
 5. then the sidecar, then the partition's watermark object               -> ``make_durable``
+                                                      (daemon/capture/durable.py)
 6. only then the Kafka offset of the segment's end is committed          -> ``_on_durable``
 
 Segments of one partition become durable strictly in order (one upload in flight per
@@ -49,6 +51,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from daemon.capture import native
 from daemon.capture.catch_up import CatchUp
+from daemon.capture.durable import make_durable
 from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import (
     consumer_settings,
@@ -57,13 +60,12 @@ from daemon.capture.kafka import (
     timestamp_types,
 )
 from daemon.capture.partition import PartitionState
-from daemon.capture.quarantine_log import QuarantineLog
+from daemon.capture.rejected import RejectedEvents
 from daemon.capture.sealing import capture_sealer
 from daemon.capture.seeding import DimensionSeeder
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
 from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics, restamp
-from daemon.changelog.keys import QuarantineKey
-from daemon.changelog.quarantine import QuarantineEntry, SegmentQuarantine
+from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.repository import Repository, writer_identity
 from daemon.changelog.watermark import Watermark
 from daemon.config import Config
@@ -78,27 +80,6 @@ from daemon.sources.registry import RegistryUnavailable
 log = structlog.get_logger("vecwal.capture")
 
 TP = tuple[str, int]
-
-
-def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> float:
-    """Steps 4 and 5 of the commit order, for one sealed segment (framed and hashed here, on
-    the upload thread, the first time). Returns the seconds the store took."""
-    data, sidecar = seg.frame()
-    # The raw bytes of the segment's rejected events: one object, named by its range.
-    rejected = SegmentQuarantine(QuarantineKey.of_segment(seg.key), seg.quarantine)
-    began = time.monotonic()
-    if seg.quarantine:
-        repo.put_quarantine(rejected)  # create-only; identical is success
-    repo.put_segment(seg.key, data)  # create-only; identical is success
-    repo.put_sidecar(sidecar)
-    repo.write_watermark(watermark)  # last: readers trust it only after the segment exists
-    took = time.monotonic() - began
-    if seg.quarantine:
-        log.info("quarantine durable", topic=seg.key.topic, partition=seg.key.partition,
-                 from_offset=seg.key.start, to_offset=seg.key.end,
-                 object=rejected.key.object_key, quarantined=len(seg.quarantine),
-                 reasons=rejected.reasons())
-    return took
 
 
 class CaptureLoop:
@@ -143,7 +124,7 @@ class CaptureLoop:
         """Wall time just before the consume() call whose messages are being handled."""
         self._next_tick = 0.0
         self.first_message_at: float | None = None
-        self.quarantine_log = QuarantineLog()  # rate-limited log lines of rejected events
+        self.rejected = RejectedEvents(self.metrics)  # quarantined, counted, logged
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -204,7 +185,8 @@ class CaptureLoop:
 
     def _take(self, msgs: list[Message], now: float) -> None:
         """Steps 2 and 3 for one batch, in offset order. The native codec encodes the plain
-        upserts and deletes and leaves the rest (None) to ``_on_other``; it stops after an
+        upserts and deletes, refuses the common bad events (a QuarantineEntry's fields, in
+        the parser's words) and leaves the rest (None) to ``_on_other``; it stops after an
         event that may change a collection's dimension, so the next ones are checked
         against what the Python parser learned from it."""
         codec, start = self._codec, 0
@@ -222,6 +204,9 @@ class CaptureLoop:
                 if res is None:
                     self._on_other(msgs[i], now)
                     continue
+                if len(res) == 8:
+                    self._on_refused(QuarantineEntry(*res), now)
+                    continue
                 topic, partition, offset, timestamp, _key, size, datum, op, coll, rid = res
                 ps = partitions.get((topic, partition))
                 if ps is None or offset < ps.open.end:
@@ -236,6 +221,17 @@ class CaptureLoop:
                 if ps.open.full(cfg):  # size limits hold per event, not per batch
                     self._seal(ps, now, "size")
             start = stop
+
+    def _on_refused(self, entry: QuarantineEntry, now: float) -> None:
+        """A bad event the codec refused (a native topic's: never held)."""
+        ps = self.partitions.get((entry.topic, entry.partition))
+        if ps is None or entry.offset < ps.open.end:
+            return  # revoked meanwhile, or a redelivery of what is already covered
+        if entry.timestamp > self._consumed_at_ms:
+            self._future.check(ps, entry.offset, entry.timestamp, self._consumed_at_ms)
+        self.rejected.keep(ps.open, entry, len(entry.value or b""), now)
+        if ps.open.full(self.cfg):
+            self._seal(ps, now, "size")
 
     def _on_other(self, msg: Message, now: float) -> None:
         err = msg.error()
@@ -277,11 +273,9 @@ class CaptureLoop:
             self._flow.hold(self._consumer, (topic, partition), offset, exc)
             return
         except BadEvent as bad:
-            entry = QuarantineEntry(topic, partition, offset, timestamp, bad.reason, bad.detail,
-                                    key, value)
-            ps.open.add_quarantined(entry, size, now)
-            self.metrics.quarantined.labels(topic, bad.reason).inc()
-            self.quarantine_log.note(entry, ps.open.start, now)  # rate limited per reason
+            self.rejected.keep(ps.open, QuarantineEntry(topic, partition, offset, timestamp,
+                                                        bad.reason, bad.detail, key, value),
+                               size, now)
         else:
             if record is None:  # carries no change (a tombstone after a Debezium delete)
                 ps.open.skip(offset, now)

@@ -4,12 +4,15 @@
  * (the Avro binary encoding of schemas/changelog_record.avsc, as fastavro's schemaless writer
  * gives it), with the GIL released while it parses. It handles the events that make up almost
  * every stream: valid `upsert` and `delete` events, in JSON (read by yyjson) or in Avro
- * (schemas/change_event.avsc, walked byte by byte). Anything else it does not judge: control
- * ops, bad events, sparse vectors, real numbers inside metadata, messages carrying a Kafka
- * error. Those come back as None and capture gives them to the Python parser
+ * (schemas/change_event.avsc, walked byte by byte). It refuses the common bad ones itself, with
+ * the parser's reason and detail (refusals.h: oversize, an unknown op, a missing or mistyped
+ * field, a bad or non-finite vector, a wrong dimension). Anything else it does not judge:
+ * control ops, the other bad events, sparse vectors, real numbers inside metadata, messages
+ * carrying a Kafka error. Those come back as None and capture gives them to the Python parser
  * (daemon/events.py), which is the reference: for every event the fast path accepts, its
- * datum must equal what the Python parser and fastavro make of it, byte for byte
- * (tests/unit/test_eventcodec.py holds it to that).
+ * datum must equal what the Python parser and fastavro make of it, byte for byte, and for
+ * every event it refuses, its reason and detail must be the parser's
+ * (tests/unit/test_eventcodec.py holds it to both).
  *
  * Only a `collection.put` or `collection.drop` can change what the next events are checked
  * against (the collection's dimension), so the pass stops right after an event that is, or
@@ -27,6 +30,8 @@
 #define OK 0
 #define DEFER 1    /* not for the fast path: the Python parser decides */
 #define BARRIER 2  /* DEFER, and the pass stops after this event */
+#define REJECT 3   /* a bad event, judged as the parser would: Ctx.reason and Ctx.detail */
+#define NOT_AN_OP 4
 #define NOMEM (-1)
 #define TRY(x) do { int r_ = (x); if (r_) return r_; } while (0)
 
@@ -256,22 +261,41 @@ typedef struct {
     int dims_incomplete;         /* more collections than MAX_DIMS: check nothing fast */
     Buf tmp;
     yyjson_alc *alc;
+    int reason;                  /* REJECT: the parser's reason (refusals.h) */
+    Buf detail;                  /* REJECT: the parser's detail text */
 } Ctx;
 
-static int check_dimension(Ctx *cx, const Span *coll, size_t dim) {
-    if (cx->dims_incomplete) return DEFER;
+#include "refusals.h"
+
+/* The collection's known dimension: 0 when not known yet (captured with its own), -1 when
+ * the codec cannot tell. */
+static long known_dim(Ctx *cx, const Span *coll) {
+    if (cx->dims_incomplete) return -1;
     for (int i = 0; i < cx->n_dims; i++)
         if (cx->dims[i].len == coll->n && memcmp(cx->dims[i].name, coll->p, coll->n) == 0)
-            return cx->dims[i].dim == (long)dim ? OK : DEFER;
-    return OK;  /* not known yet: captured with its own dimension */
+            return cx->dims[i].dim > 0 ? cx->dims[i].dim : -1;
+    return 0;
+}
+
+/* Whether a value the codec cannot read may still be a collection op to the parser (which
+ * changes what the next events are checked against, so the pass must stop after it). Its op
+ * would be "collection.put" or "collection.drop": the text is in the value as such (UTF-8 has
+ * one way to write it), or, in JSON, behind an escape. Garbage (a truncated value, a stray
+ * format) is neither, and does not stop the pass. */
+static int may_be_collection_op(const char *value, size_t len, int json) {
+    if (json && memchr(value, '\\', len)) return 1;
+    return memmem(value, len, "collection.", 11) != NULL;
 }
 
 static int op_of(const char *s, size_t n, int *op) {
+    static const char *const control[] = {"alias.put", "alias.drop", "tenant.put", "tenant.drop"};
     if (n == 6 && memcmp(s, "upsert", 6) == 0) { *op = OP_UPSERT; return OK; }
     if (n == 6 && memcmp(s, "delete", 6) == 0) { *op = OP_DELETE; return OK; }
     if (n == 14 && (memcmp(s, "collection.put", 14) == 0)) return BARRIER;
     if (n == 15 && (memcmp(s, "collection.drop", 15) == 0)) return BARRIER;
-    return DEFER;  /* another control op, or no op at all: neither touches dimensions */
+    for (size_t i = 0; i < sizeof control / sizeof *control; i++)
+        if (strlen(control[i]) == n && memcmp(control[i], s, n) == 0) return DEFER;
+    return NOT_AN_OP;  /* the parser's unknown_op */
 }
 
 /* -- writing the change-log record ---------------------------------------------------------- */
@@ -417,6 +441,18 @@ static int j_str(yyjson_val *v, Span *s, int nullable) {
     return utf8_ok((const unsigned char *)s->p, s->n) ? OK : DEFER;
 }
 
+/* A string field as the parser reads it (_required_str with ``op``, the event's; else
+ * _optional_str): OK (absent or null: not present), DEFER, or REJECT in the parser's words. */
+static int j_field(Ctx *cx, yyjson_val *v, Span *s, const char *name, const Span *op) {
+    if (!v || yyjson_is_null(v) || (op && yyjson_is_str(v) && !yyjson_get_len(v))) {
+        if (op) return refuse_missing(cx, op, name);
+        s->present = 0;
+        return OK;
+    }
+    if (!yyjson_is_str(v)) return refuse_type(cx, name, "a string", v);
+    return j_str(v, s, 0);
+}
+
 enum {
     F_OP, F_COLLECTION, F_TENANT, F_ID, F_VECTOR, F_SPARSE, F_DOCUMENT, F_METADATA, F_ACL,
     F_MODEL, F_SOURCE, F_ALIAS, F_SCHEMA, F_SETTINGS, F_EVENT_ID, F_EVENT_TIME, N_FIELDS
@@ -452,43 +488,66 @@ static int gather_json(Ctx *cx, yyjson_val *root, Event *e) {
             e->extra_vals[e->n_extra++] = yyjson_obj_iter_get_val(k);
         }
     }
+    /* The parser's checks in its order (EventParser._to_record, then _fill_upsert), so the
+     * first one an event fails is the parser's reason for it. */
     Span op;
-    TRY(j_str(f[F_OP], &op, 0));  /* no op, or not text: not a collection op either */
-    TRY(op_of(op.p, op.n, &e->op));
-    TRY(j_str(f[F_COLLECTION], &e->collection, 0));
-    if (!e->collection.n) return DEFER;
-    TRY(j_str(f[F_TENANT], &e->tenant, 1));
-    TRY(j_str(f[F_ID], &e->id, 0));
-    if (!e->id.n) return DEFER;
-    TRY(j_str(f[F_EVENT_ID], &e->event_id, 1));
-    TRY(j_str(f[F_EVENT_TIME], &e->event_time, 1));
+    yyjson_val *opv = f[F_OP];
+    if (!opv || !yyjson_is_str(opv)) {  /* not text: neither a collection op */
+        char num[24];
+        const char *lit = json_op_literal(opv, num);
+        return lit ? refuse_op(cx, lit, NULL, 0) : DEFER;
+    }
+    TRY(j_str(opv, &op, 0));
+    int r = op_of(op.p, op.n, &e->op);
+    if (r == NOT_AN_OP) return refuse_op(cx, NULL, op.p, op.n);
+    TRY(r);
+    TRY(j_field(cx, f[F_COLLECTION], &e->collection, "collection", &op));
+    TRY(j_field(cx, f[F_TENANT], &e->tenant, "tenant", NULL));
     yyjson_val *m = f[F_MODEL];
     if (m && !yyjson_is_null(m)) {
-        if (!yyjson_is_obj(m) || obj_has_duplicates(m)) return DEFER;
-        TRY(j_str(yyjson_obj_getn(m, "name", 4), &e->model_name, 0));
+        static const char model[] = "embedding_model must be {name, version}";
+        if (!yyjson_is_obj(m)) return refuse(cx, R_BAD_FIELD, model);
+        if (obj_has_duplicates(m)) return DEFER;
+        yyjson_val *name = yyjson_obj_getn(m, "name", 4);
+        if (!name || !yyjson_is_str(name)) return refuse(cx, R_BAD_FIELD, model);
+        TRY(j_str(name, &e->model_name, 0));
         TRY(j_str(yyjson_obj_getn(m, "version", 7), &e->model_version, 1));
         e->model_present = 1;
     }
     yyjson_val *src = f[F_SOURCE];
     if (src && !yyjson_is_null(src)) {
-        if (!yyjson_is_obj(src)) return DEFER;
+        if (!yyjson_is_obj(src)) return refuse_type(cx, "source", "a JSON object", src);
+        if (!depth_ok(src, 0)) return DEFER;
         e->source_json = src;
     }
+    TRY(j_field(cx, f[F_EVENT_ID], &e->event_id, "event_id", NULL));
+    TRY(j_field(cx, f[F_EVENT_TIME], &e->event_time, "event_time", NULL));
+    TRY(j_field(cx, f[F_ID], &e->id, "id", &op));
     if (e->op == OP_DELETE) return OK;
-    if (f[F_SPARSE] && !yyjson_is_null(f[F_SPARSE])) return DEFER;
     yyjson_val *vec = f[F_VECTOR];
     if (vec && !yyjson_is_null(vec)) {
-        if (!yyjson_is_arr(vec)) return DEFER;  /* base64 text: the Python parser decodes it */
+        if (yyjson_is_str(vec)) return DEFER;  /* base64 text: the Python parser decodes it */
+        if (!yyjson_is_arr(vec))
+            return refuse(cx, R_BAD_VECTOR, "vector must be a list of numbers or base64 float32");
         size_t dim = yyjson_arr_size(vec);
-        if (!dim) return DEFER;
+        long known = known_dim(cx, &e->collection);
+        if (known < 0) return DEFER;
+        if (known && (size_t)known != dim) return refuse_dimension(cx, dim, &e->collection, known);
+        int beyond = 0;
         yyjson_arr_iter ai = yyjson_arr_iter_with(vec);
         yyjson_val *x;
-        while ((x = yyjson_arr_iter_next(&ai)))
-            if (!yyjson_is_num(x)) return DEFER;  /* booleans too: numpy would take them */
-        TRY(check_dimension(cx, &e->collection, dim));
+        while ((x = yyjson_arr_iter_next(&ai))) {
+            if (yyjson_is_bool(x)) return DEFER;  /* a number to the parser, not to the codec */
+            if (!yyjson_is_num(x)) return refuse_element(cx, x);
+            double d = yyjson_get_num(x);
+            if (!(d <= FLT_MAX && d >= -FLT_MAX)) beyond = 1;
+        }
+        if (beyond) return refuse(cx, R_NON_FINITE, "vector holds a value beyond float32 range");
+        if (!dim) return refuse(cx, R_BAD_VECTOR, "vector is empty");
         e->dim = dim;
         e->vec_json = vec;
     }
+    if (f[F_SPARSE] && !yyjson_is_null(f[F_SPARSE])) return DEFER;
     yyjson_val *doc = f[F_DOCUMENT];
     if (doc && !yyjson_is_null(doc)) {
         if (yyjson_is_str(doc)) TRY(j_str(doc, &e->document, 0));
@@ -628,24 +687,45 @@ static int gather_avro(Ctx *cx, const char *value, size_t len, Event *e) {
     Rd r = {(const unsigned char *)value, (const unsigned char *)value + len};
     Span op, skip;
     int present;
-    if (rd_string(&r, &op)) return BARRIER;  /* no readable op: only Python may judge */
-    TRY(op_of(op.p, op.n, &e->op));
+    /* fastavro reads the whole value before the parser checks anything: the parser's first
+     * refusal (``bad``, in its order: op, collection, id, vector) stands only once the value
+     * is read to its end. */
+    int bad = OK;
+    if (rd_string(&r, &op))  /* no readable op: only Python may judge */
+        return may_be_collection_op(value, len, 0) ? BARRIER : DEFER;
+    int r_op = op_of(op.p, op.n, &e->op);
+    if (r_op == NOT_AN_OP) bad = refuse_op(cx, NULL, op.p, op.n);
+    else TRY(r_op);
+    if (bad == DEFER) return DEFER;
     TRY(rd_string(&r, &e->collection));
-    if (!e->collection.n) return DEFER;
+    if (!bad && !e->collection.n) bad = refuse_missing(cx, &op, "collection");
     TRY(rd_opt_string(&r, &e->tenant));
     TRY(rd_opt_string(&r, &e->id));
-    if (!e->id.present || !e->id.n) return DEFER;
+    if (!bad && (!e->id.present || !e->id.n)) bad = refuse_missing(cx, &op, "id");
     Span vec;
     TRY(rd_branch(&r, &present));
     if (present) {
         TRY(rd_bytes(&r, &vec));
-        if (vec.n == 0 || vec.n % 4) return DEFER;
-        if (!finite_f32(vec.p, vec.n / 4)) return DEFER;
-        if (e->op == OP_UPSERT) {
-            TRY(check_dimension(cx, &e->collection, vec.n / 4));
+        if (bad) {
+            /* refused already: the vector is only read */
+        } else if (e->op == OP_DELETE) {  /* not the parser's to check: the fast path's */
+            if (vec.n == 0 || vec.n % 4 || !finite_f32(vec.p, vec.n / 4)) return DEFER;
+        } else if (vec.n % 4) {
+            bad = refuse_vector_bytes(cx, vec.n);
+        } else if (vec.n == 0) {
+            bad = refuse(cx, R_BAD_VECTOR, "vector is empty");
+        } else if (!finite_f32(vec.p, vec.n / 4)) {
+            bad = refuse(cx, R_NON_FINITE,
+                         "vector holds NaN or infinity (or a value beyond float32)");
+        } else {
+            long known = known_dim(cx, &e->collection);
+            if (known < 0) return DEFER;
+            if (known && (size_t)known != vec.n / 4)
+                bad = refuse_dimension(cx, vec.n / 4, &e->collection, known);
             e->dim = vec.n / 4;
             e->vec_raw = vec.p;
         }
+        if (bad == DEFER) return DEFER;
     }
     TRY(rd_branch(&r, &present));  /* sparse */
     if (present) return DEFER;
@@ -675,6 +755,7 @@ static int gather_avro(Ctx *cx, const char *value, size_t len, Event *e) {
     TRY(rd_opt_string(&r, &e->event_id));
     TRY(rd_opt_string(&r, &e->event_time));
     if (r.p != r.end) return DEFER;  /* trailing bytes */
+    if (bad) return bad;
     if (e->op == OP_DELETE) {  /* a delete keeps none of the record's content */
         e->document.present = 0;
         e->metadata_text.present = 0;
@@ -688,13 +769,15 @@ typedef struct {
     PyObject *topic, *value, *key;
     long long partition, offset, timestamp;
     int avro;
-    int deferred;  /* DEFER/BARRIER, or OK with the datum below */
+    int deferred;  /* DEFER/BARRIER; REJECT, with the reason in op, the detail in names; or OK
+                    * with the datum below */
     int op;
     size_t out_off, out_len, names_off, coll_n, id_n;
 } Item;
 
 static PyObject *s_error, *s_topic, *s_partition, *s_offset, *s_timestamp, *s_value, *s_key;
 static PyObject *s_upsert, *s_delete;
+static PyObject *s_reasons[N_REASONS];
 
 static int encode_one(Ctx *cx, Item *it, Buf *out, Buf *names) {
     Event e;
@@ -713,8 +796,17 @@ static int encode_one(Ctx *cx, Item *it, Buf *out, Buf *names) {
         r = gather_avro(cx, value, len, &e);
     } else {
         doc = yyjson_read_opts((char *)value, len, YYJSON_READ_NOFLAG, cx->alc, NULL);
-        if (!doc) return BARRIER;  /* unparseable here: only the Python parser may judge */
+        if (!doc)  /* unparseable here: only the Python parser may judge */
+            return may_be_collection_op(value, len, 1) ? BARRIER : DEFER;
         r = gather_json(cx, yyjson_doc_get_root(doc), &e);
+    }
+    if (r == REJECT) {  /* the parser's detail, kept beside the names */
+        it->op = cx->reason;
+        it->names_off = names->len;
+        it->id_n = cx->detail.len;
+        r = put_raw(names, cx->detail.p, cx->detail.len);
+        if (doc) yyjson_doc_free(doc);
+        return r == OK ? REJECT : r;
     }
     size_t mark = out->len;
     if (r == OK) r = write_record(cx, out, &e, it->offset, it->timestamp, key, key_n, it->key != Py_None);
@@ -743,7 +835,8 @@ static long long call_ll(PyObject *msg, PyObject *name, int *bad) {
     return x;
 }
 
-/* Phase 1 (GIL held): what each message is. 0: fine, 1: not for the fast path, -1: error. */
+/* Phase 1 (GIL held): what each message is. 0: fine, 1: not for the fast path, 2: over
+ * max_bytes (the parser's oversize), -1: error. */
 static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, Item *it) {
     PyObject *err = PyObject_CallMethodNoArgs(msg, s_error);
     if (!err) return -1;
@@ -757,7 +850,7 @@ static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, 
     it->avro = PyObject_IsTrue(fmt);
     it->value = PyObject_CallMethodNoArgs(msg, s_value);
     if (!it->value) return -1;
-    if (!PyBytes_Check(it->value) || PyBytes_GET_SIZE(it->value) > max_bytes) return 1;
+    if (!PyBytes_Check(it->value)) return 1;
     it->key = PyObject_CallMethodNoArgs(msg, s_key);
     if (!it->key) return -1;
     if (it->key != Py_None && !PyBytes_Check(it->key)) return 1;
@@ -771,7 +864,7 @@ static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, 
     it->timestamp = PyLong_AsLongLong(PyTuple_GET_ITEM(ts, 1));
     Py_DECREF(ts);
     if (it->timestamp == -1 && PyErr_Occurred()) return -1;
-    return 0;
+    return PyBytes_GET_SIZE(it->value) > max_bytes ? 2 : 0;
 }
 
 static int load_dims(Ctx *cx, PyObject *dims) {
@@ -822,9 +915,20 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
     for (Py_ssize_t lo = 0, chunk = 16; lo < stop && !nomem; lo += chunk, chunk *= 2) {
         Py_ssize_t hi = lo + chunk < n ? lo + chunk : n;
         for (Py_ssize_t i = lo; i < hi; i++) {
-            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes, &items[i]);
+            Item *it = &items[i];
+            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes, it);
             if (r < 0) goto done;
-            items[i].deferred = r ? DEFER : OK;
+            it->deferred = r == 1 ? DEFER : OK;
+            if (r == 2) {  /* the parser checks the size first */
+                it->deferred = REJECT;
+                it->op = R_OVERSIZE;
+                it->names_off = names.len;
+                if (refuse_oversize(&names, PyBytes_GET_SIZE(it->value), max_bytes)) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                it->id_n = names.len - it->names_off;
+            }
         }
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t i = lo; i < hi; i++) {
@@ -844,12 +948,31 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
     size_t last_coll_n = 0;
     for (Py_ssize_t i = 0; i < stop; i++) {
         Item *it = &items[i];
+        const char *cp = names.p + it->names_off;
+        if (it->deferred == REJECT) {  /* QuarantineEntry's fields, in its order */
+            PyObject *tup = PyTuple_New(8);
+            if (!tup) goto done;
+            PyList_SET_ITEM(list, i, tup);
+            PyObject *fields[8] = {
+                Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
+                PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
+                Py_NewRef(s_reasons[it->op]),
+                PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->id_n, "strict"),
+                Py_NewRef(it->key), Py_NewRef(it->value),
+            };
+            int failed = 0;
+            for (int f = 0; f < 8; f++) {
+                if (!fields[f]) failed = 1;
+                PyTuple_SET_ITEM(tup, f, fields[f] ? fields[f] : Py_NewRef(Py_None));
+            }
+            if (failed) { Py_XDECREF(last_coll); goto done; }
+            continue;
+        }
         if (it->deferred) {
             Py_INCREF(Py_None);
             PyList_SET_ITEM(list, i, Py_None);
             continue;
         }
-        const char *cp = names.p + it->names_off;
         if (!last_coll || last_coll_n != it->coll_n || memcmp(last_coll_p, cp, it->coll_n) != 0) {
             Py_XDECREF(last_coll);
             last_coll = PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->coll_n, "strict");
@@ -889,6 +1012,7 @@ done:
     if (cx) {
         if (cx->alc) yyjson_alc_dyn_free(cx->alc);
         free(cx->tmp.p);
+        free(cx->detail.p);
     }
     Py_XDECREF(dims_copy);
     free(items);
@@ -902,8 +1026,10 @@ static PyMethodDef methods[] = {
     {"encode_batch", encode_batch, METH_VARARGS,
      "encode_batch(messages, start, formats, dimensions, max_event_bytes) -> (results, stop)\n\n"
      "Change-log datums for messages[start:stop]: per message a tuple (topic, partition, "
-     "offset, timestamp, key, value_size, datum, op, collection, id), or None where the Python "
-     "parser must decide. ``formats`` maps topic -> True for Avro, False for JSON; "
+     "offset, timestamp, key, value_size, datum, op, collection, id); for a bad event it "
+     "refuses, the 8 fields of its QuarantineEntry (topic, partition, offset, timestamp, "
+     "reason, detail, key, value), as the Python parser would give them; or None where the "
+     "Python parser must decide. ``formats`` maps topic -> True for Avro, False for JSON; "
      "``dimensions`` maps collection -> dimension. Call again from ``stop``."},
     {NULL, NULL, 0, NULL},
 };
@@ -930,5 +1056,7 @@ PyMODINIT_FUNC PyInit_eventcodec(void) {
     if (!s_error || !s_topic || !s_partition || !s_offset || !s_timestamp || !s_value ||
         !s_key || !s_upsert || !s_delete)
         return NULL;
+    for (int i = 0; i < N_REASONS; i++)
+        if (!(s_reasons[i] = PyUnicode_InternFromString(REASON_NAMES[i]))) return NULL;
     return PyModule_Create(&module);
 }

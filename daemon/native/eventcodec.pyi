@@ -3,6 +3,10 @@ from typing import Any
 Encoded = tuple[str, int, int, int, bytes | None, int, bytes, str, str, str]
 """(topic, partition, offset, timestamp, key, value_size, datum, op, collection, id)"""
 
+Refused = tuple[str, int, int, int, str, str, bytes | None, bytes]
+"""A bad event, as the parser would refuse it: QuarantineEntry's fields, in its order
+(topic, partition, offset, timestamp, reason, detail, key, value)."""
+
 def encode_batch(messages: list[Any], start: int, formats: dict[str, bool],
                  dimensions: dict[str, int], max_event_bytes: int,
-                 ) -> tuple[list[Encoded | None], int]: ...
+                 ) -> tuple[list[Encoded | Refused | None], int]: ...

@@ -3,7 +3,7 @@ with bad events among the good ones, and capture must not fall behind.
 
     python -m tests.bench.bench_quarantine [--events N] [--rounds R] [--stores file,s3]
                                            [--format json|avro] [--layouts segment,per_event]
-                                           [--per-kind]
+                                           [--per-kind] [--zstd-levels 1,-3]
 
 Two topics of 3 partitions: N good 768-dim upserts alone, and the same N good events with N
 malformed ones interleaved (good, bad, good, bad...: every kind daemon/workload.py makes, in
@@ -13,7 +13,10 @@ capture as it is (``segment``: one quarantine object per segment, rate-limited l
 the mixed topic as capture was before (``per_event``: ``make_durable`` writing one object per
 malformed event, ``tests/component/legacy.py``, and a log line for each, swapped in for that
 run). ``--per-kind`` adds one topic per kind of malformed event (N good + N of that kind),
-captured as capture is. Each run is timed from its first message to every event durable.
+captured as capture is. ``--zstd-levels`` adds the mixed topic again with the quarantine
+objects compressed at each other level (``daemon.changelog.quarantine.ZSTD_LEVEL`` patched for
+that run; ``none``: not compressed), an A/B in the same rounds. Each run is timed from its first
+message to every event durable.
 
 Printed as JSON: per store and layout the median seconds, and the cost of one malformed event
 against one good event, ``((t_mixed - t_good) / N) / (t_good / N)``; the goal is at most 2.
@@ -44,6 +47,7 @@ import structlog
 from daemon.capture import loop as capture_loop
 from daemon.capture.loop import CaptureLoop
 from daemon.capture.quarantine_log import QuarantineLog
+from daemon.changelog import quarantine
 from daemon.changelog.repository import Repository
 from daemon.config import config_from_mapping
 from daemon.logs import configure_logging
@@ -69,7 +73,8 @@ def bad_pool(fmt: str, limit: int, size: int = 500) -> list[bytes]:
 
 
 def capture(svc: Services, topic: str, fmt: str, good: int, bad: int, store: str,
-            layout: str, limit: int, log_path: Path) -> float:
+            layout: str, limit: int, log_path: Path, zstd_level: int | str | None = "as is"
+            ) -> float:
     """Seconds from the first message consumed to every event durable."""
     work = Path(tempfile.mkdtemp(prefix="bench-repo-", dir=svc.workdir))
     if store == "s3":
@@ -89,10 +94,12 @@ def capture(svc: Services, topic: str, fmt: str, good: int, bad: int, store: str
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log_file))
         stack.callback(structlog.configure,
                        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+        if zstd_level != "as is":
+            stack.enter_context(mock.patch.object(quarantine, "ZSTD_LEVEL", zstd_level))
         if layout == "per_event":
             stack.enter_context(mock.patch.object(capture_loop, "make_durable",
                                                   make_durable_per_event))
-            loop.quarantine_log = QuarantineLog(interval_s=0.0)  # a line per event, as before
+            loop.rejected.log = QuarantineLog(interval_s=0.0)  # a line per event, as before
         assert loop.run(until_caught_up=True) == 0
         done = time.monotonic()
     samples = loop.metrics.registry
@@ -117,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--stores", default="file,s3")
     ap.add_argument("--format", default="json", choices=("json", "avro"))
     ap.add_argument("--layouts", default=",".join(LAYOUTS))
+    ap.add_argument("--zstd-levels", default="",
+                    help="also the mixed topic with quarantine objects at these zstd levels")
     ap.add_argument("--per-kind", action="store_true",
                     help="also one topic per kind of malformed event (N good + N of that kind), "
                          "captured as capture is")
@@ -139,6 +148,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         mixed = topic_of(bad)
         modes = {"good": (topic_of([]), 0, "segment"),
                  **{m: (mixed, n, m) for m in args.layouts.split(",")}}
+        levels: dict[str, int | None] = {
+            f"segment, zstd {lv}": None if lv == "none" else int(lv)
+            for lv in args.zstd_levels.split(",") if lv}
+        modes |= {m: (mixed, n, "segment") for m in levels}
         if args.per_kind:
             modes |= {f"only {kind}": (topic_of(bad[k::len(BAD_KINDS)]), n, "segment")
                       for k, kind in enumerate(BAD_KINDS)}
@@ -149,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for mode, (topic, bad_n, layout) in modes.items():
                     log_path = svc.workdir / f"{store}-{r}.log"
                     times[mode].append(capture(svc, topic, fmt, n, bad_n, store, layout, limit,
-                                               log_path))
+                                               log_path, levels.get(mode, "as is")))
                     lines[mode] = log_path.read_bytes().count(b"\n")
                 print(f"{fmt}/{store} round {r}: " + ", ".join(
                     f"{m} {t[-1]:.2f}s" for m, t in times.items()), file=sys.stderr)

@@ -205,7 +205,7 @@ def test_a_flood_of_bad_events_is_one_object_per_segment_and_a_few_log_lines(
     values: list[bytes | None] = [event(i) if i % 2 else bad[i % 3] for i in range(2_000)]
     fake = FakeConsumer({(TOPIC, 0): values, (TOPIC, 1): values[:500]})
     loop = CaptureLoop(config(segment_max_records=100), repo, consumer_factory=lambda s: fake)
-    loop.quarantine_log = QuarantineLog(interval_s=3600.0)  # however slow the machine is
+    loop.rejected.log = QuarantineLog(interval_s=3600.0)  # however slow the machine is
     with capture_logs() as logs:
         assert loop.run(until_caught_up=True) == 0
     for p, n in ((0, 2_000), (1, 500)):
