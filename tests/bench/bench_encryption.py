@@ -51,7 +51,7 @@ from daemon.logs import configure_logging
 from daemon.objectstore import ObjectStore, open_store
 from daemon.objectstore import sealed as sl
 from daemon.objectstore.encrypted import WRAPPED_SIZE
-from daemon.restore.sinks.opening import OpeningSink
+from daemon.restore.sinks.opening import opening_sink
 from tests.bench.bench_capture import CoresBusy, capture
 from tests.bench.bench_restore import (
     Pool,
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         wrap = None
         if args.per_tenant:
             assert opener is not None
-            wrap = functools.partial(OpeningSink, open_store=opener)
+            wrap = functools.partial(opening_sink, open_store=opener)
         res = child_restore(args.repo, args.out, None, "now", args.workers, opener, wrap)
         print(orjson.dumps(res).decode())
         return res
