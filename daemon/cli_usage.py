@@ -42,7 +42,7 @@ def _cmd_usage(args: argparse.Namespace, open_repository: OpenRepository) -> int
     repo = open_repository(config)
     now = int(time.time() * 1000)
     listing = gather_listing(repo, now)
-    usage = usage_of(listing, Policy.from_config(config.retention), now,
+    usage = usage_of(listing, Policy.from_config(config.retention, config.jobs.keep_days), now,
                      read_watermarks(repo, listing, config.kafka.topics))
     out = usage.to_dict()
     if args.json:

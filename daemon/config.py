@@ -165,6 +165,13 @@ class RetentionConfig:
     """How often `vecwal run` prunes; 0 (the default) disables the scheduled prune."""
 
 
+@dataclass(frozen=True)
+class JobsConfig:
+    keep_days: int = 90
+    """How long job records (``jobs/``) stay when ``[retention] jobs`` is not set, never less
+    than the retention window; 0 keeps them for ever. Prune deletes them."""
+
+
 KEK_SCHEMES = ("keyfile", "env", "aws-kms")
 
 
@@ -205,6 +212,7 @@ class Config:
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -218,6 +226,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "compaction": CompactionConfig,
     "drill": DrillConfig,
     "retention": RetentionConfig,
+    "jobs": JobsConfig,
     "encryption": EncryptionConfig,
     "metrics": MetricsConfig,
     "log": LogConfig,

@@ -137,6 +137,9 @@ def _validate_retention(config: Config) -> None:
         if n < 0:
             raise ConfigError(f"{src}: [retention] {name} must be >= 0, got {n}",
                               f"set {name} to how many restore points to keep, or remove it")
+    if config.jobs.keep_days < 0:
+        raise ConfigError(f"{src}: [jobs] keep_days must be >= 0 (0 keeps for ever), got "
+                          f"{config.jobs.keep_days}", "set keep_days = 90, or remove it")
     if r.interval_s < 0:
         raise ConfigError(f"{src}: [retention] interval_s must be >= 0 (0 disables), "
                           f"got {r.interval_s}", "set interval_s = 3600 to prune hourly")

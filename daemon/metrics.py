@@ -92,3 +92,16 @@ class Metrics:
             "vecwal_prune_locked_objects",
             "Objects the last prune could not delete: still under Object Lock retention",
             registry=r)
+        self.job_last_success = Gauge(
+            "vecwal_job_last_success_timestamp_seconds",
+            "When the newest succeeded job of this kind ended (records under jobs/)", ["kind"],
+            registry=r)
+        self.job_last_failure = Gauge(
+            "vecwal_job_last_failure_timestamp_seconds",
+            "When the newest failed job of this kind ended (records under jobs/)", ["kind"],
+            registry=r)
+        self.job_duration = Histogram(
+            "vecwal_job_duration_seconds",
+            "Duration of the jobs that ended while this process ran (any process's, read from "
+            "jobs/)", ["kind"],
+            buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600), registry=r)

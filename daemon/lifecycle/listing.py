@@ -22,7 +22,8 @@ PROTECTED_ROOTS = ("vecwal.json", "state/", "locks/", "pins/", "keys/")
 RECORD_ROOTS = {"drills/": "drills", "jobs/": "jobs"}
 _INDEX_RE = re.compile(r"^index/(?P<topic>[^/]+)/p=(?P<p>\d{5})/(?P<f>\d{20})-(?P<t>\d{20})-"
                        r"[0-9a-f]+\.idf$")
-_RECORD_TIME_RE = re.compile(r"^(?:drills|jobs)/(?P<ms>\d{13})-[^/]*\.json$")
+_RECORD_TIME_RE = re.compile(r"^(?:drills|jobs/[a-z]+)/(?P<ms>\d{13})-[^/]*\.json$")
+"""drills/<ms>-<id>.json and jobs/<kind>/<ms>-<id>.<result>.json: their time is the key's."""
 READ_THREADS = 16
 
 

@@ -231,4 +231,5 @@ def _records(listing: Listing, policy: Policy, now_ms: int,
     for key, kind, at, size in listing.records:
         limit = limits[kind]
         if limit is not None and at is not None and now_ms - at > limit:
-            gone[kind].append(Deletion(key, kind, size, f"older than retention.{kind}"))
+            gone[kind].append(Deletion(key, kind, size,
+                                       f"older than its retention ({limit / 86_400_000:g}d)"))

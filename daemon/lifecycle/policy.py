@@ -35,13 +35,19 @@ class Policy:
     drills_ms: int | None = None
 
     @classmethod
-    def from_config(cls, r: RetentionConfig) -> Policy:
+    def from_config(cls, r: RetentionConfig, jobs_keep_days: int = 0) -> Policy:
+        """``jobs_keep_days`` (``[jobs] keep_days``): how long job records stay when
+        ``[retention] jobs`` is not set, raised to the window; 0 keeps them."""
         def ms(text: str, name: str) -> int | None:
             return None if not text else int(parse_duration(text, f"[retention] {name}") * 1000)
 
-        return cls(ms(r.window, "window"), ms(r.grace, "grace") or 0, r.keep_daily,
+        window = ms(r.window, "window")
+        jobs = ms(r.jobs, "jobs")
+        if jobs is None and jobs_keep_days > 0:
+            jobs = max(jobs_keep_days * DAY_MS, window or 0)
+        return cls(window, ms(r.grace, "grace") or 0, r.keep_daily,
                    r.keep_weekly, r.keep_monthly, r.keep_yearly,
-                   ms(r.quarantine, "quarantine"), ms(r.jobs, "jobs"), ms(r.drills, "drills"))
+                   ms(r.quarantine, "quarantine"), jobs, ms(r.drills, "drills"))
 
     def horizon_ms(self, now_ms: int) -> int | None:
         """The anchor is the newest snapshot cut at or before this instant."""

@@ -256,6 +256,8 @@ class Compactor:
         self.written = 0
         self.rejected: list[Rejected] = []
         """The records the last run left out for their dimension (besides those carried)."""
+        self.log_read = (0, 0)
+        """The last run's log: (events, bytes) folded, over all its steps."""
         self.cut_report: dict[str, Any] = {}
         """The last run's cut: the instant, which partitions hold the valid-through time, and
         how many logged offsets lie beyond the cut per partition."""
@@ -279,6 +281,7 @@ class Compactor:
         is. ``lease``: the compaction lease, already held by the caller (kept, not released)."""
         if exact and cut_time_ms is None:
             raise ValueError("an exact compaction needs a cut time")
+        self.log_read = (0, 0)
         held = lease
         if held is None:
             held = Lease(self.repo.store, "compaction", self.lease_ttl_s)
@@ -339,6 +342,7 @@ class Compactor:
         # segment made durable before the watermark that vouches for cut_time is then seen.
         windows = log_windows(self.repo, self.topics, base)
         folded = fold_log(self.repo, windows, base, until_ms=cut_time)
+        self.log_read = (self.log_read[0] + folded.events, self.log_read[1] + folded.bytes_read)
         self.cut_report = cut_report(self.repo, self.topics, cut_time, valid,
                                      offsets_after(windows, folded.cut))
         carried = Rejections.of_manifest(self.repo, base)
