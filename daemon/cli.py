@@ -23,6 +23,7 @@ log = structlog.get_logger("vecwal")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a job record keeps it, scrubbed
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
@@ -76,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     add_drill_command(sub, _open_repository)
     add_lifecycle_commands(sub, _open_repository)
     add_pin_commands(sub, _open_repository)
+    from daemon.cli_jobs import add_command as add_jobs_command
+
+    add_jobs_command(sub, _open_repository)
     add_check_mapping_command(sub)  # reads Kafka only: never opens the store
     from daemon.cli_keys import add_commands as add_key_commands
     from daemon.cli_keys import add_forget_command
@@ -142,19 +146,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         server.start()
         log.info("metrics endpoint", address=f"http://{server.address}/metrics")
     from daemon.drill import DrillScheduler
+    from daemon.jobs.watch import JobWatch
     from daemon.lifecycle.scheduler import PruneScheduler
     from daemon.snapshot.scheduler import CompactionScheduler
 
-    scheduler = CompactionScheduler(config, repo, metrics)
-    drills = DrillScheduler(config, repo, metrics)
-    pruner = PruneScheduler(config, repo, metrics)
+    jobs = JobWatch(repo.store, metrics)  # the job metrics, from the records in the store
+    scheduler = CompactionScheduler(config, repo, metrics, jobs.publish)
+    drills = DrillScheduler(config, repo, metrics, jobs.publish)
+    pruner = PruneScheduler(config, repo, metrics, jobs.publish)
     if not args.until_caught_up:
+        jobs.start()
         scheduler.start()
         drills.start()
         pruner.start()
     try:
         return loop.run(until_caught_up=args.until_caught_up)
     finally:
+        jobs.stop()
         scheduler.stop()
         drills.stop()
         pruner.stop()
@@ -206,6 +214,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
         print("last drill")
         print_drill(report.last_drill, indent="  ")
+    from daemon.cli_jobs import print_jobs
+
+    print()
+    print("last job of each kind" + ("" if report.last_jobs else
+                                     ": none recorded (`vecwal jobs` lists them)"))
+    if report.last_jobs:
+        print_jobs(list(report.last_jobs.values()), indent="  ")
     return 0
 
 

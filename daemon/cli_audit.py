@@ -195,9 +195,16 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
 
 def _cmd_index(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.audit.idfilter import update_index
+    from daemon.cli_jobs import job_run
+    from daemon.jobs.notes import note_index
 
     config = load_cli_config(args.config)
-    updates = update_index(open_repository(config), config.kafka.topics)
+    repo = open_repository(config)
+    with job_run(args, repo, "index") as job:
+        job.begin()
+        updates = update_index(repo, config.kafka.topics)
+        note_index(job, updates)
+        job.exit_code(0)
     if args.json:
         import orjson
 

@@ -27,8 +27,10 @@ def add_command(sub: Any, open_repository: Any) -> None:
 
 
 def _cmd_drill(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.cli_jobs import job_run
     from daemon.cli_restore import load_cli_config, progress_printer
     from daemon.drill import record_drill, run_drill
+    from daemon.jobs.notes import note_drill
     from daemon.restore.planner import Scope
     from daemon.restore.sinks.open import open_sink
 
@@ -42,8 +44,13 @@ def _cmd_drill(args: argparse.Namespace, open_repository: Any) -> int:
     def factory(spec: str, cfg: Any, **options: Any) -> Any:
         return open_sink(spec, cfg, progress=progress_printer(), **options)
 
-    rec = run_drill(config, repo, into, to=to, scope=scope, open_sink=factory)
-    key = record_drill(repo, rec)
+    with job_run(args, repo, "drill") as job:
+        job.scope(collections=cols or None, target=to)
+        job.begin()
+        rec = run_drill(config, repo, into, to=to, scope=scope, open_sink=factory)
+        key = record_drill(repo, rec)
+        note_drill(job, rec)
+        job.exit_code(1 if rec.error is not None else 0 if rec.ok else 5)
     if args.json:
         sys.stdout.write(orjson.dumps({**rec.to_dict(), "recorded_as": key},
                                       option=orjson.OPT_INDENT_2).decode() + "\n")

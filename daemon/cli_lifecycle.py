@@ -40,10 +40,10 @@ def human_bytes(n: float) -> str:
 def _cmd_prune(args: argparse.Namespace, open_repository: OpenRepository) -> int:
     from daemon.config_checks import lock_seconds
     from daemon.lifecycle.policy import Policy
-    from daemon.lifecycle.prune import prune
+    from daemon.lifecycle.prune import PruneResult, prune
 
     config = load_cli_config(args.config)
-    policy = Policy.from_config(config.retention)
+    policy = Policy.from_config(config.retention, config.jobs.keep_days)
     last = [time.monotonic()]
 
     def progress(kind: str, done: int, total: int) -> None:
@@ -51,10 +51,25 @@ def _cmd_prune(args: argparse.Namespace, open_repository: OpenRepository) -> int
             last[0] = time.monotonic()
             print(f"  deleted {done:,}/{total:,} {kind}", file=sys.stderr, flush=True)
 
-    result = prune(open_repository(config), policy, confirm=args.confirm,
-                   lease_ttl_s=config.compaction.lease_ttl_s,
-                   progress=None if args.json else progress,
-                   lock_ms=int(lock_seconds(config) * 1000) or None)
+    repo = open_repository(config)
+
+    def run() -> PruneResult:
+        return prune(repo, policy, confirm=args.confirm,
+                     lease_ttl_s=config.compaction.lease_ttl_s,
+                     progress=None if args.json else progress,
+                     lock_ms=int(lock_seconds(config) * 1000) or None)
+
+    if not args.confirm:  # a dry run plans: not a job, no record
+        result = run()
+    else:
+        from daemon.cli_jobs import job_run
+        from daemon.jobs.notes import note_prune
+
+        with job_run(args, repo, "prune") as job:
+            job.begin()  # the lease is taken inside: a held one is still a refusal
+            result = run()
+            note_prune(job, result)
+            job.exit_code(1 if result.failed else 0)
     out = result.to_dict(keys=args.keys)
     if args.json:
         emit_json(out)

@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 
 from daemon.changelog.repository import Repository
+from daemon.cli_jobs import job_run
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
+from daemon.jobs.notes import note_compaction, note_restore
+from daemon.jobs.run import JobRun
 from daemon.restore.sinks import Sink
 from daemon.status import iso_ms
 
@@ -74,19 +77,27 @@ def emit_json(obj: Any) -> None:
 
 
 def _cmd_compact(args: argparse.Namespace, open_repository: Any) -> int:
+    config = load_cli_config(args.config)
+    repo: Repository = open_repository(config)
+    with job_run(args, repo, "compaction") as job:
+        return job.exit_code(_compact(args, config, repo, job))
+
+
+def _compact(args: argparse.Namespace, config: Config, repo: Repository, job: JobRun) -> int:
     from daemon.restore.target import parse_target
     from daemon.snapshot.compactor import Compactor
 
-    config = load_cli_config(args.config)
-    repo: Repository = open_repository(config)
     cut = None
     if args.to is not None:
         target = parse_target(args.to, int(time.time() * 1000))
         if target.time_ms is None:
             raise VecwalError("compact --to takes a time", "give RFC 3339 or epoch ms")
         cut = target.time_ms
+    job.scope(target=args.to, target_ms=cut)
     compactor = Compactor.from_config(repo, config)
+    job.begin()
     m = compactor.compact(cut)
+    note_compaction(job, compactor, m)
     counts = {c: s.records for c, s in m.collections.items()}
     summary: dict[str, Any] = {"snapshot": m.id, "parent": m.parent,
                                "cut_time": iso_ms(m.cut_time_ms), "records": m.records,
@@ -138,19 +149,29 @@ def progress_printer(every_s: float = 2.0) -> Any:
 
 
 def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
-    from daemon.restore.executor import execute
-    from daemon.restore.planner import Scope, gather, make_plan
-    from daemon.restore.target import parse_target
-    from daemon.restore.validate import validate
-
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
+    if args.dry_run:  # a plan, not a job: no record
+        return _restore(args, config, repo, None)
+    with job_run(args, repo, "restore") as job:
+        return job.exit_code(_restore(args, config, repo, job))
+
+
+def _restore(args: argparse.Namespace, config: Config, repo: Repository,
+             job: JobRun | None) -> int:
+    from daemon.restore.executor import execute
+    from daemon.restore.planner import Scope, gather, make_plan
     from daemon.restore.sinks.open import parse_model, parse_rename
+    from daemon.restore.target import parse_target
+    from daemon.restore.validate import validate
 
     target = parse_target(args.to, int(time.time() * 1000), exclusive=args.exclusive)
     scope = Scope(frozenset(args.collection) if args.collection else None,
                   frozenset(args.tenant) if args.tenant else None,
                   parse_model(args.embedding_model))
+    if job is not None:
+        job.scope(collections=args.collection, tenants=args.tenant, target=args.to,
+                  target_ms=target.time_ms)
     from daemon.cli import store_opener
     from daemon.restore.workers import Workers
 
@@ -161,6 +182,8 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
                      progress=None if args.dry_run else progress_printer(),
                      workers=workers.count, parallel_min_bytes=workers.min_bytes)
     try:
+        if job is not None:
+            job.begin()
         plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
                          allow_incomplete=args.allow_incomplete)
         if args.dry_run:
@@ -177,6 +200,12 @@ def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
         close = getattr(sink, "close", None)
         if close is not None:
             close()
+    if job is not None:
+        note_restore(job, result, plan.snapshot.id if plan.snapshot else None)
+        job.record.scope["target_ms"] = plan.until_ms
+        if report is not None and not report.ok:
+            failed = [c.name for c in report.checks if not c.ok]
+            job.fail("validation", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
     engine_s = getattr(sink, "load_seconds", None)
     notes: list[str] = list(getattr(sink, "notes", []))
     forgotten = _forgotten(repo, config, scope)

@@ -9,7 +9,9 @@ import sys
 import time
 from typing import Any
 
+from daemon.cli_jobs import job_run
 from daemon.cli_restore import emit_json, load_cli_config
+from daemon.jobs.notes import note_verify
 
 
 def add_command(sub: Any, open_repository: Any) -> None:
@@ -32,8 +34,14 @@ def _cmd_verify(args: argparse.Namespace, open_repository: Any) -> int:
             last[0] = time.monotonic()
             print(f"  checked {done:,}/{total:,} {what}", file=sys.stderr, flush=True)
 
-    report = verify(open_repository(config), config.kafka.topics, deep=args.deep,
-                    progress=progress if args.deep else None)
+    repo = open_repository(config)
+    with job_run(args, repo, "verify") as job:
+        job.note(deep=args.deep)
+        job.begin()
+        report = verify(repo, config.kafka.topics, deep=args.deep,
+                        progress=progress if args.deep else None)
+        note_verify(job, report)
+        job.exit_code(0 if report.ok else 3)
     if args.json:
         emit_json(report.to_dict())
         return 0 if report.ok else 3

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
@@ -32,6 +32,9 @@ from daemon.metrics import Metrics
 from daemon.periodic import Periodic
 from daemon.restore.planner import Scope
 from daemon.restore.sinks import Sink
+
+if TYPE_CHECKING:
+    from daemon.jobs.record import JobRecord
 
 log = structlog.get_logger("vecwal.drill")
 
@@ -183,18 +186,29 @@ class DrillScheduler(Periodic):
     """Every ``[drill] interval_s`` inside `vecwal run`, a background thread runs a drill and
     records it. A failing drill is logged and counted; it never stops capture."""
 
-    def __init__(self, config: Config, repo: Repository, metrics: Metrics) -> None:
+    def __init__(self, config: Config, repo: Repository, metrics: Metrics,
+                 on_job: Callable[[JobRecord], None] | None = None) -> None:
         super().__init__(config.drill.interval_s, "vecwal-drill")
         self.config = config
         self.repo = repo
         self.metrics = metrics
+        self.on_job = on_job
+        """Gets the job record (kind ``drill``, daemon/jobs/) each drill also writes."""
 
     def run_once(self) -> DrillRecord | None:
+        from daemon.jobs.notes import note_drill
+        from daemon.jobs.run import JobRun
+
         d = self.config.drill
         scope = Scope(frozenset(d.collections) if d.collections else None)
         try:
-            rec = run_drill(self.config, self.repo, d.into, to=d.to, scope=scope)
-            record_drill(self.repo, rec)
+            with JobRun(self.repo.store, "drill", trigger="schedule", record_refused=False,
+                        on_end=self.on_job) as job:
+                job.scope(collections=d.collections or None, target=d.to)
+                job.begin()
+                rec = run_drill(self.config, self.repo, d.into, to=d.to, scope=scope)
+                record_drill(self.repo, rec)
+                note_drill(job, rec)
         except Exception as exc:  # a store hiccup must not kill the capture process
             self.metrics.errors.labels("drill").inc()
             log.warning("drill could not run or be recorded", error=repr(exc))

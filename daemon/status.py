@@ -48,6 +48,8 @@ class StatusReport:
     partitions: list[PartitionStatus] = field(default_factory=list)
     last_drill: dict[str, Any] | None = None
     """The newest record under drills/ (``daemon/drill.py``), or None."""
+    last_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """kind -> the newest job record of that kind (``daemon/jobs/``); kinds with none absent."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,13 +94,15 @@ def collect_status(config: Config, repo: Repository,
     overall = None if not rows or any(v is None for v in valids) else min(
         v for v in valids if v is not None)
     from daemon.drill import latest_drill
+    from daemon.jobs.record import latest_jobs
 
     drill = latest_drill(repo)
+    jobs = {kind: rec.to_dict() for kind, rec in latest_jobs(repo.store).items()}
     return StatusReport(
         repository=repo.store.url, group_id=config.kafka.group_id, kafka_error=kafka_error,
         valid_through=iso_ms(overall),
         rpo_seconds=None if overall is None else round(max(0, now_ms - overall) / 1000, 3),
-        partitions=rows, last_drill=None if drill is None else drill.to_dict())
+        partitions=rows, last_drill=None if drill is None else drill.to_dict(), last_jobs=jobs)
 
 
 def kafka_offsets_reader(config: Config, timeout: float = 10.0) -> Callable[[], KafkaOffsets]:

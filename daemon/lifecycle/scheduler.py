@@ -5,12 +5,17 @@ that it is held and try at their next turn."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from daemon.changelog.repository import Repository
 from daemon.config import Config
 from daemon.config_checks import lock_seconds
 from daemon.errors import VecwalError
+from daemon.jobs.notes import note_prune
+from daemon.jobs.record import JobRecord
+from daemon.jobs.run import JobRun
 from daemon.lifecycle.listing import gather_listing
 from daemon.lifecycle.policy import Policy
 from daemon.lifecycle.prune import PruneResult, prune
@@ -23,17 +28,25 @@ log = structlog.get_logger("vecwal.prune")
 
 
 class PruneScheduler(Periodic):
-    def __init__(self, config: Config, repo: Repository, metrics: Metrics) -> None:
+    """Each turn writes a job record of kind ``prune`` (daemon/jobs/), but not for a turn the
+    lease refused; ``on_job`` gets each record."""
+
+    def __init__(self, config: Config, repo: Repository, metrics: Metrics,
+                 on_job: Callable[[JobRecord], None] | None = None) -> None:
         super().__init__(config.retention.interval_s, "vecwal-prune")
-        self.repo, self.metrics = repo, metrics
-        self.policy = Policy.from_config(config.retention)
+        self.repo, self.metrics, self.on_job = repo, metrics, on_job
+        self.policy = Policy.from_config(config.retention, config.jobs.keep_days)
         self.lease_ttl_s = config.compaction.lease_ttl_s
         self.lock_ms = int(lock_seconds(config) * 1000) or None
 
     def run_once(self) -> PruneResult | None:
         try:
-            result = prune(self.repo, self.policy, confirm=True, lease_ttl_s=self.lease_ttl_s,
-                           lock_ms=self.lock_ms)
+            with JobRun(self.repo.store, "prune", trigger="schedule", record_refused=False,
+                        on_end=self.on_job) as job:
+                job.begin()
+                result = prune(self.repo, self.policy, confirm=True,
+                               lease_ttl_s=self.lease_ttl_s, lock_ms=self.lock_ms)
+                note_prune(job, result)
         except LeaseHeld as held:
             log.info("prune skipped: lease held elsewhere", detail=held.message)
             return None

@@ -7,12 +7,16 @@ filter index history uses, daemon/audit/idfilter.py); a failure there only costs
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 
 from daemon.changelog.repository import Repository
 from daemon.config import Config
 from daemon.errors import VecwalError
+from daemon.jobs.notes import note_compaction, note_index
+from daemon.jobs.record import JobRecord
+from daemon.jobs.run import JobRun
 from daemon.metrics import Metrics
 from daemon.periodic import Periodic
 from daemon.snapshot.compactor import Compactor
@@ -22,16 +26,28 @@ log = structlog.get_logger("vecwal.compact")
 
 
 class CompactionScheduler(Periodic):
-    def __init__(self, config: Config, repo: Repository, metrics: Metrics) -> None:
+    """Each turn writes a job record of kind ``compaction`` and one of kind ``index``
+    (daemon/jobs/), but not for a turn the lease refused; ``on_job`` gets each record."""
+
+    def __init__(self, config: Config, repo: Repository, metrics: Metrics,
+                 on_job: Callable[[JobRecord], None] | None = None) -> None:
         super().__init__(config.compaction.interval_s, "vecwal-compaction")
         self.metrics = metrics
         self.repo, self.topics = repo, config.kafka.topics
         self.compactor = Compactor.from_config(repo, config)
+        self.on_job = on_job
+
+    def _job(self, kind: str) -> JobRun:
+        return JobRun(self.repo.store, kind, trigger="schedule", record_refused=False,
+                      on_end=self.on_job)
 
     def run_once(self) -> None:
         began = time.monotonic()
         try:
-            manifest = self.compactor.compact()
+            with self._job("compaction") as job:
+                job.begin()
+                manifest = self.compactor.compact()
+                note_compaction(job, self.compactor, manifest)
         except LeaseHeld as held:
             log.info("compaction skipped: lease held elsewhere", detail=held.message)
             return
@@ -52,7 +68,10 @@ class CompactionScheduler(Periodic):
         from daemon.audit.idfilter import update_index
 
         try:
-            updates = update_index(self.repo, self.topics)
+            with self._job("index") as job:
+                job.begin()
+                updates = update_index(self.repo, self.topics)
+                note_index(job, updates)
         except Exception as exc:  # the index only saves work: never let it stop capture
             log.warning("id filter index update failed, history reads sidecars meanwhile",
                         error=repr(exc))

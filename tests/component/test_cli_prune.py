@@ -55,7 +55,8 @@ def test_dry_run_then_confirm(tmp_path: Path) -> None:
     window = result["restorable_after"]
     assert window["from_ms"] == max(int(s.split("-")[0]) for s in kept)
     assert len(window["points"]) == 2
-    assert all(k.startswith(("data/", "snapshots/", "state/", "log/", "locks/", "vecwal.json"))
+    assert all(k.startswith(("data/", "snapshots/", "state/", "log/", "locks/", "vecwal.json",
+                             "jobs/prune/"))
                for k in after)
 
     again = json.loads(vecwal("prune", "--config", str(cfg), "--json").stdout)
