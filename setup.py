@@ -11,6 +11,7 @@ setup(
         Extension(
             "daemon.native.eventcodec",
             sources=["daemon/native/eventcodec.c", "daemon/native/yyjson/yyjson.c"],
+            depends=["daemon/native/refusals.h"],
             include_dirs=["daemon/native"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
