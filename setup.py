@@ -11,7 +11,8 @@ setup(
         Extension(
             "daemon.native.eventcodec",
             sources=["daemon/native/eventcodec.c", "daemon/native/yyjson/yyjson.c"],
-            depends=["daemon/native/refusals.h"],
+            depends=[f"daemon/native/{h}.h" for h in (
+                "codec_text", "refusals", "codec_record", "codec_json", "codec_avro")],
             include_dirs=["daemon/native"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),
