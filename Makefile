@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   the main job: local Kafka + S3, a realistic stream, capture, status
-#   make test   the whole test suite (unit, contract, integration against real services)
+#   make test   the lint (ruff, mypy --strict), then the whole test suite (unit, contract,
+#               integration against real services)
 # Downloads (Python wheels, Kafka jars, the S3 servers) are cached under $(VECWAL_CACHE),
 # outside the clone, so reruns are fast.
 
@@ -9,7 +10,7 @@ VENV         ?= $(VECWAL_CACHE)/venv
 PY           := $(VENV)/bin/python
 # The stamp names this clone too: the editable install must point at the clone being tested.
 # It covers the native sources: the install builds daemon/native/eventcodec in place.
-NATIVE_SRC   := setup.py $(wildcard daemon/native/*.c daemon/native/yyjson/*.[ch])
+NATIVE_SRC   := setup.py $(wildcard daemon/native/*.[ch] daemon/native/yyjson/*.[ch])
 STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml $(NATIVE_SRC); echo $(CURDIR)) | sha256sum | cut -c1-16)
 PYTEST_ARGS  ?=
 
@@ -32,7 +33,7 @@ $(STAMP): pyproject.toml $(NATIVE_SRC)
 services: setup
 	$(PY) deploy/local/launch.py install
 
-test: setup services
+test: setup services lint
 	@# pytest exits 5 when it collected no test: that is a failure here, never a pass.
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
