@@ -117,6 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     repo = _open_repository(config)
     metrics = Metrics()
+    metrics.set_settings(config)  # the objectives the alerts compare with
     loop = CaptureLoop(config, repo, metrics)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -195,6 +195,9 @@ class EncryptionConfig:
 class MetricsConfig:
     listen: str = "127.0.0.1:9464"
     """host:port of /metrics, /healthz and /readyz; empty disables; port 0 picks a free port."""
+    rpo_objective_s: float = 60.0
+    """The RPO objective, exported as vecwal_rpo_objective_seconds: the alert
+    VecwalRPOAboveObjective (deploy/prometheus/alerts.yml) fires above it for 5 minutes."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,12 @@ Each Metrics instance has its own registry, so several daemons can live in one p
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+
+if TYPE_CHECKING:
+    from daemon.config import Config
 
 
 class Metrics:
@@ -105,3 +110,31 @@ class Metrics:
             "Duration of the jobs that ended while this process ran (any process's, read from "
             "jobs/)", ["kind"],
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600), registry=r)
+        self.repository_projected_bytes = Gauge(
+            "vecwal_repository_projected_bytes",
+            "The size the repository settles at under the retention policy, at the last prune "
+            "(vecwal usage's projection); 0 until a prune with a window", registry=r)
+        # The settings the alerts compare with (deploy/prometheus/alerts.yml): set_settings
+        self.rpo_objective = Gauge(
+            "vecwal_rpo_objective_seconds", "[metrics] rpo_objective_s: the RPO alerted above",
+            registry=r)
+        self.compaction_interval = Gauge(
+            "vecwal_compaction_interval_seconds", "[compaction] interval_s (0: not scheduled)",
+            registry=r)
+        self.drill_interval = Gauge(
+            "vecwal_drill_interval_seconds", "[drill] interval_s (0: not scheduled)", registry=r)
+        self.retention_window = Gauge(
+            "vecwal_retention_window_seconds", "[retention] window (0: keep everything)",
+            registry=r)
+        # process_start_time_seconds and the rest: an alert needs the daemon's uptime
+        ProcessCollector(registry=r)
+
+    def set_settings(self, config: Config) -> None:
+        """Export the configured objectives and intervals (`vecwal run` calls this at start)."""
+        from daemon.durations import parse_duration
+
+        self.rpo_objective.set(config.metrics.rpo_objective_s)
+        self.compaction_interval.set(config.compaction.interval_s)
+        self.drill_interval.set(config.drill.interval_s)
+        window = config.retention.window
+        self.retention_window.set(parse_duration(window, "[retention] window") if window else 0)

@@ -416,10 +416,13 @@ def _project(kinds: dict[str, Tally], plan: PrunePlan, policy: Policy,
 
 
 def publish_usage(metrics: Metrics, usage: Usage) -> None:
-    """Sets ``vecwal_repository_bytes{kind}`` for every kind (the scheduled prune calls this
-    after each run)."""
+    """Sets ``vecwal_repository_bytes{kind}`` for every kind, and
+    ``vecwal_repository_projected_bytes`` when there is a projection (the scheduled prune calls
+    this after each run)."""
     for kind, tally in usage.kinds.items():
         metrics.repository_bytes.labels(kind=kind).set(tally.bytes)
+    if usage.projection is not None:
+        metrics.repository_projected_bytes.set(usage.projection.bytes)
 
 
 def _round(value: float | None) -> int | None:
