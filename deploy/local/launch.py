@@ -21,6 +21,8 @@ outside the clone:
     $VECWAL_CACHE/apicurio-registry-<version>/quarkus-run.jar  schema registry (Java 21+)
     $VECWAL_CACHE/local-kms-<version>/local-kms                KMS-compatible server (Go module
                                                                proxy, built to bind 127.0.0.1 only)
+    $VECWAL_CACHE/promtool-<version>/promtool                  Prometheus's rule checker (Go module
+                                                               proxy; tests/deploy/test_alerts.py)
 
 In-process API (what the pytest fixtures use)::
 
@@ -91,6 +93,7 @@ from localsvc.kafka import KafkaBroker, kafka_wire_probe
 from localsvc.kms import LOCAL_KMS_VERSION, LocalKms, install_kms
 from localsvc.postgres import PostgresServer
 from localsvc.process import free_ports, pid_alive, port_open, terminate
+from localsvc.promtool import PROMETHEUS_VERSION, install_promtool, promtool_executable
 from localsvc.registry import REGISTRY_VERSION, SchemaRegistry, install_registry
 from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Proxy
 from localsvc.seaweedfs import S3Identity, SeaweedFS
@@ -101,6 +104,7 @@ __all__ = [
     "DEFAULT_SECRET_KEY",
     "HOST",
     "LOCAL_KMS_VERSION",
+    "PROMETHEUS_VERSION",
     "REGISTRY_VERSION",
     "S3PROXY_VERSION",
     "SEAWEEDFS_VERSION",
@@ -121,6 +125,7 @@ __all__ = [
     "install_kafka",
     "install_kms",
     "install_postgres",
+    "install_promtool",
     "install_registry",
     "install_s3proxy",
     "install_seaweedfs",
@@ -129,6 +134,7 @@ __all__ = [
     "main",
     "pid_alive",
     "port_open",
+    "promtool_executable",
     "terminate",
 ]
 

