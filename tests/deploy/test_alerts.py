@@ -84,6 +84,26 @@ def test_metric_names_of_an_expression(expr: str, names: set[str]) -> None:
     assert metric_names(expr) == names
 
 
+def test_settings_gauges_carry_the_configuration() -> None:
+    from daemon.config import config_from_mapping
+    from daemon.metrics import Metrics
+
+    base = {"kafka": {"bootstrap_servers": "127.0.0.1:9092", "topics": ["t"]},
+            "storage": {"url": "file:///tmp/unused"}}
+    metrics = Metrics()
+    metrics.set_settings(config_from_mapping({
+        **base, "metrics": {"rpo_objective_s": 30}, "compaction": {"interval_s": 600},
+        "drill": {"interval_s": 86400}, "retention": {"window": "1d12h"}}, {}))
+    got = {name: metrics.registry.get_sample_value(name) for name in (
+        "vecwal_rpo_objective_seconds", "vecwal_compaction_interval_seconds",
+        "vecwal_drill_interval_seconds", "vecwal_retention_window_seconds")}
+    assert list(got.values()) == [30, 600, 86400, 36 * 3600]
+    metrics.set_settings(config_from_mapping(base, {}))  # defaults: no drill, keep everything
+    assert metrics.registry.get_sample_value("vecwal_rpo_objective_seconds") == 60
+    assert metrics.registry.get_sample_value("vecwal_drill_interval_seconds") == 0
+    assert metrics.registry.get_sample_value("vecwal_retention_window_seconds") == 0
+
+
 def test_exported_names_cover_histograms_and_counters() -> None:
     exported = exported_names(scrape_metrics())
     assert {"vecwal_segment_upload_seconds_bucket", "vecwal_job_duration_seconds_count",

@@ -162,3 +162,16 @@ def test_publish_usage_sets_repository_bytes() -> None:
     for kind, size in (("data", 2320), ("segments", 2400), ("jobs", 0), ("unknown", 5)):
         assert metrics.registry.get_sample_value("vecwal_repository_bytes",
                                                  {"kind": kind}) == size
+
+
+def test_publish_usage_sets_the_projection_when_there_is_one() -> None:
+    metrics = Metrics()
+    usage = usage_of(synthesized(), POLICY, NOW, WATERMARKS)
+    assert usage.projection is not None
+    publish_usage(metrics, usage)
+    assert usage.projection.bytes > 0
+    assert metrics.registry.get_sample_value("vecwal_repository_projected_bytes") == \
+        usage.projection.bytes
+    keep_all = Metrics()  # no window, no projection: the gauge stays 0 (the alert's "none")
+    publish_usage(keep_all, usage_of(synthesized(), Policy(None, 0), NOW, WATERMARKS))
+    assert keep_all.registry.get_sample_value("vecwal_repository_projected_bytes") == 0
