@@ -30,6 +30,7 @@ from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.metrics import Metrics
 from daemon.periodic import Periodic
+from daemon.progress import Progress
 from daemon.restore.planner import Scope
 from daemon.restore.sinks import Sink
 
@@ -88,10 +89,10 @@ class DrillRecord:
 
 def run_drill(config: Config, repo: Repository, into: str, *, to: str = "now",
               scope: Scope | None = None, open_sink: SinkFactory | None = None,
-              now_ms: int | None = None) -> DrillRecord:
+              now_ms: int | None = None, progress: Progress | None = None) -> DrillRecord:
     """Restore into a scratch target, validate, clean up. Never raises for a failed
     restore: the failure is the drill's result (``ok`` false, ``error`` or
-    ``failed_checks``)."""
+    ``failed_checks``). ``progress``: the restore's, as ``restore.executor.execute`` reports it."""
     from daemon.restore.executor import execute
     from daemon.restore.planner import gather, make_plan
     from daemon.restore.sinks.open import open_sink as default_open
@@ -121,7 +122,7 @@ def run_drill(config: Config, repo: Repository, into: str, *, to: str = "now",
             sink = factory(spec, config, prefix=f"vecwal_drill_{drill_id.split('-')[1]}_")
         else:
             sink = factory(spec, config)
-        result = execute(repo, plan, sink)
+        result = execute(repo, plan, sink, progress=progress)
         rec.restore_seconds = round(time.monotonic() - began, 3)
         rec.records = result.records
         v_began = time.monotonic()

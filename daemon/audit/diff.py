@@ -33,6 +33,7 @@ from typing import Any
 from daemon.changelog.repository import Repository
 from daemon.errors import IntegrityError, VecwalError
 from daemon.objectstore.prefetch import prefetched
+from daemon.progress import Progress
 from daemon.restore.executor import bucket_rows
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
 from daemon.restore.target import RestoreTarget
@@ -106,13 +107,22 @@ class StateAt:
 
 
 def state_at(repo: Repository, topics: list[str], target: RestoreTarget, scope: Scope,
-             allow_incomplete: bool = False) -> StateAt:
+             allow_incomplete: bool = False, progress: Progress | None = None) -> StateAt:
     plan = make_plan(gather(repo, topics, target), target, scope, allow_incomplete)
     folded = fold_log(repo, plan.windows, plan.snapshot, until_ms=plan.until_ms,
                       until_offsets=plan.target.offsets,  # resolved: latest has offsets
                       collections=set(scope.collections) if scope.collections else None,
-                      tenants=set(scope.tenants) if scope.tenants else None)
+                      tenants=set(scope.tenants) if scope.tenants else None,
+                      progress=progress)
     return StateAt(plan, folded)
+
+
+def labelled(progress: Progress | None, label: str) -> Progress | None:
+    """``progress`` with ``label`` before each ``what`` ("orders: buckets")."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda what, done, total: report(f"{label}: {what}", done, total)
 
 
 @dataclass
@@ -155,20 +165,23 @@ a quarter of the snapshot bytes the bucket comparison would read, whichever is m
 
 def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTarget,
          scope: Scope | None = None, allow_incomplete: bool = False,
-         method: str = "auto") -> Diff:
+         method: str = "auto", progress: Progress | None = None) -> Diff:
     """The difference between the states at ``old`` and ``new``. Planning and the log folds
     happen here; bucket files are read as ``rows`` is iterated.
 
     ``method``: ``buckets`` compares the two restore states bucket by bucket; ``log`` diffs
     along the log between the moments (diff_log.py) where that applies, else falls back to
-    ``buckets``; ``auto`` picks ``log`` when it applies and reads fewer bytes."""
+    ``buckets``; ``auto`` picks ``log`` when it applies and reads fewer bytes.
+
+    ``progress`` hears the log folds ("from: log partitions", "to: log partitions") here and
+    the buckets compared of each collection ("NAME: buckets") as ``rows`` is iterated."""
     from daemon.audit import diff_log
 
     if method not in METHODS:
         raise VecwalError(f"diff method {method!r} is unknown", f"use one of {METHODS}")
     scope = scope or Scope()
     began = time.monotonic()
-    a = state_at(repo, topics, old, scope, allow_incomplete)
+    a = state_at(repo, topics, old, scope, allow_incomplete, labelled(progress, "from"))
     new_plan = make_plan(gather(repo, topics, new), new, scope, allow_incomplete)
     stretch = None
     if method != "buckets" and a.plan.target.offsets is None \
@@ -179,7 +192,8 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
         if windows is not None and (method == "log" or
                                     sum(w.bytes for w in windows) <= budget):
             assert new_plan.until_ms is not None
-            stretch = diff_log.fold_stretch(repo, windows, a.folded, new_plan.until_ms, scope)
+            stretch = diff_log.fold_stretch(repo, windows, a.folded, new_plan.until_ms, scope,
+                                            labelled(progress, "to"))
             names = _names(a.plan, a.folded, stretch.folded, scope)
             if not diff_log.stretch_applies(a.folded, stretch, names):
                 stretch = None
@@ -188,7 +202,8 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
             repo, new_plan.windows, new_plan.snapshot, until_ms=new_plan.until_ms,
             until_offsets=new_plan.target.offsets,
             collections=set(scope.collections) if scope.collections else None,
-            tenants=set(scope.tenants) if scope.tenants else None))
+            tenants=set(scope.tenants) if scope.tenants else None,
+            progress=labelled(progress, "to")))
     else:
         b = StateAt(new_plan, stretch.folded)
     result = Diff(a, b, scope, iter(()), method="buckets" if stretch is None else "log")
@@ -203,11 +218,12 @@ def diff(repo: Repository, topics: list[str], old: RestoreTarget, new: RestoreTa
             names = _names(a.plan, a.folded, stretch.folded, scope)
         for name in sorted(n for n in names if scope.has_collection(n)):
             totals = result.totals.setdefault(name, Totals())
+            report = labelled(progress, name)
             if stretch is None:
-                yield from _collection_rows(repo, name, a, b, scope, totals)
+                yield from _collection_rows(repo, name, a, b, scope, totals, report)
             else:
                 yield from diff_log.stretch_rows(repo, name, a.plan.snapshot, a.folded,
-                                                 stretch, scope, totals)
+                                                 stretch, scope, totals, report)
         result.seconds = time.monotonic() - began
 
     result.rows = rows()
@@ -313,7 +329,8 @@ def _side(state: StateAt, name: str, buckets: int) -> _Side:
 
 
 def _collection_rows(repo: Repository, name: str, a: StateAt, b: StateAt, scope: Scope,
-                     totals: Totals) -> Iterator[dict[str, Any]]:
+                     totals: Totals, progress: Progress | None = None
+                     ) -> Iterator[dict[str, Any]]:
     ca, cb = a.collection(name), b.collection(name)
     na = ca.buckets if ca else None
     nb = cb.buckets if cb else None
@@ -332,6 +349,9 @@ def _collection_rows(repo: Repository, name: str, a: StateAt, b: StateAt, scope:
             totals.records_to += n
             continue
         groups.append((c, ob, nb_))
+    done = g - len(groups)  # counted unread
+    if progress is not None:
+        progress("buckets", done, g)
     # Fetch every file the remaining groups need, in order, a few ahead.
     paths: list[str | None] = []
     for _, ob, nb_ in groups:
@@ -343,6 +363,9 @@ def _collection_rows(repo: Repository, name: str, a: StateAt, b: StateAt, scope:
         left = _stream(old, ob, [[next(fetched) for _ in old.paths(x)] for x in ob], scope)
         right = _stream(new, nb_, [[next(fetched) for _ in new.paths(x)] for x in nb_], scope)
         yield from join_rows(name, left, right, totals)
+        done += 1
+        if progress is not None:
+            progress("buckets", done, g)
 
 
 def _shared_and_untouched(old: _Side, new: _Side, ob: list[int], nb: list[int]) -> bool:

@@ -38,6 +38,7 @@ from daemon.changelog.window import (
 )
 from daemon.errors import IntegrityError
 from daemon.objectstore.prefetch import prefetched
+from daemon.progress import Progress
 from daemon.restore.planner import Scope
 from daemon.snapshot.compactor import Changes, fold_log, split_by_bucket
 from daemon.snapshot.datafile import Row, read_rows, rows_at
@@ -81,14 +82,15 @@ def plan_stretch(repo: Repository, topics: list[str], old_folded: Changes,
 
 
 def fold_stretch(repo: Repository, windows: list[PartitionWindow], old_folded: Changes,
-                 new_until_ms: int, scope: Scope) -> Stretch:
+                 new_until_ms: int, scope: Scope, progress: Progress | None = None) -> Stretch:
     # The later catalog is the earlier one plus the stretch's catalog events: fold onto a
     # copy (fold_log starts from a manifest's catalog).
     carrier = Manifest(id="", parent=None, created_at_ms=0, cut_time_ms=0, cut={},
                        catalog=orjson.loads(orjson.dumps(old_folded.catalog.to_json())))
     folded = fold_log(repo, windows, carrier, until_ms=new_until_ms,
                       collections=set(scope.collections) if scope.collections else None,
-                      tenants=set(scope.tenants) if scope.tenants else None)
+                      tenants=set(scope.tenants) if scope.tenants else None,
+                      progress=progress)
     return Stretch(windows, folded)
 
 
@@ -98,7 +100,8 @@ def stretch_applies(old_folded: Changes, stretch: Stretch, names: set[str]) -> b
 
 
 def stretch_rows(repo: Repository, name: str, snapshot: Manifest | None, old_folded: Changes,
-                 stretch: Stretch, scope: Scope, totals: Totals) -> Iterator[dict[str, Any]]:
+                 stretch: Stretch, scope: Scope, totals: Totals,
+                 progress: Progress | None = None) -> Iterator[dict[str, Any]]:
     """Rows of one collection: per bucket of the earlier snapshot, the keys either log window
     touches, looked up in the bucket's files by their row index, merged, compared."""
     coll = snapshot.collections.get(name) if snapshot else None
@@ -113,6 +116,8 @@ def stretch_rows(repo: Repository, name: str, snapshot: Manifest | None, old_fol
     fetched = prefetched(repo.store, [f.path for b in touched for f in _files(states[b])],
                          depth=2)
     for b in range(nb):
+        if progress is not None:
+            progress("buckets", b, nb)
         state = states[b] if b in states else (coll.bucket(b) if coll else None)
         in_file = records_in_scope(state, scope)
         totals.buckets += 1
@@ -135,6 +140,8 @@ def stretch_rows(repo: Repository, name: str, snapshot: Manifest | None, old_fol
         totals.records_from += rest
         totals.records_to += rest
         yield from join_rows(name, iter(before), after, totals)
+    if progress is not None:
+        progress("buckets", nb, nb)
 
 
 def _files(state: BucketState | None) -> list[DataFile]:

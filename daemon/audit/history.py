@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +39,7 @@ from daemon.errors import IntegrityError, VecwalError
 from daemon.keys.sealing import SEALED_FIELDS, TenantSealer
 from daemon.keys.tenants import TenantForgotten
 from daemon.objectstore.prefetch import prefetched
+from daemon.progress import Progress
 from daemon.snapshot.datafile import Version
 from daemon.sources import ContractSource, Source
 
@@ -98,11 +99,14 @@ class HistoryResult:
 
 def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
             method: str = "index", sources: Mapping[str, Source] | None = None,
-            sealer: TenantSealer | None = None) -> HistoryResult:
+            sealer: TenantSealer | None = None, progress: Progress | None = None
+            ) -> HistoryResult:
     """Read the record's events from the log (and quarantine) and describe each one.
     ``sources`` maps topic -> its Source (how a quarantined raw value names its record;
     default: the JSON contract). ``sealer``: the repository's per-tenant keys; the events of
-    a forgotten tenant are listed (time, op, id) with status ``forgotten`` and no content."""
+    a forgotten tenant are listed (time, op, id) with status ``forgotten`` and no content.
+    ``progress`` hears, per partition, the sidecars read where no index covers the segments
+    ("TOPIC/P: sidecars") and the segments read ("TOPIC/P: segments")."""
     if method not in METHODS:
         raise VecwalError(f"history method {method!r} is unknown", f"use one of {METHODS}")
     stats = HistoryStats()
@@ -110,7 +114,8 @@ def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
     for topic in topics:
         for wm in repo.list_watermarks(topic):
             stats.partitions += 1
-            for rec in _partition_events(repo, topic, wm.partition, query, method, stats):
+            for rec in _partition_events(repo, topic, wm.partition, query, method, stats,
+                                         progress):
                 found.setdefault((topic, wm.partition, rec["offset"]), rec)
     rejected = _quarantined(repo, topics, query, sources or {}, stats)
     ordered = sorted(found.items(), key=lambda kv: _version(kv[0], kv[1]))
@@ -144,17 +149,24 @@ def _version(where: tuple[str, int, int], ev: dict[str, Any]) -> Version:
 
 
 def _partition_events(repo: Repository, topic: str, partition: int, query: HistoryQuery,
-                      method: str, stats: HistoryStats) -> list[dict[str, Any]]:
+                      method: str, stats: HistoryStats, progress: Progress | None = None
+                      ) -> list[dict[str, Any]]:
     listing = sorted(list_partition_segments(repo, topic, partition))
     stats.segments += len(listing)
     for a, b in coverage(k for k, _ in listing).gaps:
         stats.gaps.append(f"{topic}/{partition} [{a}, {b})")
     sizes = dict(listing)
     keys = [k for k, _ in listing]
-    candidates = _candidates(repo, topic, partition, keys, query, method, stats)
+    where = f"{topic}/{partition}"
+    candidates = _candidates(repo, topic, partition, keys, query, method, stats,
+                             None if progress is None else
+                             lambda done, total: progress(f"{where}: sidecars", done, total))
     out: list[dict[str, Any]] = []
-    for key, data in zip(candidates, prefetched(repo.store, [k.avro for k in candidates]),
-                         strict=True):
+    for n, (key, data) in enumerate(zip(candidates, prefetched(repo.store,
+                                                              [k.avro for k in candidates]),
+                                        strict=True)):
+        if progress is not None:
+            progress(f"{where}: segments", n, len(candidates))
         stats.segments_opened += 1
         stats.bytes_opened += sizes.get(key, 0)
         assert data is not None
@@ -165,6 +177,8 @@ def _partition_events(repo: Repository, topic: str, partition: int, query: Histo
                     and rec["op"] in ("upsert", "delete") \
                     and (query.tenant is None or rec["tenant"] == query.tenant):
                 out.append(rec)
+    if progress is not None and candidates:
+        progress(f"{where}: segments", len(candidates), len(candidates))
     return out
 
 
@@ -196,8 +210,10 @@ def _blocks_with_id(data: bytes, key: SegmentKey, record_id: str) -> Iterator[di
 
 
 def _candidates(repo: Repository, topic: str, partition: int, keys: list[SegmentKey],
-                query: HistoryQuery, method: str, stats: HistoryStats) -> list[SegmentKey]:
-    """The segments that may hold an event of the id at or before ``until``."""
+                query: HistoryQuery, method: str, stats: HistoryStats,
+                progress: Callable[[int, int], None] | None = None) -> list[SegmentKey]:
+    """The segments that may hold an event of the id at or before ``until``; ``progress``
+    hears (read, total) of the sidecars read, those no index covers."""
     if method == "scan":
         return keys
     until = query.until_ms
@@ -215,9 +231,12 @@ def _candidates(repo: Repository, topic: str, partition: int, keys: list[Segment
                 early = until is None or seg.min_timestamp is None or seg.min_timestamp <= until
                 verdict[seg.key] = hit and early
     rest = [k for k in keys if k not in verdict]
+    before = stats.sidecars_read
     for key, data in zip(rest, fetch_many(repo.store, [k.sidecar for k in rest]), strict=True):
         stats.sidecars_read += 1
         verdict[key] = _sidecar_says_maybe(data, key, query)
+        if progress is not None:
+            progress(stats.sidecars_read - before, len(rest))
     return [k for k in keys if verdict[k]]
 
 

@@ -16,6 +16,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.window import offsets_after
 from daemon.objectstore import get_view
 from daemon.objectstore.prefetch import prefetched
+from daemon.progress import Progress
 from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.restore.workers import ShardPool, Workers, shard_count, shard_pool
@@ -83,10 +84,12 @@ class BucketJob:
 
 
 def execute(repo: Repository, plan: RestorePlan, sink: Sink,
-            workers: Workers | None = None) -> RestoreResult:
+            workers: Workers | None = None, progress: Progress | None = None) -> RestoreResult:
     """Restore the plan into the sink. With ``workers`` (and a sink that is
     ``parallel_safe``, and enough to read) the log windows are folded and the buckets
-    written in worker processes, one per shard of the buckets (``restore.workers``)."""
+    written in worker processes, one per shard of the buckets (``restore.workers``).
+    ``progress`` hears ("buckets", written, total) and ("records", written, 0) as each
+    bucket is written (by the parent, as the workers' buckets complete)."""
     count = 1
     if workers is not None and getattr(sink, "parallel_safe", False) \
             and plan.snapshot_bytes + plan.log_bytes >= workers.min_bytes:
@@ -94,13 +97,13 @@ def execute(repo: Repository, plan: RestorePlan, sink: Sink,
         count = shard_count(workers.count, [c.buckets for c in base.collections.values()]
                             if base else [])
     if count < 2 or workers is None:
-        return _execute(repo, plan, sink, None)
+        return _execute(repo, plan, sink, None, progress)
     with shard_pool(workers, count) as pool:
-        return _execute(repo, plan, sink, pool)
+        return _execute(repo, plan, sink, pool, progress)
 
 
-def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | None
-             ) -> RestoreResult:
+def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | None,
+             progress: Progress | None) -> RestoreResult:
     began = time.monotonic()
     scope = plan.scope
     base = plan.snapshot
@@ -172,7 +175,8 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
                                   check if old is not None else None))
     bytes_read = folded.bytes_read + sum(f.bytes for j in jobs
                                          for f in (j.old.files if j.old else []))
-    done = pool.restore(jobs, sink) if pool else _run_serial(repo, jobs, sink)
+    done = pool.restore(jobs, sink, progress) if pool else \
+        _run_serial(repo, jobs, sink, progress)
     parts: dict[str, list[WrittenState]] = {name: [] for name in sorted(names)}
     for job, (state, found) in zip(jobs, done, strict=True):
         parts[job.collection].append(state)
@@ -192,17 +196,21 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
                          rejected=screen.rejections.records())
 
 
-def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink
-                ) -> list[tuple[WrittenState, list[Rejected]]]:
-    if hasattr(repo.store, "get_view"):  # mapped files: nothing to fetch ahead
-        return [restore_screened(job, [get_view(repo.store, p) for p in job.paths], sink)
-                for job in jobs]
+def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink,
+                progress: Progress | None) -> list[tuple[WrittenState, list[Rejected]]]:
+    mapped = hasattr(repo.store, "get_view")  # mapped files: nothing to fetch ahead
     # Bucket files are large (tens of MB): one in flight beside the one being merged.
-    fetched = prefetched(repo.store, [p for j in jobs for p in j.paths], depth=1)
+    fetched = iter(()) if mapped else \
+        prefetched(repo.store, [p for j in jobs for p in j.paths], depth=1)
     out = []
+    records = 0
     for job in jobs:
-        datas = [next(fetched) for _ in job.paths]
+        datas = [get_view(repo.store, p) if mapped else next(fetched) for p in job.paths]
         out.append(restore_screened(job, datas, sink))  # type: ignore[arg-type]
+        if progress is not None:
+            records += out[-1][0].records
+            progress("buckets", len(out), len(jobs))
+            progress("records", records, 0)
     return out
 
 

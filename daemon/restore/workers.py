@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import PartitionWindow
 from daemon.objectstore import ObjectStore, get_view
+from daemon.progress import Progress
 from daemon.restore.sinks import Sink, WrittenState
 from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
 from daemon.snapshot.datafile import Key
@@ -114,10 +115,18 @@ class ShardPool:
                 out.changed.setdefault(coll, set()).update(keys)
         return out
 
-    def restore(self, jobs: list[BucketJob], sink: Sink
+    def restore(self, jobs: list[BucketJob], sink: Sink, progress: Progress | None = None
                 ) -> list[tuple[WrittenState, list[Rejected]]]:
+        """Each job written by its shard's worker; results in the jobs' order. ``progress``
+        hears ("buckets", n, total) and ("records", n, 0) here, as the buckets complete."""
         futures: list[Future[tuple[WrittenState, list[Rejected]]]] = [
             self._pools[job.bucket % self.count].submit(_restore, job, sink) for job in jobs]
+        if progress is not None:
+            records = 0
+            for n, f in enumerate(as_completed(futures), 1):
+                records += f.result()[0].records
+                progress("buckets", n, len(futures))
+                progress("records", records, 0)
         return [f.result() for f in futures]
 
 

@@ -37,6 +37,7 @@ from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.events import RECORD_OPS
 from daemon.objectstore import get_view
+from daemon.progress import Progress
 from daemon.snapshot.datafile import (
     EncodedFile,
     Key,
@@ -144,12 +145,16 @@ def log_windows(repo: Repository, topics: list[str], base: Manifest | None
 
 def fold_log(repo: Repository, windows: list[PartitionWindow], base: Manifest | None,
              until_ms: int | None, until_offsets: dict[str, dict[str, int]] | None = None,
-             collections: set[str] | None = None, tenants: set[str] | None = None) -> Changes:
-    """Read every window and fold it (steps 3-4)."""
+             collections: set[str] | None = None, tenants: set[str] | None = None,
+             progress: Progress | None = None) -> Changes:
+    """Read every window and fold it (steps 3-4); ``progress`` hears ("log partitions",
+    folded, total) after each."""
     folded = new_changes(base)
-    for window in windows:
+    for n, window in enumerate(windows, 1):
         merge_fold(folded, fold_window(repo, window, until_ms, stop_offset(window, until_offsets),
                                        collections, tenants))
+        if progress is not None:
+            progress("log partitions", n, len(windows))
     return folded
 
 
@@ -247,12 +252,14 @@ class Compactor:
     def __init__(self, repo: Repository, topics: list[str], *, codec: str = "null",
                  min_buckets: int = 16, target_bucket_records: int = 50_000,
                  lease_ttl_s: float = 600.0, delta_ratio: float = 0.25,
-                 max_step_bytes: int = 256 << 20) -> None:
+                 max_step_bytes: int = 256 << 20, progress: Progress | None = None) -> None:
         self.repo, self.topics, self.codec = repo, topics, codec
         self.min_buckets, self.target = min_buckets, target_bucket_records
         self.lease_ttl_s = lease_ttl_s
         self.delta_ratio = delta_ratio
         self.max_step_bytes = max_step_bytes
+        self.progress = progress
+        """Hears ("log partitions", read, total) and ("buckets", folded, total) of each step."""
         self.written = 0
         self.rejected: list[Rejected] = []
         """The records the last run left out for their dimension (besides those carried)."""
@@ -341,7 +348,7 @@ class Compactor:
         # Listed again (``_steps`` listed them too), and after valid-through was read: every
         # segment made durable before the watermark that vouches for cut_time is then seen.
         windows = log_windows(self.repo, self.topics, base)
-        folded = fold_log(self.repo, windows, base, until_ms=cut_time)
+        folded = fold_log(self.repo, windows, base, until_ms=cut_time, progress=self.progress)
         self.log_read = (self.log_read[0] + folded.events, self.log_read[1] + folded.bytes_read)
         self.cut_report = cut_report(self.repo, self.topics, cut_time, valid,
                                      offsets_after(windows, folded.cut))
@@ -354,12 +361,15 @@ class Compactor:
         self.written = 0
         names = set(base.collections if base else ()) | set(folded.records) | \
             set(folded.touched_by_drop)
+        sizes = {name: base.collections[name].buckets if base and name in base.collections
+                 else choose_buckets(len(folded.records[name].changes) if name in folded.records
+                                     else 0, self.min_buckets, self.target) for name in names}
+        total, done = sum(sizes.values()), 0
         for name in sorted(names):
             prev = base.collections.get(name) if base else None
             changes = folded.records.get(name, BucketChanges())
             screen.changes(name, changes)
-            nb = prev.buckets if prev else choose_buckets(len(changes.changes), self.min_buckets,
-                                                          self.target)
+            nb = sizes[name]
             by_bucket = split_by_bucket(changes, nb)
             drop = folded.catalog.drop_filter(name)
             if prev is not None and screen.needs_buckets(name, drop):
@@ -375,6 +385,9 @@ class Compactor:
                     old = self._fold_bucket(where, old, by_bucket.get(b), drop, rewrite=dropped)
                 if old is not None:
                     states.append(old)
+                done += 1
+                if self.progress is not None:
+                    self.progress("buckets", done, total)
             state = collection_state(nb, states)
             if state.records or name in folded.catalog.live()["collections"]:
                 collections[name] = state
