@@ -9,12 +9,18 @@ import argparse
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.changelog.repository import Repository
+from daemon.cli_progress import progress_bars
 from daemon.cli_restore import load_cli_config
 from daemon.errors import VecwalError
+from daemon.progress import Progress
 from daemon.restore.target import RestoreTarget
+
+if TYPE_CHECKING:
+    from daemon.audit.diff import Diff
+    from daemon.restore.planner import Scope
 
 FORMATS = ("table", "json", "csv")
 
@@ -103,8 +109,9 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
         from daemon.keys.tenants import TenantKeys
 
         sealer = TenantSealer(TenantKeys.of(repo.store))
-    result = history(repo, config.kafka.topics, query, method=args.method,
-                     sources=sources_for(config.kafka), sealer=sealer)
+    with progress_bars(args.format == "json") as shown:
+        result = history(repo, config.kafka.topics, query, method=args.method,
+                         sources=sources_for(config.kafka), sealer=sealer, progress=shown)
     seconds = time.monotonic() - began
     if args.format == "json":
         _write(json_lines(result.events, COLUMNS))
@@ -143,6 +150,26 @@ def _target(text: str, flag: str) -> RestoreTarget:
 
 
 def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
+    from daemon.restore.planner import Scope
+
+    config = load_cli_config(args.config)
+    repo: Repository = open_repository(config)
+    scope = Scope(frozenset(args.collection) if args.collection else None,
+                  frozenset(args.tenant) if args.tenant else None)
+    with progress_bars(args.format == "json") as shown:
+        d = _diff(args, repo, config.kafka.topics, scope, shown)
+    t = d.total
+    rate = max(t.records_from, t.records_to) / d.seconds if d.seconds else 0.0
+    print(f"diff: {t.added:,} added, {t.updated:,} updated, {t.deleted:,} deleted, "
+          f"{t.unchanged:,} unchanged; compared by {d.method}, {t.buckets_skipped} of "
+          f"{t.buckets} buckets skipped unread; {d.seconds:.2f}s ({rate:,.0f} records/s)",
+          file=sys.stderr)
+    return 0
+
+
+def _diff(args: argparse.Namespace, repo: Repository, topics: list[str], scope: Scope,
+          progress: Progress | None) -> Diff:
+    """The diff, its rows printed as they are read (the bars run meanwhile)."""
     from daemon.audit.diff import COLUMNS, diff
     from daemon.audit.render import (
         DIFF_TABLE,
@@ -151,14 +178,10 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
         json_lines,
         table_lines,
     )
-    from daemon.restore.planner import Scope
 
-    config = load_cli_config(args.config)
-    repo: Repository = open_repository(config)
-    scope = Scope(frozenset(args.collection) if args.collection else None,
-                  frozenset(args.tenant) if args.tenant else None)
-    d = diff(repo, config.kafka.topics, _target(args.from_, "--from"), _target(args.to, "--to"),
-             scope, allow_incomplete=args.allow_incomplete, method=args.method)
+    d = diff(repo, topics, _target(args.from_, "--from"), _target(args.to, "--to"),
+             scope, allow_incomplete=args.allow_incomplete, method=args.method,
+             progress=progress)
     if args.format == "json":
         _write(json_lines(d.rows, COLUMNS))
         _write(json_lines(d.total_rows(), COLUMNS))
@@ -184,13 +207,7 @@ def _cmd_diff(args: argparse.Namespace, open_repository: Any) -> int:
         if not any_row:
             print("(no difference)")
         _write(diff_totals_lines(d.total_rows()))
-    t = d.total
-    rate = max(t.records_from, t.records_to) / d.seconds if d.seconds else 0.0
-    print(f"diff: {t.added:,} added, {t.updated:,} updated, {t.deleted:,} deleted, "
-          f"{t.unchanged:,} unchanged; compared by {d.method}, {t.buckets_skipped} of "
-          f"{t.buckets} buckets skipped unread; {d.seconds:.2f}s ({rate:,.0f} records/s)",
-          file=sys.stderr)
-    return 0
+    return d
 
 
 def _cmd_index(args: argparse.Namespace, open_repository: Any) -> int:

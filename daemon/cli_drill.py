@@ -28,7 +28,8 @@ def add_command(sub: Any, open_repository: Any) -> None:
 
 def _cmd_drill(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.cli_jobs import job_run
-    from daemon.cli_restore import load_cli_config, progress_printer
+    from daemon.cli_progress import progress_bars
+    from daemon.cli_restore import load_cli_config
     from daemon.drill import record_drill, run_drill
     from daemon.jobs.notes import note_drill
     from daemon.restore.planner import Scope
@@ -41,13 +42,15 @@ def _cmd_drill(args: argparse.Namespace, open_repository: Any) -> int:
     cols = args.collection or config.drill.collections
     scope = Scope(frozenset(cols) if cols else None)
 
-    def factory(spec: str, cfg: Any, **options: Any) -> Any:
-        return open_sink(spec, cfg, progress=progress_printer(), **options)
+    with job_run(args, repo, "drill") as job, progress_bars(args.json) as shown:
+        def factory(spec: str, cfg: Any, **options: Any) -> Any:
+            return open_sink(spec, cfg, progress=None if shown is None else shown.loads(),
+                             **options)
 
-    with job_run(args, repo, "drill") as job:
         job.scope(collections=cols or None, target=to)
         job.begin()
-        rec = run_drill(config, repo, into, to=to, scope=scope, open_sink=factory)
+        rec = run_drill(config, repo, into, to=to, scope=scope, open_sink=factory,
+                        progress=shown)
         key = record_drill(repo, rec)
         note_drill(job, rec)
         job.exit_code(1 if rec.error is not None else 0 if rec.ok else 5)

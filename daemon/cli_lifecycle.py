@@ -4,12 +4,11 @@ argv and printing only; the work is daemon/lifecycle/."""
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 from daemon.changelog.repository import Repository
+from daemon.cli_progress import progress_bars
 from daemon.cli_restore import emit_json, load_cli_config
 from daemon.config import Config
 
@@ -44,20 +43,13 @@ def _cmd_prune(args: argparse.Namespace, open_repository: OpenRepository) -> int
 
     config = load_cli_config(args.config)
     policy = Policy.from_config(config.retention, config.jobs.keep_days)
-    last = [time.monotonic()]
-
-    def progress(kind: str, done: int, total: int) -> None:
-        if time.monotonic() - last[0] >= 2.0 or done == total:
-            last[0] = time.monotonic()
-            print(f"  deleted {done:,}/{total:,} {kind}", file=sys.stderr, flush=True)
-
     repo = open_repository(config)
 
     def run() -> PruneResult:
-        return prune(repo, policy, confirm=args.confirm,
-                     lease_ttl_s=config.compaction.lease_ttl_s,
-                     progress=None if args.json else progress,
-                     lock_ms=int(lock_seconds(config) * 1000) or None)
+        with progress_bars(args.json) as shown:
+            return prune(repo, policy, confirm=args.confirm,
+                         lease_ttl_s=config.compaction.lease_ttl_s, progress=shown,
+                         lock_ms=int(lock_seconds(config) * 1000) or None)
 
     if not args.confirm:  # a dry run plans: not a job, no record
         result = run()

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Any
 
@@ -13,6 +14,7 @@ import orjson
 
 from daemon.changelog.repository import Repository
 from daemon.cli_jobs import job_run
+from daemon.cli_progress import progress_bars
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
 from daemon.jobs.notes import note_compaction, note_restore
@@ -96,7 +98,9 @@ def _compact(args: argparse.Namespace, config: Config, repo: Repository, job: Jo
     job.scope(target=args.to, target_ms=cut)
     compactor = Compactor.from_config(repo, config)
     job.begin()
-    m = compactor.compact(cut)
+    with progress_bars(args.json) as shown:
+        compactor.progress = shown
+        m = compactor.compact(cut)
     note_compaction(job, compactor, m)
     counts = {c: s.records for c, s in m.collections.items()}
     summary: dict[str, Any] = {"snapshot": m.id, "parent": m.parent,
@@ -135,19 +139,6 @@ def make_sink(spec: str, config: Config, **options: Any) -> Sink:
     return open_sink(spec, config, **options)
 
 
-def progress_printer(every_s: float = 2.0) -> Any:
-    """A progress callback for engine loads: a line on stderr every few seconds."""
-    last: dict[str, float] = {}
-
-    def show(collection: str, loaded: int) -> None:
-        now = time.monotonic()
-        if now - last.get(collection, 0.0) >= every_s:
-            last[collection] = now
-            print(f"  loading {collection}: {loaded:,} records", file=sys.stderr, flush=True)
-
-    return show
-
-
 def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
@@ -178,9 +169,16 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
     # --workers N is honoured as given; by default one per CPU, for large restores only.
     workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
         else Workers(os.cpu_count() or 1, store_opener(config))
-    sink = make_sink(args.into, config, replace=args.replace, rename=parse_rename(args.rename),
-                     progress=None if args.dry_run else progress_printer(),
-                     workers=workers.count, parallel_min_bytes=workers.min_bytes)
+    bars = ExitStack()  # closed before the report is printed
+    shown = bars.enter_context(progress_bars(args.json or args.dry_run))
+    try:
+        sink = make_sink(args.into, config, replace=args.replace,
+                         rename=parse_rename(args.rename),
+                         progress=None if shown is None else shown.loads(),
+                         workers=workers.count, parallel_min_bytes=workers.min_bytes)
+    except BaseException:
+        bars.close()
+        raise
     try:
         if job is not None:
             job.begin()
@@ -192,11 +190,12 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
             else:
                 _print_plan(plan.to_dict())
             return 0
-        result = execute(repo, plan, sink, workers)
+        result = execute(repo, plan, sink, workers, progress=shown)
         began = time.monotonic()
         report = None if args.no_validate else validate(result, sink)
         validation_s = time.monotonic() - began
     finally:
+        bars.close()
         close = getattr(sink, "close", None)
         if close is not None:
             close()

@@ -1,15 +1,14 @@
 """``vecwal verify``: argv and printing for daemon/verify.py. The report goes to stdout (text,
-or JSON with ``--json``); progress of a deep check goes to stderr every few seconds. Exit 0
+or JSON with ``--json``); progress of a deep check is a bar on stderr (``cli_progress``). Exit 0
 when nothing a restore needs is wrong, 3 (integrity error) otherwise."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from typing import Any
 
 from daemon.cli_jobs import job_run
+from daemon.cli_progress import progress_bars
 from daemon.cli_restore import emit_json, load_cli_config
 from daemon.jobs.notes import note_verify
 
@@ -27,19 +26,12 @@ def _cmd_verify(args: argparse.Namespace, open_repository: Any) -> int:
     from daemon.verify import verify
 
     config = load_cli_config(args.config)
-    last = [time.monotonic()]
-
-    def progress(what: str, done: int, total: int) -> None:
-        if time.monotonic() - last[0] >= 2.0 or done == total:
-            last[0] = time.monotonic()
-            print(f"  checked {done:,}/{total:,} {what}", file=sys.stderr, flush=True)
-
     repo = open_repository(config)
     with job_run(args, repo, "verify") as job:
         job.note(deep=args.deep)
         job.begin()
-        report = verify(repo, config.kafka.topics, deep=args.deep,
-                        progress=progress if args.deep else None)
+        with progress_bars(args.json or not args.deep) as shown:
+            report = verify(repo, config.kafka.topics, deep=args.deep, progress=shown)
         note_verify(job, report)
         job.exit_code(0 if report.ok else 3)
     if args.json:
