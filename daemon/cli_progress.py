@@ -81,6 +81,15 @@ class _Rate(ProgressColumn):
         return Text("-/s" if speed is None else f"{speed:,.0f}/s", style="progress.data.speed")
 
 
+class _Eta(TimeRemainingColumn):
+    """The time left, where there is a total to reach."""
+
+    def render(self, task: Task) -> Text:
+        if task.total is None:
+            return Text("")
+        return Text.assemble("eta ", super().render(task))
+
+
 class Bars:
     """A ``daemon.progress.Progress`` that draws one bar per ``what`` on ``console``. A
     total of 0 gives a bar without an end (a count and its rate); a ``done`` below the last
@@ -90,7 +99,7 @@ class Bars:
         self.console = console
         self._bars = RichProgress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            TimeElapsedColumn(), _Eta(),
             console=console, redirect_stdout=False, redirect_stderr=False,
             refresh_per_second=4)
         self._tasks: dict[str, TaskID] = {}

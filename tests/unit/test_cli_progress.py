@@ -47,6 +47,7 @@ def test_an_unknown_total_shows_a_count_and_a_new_pass_starts_again() -> None:
                   ("buckets", 3, 3), ("buckets", 1, 5), ("buckets", 5, 5)])
     lines = text.strip().splitlines()[-2:]
     assert lines[0].startswith("records") and "25/?" in lines[0], text
+    assert re.search(r"\d+/s", lines[0]) and "eta" not in lines[0], "a rate, no time left"
     assert lines[1].startswith("buckets") and "5/5" in lines[1], "restarted on a new total"
 
 
