@@ -105,13 +105,21 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
     if new_kek.name == ring.kek.name:
         raise ConfigError(f"--new-kek is the configured kek ({new_kek.name})",
                           "generate a new key (`vecwal keys generate`) or name another KMS key")
+    from daemon.keys.tenants import TenantKeys
+
+    old_kek = ring.kek
     report = rotate(ring, new_kek)
+    # then the tenant keys (per_tenant_keys), in the same order: each gains the new wrapping,
+    # then loses the old; running it again (with the old kek configured) finishes it
+    tenants = TenantKeys(ring.store, old_kek, ring.repository_id).rewrap(new_kek)
     if args.json:
         print(orjson.dumps({"new_key": report.new_key, "rewrapped": report.rewrapped,
+                            "tenant_keys_rewrapped": len(tenants),
                             "old_kek": report.old_kek, "new_kek": report.new_kek}).decode())
         return 0
     print(f"rotated {ring.store.url}: {len(report.rewrapped)} keys re-wrapped from "
-          f"{report.old_kek} to {report.new_kek}; new objects use key {report.new_key}")
+          f"{report.old_kek} to {report.new_kek}; new objects use key {report.new_key}"
+          + (f"; {len(tenants)} tenant keys re-wrapped" if tenants else ""))
     print(f"next: set [encryption] kek = {args.new_kek!r} in {config.source} and restart every "
           "vecwal process of this repository (they still hold the old keyring)")
     return 0

@@ -176,13 +176,47 @@ class TenantKeys:
         return record
 
     def _derive(self, digest: str, record: KeyRecord) -> TenantKey:
+        return TenantKey.derive(bytes.fromhex(record.id), self._unwrap(digest, record))
+
+    def _unwrap(self, digest: str, record: KeyRecord) -> bytes:
         for name, wrapped in record.wrappings:
             if name == self.kek.name:
-                key = self.kek.unwrap(wrapped, self._context(digest, record.id))
-                return TenantKey.derive(bytes.fromhex(record.id), key)
+                return self.kek.unwrap(wrapped, self._context(digest, record.id))
         raise EncryptionKeyError(f"tenant key {record.id} is wrapped by "
                                  f"{', '.join(n for n, _ in record.wrappings)}, not by "
-                                 f"{self.kek.name}", "configure the kek that wrapped it")
+                                 f"{self.kek.name}", "configure the kek that wrapped it "
+                                 "(or finish `vecwal keys rotate` with it)")
+
+    # -- rotation ---------------------------------------------------------------------------
+    def rewrap(self, new_kek: KeyEncryptionKey) -> list[str]:
+        """Every tenant key wrapped by ``new_kek`` instead of this store's KEK (``vecwal keys
+        rotate``), in the keyring's commit order: each key first gains the new wrapping, and
+        only when every key has it do the old wrappings go. Idempotent: an interrupted
+        rotation is finished by running it again. Returns the key ids."""
+        found = []
+        for info in self.store.list(TENANT_KEYS):
+            data = self.store.get(info.key)
+            record, raw = _decode(info.key, data), orjson.loads(data)
+            digest = info.key[len(TENANT_KEYS):].split("/", 1)[0]
+            if all(k != new_kek.name for k, _ in record.wrappings):
+                plain = self._unwrap(digest, record)
+                wrapped = new_kek.wrap(plain, self._context(digest, record.id))
+                record = self._put(info.key, raw, record,
+                                   [*record.wrappings, (new_kek.name, wrapped)])
+            found.append((info.key, raw, record))
+        for name, raw, record in found:
+            if len(record.wrappings) > 1:
+                self._put(name, raw, record,
+                          [(k, w) for k, w in record.wrappings if k == new_kek.name])
+        return [record.id for _, _, record in found]
+
+    def _put(self, key: str, raw: dict[str, Any], record: KeyRecord,
+             wrappings: list[tuple[str, bytes]]) -> KeyRecord:
+        new = KeyRecord(record.id, record.created_at_ms, tuple(wrappings))
+        body = orjson.loads(new.encode())
+        body.update(collection=raw["collection"], tenant=raw["tenant"])
+        self.store.put(key, orjson.dumps(body))
+        return new
 
     # -- forgetting -------------------------------------------------------------------------
     def is_forgotten(self, collection: str, tenant: str) -> bool:
