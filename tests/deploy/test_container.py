@@ -91,7 +91,7 @@ def health_server() -> Iterator[tuple[int, dict[str, int]]]:
     status = {"code": 200}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             self.send_response(status["code"] if self.path == "/healthz" else 404)
             self.end_headers()
 
