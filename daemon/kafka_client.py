@@ -39,6 +39,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from daemon.errors import ConfigError, VecwalError
+from daemon.kafka_logging import client_logger
 from daemon.tlsprobe import check_ca_file, host_port, speaks_tls
 
 CONSUMER_ONLY = ("fetch.", "queued.", "max.partition", "auto.", "enable.auto", "group.",
@@ -192,9 +193,9 @@ def _detail(line: str) -> str:
 
 
 def _collector(into: list[str]) -> logging.Logger:
-    """A logger (outside logging's registry and vecwal's own output) that keeps the client's
-    log lines for :func:`diagnose`."""
-    logger = logging.Logger("vecwal.kafka.check", logging.INFO)
+    """The client's logger: its lines are kept for :func:`diagnose` and, like every client's,
+    written as vecwal's events (:func:`daemon.kafka_logging.client_logger`)."""
+    logger = client_logger("check")
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

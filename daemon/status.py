@@ -116,8 +116,9 @@ def kafka_offsets_reader(config: Config, timeout: float = 10.0) -> Callable[[], 
 
         # a wrong password, CA or security.protocol: named now, not a 10 s metadata timeout
         check_brokers(config.kafka.bootstrap_servers, config.kafka.client, timeout=timeout)
-        settings = consumer_settings(config)
-        consumer = Consumer(settings)
+        from daemon.kafka_logging import with_logger
+
+        consumer = Consumer(with_logger(consumer_settings(config), "status"))  # close() serves
         try:
             parts = partitions_of(consumer, config.kafka.topics, timeout)
             marks = high_watermarks(consumer, parts, timeout)

@@ -22,6 +22,7 @@ import orjson
 from confluent_kafka import Producer
 
 from daemon.events import CHANGE_EVENT_SCHEMA
+from daemon.kafka_logging import with_logger
 
 BAD_KINDS = ("unparseable", "unknown_op", "missing_field", "wrong_dimension", "non_finite",
              "bad_vector", "oversize")
@@ -183,9 +184,9 @@ def produce(bootstrap: str, topic: str, events: Iterable[GeneratedEvent],
     """Produce as an ordinary producer does (batched, linger.ms=5); each event to the
     partition its key hashes to, or to ``partitions`` in turn. ``client``: more librdkafka
     properties (a secured listener's security.protocol, sasl.*, ssl.ca.location)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "message.max.bytes": 10_000_000, "enable.idempotence": True,
-                         **(client or {})})
+    producer = Producer(with_logger({"bootstrap.servers": bootstrap, "linger.ms": 5,
+                                     "message.max.bytes": 10_000_000,
+                                     "enable.idempotence": True, **(client or {})}, "workload"))
     out: list[Produced] = []
     errors: list[str] = []
 

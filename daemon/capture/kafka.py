@@ -16,6 +16,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not marked 
 from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.kafka_client import admin_settings
+from daemon.kafka_logging import serve, with_logger
 
 
 def consumer_settings(config: Config) -> dict[str, Any]:
@@ -67,17 +68,20 @@ def timestamp_types(config: Config, timeout: float = 10.0) -> dict[str, str]:
     """Each configured topic's ``message.timestamp.type`` (CreateTime or LogAppendTime), read
     with the admin API (DescribeConfigs)."""
     k = config.kafka
-    admin = AdminClient(admin_settings(k.bootstrap_servers, k.client))
+    admin = AdminClient(with_logger(admin_settings(k.bootstrap_servers, k.client), "capture"))
     resources = [ConfigResource(ResourceType.TOPIC, t) for t in k.topics]
     out = {}
     try:
         for res, fut in admin.describe_configs(resources, request_timeout=timeout).items():
             entries = fut.result(timeout=timeout)
             out[res.name] = entries["message.timestamp.type"].value
-    except (KafkaException, KeyError) as exc:
-        raise VecwalError(f"cannot read the topics' message.timestamp.type: {exc}",
+    except (KafkaException, KeyError, TimeoutError) as exc:  # no answer: TimeoutError
+        raise VecwalError(f"cannot read the topics' message.timestamp.type: "
+                          f"{str(exc) or f'no answer within {timeout:g}s'}",
                           "check [kafka] bootstrap_servers and that capture may "
                           "DescribeConfigs on its topics (an ACL may forbid it)") from None
+    finally:
+        serve(admin)  # its log lines, before it is dropped
     return out
 
 

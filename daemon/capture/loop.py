@@ -72,6 +72,7 @@ from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
 from daemon.kafka_client import check_brokers, explain
+from daemon.kafka_logging import ErrorLog, with_logger
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
 from daemon.sources import native_topics, sources_for
@@ -104,6 +105,7 @@ class CaptureLoop:
         self._future = FutureStamps(self.cfg.clock_margin_ms,
                                     lambda topic: self.metrics.future_stamped.labels(topic).inc())
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
+        self._kafka_errors = ErrorLog("capture")  # error_cb's events, repeats counted
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
         self._seeder = DimensionSeeder(KnownSchemas(repo, config.kafka.topics),
                                        self.cfg.dimensions)  # read on assignment
@@ -567,14 +569,14 @@ class CaptureLoop:
         settings = consumer_settings(self.config)
         settings["error_cb"] = self._on_kafka_error
         settings["on_commit"] = self._on_commit
-        return settings
+        return with_logger(settings, "capture")  # librdkafka's lines: events, served by consume
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.metrics.errors.labels("kafka").inc()
         why = explain(err, self.config.kafka.bootstrap_servers, self.config.kafka.client)
-        # librdkafka retries a refused login forever: say what to fix, each time
-        (log.error if why.hint else log.warning)("kafka client error", error=why.message,
-                                                 hint=why.hint or None)
+        # librdkafka retries a refused login forever: say what to fix (once per window)
+        errors = self._kafka_errors
+        (errors.error if why.hint else errors.warning)(why.message, hint=why.hint or None)
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:

@@ -144,6 +144,7 @@ def read_sample(config: Config, topic: str, n: int, *, from_end: bool = False,
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of
+    from daemon.kafka_logging import with_logger
 
     if consumer_factory is None:  # a wrong password, CA or security.protocol: named at once
         from daemon.kafka_client import check_brokers
@@ -155,7 +156,7 @@ def read_sample(config: Config, topic: str, n: int, *, from_end: bool = False,
         "client.id": f"vecwal-check-mapping-{socket.gethostname()}-{os.getpid()}",
         "enable.auto.commit": False, "enable.auto.offset.store": False,
         "enable.partition.eof": True, "auto.offset.reset": "earliest"})
-    consumer = (consumer_factory or Consumer)(settings)
+    consumer = (consumer_factory or Consumer)(with_logger(settings, "check-mapping"))
     try:
         parts = partitions_of(consumer, [topic], timeout)
         marks = high_watermarks(consumer, parts, timeout)

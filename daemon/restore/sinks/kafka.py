@@ -80,6 +80,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from daemon.errors import BadEvent, IntegrityError, VecwalError
 from daemon.events import CHANGE_EVENT_SCHEMA, CONTRACT_FIELDS, CONTROL_OPS, EventParser
 from daemon.kafka_client import check_brokers
+from daemon.kafka_logging import with_logger
 from daemon.restore.sinks import WrittenState
 from daemon.snapshot.datafile import StateDigest
 from daemon.snapshot.state import Catalog, record_from_event
@@ -137,7 +138,7 @@ class KafkaSink:
         settings.setdefault("linger.ms", 20)
         settings.setdefault("compression.type", "lz4")
         try:
-            self._producer = Producer(settings)
+            self._producer = Producer(with_logger(settings, "kafka-sink"))  # polled, flushed
         except KafkaException as exc:
             raise VecwalError(f"cannot create a Kafka producer for topic {self.topic!r}: "
                               f"{_kafka_error(exc)}",
@@ -266,7 +267,7 @@ class KafkaSink:
             "auto.offset.reset": "error",  # a range deleted under us is an error, not a skip
             "allow.auto.create.topics": False,
         })
-        return Consumer(settings)
+        return Consumer(with_logger(settings, "kafka-sink"))  # its close() serves the log
 
     def _partitions(self) -> list[int]:
         """The topic's partitions, from a metadata listing of all topics (asking for the one
