@@ -142,3 +142,17 @@ def test_systemd_analyze_verifies_the_units_and_rates_the_sandbox(tmp_path: Path
         assert level, security.stdout[-2000:] + security.stderr
         # 0-10, lower is safer; "OK" is below 2.0. A plain unit with User= scores about 9.
         assert float(level.group(1)) <= 2.0 and level.group(2) == "OK", level.group(0)
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None,
+                    reason="systemd-sysusers is not installed")
+def test_sysusers_creates_the_user_the_units_run_as(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    dry = subprocess.run(["systemd-sysusers", "--dry-run", f"--root={tmp_path}",
+                          str(UNITS / "vecwal.sysusers")], capture_output=True, text=True,
+                         timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    said = dry.stdout + dry.stderr
+    assert "Creating group 'vecwal'" in said and "Creating user 'vecwal'" in said, said
+    for path in (SERVICE, DRILL):
+        assert unit(path)["Service"]["User"] == unit(path)["Service"]["Group"] == ["vecwal"]
