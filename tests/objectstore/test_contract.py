@@ -254,7 +254,12 @@ def test_create_only_on_existing_key_keeps_original(store: ObjectStore) -> None:
 
 
 @pytest.mark.parametrize("round_", range(3))
-def test_concurrent_create_only_exactly_one_wins(store: ObjectStore, round_: int) -> None:
+def test_concurrent_create_only_exactly_one_wins(backend: Backend, store: ObjectStore,
+                                                 round_: int) -> None:
+    if backend.name.startswith("moto"):
+        pytest.skip("moto checks If-None-Match and stores the object in two steps without a "
+                    "lock: under load two writers both win (seen on a loaded machine). The real "
+                    "S3 servers (s3proxy, SeaweedFS) and file:// hold the contract here")
     key = f"race/{round_}"
     threads = 8
     barrier = threading.Barrier(threads)
