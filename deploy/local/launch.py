@@ -23,6 +23,9 @@ outside the clone:
                                                                proxy, built to bind 127.0.0.1 only)
     $VECWAL_CACHE/promtool-<version>/promtool                  Prometheus's rule checker (Go module
                                                                proxy; tests/deploy/test_alerts.py)
+    $VECWAL_CACHE/compose-spec-<version>/compose-spec.json    the Compose schema, out of the Go
+                                                               module compose-go (Go module proxy;
+                                                               tests/deploy/test_compose.py)
 
 In-process API (what the pytest fixtures use)::
 
@@ -76,6 +79,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 
 from localsvc.cli import main
 from localsvc.common import HOST, LaunchError
+from localsvc.composeschema import COMPOSE_GO_VERSION, compose_schema_path, install_compose_schema
 from localsvc.connect import KafkaConnect, debezium_postgres_config
 from localsvc.install import (
     S3PROXY_VERSION,
@@ -99,6 +103,7 @@ from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_
 from localsvc.seaweedfs import S3Identity, SeaweedFS
 
 __all__ = [
+    "COMPOSE_GO_VERSION",
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_REGION",
     "DEFAULT_SECRET_KEY",
@@ -118,9 +123,11 @@ __all__ = [
     "SchemaRegistry",
     "SeaweedFS",
     "cache_dir",
+    "compose_schema_path",
     "debezium_postgres_config",
     "free_ports",
     "install",
+    "install_compose_schema",
     "install_connect",
     "install_kafka",
     "install_kms",

@@ -16,5 +16,6 @@ deploy/local on sys.path and re-exports the API:
     postgres  PostgresServer (PostgreSQL 18 + pgvector, wal_level=logical; as root: run as nobody)
     connect   KafkaConnect (standalone worker, Debezium PostgresConnector) and its config
     promtool  the pinned promtool build (Go module proxy), for the alert rules' tests
+    composeschema  the Compose specification's JSON schema (from the pinned compose-go module)
     cli       ``launch.py install|start|stop|status``
 """

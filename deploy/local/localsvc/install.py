@@ -444,7 +444,7 @@ def install_seaweedfs() -> Path:
 
 
 INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms",
-               "promtool")
+               "promtool", "compose-schema")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
@@ -479,4 +479,9 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
 
         go_executable()
         done.append(f"promtool {PROMETHEUS_VERSION} ({install_promtool()})")
+    if "compose-schema" in only:
+        from .composeschema import COMPOSE_GO_VERSION, install_compose_schema  # imports us
+
+        go_executable()
+        done.append(f"Compose schema (compose-go {COMPOSE_GO_VERSION}) ({install_compose_schema()})")
     say("installed: " + ", ".join(done))
