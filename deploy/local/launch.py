@@ -26,6 +26,8 @@ outside the clone:
     $VECWAL_CACHE/compose-spec-<version>/compose-spec.json    the Compose schema, out of the Go
                                                                module compose-go (Go module proxy;
                                                                tests/deploy/test_compose.py)
+    $VECWAL_CACHE/helm-<version>/helm                          Kubernetes's package manager (Go
+                                                               module proxy; tests/deploy/test_helm.py)
 
 In-process API (what the pytest fixtures use)::
 
@@ -81,6 +83,7 @@ from localsvc.cli import main
 from localsvc.common import HOST, LaunchError
 from localsvc.composeschema import COMPOSE_GO_VERSION, compose_schema_path, install_compose_schema
 from localsvc.connect import KafkaConnect, debezium_postgres_config
+from localsvc.helm import HELM_VERSION, helm_executable, install_helm
 from localsvc.install import (
     S3PROXY_VERSION,
     SEAWEEDFS_VERSION,
@@ -107,6 +110,7 @@ __all__ = [
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_REGION",
     "DEFAULT_SECRET_KEY",
+    "HELM_VERSION",
     "HOST",
     "LOCAL_KMS_VERSION",
     "PROMETHEUS_VERSION",
@@ -126,9 +130,11 @@ __all__ = [
     "compose_schema_path",
     "debezium_postgres_config",
     "free_ports",
+    "helm_executable",
     "install",
     "install_compose_schema",
     "install_connect",
+    "install_helm",
     "install_kafka",
     "install_kms",
     "install_postgres",

@@ -17,5 +17,6 @@ deploy/local on sys.path and re-exports the API:
     connect   KafkaConnect (standalone worker, Debezium PostgresConnector) and its config
     promtool  the pinned promtool build (Go module proxy), for the alert rules' tests
     composeschema  the Compose specification's JSON schema (from the pinned compose-go module)
+    helm      the pinned helm build (Go module proxy), for the chart's tests
     cli       ``launch.py install|start|stop|status``
 """

@@ -168,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser(
-        "install", help="fetch the Kafka jars, s3proxy and the Compose schema, build SeaweedFS, local-kms "
-        "and promtool, into "
+        "install", help="fetch the Kafka jars, s3proxy and the Compose schema, build SeaweedFS, local-kms, "
+        "promtool and helm, into "
         "$VECWAL_CACHE"
     )
     p.add_argument("only", nargs="*", metavar="SERVICE",

@@ -16,6 +16,8 @@ run it.
                                                                it, with the Go caches above)
     $VECWAL_CACHE/promtool-<version>/promtool                  Prometheus's rule checker
                                                                (promtool.py, the same Go caches)
+    $VECWAL_CACHE/helm-<version>/helm                          Kubernetes's package manager, for
+                                                               the chart (helm.py, the same Go caches)
 
 <shared> is $VECWAL_CACHE itself when every directory above it is traversable by other users;
 as root (here and in CI) ~/.cache is under /root (mode 700), and PostgreSQL refuses to run as
@@ -444,7 +446,7 @@ def install_seaweedfs() -> Path:
 
 
 INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms",
-               "promtool", "compose-schema")
+               "promtool", "compose-schema", "helm")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
@@ -484,4 +486,9 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
 
         go_executable()
         done.append(f"Compose schema (compose-go {COMPOSE_GO_VERSION}) ({install_compose_schema()})")
+    if "helm" in only:
+        from .helm import HELM_VERSION, install_helm  # imports us
+
+        go_executable()
+        done.append(f"helm {HELM_VERSION} ({install_helm()})")
     say("installed: " + ", ".join(done))
