@@ -179,9 +179,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
     configure_logging(config.log.level, config.log.format)
     repo = _open_repository(config)
     report = collect_status(config, repo, None if args.no_kafka else kafka_offsets_reader(config))
+    # Kafka unreadable: the store's part is complete, and the exit code says the rest is not
+    code = 1 if report.kafka_error else 0
     if args.json:
         sys.stdout.write(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
+        return code
     print(f"repository     {report.repository}")
     print(f"group          {report.group_id}")
     print(f"valid through  {report.valid_through or '-'}   RPO {_fmt(report.rpo_seconds, 's')}")
@@ -222,7 +224,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
                                      ": none recorded (`vecwal jobs` lists them)"))
     if report.last_jobs:
         print_jobs(list(report.last_jobs.values()), indent="  ")
-    return 0
+    if code:
+        print("\nerror: Kafka could not be read (above): lag and high watermarks are missing; "
+              "the repository's part is complete (--no-kafka reads the store only)",
+              file=sys.stderr)
+    return code
 
 
 def _fmt(value: object, unit: str = "") -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from daemon.changelog.repository import Repository
 from daemon.config import Config
+from daemon.errors import VecwalError
 
 KafkaOffsets = dict[tuple[str, int], tuple[int | None, int | None]]
 """(topic, partition) -> (high watermark, committed offset)."""
@@ -71,7 +72,9 @@ def collect_status(config: Config, repo: Repository,
     if kafka_offsets is not None:
         try:
             offsets = kafka_offsets()
-        except Exception as exc:  # status must work while Kafka is down
+        except VecwalError as exc:  # status must work while Kafka is down: the store's part
+            kafka_error = f"{exc.message} (fix: {exc.hint})" if exc.hint else exc.message
+        except Exception as exc:
             kafka_error = str(exc)
     marks = {(w.topic, w.partition): w for t in config.kafka.topics for w in repo.list_watermarks(t)}
     rows = []

@@ -190,7 +190,7 @@ def test_a_kafka_mistake_is_named_at_start(
                 f"kafka:{secured_kafka_topic(1)}"]
     code, text, took = refused(*args)
     if command == "status":  # status still reports the store; Kafka's part names the fix
-        assert code == 0 and "kafka" in text, text
+        assert code == 1 and "kafka" in text and "--no-kafka" in text, text
     else:
         assert code == 2, text
     assert setting in text and "[kafka.client]" in text, text
