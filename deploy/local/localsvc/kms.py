@@ -30,12 +30,12 @@ import http.client
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-from .common import HOST, LaunchError, say
-from .install import _install_lock, _remove_stale_tmp, _run_go, cache_dir, go_executable, go_workspace
+from .common import HOST, LaunchError
+from .gotool import GoTool
+from .install import _run_go
 from .process import check_port_free, free_ports, port_open
 from .service import Service
 
@@ -50,8 +50,12 @@ _LOOPBACK_PATCH = (
 )
 
 
+LOCAL_KMS = GoTool("local-kms", LOCAL_KMS_MODULE, LOCAL_KMS_VERSION, "LOCAL_KMS",
+                   "about 20 s")
+
+
 def local_kms_binary() -> Path:
-    return cache_dir() / f"local-kms-{LOCAL_KMS_VERSION}" / "local-kms"
+    return LOCAL_KMS.binary()
 
 
 def _patch_loopback(src: Path) -> None:
@@ -70,42 +74,20 @@ def _patch_loopback(src: Path) -> None:
 
 def install_kms() -> Path:
     """Build local-kms (listening on 127.0.0.1 only) into the cache unless already there."""
-    binary = local_kms_binary()
-    if binary.is_file():
-        return binary
-    with _install_lock():
-        if binary.is_file():
-            return binary
-        go_executable()
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        go_workspace().mkdir(parents=True, exist_ok=True)
-        _remove_stale_tmp(binary.parent, ".tmp-local-kms-")
-        say(f"building local-kms ({LOCAL_KMS_MODULE}@{LOCAL_KMS_VERSION}, loopback only) from "
-            f"the Go module proxy into {binary} (about 20 s, once) ...")
-        t0 = time.monotonic()
-        info = json.loads(_run_go(["mod", "download", "-json",
-                                   f"{LOCAL_KMS_MODULE}@{LOCAL_KMS_VERSION}"], cwd=go_workspace()))
-        module_dir = Path(info.get("Dir") or "")
-        if not (module_dir / "go.mod").is_file():
-            raise LaunchError(f"go mod download gave no module source ({info.get('Error', info)})")
-        tmp = binary.parent / f".tmp-local-kms-{os.getpid()}"
-        try:
-            src = tmp / "src"
-            shutil.copytree(module_dir, src)
-            for d, _, files in os.walk(src):  # the module cache may be read-only
-                os.chmod(d, 0o755)
-                for f in files:
-                    os.chmod(Path(d) / f, 0o644)
-            _patch_loopback(src)
-            _run_go(["build", "-ldflags", f"-X main.Version={LOCAL_KMS_VERSION}-loopback", "-o",
-                     str(tmp / "local-kms"), "."], cwd=src)
-            (tmp / "local-kms").rename(binary)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        mb = binary.stat().st_size / 1e6
-        say(f"local-kms {LOCAL_KMS_VERSION}: {binary} ({mb:.0f} MB, "
-            f"{time.monotonic() - t0:.0f} s)")
-    return binary
+    return LOCAL_KMS.install(_build, ", loopback only")
+
+
+def _build(module_dir: Path, tmp: Path) -> Path:
+    src = tmp / "src"
+    shutil.copytree(module_dir, src)
+    for d, _, files in os.walk(src):  # the module cache may be read-only
+        os.chmod(d, 0o755)
+        for f in files:
+            os.chmod(Path(d) / f, 0o644)
+    _patch_loopback(src)
+    _run_go(["build", "-ldflags", f"-X main.Version={LOCAL_KMS_VERSION}-loopback", "-o",
+             str(tmp / "local-kms"), "."], cwd=src)
+    return tmp / "local-kms"
 
 
 def kms_call(port: int, action: str, body: dict[str, Any], timeout: float) -> tuple[int, bytes]:

@@ -18,72 +18,46 @@ fetched and compiled, seconds when the Go build cache has them.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
-from .common import LaunchError, say
-from .install import _install_lock, _remove_stale_tmp, _run_go, cache_dir, go_executable, go_workspace
+from .common import LaunchError
+from .gotool import GoTool
+from .install import _run_go
 
 PROMETHEUS_MODULE = "github.com/prometheus/prometheus"
 PROMETHEUS_MODULE_VERSION = "v0.316.0"
 """Prometheus 3.16.0 (the Go module's versions are v0.<major><minor>.<patch>)."""
 PROMETHEUS_VERSION = "3.16.0"
 BUILD_TAGS = "remove_all_sd"
+PROMTOOL = GoTool("promtool", PROMETHEUS_MODULE, PROMETHEUS_MODULE_VERSION, "PROMTOOL",
+                  "about 3 minutes")
 
 
 def promtool_binary() -> Path:
-    return cache_dir() / f"promtool-{PROMETHEUS_MODULE_VERSION}" / "promtool"
+    return PROMTOOL.binary()
 
 
 def promtool_executable() -> Path:
     """``$PROMTOOL`` when set, else the pinned build (built now when the cache lacks it)."""
-    env = os.environ.get("PROMTOOL", "").strip()
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file() or not os.access(path, os.X_OK):
-            raise LaunchError(f"PROMTOOL={env} is not an executable file: unset it to use the "
-                              "pinned build (deploy/local/launch.py install promtool)")
-        return path
-    return install_promtool()
+    return PROMTOOL.executable(_build)
 
 
 def install_promtool() -> Path:
     """Build promtool into the cache unless already there."""
-    binary = promtool_binary()
-    if binary.is_file():
-        return binary
-    with _install_lock():
-        if binary.is_file():
-            return binary
-        go_executable()
-        binary.parent.mkdir(parents=True, exist_ok=True)
-        go_workspace().mkdir(parents=True, exist_ok=True)
-        _remove_stale_tmp(binary.parent, ".tmp-promtool-")
-        say(f"building promtool ({PROMETHEUS_MODULE}@{PROMETHEUS_MODULE_VERSION}, tags "
-            f"{BUILD_TAGS}) from the Go module proxy into {binary} (about 3 minutes, once) ...")
-        t0 = time.monotonic()
-        info = json.loads(_run_go(["mod", "download", "-json",
-                                   f"{PROMETHEUS_MODULE}@{PROMETHEUS_MODULE_VERSION}"],
-                                  cwd=go_workspace()))
-        src = Path(info.get("Dir") or "")
-        if not (src / "cmd" / "promtool").is_dir():
-            raise LaunchError(f"go mod download gave no module source ({info.get('Error', info)})")
-        tmp = binary.parent / f".tmp-promtool-{os.getpid()}"
-        version_pkg = "github.com/prometheus/common/version"
-        _run_go(["build", "-tags", BUILD_TAGS, "-ldflags",
-                 f"-X {version_pkg}.Version={PROMETHEUS_VERSION} -X {version_pkg}.Branch=vecwal",
-                 "-o", str(tmp), "./cmd/promtool"], cwd=src)
-        proc = subprocess.run([str(tmp), "--version"], capture_output=True, text=True,
-                              check=False)
-        if proc.returncode != 0 or PROMETHEUS_VERSION not in proc.stdout + proc.stderr:
-            tmp.unlink(missing_ok=True)
-            raise LaunchError(f"the built promtool does not run as {PROMETHEUS_VERSION}: "
-                              f"{(proc.stdout + proc.stderr).strip()[-500:]}")
-        tmp.rename(binary)
-        mb = binary.stat().st_size / 1e6
-        say(f"promtool {PROMETHEUS_VERSION}: {binary} ({mb:.0f} MB, "
-            f"{time.monotonic() - t0:.0f} s)")
-    return binary
+    return PROMTOOL.install(_build, f", tags {BUILD_TAGS}")
+
+
+def _build(src: Path, tmp: Path) -> Path:
+    if not (src / "cmd" / "promtool").is_dir():
+        raise LaunchError(f"{PROMETHEUS_MODULE}@{PROMETHEUS_MODULE_VERSION} has no cmd/promtool")
+    out = tmp / "promtool"
+    version_pkg = "github.com/prometheus/common/version"
+    _run_go(["build", "-tags", BUILD_TAGS, "-ldflags",
+             f"-X {version_pkg}.Version={PROMETHEUS_VERSION} -X {version_pkg}.Branch=vecwal",
+             "-o", str(out), "./cmd/promtool"], cwd=src)
+    proc = subprocess.run([str(out), "--version"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or PROMETHEUS_VERSION not in proc.stdout + proc.stderr:
+        raise LaunchError(f"the built promtool does not run as {PROMETHEUS_VERSION}: "
+                          f"{(proc.stdout + proc.stderr).strip()[-500:]}")
+    return out
