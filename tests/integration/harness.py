@@ -7,6 +7,8 @@ import itertools
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,16 @@ def vecwal(*args: str, env: dict[str, str] | None = None, timeout: float = 180,
         raise AssertionError(f"vecwal {' '.join(args)} exited {proc.returncode}\n"
                              f"{proc.stderr[-4000:]}")
     return proc
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 0.2 s until it is true; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def start_vecwal(*args: str, env: dict[str, str] | None = None,

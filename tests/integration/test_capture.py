@@ -24,6 +24,7 @@ from tests.integration.harness import (
     read_everything,
     start_vecwal,
     vecwal,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -112,15 +113,6 @@ def _settled(read, quiet_s: float, timeout: float):  # type: ignore[no-untyped-d
     raise AssertionError(f"still changing after {timeout}s: {value}")
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_kill_9_mid_run_loses_and_doubles_nothing(target: Target, tmp_path: Path,
                                                    group_id: str) -> None:
     w = mixed_stream(2, 0)
@@ -131,7 +123,7 @@ def test_kill_9_mid_run_loses_and_doubles_nothing(target: Target, tmp_path: Path
     proc = start_vecwal("run", "--config", str(cfg), env=target.env,
                         log_path=tmp_path / "daemon.log")
     repo = target.repository()
-    _wait_for(lambda: sum(1 for p in range(3) for _ in repo.list_segments(target.topic, p)) >= 6,
+    wait_for(lambda: sum(1 for p in range(3) for _ in repo.list_segments(target.topic, p)) >= 6,
               60, "some segments")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
@@ -165,7 +157,7 @@ def test_store_outage_of_20s_loses_nothing(s3_target: Target, s3_service, tmp_pa
     try:
         producer, later = _produce_in_background(target, w, 6000, rate=200)
         repo = target.repository()
-        _wait_for(lambda: any(True for _ in repo.list_segments(target.topic, 0)), 60,
+        wait_for(lambda: any(True for _ in repo.list_segments(target.topic, 0)), 60,
                   "first segment")
         s3_service.stop()
         # Commits of segments made durable just before the stop may still land (later on a
@@ -208,7 +200,7 @@ def test_two_daemons_split_partitions(target: Target, tmp_path: Path, group_id: 
     time.sleep(2)
     b = start_vecwal("run", "--config", str(cfg), env=target.env, log_path=tmp_path / "b.log")
     b_log = tmp_path / "b.log"
-    _wait_for(lambda: b_log.exists() and '"partition assigned"' in b_log.read_text(), 90,
+    wait_for(lambda: b_log.exists() and '"partition assigned"' in b_log.read_text(), 90,
               "the second daemon's first assignment")
     producer.join(60)
     # More events once the partitions are split: both daemons have some to write, however
@@ -222,7 +214,7 @@ def test_two_daemons_split_partitions(target: Target, tmp_path: Path, group_id: 
         marks = {wm.partition: wm.captured_through for wm in repo.list_watermarks(target.topic)}
         return all(marks.get(p, 0) >= h for p, h in highs.items())
 
-    _wait_for(durable, 90, "both daemons to capture everything")
+    wait_for(durable, 90, "both daemons to capture everything")
     for proc in (a, b):
         proc.send_signal(signal.SIGTERM)
     assert a.wait(60) == 0 and b.wait(60) == 0
@@ -241,7 +233,7 @@ def test_sigterm_flushes_open_segments_and_exits_0(file_target: Target, tmp_path
     proc = start_vecwal("run", "--config", str(cfg), log_path=tmp_path / "daemon.log")
     produced = produce(file_target.bootstrap, file_target.topic, [*w.preamble(), *w.events(200)])
     log_path = tmp_path / "daemon.log"
-    _wait_for(lambda: log_path.read_text().count('"partition assigned"') >= 3, 60, "assignment")
+    wait_for(lambda: log_path.read_text().count('"partition assigned"') >= 3, 60, "assignment")
     time.sleep(3)  # consumed, but no segment is due for an hour
     assert not any(True for p in range(3) for _ in file_target.repository().list_segments(
         file_target.topic, p)), "nothing should be durable before SIGTERM"
@@ -278,11 +270,11 @@ def test_metrics_and_health_endpoints(file_target: Target, tmp_path: Path,
                     return str(orjson.loads(line)["address"]).rsplit("/", 1)[0]
             return None
 
-        _wait_for(lambda: address() is not None, 30, "the metrics endpoint")
+        wait_for(lambda: address() is not None, 30, "the metrics endpoint")
         base = address()
         repo = file_target.repository()
         highs = {p: max(pr.offset + 1 for pr in produced if pr.partition == p) for p in range(3)}
-        _wait_for(lambda: all((wm := repo.read_watermark(file_target.topic, p)) is not None
+        wait_for(lambda: all((wm := repo.read_watermark(file_target.topic, p)) is not None
                               and wm.captured_through >= h for p, h in highs.items()),
                   60, "capture")
         time.sleep(1.5)  # one metrics tick after the last segment

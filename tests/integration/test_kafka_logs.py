@@ -16,7 +16,7 @@ import pytest
 
 from daemon.kafka_logging import REPEAT_S
 from daemon.workload import Workload, produce
-from tests.integration.harness import Target, start_vecwal
+from tests.integration.harness import Target, start_vecwal, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +26,6 @@ def _events(path: Path) -> list[dict[str, Any]]:
     raw = [line for line in lines if not line.startswith("{")]
     assert not raw, f"{len(raw)} lines of the daemon's stderr are not JSON: {raw[:3]}"
     return [json.loads(line) for line in lines]
-
-
-def _wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_a_broker_outage_is_json_events_with_the_repeats_counted(
@@ -49,7 +40,7 @@ def test_a_broker_outage_is_json_events_with_the_repeats_counted(
     proc = start_vecwal("run", "--config", str(cfg), env=target.env, log_path=log_path)
     try:
         repo = target.repository()
-        _wait_for(lambda: any(True for p in range(3) for _ in repo.list_segments(target.topic, p)),
+        wait_for(lambda: any(True for p in range(3) for _ in repo.list_segments(target.topic, p)),
                   60, "the first segment")
         kafka_service.stop()
         outage_began = time.monotonic()
@@ -57,12 +48,12 @@ def test_a_broker_outage_is_json_events_with_the_repeats_counted(
         def librdkafka_lines() -> list[dict[str, Any]]:
             return [e for e in _events(log_path) if e["event"] == "kafka client log"]
 
-        _wait_for(lambda: any(e["level"] == "error" for e in librdkafka_lines()), 15,
+        wait_for(lambda: any(e["level"] == "error" for e in librdkafka_lines()), 15,
                   "librdkafka's first error line")
         time.sleep(max(0.0, 4 - (time.monotonic() - outage_began)))
         kafka_service.start()
         # the counts are written when a window ends (REPEAT_S after its first line)
-        _wait_for(lambda: any("suppressed" in e for e in librdkafka_lines()), REPEAT_S + 20,
+        wait_for(lambda: any("suppressed" in e for e in librdkafka_lines()), REPEAT_S + 20,
                   "the count of the repeated lines")
         assert proc.poll() is None, "the daemon must survive a broker outage"
     finally:
