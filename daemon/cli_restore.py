@@ -38,7 +38,8 @@ def add_commands(sub: Any, open_repository: Any) -> None:
                    help="RFC 3339 time, epoch ms, now (the valid-through instant), latest "
                         "(every captured event), or topic/partition=offset[,...]")
     r.add_argument("--into", required=True,
-                   help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH or milvus:URI")
+                   help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI or "
+                        "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB")
     r.add_argument("--collection", action="append", help="restore only this collection "
                    "(repeatable)")
     r.add_argument("--tenant", action="append", help="restore only this tenant (repeatable)")

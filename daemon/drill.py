@@ -1,8 +1,9 @@
 """Restore drills: prove the backup by restoring it. A drill plans a restore (default: to the
 valid-through time), writes it into a scratch target, validates it there (in the engine for
-``qdrant:``/``milvus:``), measures the RTO (plan + load + validation, wall time), removes what
-it wrote, and records the result in the repository under ``drills/`` (create-only, one object
-per drill). ``vecwal status`` and the metrics show the newest one.
+``qdrant:``/``milvus:``/``pgvector:``), measures the RTO (plan + load + validation, wall
+time), removes what it wrote, and records the result in the repository under ``drills/``
+(create-only, one object per drill; a URL's password is recorded as ``***``). ``vecwal
+status`` and the metrics show the newest one.
 
 Scratch targets: in a vector database every collection is restored under
 ``vecwal_drill_<id>_<name>`` (aliases are not created: they are global to the engine) and
@@ -95,17 +96,20 @@ def run_drill(config: Config, repo: Repository, into: str, *, to: str = "now",
     ``failed_checks``). ``progress``: the restore's, as ``restore.executor.execute`` reports it."""
     from daemon.restore.executor import execute
     from daemon.restore.planner import gather, make_plan
+    from daemon.restore.sinks.open import ENGINES, shown_spec
     from daemon.restore.sinks.open import open_sink as default_open
     from daemon.restore.target import parse_target
     from daemon.restore.validate import validate
 
     started = int(time.time() * 1000) if now_ms is None else now_ms
     drill_id = f"{started:013d}-{uuid.uuid4().hex[:8]}"
-    rec = DrillRecord(drill_id, started, started, False, into, to, writer=writer_identity())
+    rec = DrillRecord(drill_id, started, started, False, shown_spec(into), to,
+                      writer=writer_identity())
     kind, _, where = into.partition(":")
     if kind == "kafka":
         raise VecwalError("a drill cannot restore into kafka: (a topic cannot be cleaned up)",
-                          "drill into qdrant::memory:, qdrant:PATH, milvus:PATH.db or dir:PATH")
+                          "drill into qdrant::memory:, qdrant:PATH, milvus:PATH.db, "
+                          "pgvector:postgresql://... or dir:PATH")
     spec, scratch_dir = into, None
     if kind == "dir":
         scratch_dir = Path(where) / drill_id
@@ -118,7 +122,7 @@ def run_drill(config: Config, repo: Repository, into: str, *, to: str = "now",
         rec.until_ms, rec.target = plan.until_ms, target.label
         rec.snapshot = plan.snapshot.id if plan.snapshot else None
         factory = open_sink or default_open
-        if kind in ("qdrant", "milvus"):
+        if kind in ENGINES:
             sink = factory(spec, config, prefix=f"vecwal_drill_{drill_id.split('-')[1]}_")
         else:
             sink = factory(spec, config)

@@ -141,7 +141,7 @@ def test_embedding_model_version_filter(repo_config: Path, tmp_path: Path, kind:
 
 def test_bad_engine_options_are_named(repo_config: Path, tmp_path: Path) -> None:
     code, _, err = restore(repo_config, "now", f"dir:{tmp_path / 'd'}", "--replace")
-    assert code == 1 and "qdrant: and milvus:" in err
+    assert code == 1 and "--replace and --rename apply to" in err
     code, _, err = restore(repo_config, "now", f"qdrant:{tmp_path / 'q'}", "--rename", "docs")
     assert code == 1 and "OLD:NEW" in err
     code, _, err = restore(repo_config, "now", f"milvus:{tmp_path / 'm'}")

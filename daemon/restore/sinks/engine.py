@@ -282,6 +282,8 @@ class EngineSink:
                                    "pass --replace, or --rename OLD:NEW to restore beside it")
             self.engine.drop(name)
         self.engine.create(name, spec)
+        self.notes.extend(getattr(self.engine, "notes", ()))  # index mappings (pgvector)
+        getattr(self.engine, "notes", []).clear()
         self.created.append(name)
         self.truth[collection] = Truth(spec)
 

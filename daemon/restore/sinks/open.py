@@ -1,5 +1,6 @@
 """Sink specs as the CLI and the drill take them: ``dir:PATH``, ``kafka:TOPIC``,
-``qdrant:URL_OR_PATH`` (``qdrant::memory:`` for an in-process scratch), ``milvus:URI``."""
+``qdrant:URL_OR_PATH`` (``qdrant::memory:`` for an in-process scratch), ``milvus:URI``,
+``pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB``."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from daemon.restore.sinks.engine import Progress
 
 if TYPE_CHECKING:
     from daemon.restore.sinks.milvus import MilvusEngine
+    from daemon.restore.sinks.pgvector import PgvectorEngine
     from daemon.restore.sinks.qdrant import QdrantEngine
 
-SPECS = "dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH or milvus:URI"
-ENGINES = ("qdrant", "milvus")
+SPECS = ("dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI or "
+         "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB")
+ENGINES = ("qdrant", "milvus", "pgvector")
 
 
 def open_sink(spec: str, config: Config, *, replace: bool = False,
@@ -42,7 +45,7 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
     if not (sep and where):
         raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
     if kind not in ENGINES and (replace or rename):
-        raise VecwalError("--replace and --rename apply to qdrant: and milvus: sinks",
+        raise VecwalError("--replace and --rename apply to qdrant:, milvus: and pgvector: sinks",
                           "a dir: sink must be new or empty; a kafka: topic is appended to")
     if kind == "dir":
         from daemon.filemode import parse_file_mode
@@ -62,7 +65,15 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
         if kind == "qdrant":
             from daemon.restore.sinks.qdrant import QdrantEngine
 
-            engine: QdrantEngine | MilvusEngine = QdrantEngine(where)
+            engine: QdrantEngine | MilvusEngine | PgvectorEngine = QdrantEngine(where)
+        elif kind == "pgvector":
+            from daemon.restore.sinks.pgvector import PgvectorEngine
+
+            if not where.startswith(("postgresql://", "postgres://")):
+                raise VecwalError(f"--into {spec!r}: pgvector: takes a PostgreSQL URL",
+                                  "use pgvector:postgresql://USER:PASSWORD@HOST:5432/DB (the "
+                                  "password may come from PGPASSWORD or ~/.pgpass instead)")
+            engine = PgvectorEngine(where)
         else:
             from daemon.restore.sinks.milvus import MilvusEngine
 
@@ -73,6 +84,16 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
         return EngineSink(engine, replace=replace, rename=rename, progress=progress,
                           prefix=prefix)
     raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
+
+
+def shown_spec(spec: str) -> str:
+    """The spec as reports and records keep it: a URL's password replaced by ``***``."""
+    kind, sep, where = spec.partition(":")
+    if "://" not in where:
+        return spec
+    from daemon.restore.sinks.pgvector import redacted
+
+    return f"{kind}{sep}{redacted(where)}"
 
 
 def parse_rename(pairs: list[str] | None) -> dict[str, str]:
