@@ -13,7 +13,7 @@ from typing import Any
 
 import fastavro
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.changelog.segment import RECORD_SCHEMA
@@ -26,6 +26,16 @@ from tests.unit.test_recordcodec import RECORDS
 
 C = native()
 pytestmark = pytest.mark.skipif(C is None, reason="the C sealer is not built (OpenSSL headers)")
+
+
+@pytest.fixture(params=["lanes", "one by one"])
+def lanes(request: pytest.FixtureRequest) -> Any:
+    """open_rows both ways: the block's rows checked LANES at a time (AES-NI), and each with
+    OpenSSL's AES-SIV."""
+    assert C is not None
+    was = C.set_lanes(request.param == "lanes")
+    yield request.param
+    C.set_lanes(was)
 
 
 class FixedKeys:
@@ -92,9 +102,10 @@ def test_a_sealed_datum_is_the_references_byte_for_byte(record: dict[str, Any]) 
 UPSERTS = RECORDS.map(lambda r: {**r, "op": "upsert", "id": r["id"] or "x"})
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(UPSERTS, min_size=1, max_size=6), st.data())
-def test_opened_rows_are_the_references_rows(records: list[dict[str, Any]],
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(UPSERTS, min_size=1, max_size=20), st.data())
+def test_opened_rows_are_the_references_rows(lanes: str, records: list[dict[str, Any]],
                                              data: st.DataObject) -> None:
     assert C is not None
     keys = FixedKeys()
@@ -137,7 +148,7 @@ def test_content_is_sealed_and_the_rest_readable() -> None:
     {"id": "a2"}, {"tenant": "globex"}, {"collection": "other"},  # moved
     {"document": "x"},  # not sealed by this format
 ])
-def test_changed_or_moved_content_is_refused(change: dict[str, Any]) -> None:
+def test_changed_or_moved_content_is_refused(lanes: str, change: dict[str, Any]) -> None:
     assert C is not None
     keys = FixedKeys()
     sealed, _ = one_row(keys)
@@ -150,7 +161,7 @@ def test_changed_or_moved_content_is_refused(change: dict[str, Any]) -> None:
         TenantSealer(keys).open({**sealed, **change})  # type: ignore[arg-type]
 
 
-def test_a_flipped_byte_does_not_open() -> None:
+def test_a_flipped_byte_does_not_open(lanes: str) -> None:
     assert C is not None
     keys = FixedKeys()
     sealed, _ = one_row(keys)
@@ -161,7 +172,7 @@ def test_a_flipped_byte_does_not_open() -> None:
                     keys.row_resolver())
 
 
-def test_truncated_rows_are_refused() -> None:
+def test_truncated_rows_are_refused(lanes: str) -> None:
     assert C is not None
     keys = FixedKeys()
     _, raw = one_row(keys)
@@ -169,6 +180,48 @@ def test_truncated_rows_are_refused() -> None:
         C.open_rows(raw[:-3], {}, keys.row_resolver())
     with pytest.raises(ValueError):
         C.seal_record(b"\x02\x04", {}, keys.log_resolver())
+
+
+def mixed_block(keys: FixedKeys, n: int) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """n sealed rows of five tenants taking turns, with envelopes of every size from all
+    null (8 bytes, under one AES block) to a few blocks, so lanes hold different keys and end
+    at different blocks, whole and partial."""
+    sealer = TenantSealer(keys)  # type: ignore[arg-type]
+    sealed, raws = [], []
+    for i in range(n):
+        rec = {f["name"]: None for f in RECORD_SCHEMA["fields"]}
+        rec.update(offset=i, timestamp=i, op="upsert", collection="docs", tenant=f"t{i % 5}",
+                   id=f"r{i}", document_is_json=False)
+        if i % 4:
+            rec["document"] = "d" * (i * 7 % 61)
+        if i % 3 == 0:
+            rec["vector"] = bytes(range(i % 50))
+        sealed.append(snapshot_record(sealer.seal(rec), i))
+        raws.append(encode(SNAPSHOT_SCHEMA, sealed[-1]))
+    return sealed, raws
+
+
+def test_many_tenants_and_sizes_open_as_the_reference(lanes: str) -> None:
+    assert C is not None
+    keys = FixedKeys()
+    sealed, raws = mixed_block(keys, 90)
+    sealer = TenantSealer(keys)  # type: ignore[arg-type]
+    out, lengths, _, gone = C.open_rows(b"".join(raws), {}, keys.row_resolver())
+    want = [bytes(Row.of(sealer.open(copy.deepcopy(r))).raw) for r in sealed]  # type: ignore[arg-type]
+    assert gone == [] and lengths == [len(w) for w in want] and out == b"".join(want)
+
+
+@pytest.mark.parametrize("row", [0, 7, 8, 45, 89])
+def test_a_changed_row_anywhere_in_a_block_does_not_open(lanes: str, row: int) -> None:
+    """Each row's check is its own, whichever lane it ran in and whoever ran beside it."""
+    assert C is not None
+    keys = FixedKeys()
+    sealed, raws = mixed_block(keys, 90)
+    box = bytearray(sealed[row]["vector"])
+    box[len(box) // 2] ^= 0x40
+    raws[row] = encode(SNAPSHOT_SCHEMA, {**sealed[row], "vector": bytes(box)})
+    with pytest.raises(ValueError, match="does not open"):
+        C.open_rows(b"".join(raws), {}, keys.row_resolver())
 
 
 def test_a_data_file_opens_alike_with_and_without_the_c_sealer() -> None:
