@@ -28,6 +28,8 @@ outside the clone:
                                                                tests/deploy/test_compose.py)
     $VECWAL_CACHE/helm-<version>/helm                          Kubernetes's package manager (Go
                                                                module proxy; tests/deploy/test_helm.py)
+    $VECWAL_CACHE/chroma-<version>/venv/bin/chroma             the Chroma server (its own venv,
+                                                               chromadb from PyPI; the chroma: sink)
 
 In-process API (what the pytest fixtures use)::
 
@@ -44,6 +46,7 @@ In-process API (what the pytest fixtures use)::
     kc.add_connector("n", debezium_postgres_config(...))   # waits until RUNNING
     reg = SchemaRegistry(Path("/tmp/r")).start()    # reg.url: Confluent API (Apicurio ccompat)
     kms = LocalKms(Path("/tmp/m")).start()          # kms.endpoint_url: AWS KMS API, any credentials
+    ch = ChromaServer(Path("/tmp/ch")).start()      # ch.url: http://127.0.0.1:PORT (chroma run)
     s3.stop(); s3.start()                       # same port, same data
     broker.restart()                            # same ports, same data
     broker.stop(); s3.stop()                    # also done at interpreter exit (atexit)
@@ -63,11 +66,12 @@ CLI (detached services that outlive the command; one directory per service)::
     python deploy/local/launch.py start registry --dir D [--port N]    # in memory: empty
     python deploy/local/launch.py start kms --dir D [--port N]         # local-kms; keys in D/data
     python deploy/local/launch.py start postgres --dir D [--port N]    # prints the DSN
+    python deploy/local/launch.py start chroma --dir D [--port N]      # Chroma; data in D/data
     python deploy/local/launch.py start connect --dir D --bootstrap HOST:PORT [--port N]
         # then: curl -X PUT -H 'Content-Type: application/json' -d @config.json \
         #        http://127.0.0.1:PORT/connectors/NAME/config
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
-    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect|kms --dir D
+    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect|kms|chroma --dir D
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ from pathlib import Path
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.append(str(Path(__file__).resolve().parent))
 
+from localsvc.chroma import CHROMA_VERSION, ChromaServer, install_chroma
 from localsvc.cli import main
 from localsvc.common import HOST, LaunchError
 from localsvc.composeschema import COMPOSE_GO_VERSION, compose_schema_path, install_compose_schema
@@ -106,6 +111,7 @@ from localsvc.s3proxy import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_
 from localsvc.seaweedfs import S3Identity, SeaweedFS
 
 __all__ = [
+    "CHROMA_VERSION",
     "COMPOSE_GO_VERSION",
     "DEFAULT_ACCESS_KEY",
     "DEFAULT_REGION",
@@ -117,6 +123,7 @@ __all__ = [
     "REGISTRY_VERSION",
     "S3PROXY_VERSION",
     "SEAWEEDFS_VERSION",
+    "ChromaServer",
     "KafkaBroker",
     "KafkaConnect",
     "LaunchError",
@@ -132,6 +139,7 @@ __all__ = [
     "free_ports",
     "helm_executable",
     "install",
+    "install_chroma",
     "install_compose_schema",
     "install_connect",
     "install_helm",

@@ -89,6 +89,8 @@ class PgvectorEngine:
         self._rows: dict[str, int] = {}
         self._built: set[str] = set()
         self._session: tuple[str, ...] = ()
+        self.build_seconds = 0.0
+        """Time spent building indexes after the load (in ``finish``)."""
         try:
             self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
@@ -244,38 +246,15 @@ class PgvectorEngine:
                 self._built.add(collection)
 
     def _build(self, collection: str, rows: int) -> None:
-        from psycopg import sql
+        import time
 
         metric, index = self._specs[collection]
-        t = sql.Identifier(collection)
-        self.conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (key)").format(t))
-        self.conn.execute(sql.SQL("CREATE INDEX ON {} (tenant)").format(t))
-        self.conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (acl)").format(t))
-        if index["type"] != "flat":
-            dim = self._dimension(collection)
-            need = int(rows * (dim * 4 + index.get("m", 16) * 2 * 8 + 128) * 1.3) + (64 << 20)
-            current = self.conn.execute(
-                "SELECT setting::bigint * 1024 FROM pg_settings "
-                "WHERE name = 'maintenance_work_mem'").fetchone()
-            if current is not None and int(current[0]) < min(need, MAX_BUILD_MEM):
-                self.conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(
-                    sql.Literal(f"{min(need, MAX_BUILD_MEM) >> 20}MB")))
-            if index["type"] == "hnsw":
-                with_ = sql.SQL("m = {}, ef_construction = {}").format(
-                    sql.Literal(index["m"]), sql.Literal(index["ef_construction"]))
-            else:
-                with_ = sql.SQL("lists = {}").format(sql.Literal(index["lists"]))
-            self.conn.execute(sql.SQL("CREATE INDEX ON {} USING {} (vector {}) WITH ({})").format(
-                t, sql.SQL(index["type"]), sql.SQL(_OPS[metric]), with_))
-        self.conn.execute(sql.SQL("ANALYZE {}").format(t))
+        began = time.monotonic()
+        build_indexes(self.conn, collection, metric, index, rows)
+        self.build_seconds += time.monotonic() - began
 
-    def _dimension(self, collection: str) -> int:
-        row = self.conn.execute(
-            "SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = %s::regclass "
-            "AND a.attname = 'vector'", (_regclass(collection),)).fetchone()
-        return int(row[0]) if row is not None else 0
-
-    def _spec(self, collection: str) -> tuple[str, dict[str, Any]]:
+    def spec_of(self, collection: str) -> tuple[str, dict[str, Any]]:
+        """(metric, index as built) of a table, from this engine or the table's comment."""
         if collection not in self._specs:
             row = self.conn.execute("SELECT obj_description(%s::regclass, 'pg_class')",
                                     (_regclass(collection),)).fetchone()
@@ -297,7 +276,7 @@ class PgvectorEngine:
                where: Where | None = None) -> list[str]:
         from psycopg import sql
 
-        metric, index = self._spec(collection)
+        metric, index = self.spec_of(collection)
         self._search_settings(index, k)
         cond, args = _where(where)
         query = "[" + ",".join(map(repr, np.asarray(vector, np.float32).tolist())) + "]"
@@ -346,6 +325,40 @@ class PgvectorEngine:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def build_indexes(conn: Any, collection: str, metric: str, index: dict[str, Any],
+                  rows: int) -> None:
+    """After the bulk load: the primary key, the tenant and acl indexes, the vector index as
+    ``PgvectorEngine._map_index`` gave it, ANALYZE. ``maintenance_work_mem`` is raised for
+    the session to what the vector index of ``rows`` rows needs (at most ``MAX_BUILD_MEM``),
+    so pgvector builds the graph in memory."""
+    from psycopg import sql
+
+    t = sql.Identifier(collection)
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (key)").format(t))
+    conn.execute(sql.SQL("CREATE INDEX ON {} (tenant)").format(t))
+    conn.execute(sql.SQL("CREATE INDEX ON {} USING gin (acl)").format(t))
+    if index["type"] != "flat":
+        row = conn.execute(
+            "SELECT a.atttypmod FROM pg_attribute a WHERE a.attrelid = %s::regclass "
+            "AND a.attname = 'vector'", (_regclass(collection),)).fetchone()
+        dim = int(row[0]) if row is not None else 0
+        need = min(int(rows * (dim * 4 + index.get("m", 16) * 2 * 8 + 128) * 1.3) + (64 << 20),
+                   MAX_BUILD_MEM)
+        current = conn.execute("SELECT setting::bigint * 1024 FROM pg_settings "
+                               "WHERE name = 'maintenance_work_mem'").fetchone()
+        if current is not None and int(current[0]) < need:
+            conn.execute(sql.SQL("SET maintenance_work_mem = {}").format(
+                sql.Literal(f"{need >> 20}MB")))
+        if index["type"] == "hnsw":
+            with_ = sql.SQL("m = {}, ef_construction = {}").format(
+                sql.Literal(index["m"]), sql.Literal(index["ef_construction"]))
+        else:
+            with_ = sql.SQL("lists = {}").format(sql.Literal(index["lists"]))
+        conn.execute(sql.SQL("CREATE INDEX ON {} USING {} (vector {}) WITH ({})").format(
+            t, sql.SQL(index["type"]), sql.SQL(_OPS[metric]), with_))
+    conn.execute(sql.SQL("ANALYZE {}").format(t))
 
 
 def encode_rows(out: list[bytes], keys: list[str], vectors: np.ndarray,

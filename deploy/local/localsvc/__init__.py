@@ -18,5 +18,7 @@ deploy/local on sys.path and re-exports the API:
     promtool  the pinned promtool build (Go module proxy), for the alert rules' tests
     composeschema  the Compose specification's JSON schema (from the pinned compose-go module)
     helm      the pinned helm build (Go module proxy), for the chart's tests
+    chroma    ChromaServer (``chroma run`` from its own venv under the cache), the chroma: sink's
+              server
     cli       ``launch.py install|start|stop|status``
 """

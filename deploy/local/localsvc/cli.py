@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .chroma import ChromaServer
 from .common import LaunchError, say
 from .connect import KafkaConnect
 from .install import INSTALLABLE, install
@@ -31,6 +32,9 @@ SERVICES += ["postgres", "connect"]
 # local-kms, the KMS the aws-kms: key-encryption key is tested against
 _MARKERS.update(kms="local-kms")
 SERVICES += ["kms"]
+# Chroma, the chroma: restore sink's server
+_MARKERS.update(chroma="chroma run")
+SERVICES += ["chroma"]
 
 
 def _read_state(d: Path) -> dict[str, Any] | None:
@@ -75,7 +79,8 @@ def cmd_start(
             return 0
         if port is None:
             port = state.get("port")  # same data, same address as last time
-    svc: KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect | LocalKms
+    svc: (KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect
+          | LocalKms | ChromaServer)
     if service == "kafka":
         cport = state.get("controller_port") if state else None
         tls = tls or bool(state and state.get("security") == "sasl_ssl")  # as it was formatted
@@ -91,6 +96,8 @@ def cmd_start(
         svc = PostgresServer(d, port, tie_to_parent=False)
     elif service == "kms":
         svc = LocalKms(d, port, tie_to_parent=False)
+    elif service == "chroma":
+        svc = ChromaServer(d, port, tie_to_parent=False)
     elif service == "connect":
         bootstrap = bootstrap or (state.get("bootstrap") if state else None)
         if not bootstrap:
@@ -169,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser(
         "install", help="fetch the Kafka jars, s3proxy and the Compose schema, build SeaweedFS, local-kms, "
-        "promtool and helm, into "
+        "promtool and helm, and the Chroma server's venv, into "
         "$VECWAL_CACHE"
     )
     p.add_argument("only", nargs="*", metavar="SERVICE",

@@ -18,6 +18,8 @@ run it.
                                                                (promtool.py, the same Go caches)
     $VECWAL_CACHE/helm-<version>/helm                          Kubernetes's package manager, for
                                                                the chart (helm.py, the same Go caches)
+    $VECWAL_CACHE/chroma-<version>/venv/bin/chroma             the Chroma server (chroma.py: its own
+                                                               venv, chromadb from PyPI)
 
 <shared> is $VECWAL_CACHE itself when every directory above it is traversable by other users;
 as root (here and in CI) ~/.cache is under /root (mode 700), and PostgreSQL refuses to run as
@@ -446,7 +448,7 @@ def install_seaweedfs() -> Path:
 
 
 INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms",
-               "promtool", "compose-schema", "helm")
+               "promtool", "compose-schema", "helm", "chroma")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
@@ -491,4 +493,8 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
 
         go_executable()
         done.append(f"helm {HELM_VERSION} ({install_helm()})")
+    if "chroma" in only:
+        from .chroma import CHROMA_VERSION, install_chroma  # imports us
+
+        done.append(f"Chroma server (chromadb {CHROMA_VERSION}) ({install_chroma()})")
     say("installed: " + ", ".join(done))
