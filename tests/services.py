@@ -563,3 +563,6 @@ from tests.services_secured import (  # noqa: E402, F401
     tls_s3_bucket,
     tls_s3_service,
 )
+
+# the Chroma server (chroma_service), for the chroma: restore sink
+from tests.services_chroma import ChromaService, chroma_service  # noqa: E402, F401
