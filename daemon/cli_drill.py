@@ -20,7 +20,8 @@ def add_command(sub: Any, open_repository: Any) -> None:
     d.add_argument("--to", default=None, help="restore target (default: [drill] to, or now)")
     d.add_argument("--into", default=None,
                    help="scratch sink: qdrant::memory:, qdrant:PATH_OR_URL, milvus:PATH.db "
-                        "or URI, pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB, dir:PATH "
+                        "or URI, pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB, "
+                        "chroma:http://HOST:PORT or chroma:PATH, dir:PATH "
                         "(default: [drill] into)")
     d.add_argument("--collection", action="append", help="drill only this collection")
     d.add_argument("--json", action="store_true")

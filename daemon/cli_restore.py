@@ -38,7 +38,8 @@ def add_commands(sub: Any, open_repository: Any) -> None:
                    help="RFC 3339 time, epoch ms, now (the valid-through instant), latest "
                         "(every captured event), or topic/partition=offset[,...]")
     r.add_argument("--into", required=True,
-                   help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI or "
+                   help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI, "
+                        "chroma:http://HOST:PORT or chroma:PATH, "
                         "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB")
     r.add_argument("--collection", action="append", help="restore only this collection "
                    "(repeatable)")

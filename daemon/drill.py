@@ -108,7 +108,7 @@ def run_drill(config: Config, repo: Repository, into: str, *, to: str = "now",
     kind, _, where = into.partition(":")
     if kind == "kafka":
         raise VecwalError("a drill cannot restore into kafka: (a topic cannot be cleaned up)",
-                          "drill into qdrant::memory:, qdrant:PATH, milvus:PATH.db, "
+                          "drill into qdrant::memory:, qdrant:PATH, milvus:PATH.db, chroma:URL, "
                           "pgvector:postgresql://... or dir:PATH")
     spec, scratch_dir = into, None
     if kind == "dir":

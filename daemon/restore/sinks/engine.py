@@ -236,6 +236,8 @@ class EngineSink:
         began = time.monotonic()
         self.engine.finish()
         self.load_seconds += time.monotonic() - began
+        self.notes.extend(getattr(self.engine, "notes", ()))  # aliases an engine lacks (lancedb)
+        getattr(self.engine, "notes", []).clear()
 
     def read_back(self) -> dict[str, WrittenState]:
         """Every point re-read from the engine; records rebuilt from its fields, so a changed

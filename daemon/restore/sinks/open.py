@@ -1,6 +1,6 @@
 """Sink specs as the CLI and the drill take them: ``dir:PATH``, ``kafka:TOPIC``,
 ``qdrant:URL_OR_PATH`` (``qdrant::memory:`` for an in-process scratch), ``milvus:URI``,
-``pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB``."""
+``pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB``, ``chroma:URL_OR_PATH``."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from daemon.restore.sinks.pgvector import PgvectorEngine
     from daemon.restore.sinks.qdrant import QdrantEngine
 
-SPECS = ("dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI or "
+SPECS = ("dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI, chroma:URL_OR_PATH or "
          "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB")
-ENGINES = ("qdrant", "milvus", "pgvector")
+ENGINES = ("qdrant", "milvus", "pgvector", "chroma")
 
 
 def open_sink(spec: str, config: Config, *, replace: bool = False,
@@ -45,7 +45,8 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
     if not (sep and where):
         raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
     if kind not in ENGINES and (replace or rename):
-        raise VecwalError("--replace and --rename apply to qdrant:, milvus: and pgvector: sinks",
+        raise VecwalError(f"--replace and --rename apply to {', '.join(e + ':' for e in ENGINES)} "
+                          "sinks",
                           "a dir: sink must be new or empty; a kafka: topic is appended to")
     if kind == "dir":
         from daemon.filemode import parse_file_mode
@@ -59,6 +60,12 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
         sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where,
                                fmt=config.kafka.format_of(where), client=config.kafka.client)
         return sink
+    if kind == "chroma":
+        from daemon.restore.sinks.chroma import ChromaEngine
+        from daemon.restore.sinks.engine import EngineSink
+
+        return EngineSink(ChromaEngine(where), replace=replace, rename=rename,
+                          progress=progress, prefix=prefix)
     if kind in ENGINES:
         from daemon.restore.sinks.engine import EngineSink
 
