@@ -22,7 +22,7 @@ def add_command(sub: Any, open_repository: Any) -> None:
                    help="scratch sink: qdrant::memory:, qdrant:PATH_OR_URL, milvus:PATH.db "
                         "or URI, pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB, "
                         "chroma:http://HOST:PORT or chroma:PATH, dir:PATH "
-                        "(default: [drill] into)")
+                        "or lancedb:PATH (default: [drill] into)")
     d.add_argument("--collection", action="append", help="drill only this collection")
     d.add_argument("--json", action="store_true")
     d.set_defaults(handler=lambda a: _cmd_drill(a, open_repository))

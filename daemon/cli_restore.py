@@ -40,7 +40,7 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     r.add_argument("--into", required=True,
                    help="dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI, "
                         "chroma:http://HOST:PORT or chroma:PATH, "
-                        "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB")
+                        "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB, or lancedb:PATH")
     r.add_argument("--collection", action="append", help="restore only this collection "
                    "(repeatable)")
     r.add_argument("--tenant", action="append", help="restore only this tenant (repeatable)")

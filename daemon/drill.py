@@ -109,7 +109,7 @@ def run_drill(config: Config, repo: Repository, into: str, *, to: str = "now",
     if kind == "kafka":
         raise VecwalError("a drill cannot restore into kafka: (a topic cannot be cleaned up)",
                           "drill into qdrant::memory:, qdrant:PATH, milvus:PATH.db, chroma:URL, "
-                          "pgvector:postgresql://... or dir:PATH")
+                          "pgvector:postgresql://..., lancedb:PATH or dir:PATH")
     spec, scratch_dir = into, None
     if kind == "dir":
         scratch_dir = Path(where) / drill_id

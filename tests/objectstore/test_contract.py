@@ -312,6 +312,74 @@ def test_get_range(store: ObjectStore) -> None:
         store.get_range("r", 0, -1)
 
 
+def test_ranged_reader_reads_objects_in_parts(store: ObjectStore) -> None:
+    """``RangedReader`` (parallel ranged GETs, built on ``get_range``): the parts of each
+    object, in order, are its bytes, whatever the part size against the object's (and, sealed,
+    against its chunks); an empty object is one empty part; an object shorter than the size
+    the caller knows fails, a missing one is ObjectNotFound."""
+    from daemon.errors import IntegrityError
+    from daemon.objectstore.ranged import RangedReader
+
+    big = random.Random(7).randbytes(200_003)
+    store.put("b/big", big)
+    store.put("b/small", b"tiny")
+    store.put("b/empty", b"")
+    for part_bytes in (16_384, 70_001, 1 << 20):
+        with RangedReader(store, part_bytes=part_bytes, depth=3) as reader:
+            parts = list(reader.parts("b/big", len(big)))
+            assert b"".join(parts) == big
+            assert all(len(p) == part_bytes for p in parts[:-1])
+            assert reader.whole("b/big", len(big)) == big
+    with RangedReader(store, part_bytes=50_000, depth=2) as reader:
+        objects = [("b/small", 4), ("b/empty", 0), ("b/big", len(big)), ("b/small", 4)]
+        got = [b"".join(parts) for parts in reader.each(objects)]
+        assert got == [b"tiny", b"", big, b"tiny"]
+        assert list(reader.parts("b/big", 1000)) == [big[:1000]]  # bytes past size unread
+        with pytest.raises(IntegrityError, match="b/small"):
+            list(reader.parts("b/small", 5))
+        with pytest.raises(ObjectNotFound):
+            list(reader.parts("b/absent", 10))
+        with pytest.raises(ObjectNotFound):
+            list(reader.parts("b/absent", 0))
+
+
+def test_ranged_reader_keeps_at_most_depth_gets_in_flight(store: ObjectStore) -> None:
+    """The memory bound: never more than ``depth`` ranged GETs outstanding, and while the
+    consumer holds a part no further GET is started beyond the ``depth`` ahead of it."""
+    from daemon.objectstore.ranged import RangedReader
+
+    data = random.Random(3).randbytes(64_000)
+    store.put("d", data)
+    lock, live, peak, started = threading.Lock(), [0], [0], [0]
+    inner = store.get_range
+
+    def counted(key: str, start: int, length: int) -> bytes:
+        with lock:
+            live[0] += 1
+            started[0] += 1
+            peak[0] = max(peak[0], live[0])
+        try:
+            time.sleep(0.002)
+            return inner(key, start, length)
+        finally:
+            with lock:
+                live[0] -= 1
+
+    class Counting:
+        url = store.url
+        get_range = staticmethod(counted)
+
+    with RangedReader(Counting(), part_bytes=1000, depth=3) as reader:  # type: ignore[arg-type]
+        consumed = 0
+        for part in reader.parts("d", len(data)):
+            consumed += 1
+            with lock:
+                assert started[0] <= consumed + 3
+            assert part == data[(consumed - 1) * 1000:consumed * 1000]
+    assert consumed == 64
+    assert 1 <= peak[0] <= 3
+
+
 def test_get_view_gives_the_bytes_of_get(store: ObjectStore) -> None:
     """``get_view``: mapped on file://, read elsewhere; the same bytes either way."""
     data = bytes(range(256)) * 300

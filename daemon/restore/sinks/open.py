@@ -1,6 +1,7 @@
 """Sink specs as the CLI and the drill take them: ``dir:PATH``, ``kafka:TOPIC``,
 ``qdrant:URL_OR_PATH`` (``qdrant::memory:`` for an in-process scratch), ``milvus:URI``,
-``pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB``, ``chroma:URL_OR_PATH``."""
+``pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB``, ``chroma:URL_OR_PATH``,
+``lancedb:PATH``."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ if TYPE_CHECKING:
     from daemon.restore.sinks.qdrant import QdrantEngine
 
 SPECS = ("dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI, chroma:URL_OR_PATH or "
-         "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB")
-ENGINES = ("qdrant", "milvus", "pgvector", "chroma")
+         "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB, or lancedb:PATH")
+ENGINES = ("qdrant", "milvus", "pgvector", "chroma", "lancedb")
 
 
 def open_sink(spec: str, config: Config, *, replace: bool = False,
@@ -54,6 +55,16 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
 
         return DirSink(Path(where), workers=workers, parallel_min_bytes=parallel_min_bytes,
                        file_mode=parse_file_mode(config.storage.file_mode))
+    if kind == "lancedb":
+        from daemon.restore.sinks.engine import EngineSink
+        from daemon.restore.sinks.lancedb import LanceDBEngine
+
+        if "://" in where:
+            raise VecwalError(f"--into {spec!r}: lancedb: takes a local directory",
+                              "use lancedb:/path/to/dir (LanceDB Cloud and object-store URIs "
+                              "are not supported)")
+        return EngineSink(LanceDBEngine(where), replace=replace, rename=rename,
+                          progress=progress, prefix=prefix)
     if kind == "kafka":
         from daemon.restore.sinks.kafka import KafkaSink
 
