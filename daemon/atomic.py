@@ -28,7 +28,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 __all__ = [
@@ -74,10 +74,11 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview], *,
+def atomic_write(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview], *,
                  durable: bool = True, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
-    durably.
+    durably. Pieces that are not a sequence (an iterator of a ranged read's parts) are
+    written as they come, so the file need never be in memory whole.
 
     Readers see the old content or the new content, never a partial file; once this
     returns, the new content survives a crash. The parent directory must exist (see
@@ -223,7 +224,7 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes | bytearray | memoryview | Sequence[bytes | memoryview],
+def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview],
                 durable: bool, mode: int) -> Path:
     """Write ``data`` to a new temp file beside ``path`` with permissions ``mode``, fsync it
     (or, not ``durable``, start its write-back), return its path."""
@@ -236,7 +237,13 @@ def _write_temp(path: Path, data: bytes | bytearray | memoryview | Sequence[byte
     fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)
-        _write_all(fd, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
+        pieces: Iterable[bytes | bytearray | memoryview] = \
+            [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        if isinstance(pieces, Sequence):
+            _write_all(fd, pieces)
+        else:  # an iterator: each piece written before the next is taken
+            for piece in pieces:
+                _write_all(fd, [piece])
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
         if durable:

@@ -1,6 +1,11 @@
 """Executing a RestorePlan: fold the log window after the snapshot, then stream the state
 bucket by bucket (snapshot bucket file merged with the bucket's changes) into a sink. Memory
-holds the log window's winning changes and one bucket at a time."""
+holds the log window's winning changes and one bucket at a time.
+
+Bucket files come mapped from a ``file://`` store; from any other (S3) by ranged GETs, a few
+in flight (``objectstore.ranged``): a bucket nothing changed goes to a file sink part by part
+as the parts arrive, never whole in memory; a bucket merged with changes is assembled from
+its parts, then merged by its row index."""
 
 from __future__ import annotations
 
@@ -14,8 +19,8 @@ import structlog
 
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import offsets_after
-from daemon.objectstore import get_view
-from daemon.objectstore.prefetch import prefetched
+from daemon.objectstore import ObjectStore, get_view
+from daemon.objectstore.ranged import RangedReader, joined
 from daemon.progress import Progress
 from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
@@ -30,7 +35,7 @@ from daemon.snapshot.compactor import (
 )
 from daemon.snapshot.datafile import Row
 from daemon.snapshot.dimensions import Screen, bucket_winners, screen_rows
-from daemon.snapshot.manifest import BucketState
+from daemon.snapshot.manifest import BucketState, DataFile
 from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes
@@ -198,20 +203,44 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
 
 def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink,
                 progress: Progress | None) -> list[tuple[WrittenState, list[Rejected]]]:
-    mapped = hasattr(repo.store, "get_view")  # mapped files: nothing to fetch ahead
-    # Bucket files are large (tens of MB): one in flight beside the one being merged.
-    fetched = iter(()) if mapped else \
-        prefetched(repo.store, [p for j in jobs for p in j.paths], depth=1)
     out = []
     records = 0
-    for job in jobs:
-        datas = [get_view(repo.store, p) if mapped else next(fetched) for p in job.paths]
-        out.append(restore_screened(job, datas, sink))  # type: ignore[arg-type]
-        if progress is not None:
-            records += out[-1][0].records
-            progress("buckets", len(out), len(jobs))
-            progress("records", records, 0)
+    mapped = hasattr(repo.store, "get_view")  # mapped files: nothing to fetch
+    with RangedReader(repo.store) as reader:
+        # One stream of ranged GETs over every bucket file in order: the next bucket's first
+        # parts are in flight while this one's last are written.
+        files = reader.each([] if mapped else
+                            [(f.path, f.bytes) for j in jobs for f in _files(j)])
+        for job in jobs:
+            out.append(fetch_and_restore(repo.store, job, sink, files))
+            if progress is not None:
+                records += out[-1][0].records
+                progress("buckets", len(out), len(jobs))
+                progress("records", records, 0)
     return out
+
+
+def _files(job: BucketJob) -> list[DataFile]:
+    return list(job.old.files) if job.old else []
+
+
+def fetch_and_restore(store: ObjectStore, job: BucketJob, sink: Sink,
+                      files: Iterator[Iterator[bytes]]) -> tuple[WrittenState, list[Rejected]]:
+    """``restore_screened`` with the job's bucket files read from ``store``: mapped where the
+    store maps files (``file://``), else from ``files`` (``RangedReader.each`` over the jobs'
+    files in order: one iterator of parts per file; not used for a mapped store). A bucket
+    copied whole goes to the sink part by part as the parts arrive, so it is never in memory
+    whole; a bucket merged with changes is assembled from its parts first (its rows are
+    merged by its row index)."""
+    if hasattr(store, "get_view"):
+        return restore_screened(job, [get_view(store, p) for p in job.paths], sink)
+    old = job.old
+    if job.copyable and old is not None and isinstance(sink, FileSink):  # as restore_bucket
+        return sink.write_file(job.collection, job.bucket, next(files),
+                               WrittenState(old.records, old.digest, dict(old.tenants))), []
+    datas: list[bytes | memoryview] = [memoryview(joined(next(files), f.bytes))
+                                       for f in _files(job)]
+    return restore_screened(job, datas, sink)
 
 
 def restore_screened(job: BucketJob, datas: list[bytes | memoryview], sink: Sink

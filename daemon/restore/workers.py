@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING
 
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import PartitionWindow
-from daemon.objectstore import ObjectStore, get_view
+from daemon.objectstore import ObjectStore
+from daemon.objectstore.ranged import RangedReader
 from daemon.progress import Progress
 from daemon.restore.sinks import Sink, WrittenState
 from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
@@ -144,6 +145,8 @@ def shard_pool(workers: Workers, count: int) -> Iterator[ShardPool]:
 @dataclass
 class _Held:
     repo: Repository
+    reader: RangedReader
+    """This worker's bucket file reads: ``DEPTH`` ranged GETs in flight."""
     changes: dict[str, BucketChanges] = field(default_factory=dict)
     buckets: dict[tuple[str, int], BucketChanges] = field(default_factory=dict)
 
@@ -152,7 +155,8 @@ _STATE: list[_Held] = []
 
 
 def _init(open_store: Callable[[], ObjectStore]) -> None:
-    _STATE.append(_Held(Repository(open_store())))
+    store = open_store()
+    _STATE.append(_Held(Repository(store), RangedReader(store)))
 
 
 def _fold(windows: list[PartitionWindow], until_ms: int | None, stops: list[int | None],
@@ -189,10 +193,11 @@ def _split(bucket_counts: dict[str, int], dimensions: dict[str, int],
 
 
 def _restore(job: BucketJob, sink: Sink) -> tuple[WrittenState, list[Rejected]]:
-    from daemon.restore.executor import restore_screened
+    from daemon.restore.executor import fetch_and_restore
 
     held = _STATE[0]
     changes = held.buckets.pop((job.collection, job.bucket), None)
-    store = held.repo.store
-    return restore_screened(dataclasses.replace(job, changes=changes),
-                            [get_view(store, p) for p in job.paths], sink)
+    job = dataclasses.replace(job, changes=changes)
+    files = [] if hasattr(held.repo.store, "get_view") else \
+        [(f.path, f.bytes) for f in (job.old.files if job.old else [])]
+    return fetch_and_restore(held.repo.store, job, sink, held.reader.each(files))

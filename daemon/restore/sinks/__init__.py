@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from daemon.snapshot.written import WrittenState, combine_written
@@ -48,8 +48,9 @@ class RowSink(Protocol):
 @runtime_checkable
 class FileSink(Protocol):
     """A sink that takes whole data files: a snapshot's file for a bucket nothing changed,
-    or one written for it (``data`` may come in pieces, to be written in order)."""
+    or one written for it (``data`` may come in pieces, to be written in order; an iterator
+    of pieces, a ranged read's parts, is consumed as it is written, never held whole)."""
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Sequence[bytes | memoryview],
+                   data: bytes | Iterable[bytes | memoryview],
                    state: WrittenState) -> WrittenState: ...

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -73,7 +73,7 @@ class DirSink:
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Sequence[bytes | memoryview],
+                   data: bytes | Iterable[bytes | memoryview],
                    state: WrittenState) -> WrittenState:
         """A data file in this sink's format: a snapshot's the log did not touch, or one
         written for this bucket (``restore.runs``)."""

@@ -11,7 +11,7 @@ tenant keys itself, from ``open_store``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from daemon.keys.sealing import TenantSealer
@@ -74,7 +74,7 @@ class OpeningFileSink(OpeningSink):
         return str(getattr(self.inner, "codec", "null"))
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Sequence[bytes | memoryview],
+                   data: bytes | Iterable[bytes | memoryview],
                    state: WrittenState) -> WrittenState:
         if self._opener is None:
             self._opener = FileOpener(self.sealer)
