@@ -41,6 +41,9 @@ Fixtures:
     kms_service    (session)  .endpoint_url, .region, .create_key(), .schedule_deletion(),
                               .client(), .env; .stop()/.start() when local:
                               ``AWS_ENDPOINT_URL_KMS``, else local-kms from deploy/local
+    milvus_service (session)  .uri, .version, .client(db): ``VECWAL_MILVUS_URI``, else Milvus
+                              2.3.5 standalone from deploy/local; milvus_database (function)
+                              the URI of a fresh database on it, in tests/services_milvus.py
 """
 
 from __future__ import annotations
@@ -566,3 +569,6 @@ from tests.services_secured import (  # noqa: E402, F401
 
 # the Chroma server (chroma_service), for the chroma: restore sink
 from tests.services_chroma import ChromaService, chroma_service  # noqa: E402, F401
+
+# Milvus standalone (milvus_service, milvus_database), for the milvus:http:// restore sink
+from tests.services_milvus import MilvusService, milvus_database, milvus_service  # noqa: E402, F401

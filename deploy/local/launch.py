@@ -30,6 +30,8 @@ outside the clone:
                                                                module proxy; tests/deploy/test_helm.py)
     $VECWAL_CACHE/chroma-<version>/venv/bin/chroma             the Chroma server (its own venv,
                                                                chromadb from PyPI; the chroma: sink)
+    $VECWAL_CACHE/milvus-<version>/bin/milvus                  Milvus standalone (milvus==2.3.5 from
+                                                               PyPI in its own venv; the milvus: sink)
 
 In-process API (what the pytest fixtures use)::
 
@@ -47,6 +49,7 @@ In-process API (what the pytest fixtures use)::
     reg = SchemaRegistry(Path("/tmp/r")).start()    # reg.url: Confluent API (Apicurio ccompat)
     kms = LocalKms(Path("/tmp/m")).start()          # kms.endpoint_url: AWS KMS API, any credentials
     ch = ChromaServer(Path("/tmp/ch")).start()      # ch.url: http://127.0.0.1:PORT (chroma run)
+    mv = MilvusServer(Path("/tmp/mv")).start()      # mv.uri: http://127.0.0.1:PORT, Milvus 2.3.5
     s3.stop(); s3.start()                       # same port, same data
     broker.restart()                            # same ports, same data
     broker.stop(); s3.stop()                    # also done at interpreter exit (atexit)
@@ -67,11 +70,12 @@ CLI (detached services that outlive the command; one directory per service)::
     python deploy/local/launch.py start kms --dir D [--port N]         # local-kms; keys in D/data
     python deploy/local/launch.py start postgres --dir D [--port N]    # prints the DSN
     python deploy/local/launch.py start chroma --dir D [--port N]      # Chroma; data in D/data
+    python deploy/local/launch.py start milvus --dir D [--port N]      # Milvus standalone; N: proxy
     python deploy/local/launch.py start connect --dir D --bootstrap HOST:PORT [--port N]
         # then: curl -X PUT -H 'Content-Type: application/json' -d @config.json \
         #        http://127.0.0.1:PORT/connectors/NAME/config
     python deploy/local/launch.py status --dir D                   # exit 0 running, 3 stopped
-    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect|kms|chroma --dir D
+    python deploy/local/launch.py stop kafka|s3|seaweedfs|registry|postgres|connect|kms|chroma|milvus --dir D
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ from localsvc.install import (
 )
 from localsvc.kafka import KafkaBroker, kafka_wire_probe
 from localsvc.kms import LOCAL_KMS_VERSION, LocalKms, install_kms
+from localsvc.milvus import MILVUS_VERSION, MilvusServer, install_milvus
+from localsvc.milvus import TEST_SETTINGS as MILVUS_TEST_SETTINGS
 from localsvc.postgres import PostgresServer
 from localsvc.process import free_ports, pid_alive, port_open, terminate
 from localsvc.promtool import PROMETHEUS_VERSION, install_promtool, promtool_executable
@@ -119,6 +125,8 @@ __all__ = [
     "HELM_VERSION",
     "HOST",
     "LOCAL_KMS_VERSION",
+    "MILVUS_TEST_SETTINGS",
+    "MILVUS_VERSION",
     "PROMETHEUS_VERSION",
     "REGISTRY_VERSION",
     "S3PROXY_VERSION",
@@ -128,6 +136,7 @@ __all__ = [
     "KafkaConnect",
     "LaunchError",
     "LocalKms",
+    "MilvusServer",
     "PostgresServer",
     "S3Identity",
     "S3Proxy",
@@ -145,6 +154,7 @@ __all__ = [
     "install_helm",
     "install_kafka",
     "install_kms",
+    "install_milvus",
     "install_postgres",
     "install_promtool",
     "install_registry",

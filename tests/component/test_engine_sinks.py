@@ -179,7 +179,8 @@ def rewrite(sink: EngineSink, key: str, **change: Any) -> None:
     vector = np.asarray(change.pop("vector", vec), dtype=np.float32)
     fields.update(change)
     if hasattr(sink.engine, "client") and type(sink.engine).__name__ == "MilvusEngine":
-        sink.engine.client.upsert("docs", [{"pk": key, "vector": vector, **fields}])
+        engine: Any = sink.engine
+        engine.client.upsert("docs", engine.rows([key], vector[None], [fields]))  # as stored
     else:
         from qdrant_client import models as m
 

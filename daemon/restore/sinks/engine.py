@@ -199,6 +199,15 @@ class EngineSink:
     def write_catalog(self, catalog: dict[str, Any]) -> None:
         self.catalog = catalog
         names = sorted(catalog["collections"])
+        # An engine that restricts names (a Milvus server) says which name it would take.
+        fit: Callable[[str], str] = getattr(self.engine, "fit_name", lambda name: name)
+        unfit = {n: fit(self.target(n)) for n in names if fit(self.target(n)) != self.target(n)}
+        if unfit:
+            raise EngineRefused(
+                f"{self.name} does not take the collection name(s) "
+                f"{', '.join(map(repr, map(self.target, unfit)))}; nothing was written",
+                "restore under names it takes: "
+                + " ".join(f"--rename {n}:{f}" for n, f in unfit.items()))
         taken = [self.target(n) for n in names if self.engine.exists(self.target(n))]
         if taken and not self.replace:
             raise TargetExists(
@@ -212,7 +221,10 @@ class EngineSink:
             return
         for alias, coll in sorted(catalog["aliases"].items()):
             if coll in self.truth:
-                self.engine.set_alias(alias, self.target(coll))
+                if fit(alias) != alias:
+                    self.notes.append(f"alias {alias!r} created as {fit(alias)!r}: "
+                                      f"{self.name} does not take the name as it is")
+                self.engine.set_alias(fit(alias), self.target(coll))
 
     def write_bucket(self, collection: str, bucket: int,
                      records: Iterable[dict[str, Any]]) -> WrittenState:

@@ -1,14 +1,29 @@
 """``milvus:URI``: Milvus through pymilvus' MilvusClient. A path ending in ``.db`` runs Milvus
-Lite in that file; an ``http(s)://`` URI reaches a server.
+Lite in that file; an ``http(s)://HOST:PORT`` URI reaches a server (``.../DB``: a database
+other than ``default``; ``http://USER:PASSWORD@...``: a server with authentication).
 
 The collection gets a fixed schema: ``pk`` (the point key), ``vector`` (FLOAT_VECTOR of the
 recorded dimension, indexed with the recorded type and parameters), ``id``, ``tenant`` (the
 partition key, Milvus' multitenancy layout), ``document`` (VARCHAR) and nullable JSON fields
-``metadata``, ``acl``, ``embedding_model``, ``source``, ``vecwal``."""
+``metadata``, ``acl``, ``embedding_model``, ``source``, ``vecwal``. Every collection is
+created with ``consistency_level="Strong"``: validation searches right after the load.
+
+Servers before Milvus 2.5 have no nullable fields, and their JSON fields take objects only
+(2.3 refuses a list). There (tested against 2.3.5) ``acl`` is an ARRAY of VARCHAR, filtered
+with ``array_contains(acl, ...)``, and a missing ``document``, ``metadata``, ``acl``,
+``embedding_model`` or ``source`` is stored empty (``""``, ``{}``, ``[]``) and named in
+``vecwal.nulls``, so it reads back as missing, not as empty. Servers older than 2.3 (no
+COSINE, no ARRAY) are refused.
+
+A server takes collection and alias names of letters, digits and underscores, not starting
+with a digit: a collection named otherwise is refused before anything is written (with the
+``--rename`` that fits), an alias is created under the fitted name with a note. Milvus Lite
+takes both as they are."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +37,13 @@ _METRIC = {"cosine": "COSINE", "dot": "IP", "l2": "L2"}
 MAX_TEXT = 65_535
 """Milvus' VARCHAR limit in bytes: the id, tenant and document must fit."""
 _JSON_FIELDS = ("metadata", "acl", "embedding_model", "source", "vecwal")
+MAX_ACL = 4096
+"""Milvus' largest ARRAY capacity: principals per record on a server before 2.5."""
+_EMPTY: dict[str, Any] = {"document": "", "metadata": {}, "acl": [], "embedding_model": {},
+                          "source": {}}
+"""How a missing field is stored where fields cannot be null (servers before 2.5)."""
+OLDEST = (2, 3)
+NULLABLE_SINCE = (2, 5)
 
 
 class MilvusEngine:
@@ -39,16 +61,36 @@ class MilvusEngine:
         self._loaded: set[str] = set()
         try:
             self.client = MilvusClient(uri=uri, token=token or "")
+            self.version = "lite" if self.lite else str(self.client.get_server_version())
         except Exception as exc:  # pymilvus raises MilvusException, ConnectionError, ...
             raise VecwalError(f"cannot open {self.name}: {exc}",
-                              "check the .db path (its directory must exist) or the server URI"
-                              ) from None
+                              "check the .db path (its directory must exist) or the server URI "
+                              "(http://HOST:PORT, or http://HOST:PORT/DB for a database that "
+                              "exists)") from None
+        release = _release(self.version)
+        if not self.lite and release < OLDEST:
+            self.client.close()
+            raise VecwalError(f"{self.name} runs Milvus {self.version}: vecwal restores into "
+                              "Milvus 2.3 or newer (COSINE, ARRAY fields, partition keys)",
+                              "upgrade the server, or restore into milvus:PATH.db (Milvus Lite)")
+        self.nullable = self.lite or release >= NULLABLE_SINCE
+        """Whether fields can be null; else the layout for servers before 2.5 (module doc)."""
+
+    def fit_name(self, name: str) -> str:
+        """The name this engine takes for a collection or alias named ``name`` (``name`` itself
+        when it is fine as it is)."""
+        if self.lite:
+            return name
+        fitted = re.sub(r"[^A-Za-z0-9_]", "_", name)[:255]
+        return f"_{fitted[:254]}" if not fitted or fitted[0].isdigit() else fitted
 
     def exists(self, collection: str) -> bool:
         return bool(self.client.has_collection(collection))
 
     def drop(self, collection: str) -> None:
-        for alias in self.client.list_aliases(collection).get("aliases", []):
+        # describe_collection, not list_aliases: pymilvus' list_aliases asks a 2.3 server
+        # about the default database, whatever the client's
+        for alias in self.client.describe_collection(collection).get("aliases", []):
             self.client.drop_alias(alias)
         self.client.drop_collection(collection)
         self._loaded.discard(collection)
@@ -61,9 +103,18 @@ class MilvusEngine:
         s.add_field("vector", DataType.FLOAT_VECTOR, dim=spec.dimension)
         s.add_field("id", DataType.VARCHAR, max_length=MAX_TEXT)
         s.add_field("tenant", DataType.VARCHAR, max_length=MAX_TEXT, is_partition_key=True)
-        s.add_field("document", DataType.VARCHAR, max_length=MAX_TEXT, nullable=True)
-        for name in _JSON_FIELDS:
-            s.add_field(name, DataType.JSON, nullable=True)
+        if self.nullable:
+            s.add_field("document", DataType.VARCHAR, max_length=MAX_TEXT, nullable=True)
+            for name in _JSON_FIELDS:
+                s.add_field(name, DataType.JSON, nullable=True)
+        else:
+            s.add_field("document", DataType.VARCHAR, max_length=MAX_TEXT)
+            for name in _JSON_FIELDS:
+                if name == "acl":
+                    s.add_field(name, DataType.ARRAY, element_type=DataType.VARCHAR,
+                                max_capacity=MAX_ACL, max_length=MAX_TEXT)
+                else:
+                    s.add_field(name, DataType.JSON)
         kind, params, search = _index(spec.index)
         ip = self.client.prepare_index_params()
         ip.add_index("vector", index_type=kind, metric_type=_METRIC[spec.metric], params=params)
@@ -74,16 +125,33 @@ class MilvusEngine:
 
     def insert(self, collection: str, keys: list[str], vectors: np.ndarray,
                payloads: list[dict[str, Any]]) -> None:
+        self.client.insert(collection, self.rows(keys, vectors, payloads))
+
+    def rows(self, keys: list[str], vectors: np.ndarray,
+             payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The points as this engine stores them (what ``insert`` sends), from the fields
+        ``scan`` gives back."""
         rows = []
         for key, vec, p in zip(keys, vectors, payloads, strict=True):
-            for name in ("id", "tenant", "document"):
-                if p[name] is not None and len(p[name].encode()) > MAX_TEXT:
-                    raise EngineRefused(
-                        f"record {p['tenant'][:40]}/{p['id'][:80]}: {name} is longer than "
-                        f"Milvus' {MAX_TEXT}-byte VARCHAR", "restore that collection into "
-                        "qdrant: or dir:, or leave it out with --collection")
-            rows.append({"pk": key, "vector": vec, **p})
-        self.client.insert(collection, rows)
+            too_long = [name for name in ("id", "tenant", "document")
+                        if p[name] is not None and len(p[name].encode()) > MAX_TEXT]
+            if too_long or (not self.nullable and p["acl"] is not None and (
+                    len(p["acl"]) > MAX_ACL
+                    or any(len(a.encode()) > MAX_TEXT for a in p["acl"]))):
+                what = (f"{too_long[0]} is longer than Milvus' {MAX_TEXT}-byte VARCHAR"
+                        if too_long else f"acl has more than {MAX_ACL} principals or one "
+                        f"longer than {MAX_TEXT} bytes (Milvus {self.version}'s ARRAY)")
+                raise EngineRefused(
+                    f"record {p['tenant'][:40]}/{p['id'][:80]}: {what}", "restore that "
+                    "collection into qdrant: or dir:, or leave it out with --collection")
+            row = {"pk": key, "vector": vec, **p}
+            if not self.nullable:
+                nulls = [name for name in _EMPTY if p[name] is None]
+                if nulls:
+                    row.update((name, _EMPTY[name]) for name in nulls)
+                    row["vecwal"] = {**p["vecwal"], "nulls": nulls}
+            rows.append(row)
+        return rows
 
     def set_alias(self, alias: str, collection: str) -> None:
         try:
@@ -93,7 +161,7 @@ class MilvusEngine:
 
     def count(self, collection: str, where: Where | None = None) -> int:
         self._load(collection)
-        res = self.client.query(collection, filter=_expr(where), output_fields=["count(*)"])
+        res = self.client.query(collection, filter=self._expr(where), output_fields=["count(*)"])
         return int(res[0]["count(*)"])
 
     def search(self, collection: str, vector: np.ndarray, k: int,
@@ -102,12 +170,12 @@ class MilvusEngine:
         params = self._index.get(collection) or {}
         if "ef" in params:
             params = {"ef": max(params["ef"], k)}
-        res = self.client.search(collection, data=[vector], limit=k, filter=_expr(where),
+        res = self.client.search(collection, data=[vector], limit=k, filter=self._expr(where),
                                  search_params={"params": params}, output_fields=["pk"])
         return [str(hit["pk"] if "pk" in hit else hit["id"]) for hit in res[0]]
 
     def select(self, collection: str, where: Where) -> set[str]:
-        expr = _expr(where)
+        expr = self._expr(where)
         if self.lite:
             # Milvus Lite evaluates filters row by row in Python and an iterator re-evaluates
             # its filter on every page: one query without a result window is far cheaper.
@@ -121,6 +189,13 @@ class MilvusEngine:
         fields = ["pk", "vector", "id", "tenant", "document", *_JSON_FIELDS]
         for row in self._iterate(collection, "", fields, 8192):
             vec = np.asarray(row.pop("vector"), dtype=np.float32)
+            if not self.nullable:
+                if row.get("acl") is not None:
+                    row["acl"] = list(row["acl"])
+                if isinstance(row.get("vecwal"), dict):
+                    row["vecwal"] = dict(row["vecwal"])
+                    for name in row["vecwal"].pop("nulls", None) or ():
+                        row[name] = None
             yield str(row.pop("pk")), row, vec
 
     def _iterate(self, collection: str, expr: str, fields: list[str], batch: int
@@ -141,9 +216,17 @@ class MilvusEngine:
             self._loaded.add(collection)
 
     def finish(self) -> None:
-        for collection in self._index:
-            if self.client.has_collection(collection):
+        """Flush: the segments sealed and persisted, and a server builds their index. A
+        server's flush waits for its data node (seconds): the collections are flushed at once."""
+        names = [c for c in self._index if self.client.has_collection(c)]
+        if self.lite or len(names) < 2:
+            for collection in names:
                 self.client.flush(collection)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(len(names), 8)) as pool:
+            list(pool.map(self.client.flush, names))
 
     def close(self) -> None:
         self.client.close()
@@ -153,6 +236,16 @@ class MilvusEngine:
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(self.uri)
+
+
+    def _expr(self, where: Where | None) -> str:
+        return _expr(where, acl_array=not self.nullable)
+
+
+def _release(version: str) -> tuple[int, int]:
+    """(major, minor) of a server version such as "v2.3.5-lite"; (0, 0) when unreadable."""
+    m = re.search(r"(\d+)\.(\d+)", version)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
 def _index(index: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -174,14 +267,15 @@ def _literal(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def _expr(where: Where | None) -> str:
+def _expr(where: Where | None, *, acl_array: bool = False) -> str:
     if where is None:
         return ""
     parts = []
     if where.tenant is not None:
         parts.append(f"tenant == {_literal(where.tenant)}")
     if where.principal is not None:
-        parts.append(f"json_contains(acl, {_literal(where.principal)})")
+        contains = "array_contains" if acl_array else "json_contains"
+        parts.append(f"{contains}(acl, {_literal(where.principal)})")
     if where.metadata is not None:
         key, value = where.metadata
         parts.append(f"metadata[{_literal(key)}] == {_literal(value)}")

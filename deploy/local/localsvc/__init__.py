@@ -20,5 +20,7 @@ deploy/local on sys.path and re-exports the API:
     helm      the pinned helm build (Go module proxy), for the chart's tests
     chroma    ChromaServer (``chroma run`` from its own venv under the cache), the chroma: sink's
               server
+    milvus    MilvusServer (Milvus 2.3.5 standalone from the ``milvus`` wheel, its own venv under
+              the cache; every port pinned), the milvus:http:// sink's server
     cli       ``launch.py install|start|stop|status``
 """

@@ -16,6 +16,7 @@ from .connect import KafkaConnect
 from .install import INSTALLABLE, install
 from .kafka import KafkaBroker, kafka_wire_probe
 from .kms import LocalKms
+from .milvus import MilvusServer
 from .postgres import PostgresServer
 from .process import pid_alive, pid_cmdline, port_open, terminate
 from .registry import SchemaRegistry
@@ -32,6 +33,9 @@ SERVICES += ["postgres", "connect"]
 # local-kms, the KMS the aws-kms: key-encryption key is tested against
 _MARKERS.update(kms="local-kms")
 SERVICES += ["kms"]
+# Milvus standalone, the milvus:http:// sink's server
+_MARKERS.update(milvus="milvus run standalone")
+SERVICES += ["milvus"]
 # Chroma, the chroma: restore sink's server
 _MARKERS.update(chroma="chroma run")
 SERVICES += ["chroma"]
@@ -80,7 +84,7 @@ def cmd_start(
         if port is None:
             port = state.get("port")  # same data, same address as last time
     svc: (KafkaBroker | S3Proxy | SeaweedFS | SchemaRegistry | PostgresServer | KafkaConnect
-          | LocalKms | ChromaServer)
+          | LocalKms | ChromaServer | MilvusServer)
     if service == "kafka":
         cport = state.get("controller_port") if state else None
         tls = tls or bool(state and state.get("security") == "sasl_ssl")  # as it was formatted
@@ -96,6 +100,9 @@ def cmd_start(
         svc = PostgresServer(d, port, tie_to_parent=False)
     elif service == "kms":
         svc = LocalKms(d, port, tie_to_parent=False)
+    elif service == "milvus":
+        svc = MilvusServer(d, port, ports=state.get("ports") if state else None,
+                           tie_to_parent=False)
     elif service == "chroma":
         svc = ChromaServer(d, port, tie_to_parent=False)
     elif service == "connect":
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser(
         "install", help="fetch the Kafka jars, s3proxy and the Compose schema, build SeaweedFS, local-kms, "
-        "promtool and helm, and the Chroma server's venv, into "
+        "promtool and helm, and the Chroma and Milvus servers' venvs, into "
         "$VECWAL_CACHE"
     )
     p.add_argument("only", nargs="*", metavar="SERVICE",

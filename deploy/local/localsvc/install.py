@@ -18,6 +18,8 @@ run it.
                                                                (promtool.py, the same Go caches)
     $VECWAL_CACHE/helm-<version>/helm                          Kubernetes's package manager, for
                                                                the chart (helm.py, the same Go caches)
+    $VECWAL_CACHE/milvus-<version>/bin/milvus                  Milvus standalone, from the PyPI wheel
+                                                               in its own venv (milvus.py)
     $VECWAL_CACHE/chroma-<version>/venv/bin/chroma             the Chroma server (chroma.py: its own
                                                                venv, chromadb from PyPI)
 
@@ -448,7 +450,7 @@ def install_seaweedfs() -> Path:
 
 
 INSTALLABLE = ("kafka", "s3proxy", "seaweedfs", "postgres", "connect", "registry", "kms",
-               "promtool", "compose-schema", "helm", "chroma")
+               "promtool", "compose-schema", "helm", "chroma", "milvus")
 
 
 def install(only: tuple[str, ...] = INSTALLABLE) -> None:
@@ -497,4 +499,8 @@ def install(only: tuple[str, ...] = INSTALLABLE) -> None:
         from .chroma import CHROMA_VERSION, install_chroma  # imports us
 
         done.append(f"Chroma server (chromadb {CHROMA_VERSION}) ({install_chroma()})")
+    if "milvus" in only:
+        from .milvus import MILVUS_VERSION, install_milvus  # imports us
+
+        done.append(f"Milvus {MILVUS_VERSION} standalone ({install_milvus()})")
     say("installed: " + ", ".join(done))
