@@ -25,6 +25,8 @@ setup(
         Extension(
             "daemon.native.tenantseal",
             sources=["daemon/native/tenantseal.c"],
+            depends=["daemon/native/siv_lanes.h", "daemon/native/xxhash/xxhash.h"],
+            include_dirs=["daemon/native"],
             libraries=["crypto"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,

@@ -15,11 +15,12 @@
  *     upsert with an id). keys maps collection NUL tenant (UTF-8 bytes) to (key id, 64-byte
  *     SIV key); on a miss resolve(collection, tenant) gives the pair, and it is kept in keys.
  *
- * open_rows(data, keys, resolve) -> (bytes, [length], [content length], [row left out])
+ * open_rows(data, keys, resolve) -> (bytes, lengths, content lengths, hashes, [row left out])
  *     Every snapshot row in data (a data file block's bytes) with its content opened, one
  *     after the other; each opened row's length and the length of its content (every field
- *     before the version fields); the numbers of the rows left out because their tenant was
- *     forgotten. keys maps key id to the SIV key, or None for a destroyed key; on a miss
+ *     before the version fields), as little-endian u4 arrays; the xxh3-128 of each row's
+ *     content, as the row index keeps it (16 bytes, little-endian); the numbers of the rows
+ *     left out because their tenant was forgotten. keys maps key id to the SIV key, or None for a destroyed key; on a miss
  *     resolve(key id, collection, tenant) gives it, and it is kept in keys.
  *
  * set_lanes(on) -> bool
@@ -36,6 +37,9 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+
+#define XXH_INLINE_ALL
+#include "xxhash/xxhash.h"
 
 #define KEY_ID 8
 #define TAG 16
@@ -529,7 +533,7 @@ static PyObject *open_rows(PyObject *self, PyObject *args) {
     PyObject *keys, *resolve;
     if (!PyArg_ParseTuple(args, "y*O!O:open_rows", &in, &PyDict_Type, &keys, &resolve))
         return NULL;
-    PyObject *lengths = PyList_New(0), *contents = PyList_New(0), *gone = PyList_New(0);
+    PyObject *lengths = NULL, *contents = NULL, *hashes = NULL, *gone = PyList_New(0);
     PyObject *result = NULL;
     /* an opened row is shorter than its sealed form (by the key id, the tag, the vector's
      * length and seven nulls): the opened rows fit in as many bytes as the sealed */
@@ -543,7 +547,7 @@ static PyObject *open_rows(PyObject *self, PyObject *args) {
     Keyed *lanes = NULL;
     int use_lanes = lanes_usable(), have_key = 0;
     Cur c = {p, (size_t)in.len, 0};
-    if (!lengths || !contents || !gone || !ctx || !opened) {
+    if (!gone || !ctx || !opened) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
     }
@@ -609,19 +613,29 @@ static PyObject *open_rows(PyObject *self, PyObject *args) {
             goto done;
         }
     }
+    lengths = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(4 * blk.nrows));
+    contents = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(4 * blk.nrows));
+    hashes = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(16 * blk.nrows));
+    if (!lengths || !contents || !hashes) goto done;
     for (size_t i = 0; i < blk.nrows; i++) {
         const Opening *r = &blk.rows[i];
         size_t content, len = i + 1 < blk.nrows ? blk.rows[i + 1].at - r->at : used - r->at;
-        if (arrange(r, p, out + r->at, &tail, &content) || append_int(lengths, len) ||
-            append_int(contents, content))
-            goto done;
+        if (arrange(r, p, out + r->at, &tail, &content)) goto done;
+        uint32_t l32 = (uint32_t)len, c32 = (uint32_t)content;  /* little-endian u4 */
+        memcpy(PyBytes_AS_STRING(lengths) + 4 * i, &l32, 4);
+        memcpy(PyBytes_AS_STRING(contents) + 4 * i, &c32, 4);
+        /* as the row index keeps them: xxh3-128 as a little-endian 128-bit number */
+        XXH128_hash_t h = XXH3_128bits(out + r->at, content);
+        memcpy(PyBytes_AS_STRING(hashes) + 16 * i, &h.low64, 8);
+        memcpy(PyBytes_AS_STRING(hashes) + 16 * i + 8, &h.high64, 8);
     }
     if (_PyBytes_Resize(&opened, (Py_ssize_t)used) == 0)
-        result = Py_BuildValue("OOOO", opened, lengths, contents, gone);
+        result = Py_BuildValue("OOOOO", opened, lengths, contents, hashes, gone);
 done:
     Py_XDECREF(opened);
     Py_XDECREF(lengths);
     Py_XDECREF(contents);
+    Py_XDECREF(hashes);
     Py_XDECREF(gone);
     EVP_CIPHER_CTX_free(ctx);
     PyMem_Free(aads.p);

@@ -3,13 +3,12 @@ each with its content opened (``daemon.keys.sealing``), a forgotten tenant's row
 and a row index that says so (new lengths, content lengths and content hashes). What a
 restore to a directory writes, since the files it would otherwise copy hold sealed content.
 
-With the C sealer each block's rows are opened in one call, with no Python object per row but
-its content hash; without it, row by row through the reference."""
+With the C sealer each block's rows are opened in one call, which also gives their lengths and
+content hashes, with no Python object per row; without it, row by row through the reference."""
 
 from __future__ import annotations
 
 import numpy as np
-import xxhash
 
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import TenantSealer, native
@@ -38,29 +37,24 @@ class FileOpener:
             return self._open_rows(src, codec)
         index = src.index
         keep = np.ones(len(index), dtype=bool)
-        lengths: list[int] = []
-        content_lens: list[int] = []
-        hashes = bytearray()
+        lengths, content_lens, hashes = [], [], []
         out = DataFileWriter(codec)
-        digest = xxhash.xxh3_128_digest
         for first, block in zip(index.block_starts, src.blocks, strict=False):
             try:
-                opened, lens, clens, gone = self._native.open_rows(block, self._keys,
-                                                                   self._resolve)
+                opened, lens, clens, digests, gone = self._native.open_rows(
+                    block, self._keys, self._resolve)
             except ValueError as exc:
                 raise IntegrityError(f"{where}: a row of the block at row {first}: {exc}",
                                      "the file was changed; restore from another snapshot"
                                      ) from None
             for g in gone:
                 keep[first + g] = False
-            view, at = memoryview(opened), 0
-            for length, content in zip(lens, clens, strict=True):
-                hashes += digest(view[at:at + content])[::-1]
-                at += length
-            lengths += lens
-            content_lens += clens
-            out.put(opened, len(lens))
-        return out.finish(_opened_columns(index, keep, lengths, content_lens, bytes(hashes)))
+            lengths.append(lens)
+            content_lens.append(clens)
+            hashes.append(digests)
+            out.put(opened, len(lens) // 4)
+        return out.finish(_opened_columns(index, keep, b"".join(lengths),
+                                          b"".join(content_lens), b"".join(hashes)))
 
     def _open_rows(self, src: SourceFile, codec: str) -> EncodedFile:
         """The reference: each row decoded, opened and encoded again."""
@@ -73,12 +67,12 @@ class FileOpener:
         return out.finish()
 
 
-def _opened_columns(index: RowIndex, keep: np.ndarray, lengths: list[int],
-                    content_lens: list[int], hashes: bytes) -> IndexColumns:
+def _opened_columns(index: RowIndex, keep: np.ndarray, lengths: bytes, content_lens: bytes,
+                    hashes: bytes) -> IndexColumns:
     columns = {name: getattr(index, name)[keep] for name in
                ("ts", "offsets", "partitions", "topic_ix", "tenant_ix", "deleted")}
-    columns.update(lengths=np.asarray(lengths, dtype="<u4"),
-                   content_lens=np.asarray(content_lens, dtype="<u4"),
+    columns.update(lengths=np.frombuffer(lengths, "<u4"),
+                   content_lens=np.frombuffer(content_lens, "<u4"),
                    hashes=np.frombuffer(hashes, "<u4").reshape(-1, 4))
     if keep.all():
         return IndexColumns(index.ids, list(index.tenants), list(index.topics), columns)

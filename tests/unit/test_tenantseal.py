@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 import fastavro
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,13 @@ from daemon.changelog.segment import RECORD_SCHEMA
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import CONTENT_FIELDS, TenantSealer, native
 from daemon.keys.tenants import TenantForgotten, TenantKey
-from daemon.snapshot.datafile import SNAPSHOT_SCHEMA, Row, decode_records, encode_rows
+from daemon.snapshot.datafile import (
+    SNAPSHOT_SCHEMA,
+    Row,
+    content_hash_bytes,
+    decode_records,
+    encode_rows,
+)
 from daemon.snapshot.opened import FileOpener
 from tests.unit.test_recordcodec import RECORDS
 
@@ -73,6 +80,10 @@ class FixedKeys:
         return resolve
 
 
+def u4(data: bytes) -> list[int]:
+    return np.frombuffer(data, "<u4").tolist()  # type: ignore[no-any-return]
+
+
 def encode(schema: Any, rec: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, schema, rec)
@@ -114,7 +125,8 @@ def test_opened_rows_are_the_references_rows(lanes: str, records: list[dict[str,
     tenants = sorted({(r["collection"], r["tenant"]) for r in sealed})
     keys.forgotten = set(data.draw(st.lists(st.sampled_from(tenants), max_size=1)))
     block = b"".join(encode(SNAPSHOT_SCHEMA, r) for r in sealed)
-    out, lengths, content_lens, gone = C.open_rows(block, {}, keys.row_resolver())
+    out, lens, clens, hashes, gone = C.open_rows(block, {}, keys.row_resolver())
+    lengths, content_lens = u4(lens), u4(clens)
     want_rows, want_gone = [], []
     for i, rec in enumerate(sealed):
         try:
@@ -125,6 +137,8 @@ def test_opened_rows_are_the_references_rows(lanes: str, records: list[dict[str,
     assert out == b"".join(bytes(r.raw) for r in want_rows)  # type: ignore[arg-type]
     assert lengths == [len(r.raw) for r in want_rows]  # type: ignore[arg-type]
     assert content_lens == [r.content_len for r in want_rows]
+    assert hashes == b"".join(content_hash_bytes(bytes(r.raw)[:r.content_len])  # type: ignore[arg-type]
+                              for r in want_rows)
 
 
 def one_row(keys: FixedKeys, **change: Any) -> tuple[dict[str, Any], bytes]:
@@ -206,9 +220,9 @@ def test_many_tenants_and_sizes_open_as_the_reference(lanes: str) -> None:
     keys = FixedKeys()
     sealed, raws = mixed_block(keys, 90)
     sealer = TenantSealer(keys)  # type: ignore[arg-type]
-    out, lengths, _, gone = C.open_rows(b"".join(raws), {}, keys.row_resolver())
+    out, lengths, _, _, gone = C.open_rows(b"".join(raws), {}, keys.row_resolver())
     want = [bytes(Row.of(sealer.open(copy.deepcopy(r))).raw) for r in sealed]  # type: ignore[arg-type]
-    assert gone == [] and lengths == [len(w) for w in want] and out == b"".join(want)
+    assert gone == [] and u4(lengths) == [len(w) for w in want] and out == b"".join(want)
 
 
 @pytest.mark.parametrize("row", [0, 7, 8, 45, 89])
