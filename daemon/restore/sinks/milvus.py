@@ -59,6 +59,8 @@ class MilvusEngine:
         self.name = f"milvus:{uri}"
         self._index: dict[str, dict[str, Any]] = {}
         self._loaded: set[str] = set()
+        self.notes: list[str] = []
+        """Index mappings, for the report (the sink takes them after each create)."""
         try:
             self.client = MilvusClient(uri=uri, token=token or "")
             self.version = "lite" if self.lite else str(self.client.get_server_version())
@@ -115,7 +117,9 @@ class MilvusEngine:
                                 max_capacity=MAX_ACL, max_length=MAX_TEXT)
                 else:
                     s.add_field(name, DataType.JSON)
-        kind, params, search = _index(spec.index)
+        kind, params, search, mapped = index_of(spec.index)
+        if mapped:
+            self.notes.append(f"{collection}: {mapped}")
         ip = self.client.prepare_index_params()
         ip.add_index("vector", index_type=kind, metric_type=_METRIC[spec.metric], params=params)
         self.client.create_collection(collection, schema=s, index_params=ip,
@@ -248,19 +252,24 @@ def _release(version: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def _index(index: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(index type, build params, search params) from the recorded index."""
+def index_of(index: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any], str]:
+    """(index type, build params, search params, the mapping made or "") from the recorded
+    index. HNSW with m=0 (Qdrant's "no graph": exact search) becomes FLAT, since Milvus takes
+    M from 1; a type Milvus has no equivalent of here becomes AUTOINDEX (Milvus picks)."""
     kind = str(index.get("type", "hnsw")).lower()
     if kind == "hnsw":
-        m, ef = index.get("m", 16), index.get("ef_construct", 200)
-        return "HNSW", {"M": int(m), "efConstruction": int(ef)}, {
-            "ef": max(int(index.get("ef", 0)), SEARCH_EF)}
+        m, ef = int(index.get("m", 16)), int(index.get("ef_construct", 200))
+        if m == 0:
+            return "FLAT", {}, {}, "HNSW with m=0 (no graph, exact search) created as FLAT"
+        return "HNSW", {"M": m, "efConstruction": ef}, {
+            "ef": max(int(index.get("ef", 0)), SEARCH_EF)}, ""
     if kind == "flat":
-        return "FLAT", {}, {}
+        return "FLAT", {}, {}, ""
     if kind == "ivf_flat":
         nlist = int(index.get("nlist", 128))
-        return "IVF_FLAT", {"nlist": nlist}, {"nprobe": int(index.get("nprobe", min(nlist, 32)))}
-    return "AUTOINDEX", {}, {}
+        return "IVF_FLAT", {"nlist": nlist}, {
+            "nprobe": int(index.get("nprobe", min(nlist, 32)))}, ""
+    return "AUTOINDEX", {}, {}, f"index type {kind!r} has no Milvus equivalent: created as AUTOINDEX"
 
 
 def _literal(value: Any) -> str:
