@@ -4,9 +4,10 @@ A table per collection, its columns what a search application reads: ``key`` (th
 ``id``, ``tenant``, ``vector`` (FixedSizeList<float32>[dimension]), ``document``,
 ``metadata`` and ``source`` (Lance JSON, filterable with ``json_extract``), ``acl``
 (list<string>), ``embedding_model`` (struct name, version), and ``vecwal``: JSON text of what
-the state digest needs beyond those (the exact metadata and source texts are the JSON
-columns' own input, kept there). The table's schema metadata ``vecwal`` records the
-collection's dimension, metric and recorded index.
+the state digest needs beyond those, the exact metadata and source texts among it (Lance
+keeps JSON as JSONB and gives back its own text: key order and number spelling may differ;
+the exact text is used while it still parses to the column's value). The table's schema
+metadata ``vecwal`` records the collection's dimension, metric and recorded index.
 
 Loading: each insert becomes one Arrow record batch, the vectors wrapped from the numpy array
 without a copy and without a Python object per value; batches are held until ``FLUSH_ROWS``
@@ -66,8 +67,8 @@ own default, sqrt(rows), makes k-means over 768-dimension vectors the larger par
 restore: 316 partitions at 100k rows)."""
 _DISTANCE: dict[str, Literal["l2", "cosine", "dot"]] = {"cosine": "cosine", "dot": "dot",
                                                          "l2": "l2"}
-_VECWAL_KEYS = ("document_is_json", "extra", "event_id", "event_time", "dimension", "sparse",
-                "version")
+_VECWAL_KEYS = ("metadata", "source", "document_is_json", "extra", "event_id", "event_time",
+                "dimension", "sparse", "version")
 
 
 class LanceDBEngine:
@@ -86,6 +87,8 @@ class LanceDBEngine:
         self._schemas: dict[str, pa.Schema] = {}
         self._specs: dict[str, CollectionSpec] = {}
         self._indexed: dict[str, tuple[str, int] | None] = {}
+        self.build_seconds = 0.0
+        """Time spent building indexes (in ``finish``)."""
         """Table -> (index type, partitions), or None: no vector index (known this run)."""
         try:
             self.db = lancedb.connect(path)
@@ -143,24 +146,8 @@ class LanceDBEngine:
     def insert(self, collection: str, keys: list[str], vectors: np.ndarray,
                payloads: list[dict[str, Any]]) -> None:
         schema = self._schemas.get(collection) or self._open(collection).schema
-        dim = vectors.shape[1]
-        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-        vecwal = [p["vecwal"] for p in payloads]
-        columns = [
-            pa.array(keys, pa.string()),
-            pa.array([p["id"] for p in payloads], pa.string()),
-            pa.array([p["tenant"] for p in payloads], pa.string()),
-            pa.FixedSizeListArray.from_arrays(flat, dim),
-            pa.array([p["document"] for p in payloads], pa.string()),
-            pa.array([v["metadata"] for v in vecwal], pa.json_(pa.string())),
-            pa.array([p["acl"] for p in payloads], pa.list_(pa.string())),
-            pa.array([p["embedding_model"] for p in payloads], schema.field("embedding_model").type),
-            pa.array([v["source"] for v in vecwal], pa.json_(pa.string())),
-            pa.array([orjson.dumps({k: v[k] for k in _VECWAL_KEYS}).decode() for v in vecwal],
-                     pa.string()),
-        ]
         pending = self._pending.setdefault(collection, [])
-        pending.append(pa.record_batch(columns, schema=schema))
+        pending.append(record_batch(schema, keys, vectors, payloads))
         if sum(b.num_rows for b in pending) >= self.flush_rows:
             self._flush(collection)
 
@@ -176,7 +163,17 @@ class LanceDBEngine:
             self._flush(collection)
         for collection, spec in self._specs.items():
             if self._indexed.get(collection) is None and self.exists(collection):
-                self._build_index(collection, spec)
+                self.build_index(collection, spec)
+
+    def build_index(self, collection: str, spec: CollectionSpec) -> None:
+        """The vector index (and the tenant and acl indexes) of a table large enough."""
+        import time
+
+        began = time.monotonic()
+        try:
+            self._build_index(collection, spec)
+        finally:
+            self.build_seconds += time.monotonic() - began
 
     def _build_index(self, collection: str, spec: CollectionSpec) -> None:
         from lancedb.index import Bitmap, LabelList
@@ -229,10 +226,9 @@ class LanceDBEngine:
             for i, key in enumerate(batch.column("key").to_pylist()):
                 row = {name: values[i] for name, values in cols.items()}
                 vecwal = orjson.loads(row.pop("vecwal") or "{}")
-                for name in ("metadata", "source"):  # the JSON columns: values and texts
+                for name in ("metadata", "source"):  # Lance JSON, read back as its own text
                     text = row[name]
                     row[name] = None if text is None else orjson.loads(text)
-                    vecwal[name] = text
                 row["vecwal"] = vecwal
                 yield str(key), row, vectors[i]
 
@@ -264,6 +260,29 @@ class LanceDBEngine:
                               dict(recorded.get("index") or {}), [], {})
         config, _ = _index_config(spec, table.count_rows())
         return None if config is None else (type(config).__name__, config.num_partitions or 1)
+
+
+def record_batch(schema: pa.Schema, keys: list[str], vectors: np.ndarray,
+                 payloads: list[dict[str, Any]]) -> pa.RecordBatch:
+    """One insert as an Arrow record batch: the vectors wrapped from the numpy array (no
+    copy when it is float32 and contiguous), the other columns from the payloads."""
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    vecwal = [p["vecwal"] for p in payloads]
+    columns = [
+        pa.array(keys, pa.string()),
+        pa.array([p["id"] for p in payloads], pa.string()),
+        pa.array([p["tenant"] for p in payloads], pa.string()),
+        pa.FixedSizeListArray.from_arrays(flat, dim),
+        pa.array([p["document"] for p in payloads], pa.string()),
+        pa.array([v["metadata"] for v in vecwal], pa.json_(pa.string())),
+        pa.array([p["acl"] for p in payloads], pa.list_(pa.string())),
+        pa.array([p["embedding_model"] for p in payloads], schema.field("embedding_model").type),
+        pa.array([v["source"] for v in vecwal], pa.json_(pa.string())),
+        pa.array([orjson.dumps({k: v[k] for k in _VECWAL_KEYS}).decode() for v in vecwal],
+                 pa.string()),
+    ]
+    return pa.record_batch(columns, schema=schema)
 
 
 def _index_config(spec: CollectionSpec, rows: int = 0) -> tuple[Any, str | None]:
