@@ -87,9 +87,9 @@ class LanceDBEngine:
         self._schemas: dict[str, pa.Schema] = {}
         self._specs: dict[str, CollectionSpec] = {}
         self._indexed: dict[str, tuple[str, int] | None] = {}
+        """Table -> (index type, partitions), or None: no vector index (known this run)."""
         self.build_seconds = 0.0
         """Time spent building indexes (in ``finish``)."""
-        """Table -> (index type, partitions), or None: no vector index (known this run)."""
         try:
             self.db = lancedb.connect(path)
         except Exception as exc:  # lancedb raises ValueError, OSError, its Rust errors
@@ -109,8 +109,8 @@ class LanceDBEngine:
 
     def drop(self, collection: str) -> None:
         self.db.drop_table(collection)
-        self._pending.pop(collection, None)
-        self._indexed.pop(collection, None)
+        for known in (self._pending, self._schemas, self._specs, self._indexed):
+            known.pop(collection, None)
 
     def create(self, collection: str, spec: CollectionSpec) -> None:
         recorded = {"dimension": spec.dimension, "metric": spec.metric, "index": spec.index}
