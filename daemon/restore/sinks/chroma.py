@@ -39,13 +39,18 @@ a query one) is the recorded ``ef`` or at least 128, the ef the other engines' v
 searches use. Chroma has only HNSW (locally and on a single-node server): a recorded ``flat``
 or other index type is created as HNSW with Chroma's defaults, and the restore says so in a
 note naming the mapping. Chroma has no aliases: a note lists the ones not created.
+
+Loading is Chroma's own ``collection.add``, ``BATCH`` rows a call whatever the bucket sizes,
+from one adding thread while the restore decodes the next rows (``PENDING``).
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -53,7 +58,7 @@ import numpy as np
 import orjson
 
 from daemon.errors import VecwalError
-from daemon.restore.sinks.engine import SEARCH_EF, CollectionSpec, EngineRefused, Where
+from daemon.restore.sinks.engine import BATCH, SEARCH_EF, CollectionSpec, EngineRefused, Where
 
 _SPACE = {"cosine": "cosine", "dot": "ip", "l2": "l2"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]$")
@@ -63,6 +68,11 @@ MODEL = "embedding_model"
 PAGE = 1000
 """Records per read while scanning."""
 _I64 = 2**63
+PENDING = 2
+"""Batches handed to the adding thread and not yet added: the restore decodes the next
+batch while Chroma takes the last (the client waits on the server without the GIL). Rows
+are added BATCH at a time whatever the bucket sizes: each add has a fixed cost in Chroma,
+so the last, short batch of every bucket would cost as much as a full one."""
 
 
 class ChromaEngine:
@@ -79,6 +89,9 @@ class ChromaEngine:
         self.name = f"chroma:{where}"
         self.notes: list[str] = []
         self._open: dict[str, Any] = {}
+        self._adder = ThreadPoolExecutor(1, thread_name_prefix="chroma-add")
+        self._pending: deque[Future[None]] = deque()
+        self._rows: dict[str, tuple[list[str], list[np.ndarray], list[dict[str, Any]]]] = {}
         settings = Settings(anonymized_telemetry=False)
         try:
             if where.startswith(("http://", "https://")):
@@ -112,6 +125,7 @@ class ChromaEngine:
         return True
 
     def drop(self, collection: str) -> None:
+        self._drain()
         self._open.pop(collection, None)
         self.client.delete_collection(collection)
 
@@ -136,15 +150,47 @@ class ChromaEngine:
 
     def insert(self, collection: str, keys: list[str], vectors: np.ndarray,
                payloads: list[dict[str, Any]]) -> None:
+        """Gathered into batches of BATCH rows, each queued to one adding thread (in order);
+        an error comes out of the next call."""
+        rows = self._rows.setdefault(collection, ([], [], []))
+        rows[0].extend(keys)
+        rows[1].append(vectors)
+        rows[2].extend(payloads)
+        if len(rows[0]) >= BATCH:
+            self._submit(collection, BATCH)
+
+    def _submit(self, collection: str, size: int) -> None:
+        keys, chunks, payloads = self._rows.pop(collection)
+        vectors = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+        for s in range(0, len(keys) - size + 1, size):
+            while len(self._pending) >= PENDING:
+                self._pending.popleft().result()
+            self._pending.append(self._adder.submit(
+                self._add, collection, keys[s:s + size], vectors[s:s + size],
+                payloads[s:s + size]))
+        rest = len(keys) - len(keys) % size
+        if rest < len(keys):
+            self._rows[collection] = (keys[rest:], [vectors[rest:]], payloads[rest:])
+
+    def _add(self, collection: str, keys: list[str], vectors: np.ndarray,
+             payloads: list[dict[str, Any]]) -> None:
         docs = [p["document"] for p in payloads]
         self._collection(collection).add(
             ids=keys, embeddings=vectors, metadatas=[to_metadata(p) for p in payloads],
             documents=docs if any(d is not None for d in docs) else None)
 
+    def _drain(self) -> None:
+        """Every gathered row added."""
+        for collection in list(self._rows):
+            self._submit(collection, max(1, len(self._rows[collection][0])))
+        while self._pending:
+            self._pending.popleft().result()
+
     def set_alias(self, alias: str, collection: str) -> None:
         self.notes.append(f"alias {alias} -> {collection} not created: Chroma has no aliases")
 
     def count(self, collection: str, where: Where | None = None) -> int:
+        self._drain()
         col = self._collection(collection)
         if where is None:
             return int(col.count())
@@ -152,15 +198,18 @@ class ChromaEngine:
 
     def search(self, collection: str, vector: np.ndarray, k: int,
                where: Where | None = None) -> list[str]:
+        self._drain()
         res = self._collection(collection).query(
             query_embeddings=[np.asarray(vector, dtype=np.float32)], n_results=k,
             where=_where(where), include=[])
         return [str(i) for i in res["ids"][0]]
 
     def select(self, collection: str, where: Where) -> set[str]:
+        self._drain()
         return set(self._collection(collection).get(where=_where(where), include=[])["ids"])
 
     def scan(self, collection: str) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
+        self._drain()
         col = self._collection(collection)
         offset = 0
         while True:
@@ -175,11 +224,15 @@ class ChromaEngine:
             offset += len(ids)
 
     def finish(self) -> None:
-        pass
+        self._drain()
 
     def close(self) -> None:
-        self._open.clear()
-        self.client.close()
+        try:
+            self._drain()
+        finally:
+            self._adder.shutdown(wait=True, cancel_futures=True)
+            self._open.clear()
+            self.client.close()
 
 
 def _check_name(collection: str) -> None:
