@@ -146,9 +146,45 @@ def bound_gap(repo: Repository, window: PartitionWindow, cut_time_ms: int | None
         window.gap_safe_until_ms = cut_time_ms  # events after a cut are later than its time
 
 
+def split_window(window: PartitionWindow, parts: int) -> list[PartitionWindow]:
+    """The window as up to ``parts`` consecutive sub-windows of about equal bytes (pure; a
+    window of fewer segments gives fewer): reading them one after another reads exactly the
+    window's events. Each starts where the segments before it end, so an overlapping segment's
+    events are still read once; each but the last ends at its last segment's end (its
+    ``durable_end``, no gap); the last keeps the window's end, gap and gap bound. A reader of
+    a sub-window that stops early (``WindowReader.stopped_early``) is where the window's
+    reading stops: the sub-windows after it are not part of the window's events."""
+    segments = window.segments
+    if parts < 2 or len(segments) < 2:
+        return [window]
+    total = sum(window.sizes.get(k, 0) for k in segments)
+    groups: list[list[SegmentKey]] = [[]]
+    done = 0
+    for i, key in enumerate(segments):
+        left = len(segments) - i
+        if groups[-1] and len(groups) < parts and (
+                done >= total * len(groups) / parts or left <= parts - len(groups)):
+            groups.append([])
+        groups[-1].append(key)
+        done += window.sizes.get(key, 0)
+    out = []
+    start = window.start
+    for g, group in enumerate(groups):
+        last = g == len(groups) - 1
+        end = window.durable_end if last else max(start, group[-1].end)
+        out.append(PartitionWindow(
+            window.topic, window.partition, start, end, group,
+            {k: window.sizes[k] for k in group if k in window.sizes},
+            window.gap if last else None, window.gap_safe_until_ms if last else None))
+        start = max(start, group[-1].end)
+    return out
+
+
 @dataclass
 class WindowReader:
-    """Iterates one window's events; ``stopped_at`` is then the first offset not read.
+    """Iterates one window's events; ``stopped_at`` is then the first offset not read, and
+    ``stopped_early`` says whether a stop rule (the target's time or offset) ended the
+    reading before the window's last segment was read through.
 
     Events are scanned, not decoded (``scan.py``): each says its offset, time, op, collection,
     tenant and id, gives its snapshot row (``row``) or its decoded dict (``event``). A segment
@@ -160,6 +196,7 @@ class WindowReader:
     until_ms: int | None = None
     until_offset: int | None = None
     stopped_at: int = -1
+    stopped_early: bool = False
     bytes_read: int = 0
 
     def __iter__(self) -> Iterator[Event]:
@@ -170,7 +207,7 @@ class WindowReader:
         fetched = prefetched(self.repo.store, [k.avro for k in w.segments])
         for key, data in zip(w.segments, fetched, strict=True):
             if self.until_ms is not None and self._all_after(key, data, self.until_ms):
-                self.stopped_at = through
+                self.stopped_at, self.stopped_early = through, True
                 return
             self.bytes_read += w.sizes.get(key, 0)
             if data is None:
@@ -180,15 +217,15 @@ class WindowReader:
                 if offset < through:
                     continue  # an overlapping segment: read once
                 if self.until_offset is not None and offset >= self.until_offset:
-                    self.stopped_at = offset
+                    self.stopped_at, self.stopped_early = offset, True
                     return
                 if self.until_ms is not None and ev.timestamp > self.until_ms:
-                    self.stopped_at = offset
+                    self.stopped_at, self.stopped_early = offset, True
                     return
                 yield ev
             through = max(through, key.end)
             if self.until_offset is not None and through >= self.until_offset:
-                self.stopped_at = self.until_offset
+                self.stopped_at, self.stopped_early = self.until_offset, True
                 return
         if w.gap is not None:  # at the gap: only a target it cannot contain may stop here
             w.check_reach(self.until_ms, self.until_offset)

@@ -5,37 +5,48 @@ collection's bucket count, a power of two. With a shard count that divides every
 count, the hash modulo the shard count is the bucket modulo the shard count, so a shard owns
 whole buckets in every collection. The work goes:
 
-1. ``fold``: each worker reads every partition window of the plan but keeps only the changes
-   of its own shard (the others' events are walked, not spliced or hashed), and holds them;
-   the parent gets back the catalog events, the counts, and where each window stopped;
-2. ``split``: given each collection's bucket count, each worker splits what it holds by
+1. ``fold``: the log is read once, split between the workers: each partition window is cut
+   into consecutive sub-windows (``changelog.window.split_window``), which are spread over
+   the workers by bytes (``share_log``, pure). Each worker folds its sub-windows, keeping the
+   winning change of every key it reads, and tells the parent each sub-window's catalog
+   events, counts and stop;
+2. the parent keeps, per window, its sub-windows in order up to the first a stop rule ended
+   (the window's reading ends there, as one reader's would: what came after is dropped);
+3. ``exchange``: each worker keeps its own shard's changes of what it kept and packs the
+   others' (their bytes in one buffer per shard: ``_pack``), which the parent hands to their
+   workers (``_take``). Versions decide between changes of one key from several sub-windows,
+   as between windows, so each worker then holds exactly its shard's changes;
+4. ``split``: given each collection's bucket count, each worker splits what it holds by
    bucket and says which buckets it changes;
-3. ``restore``: each bucket job goes to the worker of its shard, which writes the bucket
-   with the changes it holds.
+5. ``restore``: each bucket job goes to the worker of its shard, which writes the bucket
+   with the changes it holds, its files read mapped (``file://``) or by ranged GETs.
 
-So the log's changes (hundreds of MB for a long window) never cross a process boundary:
-what does is plans, counts and catalog events. Each worker opens the repository's store
-itself (spawned, not forked: an S3 client is not fork-safe). Only sinks that write each
-bucket on their own (``parallel_safe``: the directory sink) are used this way."""
+So each segment is fetched and scanned once whatever the worker count (before, every worker
+read every segment and kept its shard's changes), and what crosses a process boundary is
+plans, counts, catalog events and the other shards' changed rows, once. Each worker opens the
+repository's store itself (spawned, not forked: an S3 client is not fork-safe). Only sinks
+that write each bucket on their own (``parallel_safe``: the directory sink) are used this
+way."""
 
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from daemon.changelog.repository import Repository
-from daemon.changelog.window import PartitionWindow
+from daemon.changelog.window import PartitionWindow, split_window
+from daemon.errors import VecwalError
 from daemon.objectstore import ObjectStore
 from daemon.objectstore.ranged import RangedReader
 from daemon.progress import Progress
 from daemon.restore.sinks import Sink, WrittenState
 from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
-from daemon.snapshot.datafile import Key
+from daemon.snapshot.datafile import Key, Row, Version, key_hash
 from daemon.snapshot.dimensions import reject_changes
 from daemon.snapshot.rejects import Rejected
 from daemon.snapshot.state import BucketChanges, DropTimes
@@ -95,9 +106,35 @@ class ShardPool:
     def fold(self, windows: list[PartitionWindow], until_ms: int | None,
              stops: list[int | None], collections: set[str] | None,
              tenants: set[str] | None) -> list[ShardFold]:
-        futures = [pool.submit(_fold, windows, until_ms, stops, collections, tenants, k,
-                               self.count) for k, pool in enumerate(self._pools)]
-        return [f.result() for f in futures]
+        """The windows folded by the workers together, each segment read once (steps 1-3 of
+        the module): each worker then holds its shard's changes; each ShardFold gives the
+        windows' catalog events, counts and stops (alike for all) and that shard's counts."""
+        subs = [(wi, gi, sub) for wi, w in enumerate(windows)
+                for gi, sub in enumerate(split_window(w, self.count))]
+        shares = share_log([sub.bytes for _, _, sub in subs], self.count)
+        futures = [pool.submit(_fold, [subs[i] for i in share], until_ms, stops, collections,
+                               tenants) for pool, share in zip(self._pools, shares, strict=True)]
+        parts: dict[tuple[int, int], WindowFold | VecwalError] = {}
+        for f in futures:
+            parts.update(f.result())
+        kept: set[tuple[int, int]] = set()
+        combined = []
+        for wi, window in enumerate(windows):
+            chosen = []
+            for gi in sorted(g for w, g in parts if w == wi):
+                part = parts[(wi, gi)]
+                if isinstance(part, VecwalError):
+                    raise part  # one reader would have come to it too
+                chosen.append(part)
+                kept.add((wi, gi))
+                if part.stopped_early:
+                    break  # the window's reading ends here: later sub-windows are dropped
+            combined.append(_combined(window, chosen))
+        sent = [f.result() for f in [pool.submit(_exchange, kept, k, self.count)
+                                     for k, pool in enumerate(self._pools)]]
+        counts = [f.result() for f in [pool.submit(_take, [out[k] for out in sent if k in out])
+                                       for k, pool in enumerate(self._pools)]]
+        return [ShardFold(combined, c) for c in counts]
 
     def split(self, bucket_counts: dict[str, int], dimensions: dict[str, int],
               drops: dict[str, DropTimes | None], watch: dict[str, set[Key]]) -> ShardSplit:
@@ -149,6 +186,8 @@ class _Held:
     """This worker's bucket file reads: ``DEPTH`` ranged GETs in flight."""
     changes: dict[str, BucketChanges] = field(default_factory=dict)
     buckets: dict[tuple[str, int], BucketChanges] = field(default_factory=dict)
+    parts: dict[tuple[int, int], dict[str, BucketChanges]] = field(default_factory=dict)
+    """(window, sub-window) -> the changes this worker folded there, until ``_exchange``."""
 
 
 _STATE: list[_Held] = []
@@ -159,22 +198,105 @@ def _init(open_store: Callable[[], ObjectStore]) -> None:
     _STATE.append(_Held(Repository(store), RangedReader(store)))
 
 
-def _fold(windows: list[PartitionWindow], until_ms: int | None, stops: list[int | None],
-          collections: set[str] | None, tenants: set[str] | None, shard: int,
-          count: int) -> ShardFold:
+def _fold(subs: list[tuple[int, int, PartitionWindow]], until_ms: int | None,
+          stops: list[int | None], collections: set[str] | None, tenants: set[str] | None
+          ) -> dict[tuple[int, int], WindowFold | VecwalError]:
+    """Fold this worker's sub-windows ((window, sub-window, its segments)), every key's
+    change kept (held until ``_exchange``); the parent gets the rest of each fold. A
+    sub-window that cannot be read (a damaged or missing segment) gives its error instead:
+    the parent raises it only if one reader would have come to it, not when the target
+    stopped the window's reading before it."""
     held = _STATE[0]
-    held.changes, held.buckets = {}, {}
-    out = ShardFold([])
-    for window, stop in zip(windows, stops, strict=True):
-        part = fold_window(held.repo, window, until_ms, stop, collections, tenants,
-                           shard=(shard, count))
-        for coll, changes in part.records.items():
-            into = held.changes.setdefault(coll, BucketChanges())
-            for change in changes.changes.values():
-                into.add(change)
-        out.windows.append(dataclasses.replace(part, records={}))
-    out.changes = {coll: len(c.changes) for coll, c in held.changes.items()}
+    held.changes, held.buckets, held.parts = {}, {}, {}
+    out: dict[tuple[int, int], WindowFold | VecwalError] = {}
+    for wi, gi, sub in subs:
+        try:
+            part = fold_window(held.repo, sub, until_ms, stops[wi], collections, tenants)
+        except VecwalError as exc:
+            out[(wi, gi)] = exc
+            continue
+        held.parts[(wi, gi)] = part.records
+        out[(wi, gi)] = dataclasses.replace(part, records={})
     return out
+
+
+Packed = tuple[list[Key], list[Version], list[int], list[int], list[bool], list[int], bytes]
+"""Rows sent to another worker: keys, versions, content lengths, hashes, tombstone flags,
+byte lengths, and every row's bytes in one buffer."""
+
+
+def _exchange(kept: set[tuple[int, int]], shard: int, count: int
+              ) -> dict[int, dict[str, Packed]]:
+    """Keep this shard's changes of the kept sub-windows; the other shards' packed, by shard
+    and collection (each key's winner among this worker's sub-windows only)."""
+    held = _STATE[0]
+    mine: dict[str, BucketChanges] = {}
+    others: dict[int, dict[str, BucketChanges]] = {}
+    for part, records in sorted(held.parts.items()):
+        if part not in kept:
+            continue
+        for coll, changes in records.items():
+            for row in changes.changes.values():
+                k = key_hash(*row.key) % count
+                into = mine if k == shard else others.setdefault(k, {})
+                bucket_changes = into.get(coll)
+                if bucket_changes is None:
+                    bucket_changes = into[coll] = BucketChanges()
+                bucket_changes.add(row)
+    held.parts = {}
+    held.changes = mine
+    return {k: {coll: _pack(c.changes.values()) for coll, c in by_coll.items()}
+            for k, by_coll in others.items()}
+
+
+def _take(packs: list[dict[str, Packed]]) -> dict[str, int]:
+    """Merge the changes of this shard that other workers read; the count per collection."""
+    held = _STATE[0]
+    for pack in packs:
+        for coll, packed in pack.items():
+            into = held.changes.setdefault(coll, BucketChanges())
+            for row in _unpack(packed):
+                into.add(row)
+    return {coll: len(c.changes) for coll, c in held.changes.items()}
+
+
+def _pack(rows: Iterable[Row]) -> Packed:
+    listed = list(rows)
+    raws = [r.raw if r.raw is not None else b"" for r in listed]
+    return ([r.key for r in listed], [r.version for r in listed],
+            [r.content_len for r in listed], [r.hash for r in listed],
+            [r.deleted for r in listed], [len(raw) for raw in raws], b"".join(raws))
+
+
+def _unpack(packed: Packed) -> Iterator[Row]:
+    keys, versions, content_lens, hashes, deleted, lengths, blob = packed
+    view = memoryview(blob)
+    at = 0
+    for j, n in enumerate(lengths):
+        yield Row(keys[j], versions[j], view[at:at + n], content_lens[j], hashes[j], deleted[j])
+        at += n
+
+
+def _combined(window: PartitionWindow, parts: list[WindowFold]) -> WindowFold:
+    """The fold of a window from the folds of its kept sub-windows, in order (no records:
+    the workers hold them)."""
+    last = parts[-1]
+    return WindowFold(window.topic, window.partition, window.start, {},
+                      [ev for p in parts for ev in p.catalog_events],
+                      sum(p.events for p in parts), sum(p.bytes_read for p in parts),
+                      last.stopped_at, last.stopped_early)
+
+
+def share_log(sizes: list[int], count: int) -> list[list[int]]:
+    """Which sub-windows (by index, of the given byte sizes) each of ``count`` workers folds:
+    the largest first, each to the least loaded worker; each worker's in index order (pure)."""
+    loads = [0] * count
+    shares: list[list[int]] = [[] for _ in range(count)]
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        k = min(range(count), key=lambda k: (loads[k], k))
+        loads[k] += sizes[i]
+        shares[k].append(i)
+    return [sorted(share) for share in shares]
 
 
 def _split(bucket_counts: dict[str, int], dimensions: dict[str, int],

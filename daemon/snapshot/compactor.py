@@ -171,6 +171,8 @@ class WindowFold:
     events: int
     bytes_read: int
     stopped_at: int
+    stopped_early: bool = False
+    """A stop rule ended the reading before the window's end (``WindowReader``)."""
 
 
 def stop_offset(window: PartitionWindow, until_offsets: dict[str, dict[str, int]] | None
@@ -208,7 +210,7 @@ def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
         else:
             catalog_events.append(ev.event())
     return WindowFold(topic, partition, window.start, records, catalog_events, events,
-                      reader.bytes_read, reader.stopped_at)
+                      reader.bytes_read, reader.stopped_at, reader.stopped_early)
 
 
 def new_changes(base: Manifest | None) -> Changes:

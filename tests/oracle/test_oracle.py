@@ -31,11 +31,12 @@ FIELDS = ("vector", "dimension", "document", "document_is_json", "metadata", "ac
           "embedding_model", "source", "event_id", "event_time", "extra")
 
 
-def restore_to(repo: Repository, until_ms: int, out: Path, scope: Scope | None = None,
+def restore_to(repo: Repository, until_ms: int | str, out: Path, scope: Scope | None = None,
                workers: Workers | None = None, left_out: set[tuple[str, str, str]] | None = None
                ) -> tuple[dict[tuple[str, str, str], dict[str, Any]], dict[str, Any]]:
     """The restored records and catalog; ``left_out`` gets the keys the restore left out
-    for their dimension (only its validation check about them may fail)."""
+    for their dimension (only its validation check about them may fail). ``until_ms`` may
+    also be any other ``--to`` text (offsets)."""
     target = parse_target(str(until_ms), now_ms=10**15)
     plan = make_plan(gather(repo, [TOPIC], target), target, scope or Scope(),
                      allow_incomplete=True)
@@ -148,27 +149,56 @@ def test_records_of_another_dimension_are_left_out_as_replay_says(
 
 
 def test_worker_processes_restore_the_same_files(tmp_path: Path) -> None:
-    """Buckets restored by two worker processes (each opening the store itself) are the
-    files one process writes, byte for byte."""
+    """Buckets restored by two worker processes (each opening the store itself, each folding
+    its share of the log: sub-windows of every partition, overlapping segments included) are
+    the files one process writes, byte for byte: for time targets that stop a window in its
+    middle or at its end, and an offsets target."""
     history = generate(12, 300, control_rate=0.03)
     url = f"file://{tmp_path}/repo"
     repo = Repository(open_store(url))
     write_log(repo, history, 12)
     Compactor(repo, [TOPIC], min_buckets=4, target_bucket_records=4).compact(history.times[60])
-    t = history.times[-3]
-    serial, _ = restore_to(repo, t, tmp_path / "serial")
     workers = Workers(2, functools.partial(open_store, url), min_bytes=0)
-    parallel, _ = restore_to(repo, t, tmp_path / "parallel", workers=workers)
+    offsets = ",".join(f"{TOPIC}/{p}={len(events) * 2 // 3}"
+                       for p, events in enumerate(history.events))
+    middle = history.times[(60 + len(history.times)) // 2]
+    for n, t in enumerate((history.times[-3], middle, offsets)):
+        serial, _ = restore_to(repo, t, tmp_path / f"serial{n}")
+        parallel, _ = restore_to(repo, t, tmp_path / f"parallel{n}", workers=workers)
+        assert parallel == serial
+        files = sorted(p.relative_to(tmp_path / f"serial{n}")
+                       for p in (tmp_path / f"serial{n}").rglob("*.avro"))
+        assert len(files) > 4
+        assert files == sorted(p.relative_to(tmp_path / f"parallel{n}")
+                               for p in (tmp_path / f"parallel{n}").rglob("*.avro"))
+        for f in files:
+            assert (tmp_path / f"serial{n}" / f).read_bytes() == \
+                (tmp_path / f"parallel{n}" / f).read_bytes()
+        for name in ("catalog.json",):
+            assert (tmp_path / f"serial{n}" / name).read_bytes() == \
+                (tmp_path / f"parallel{n}" / name).read_bytes()
+        if isinstance(t, int):
+            assert_same(parallel, oracle(history, t)[0])
+    # Timestamps out of order (a producer's CreateTime): one event in each partition's middle
+    # is far in the future, so a replay to a time stops there although later events are
+    # older; the workers reading the sub-windows after it must drop what they read.
+    for events in history.events:
+        events[len(events) // 3]["timestamp"] = 10**12
+    repo = Repository(open_store(f"file://{tmp_path}/late"))
+    write_log(repo, history, 12)
+    late = Workers(2, functools.partial(open_store, f"file://{tmp_path}/late"), min_bytes=0)
+    serial, _ = restore_to(repo, middle, tmp_path / "late-serial")
+    parallel, _ = restore_to(repo, middle, tmp_path / "late-parallel", workers=late)
+    assert parallel == serial  # (keeping the sub-windows after the stop fails here)
+    # A damaged segment after the stop: one reader never comes to it, nor may the workers
+    # (a worker reads it, for the last events are before the target, and its error is
+    # dropped with the sub-window).
+    last = list(repo.list_segments(TOPIC, 0))[-1]
+    repo.store.put(last.avro, b"not a segment")
+    latest = history.times[-2]  # the last time before the future ones
+    serial, _ = restore_to(repo, latest, tmp_path / "damaged-serial")
+    parallel, _ = restore_to(repo, latest, tmp_path / "damaged-parallel", workers=late)
     assert parallel == serial
-    files = sorted(p.relative_to(tmp_path / "serial")
-                   for p in (tmp_path / "serial").rglob("*.avro"))
-    assert len(files) > 4
-    assert files == sorted(p.relative_to(tmp_path / "parallel")
-                           for p in (tmp_path / "parallel").rglob("*.avro"))
-    for f in files:
-        assert (tmp_path / "serial" / f).read_bytes() == (tmp_path / "parallel" / f).read_bytes()
-    want, _ = oracle(history, t)
-    assert_same(parallel, want)
 
 
 class UnmappedStore:
