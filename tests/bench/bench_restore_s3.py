@@ -1,0 +1,244 @@
+"""Restore from S3 at bucket speed, with flat memory (issue 15, part 3): a snapshot of N records
+x 768 dims (and optionally log events after it) built on the local S3 server, restored to
+``dir:``, against the server's own GET bandwidth measured in the same run.
+
+    python -m tests.bench.bench_restore_s3 [--sizes 1000000,2000000,1000000+100000]
+                                           [--workers 2] [--rounds 3] [--before REF]
+
+For each size (N records, or N+M: N records and M log events after the snapshot, the mix of
+``bench_restore.mixed_ops``): a fresh S3 bucket holds the repository
+(``bench_restore.write_snapshot`` and ``write_log`` on an ``s3://`` store: the bucket files
+and manifest as the compactor writes them, segments of about 32 MiB). Without log events
+every bucket is copied whole; with them every bucket is merged with its changes. Then, each
+round, every measurement in a child process of its own:
+
+* **GET baseline**: the server's own GET bandwidth on the same objects with the same
+  parallelism as the restore: ``--workers`` processes, each reading its share of the bucket
+  files (bucket modulo workers, as the restore's shards) with ``DEPTH`` ranged GETs of
+  ``PART_BYTES`` in flight through a plain boto3 client, bytes discarded;
+* **restore**: plan, ``execute`` to ``dir:`` with ``--workers`` worker processes (the CLI's
+  path), validation timed apart (``bench_restore.child_restore``); peak RSS of the process
+  tree (the child and its workers, sampled every 20 ms);
+* **before** (with ``--before REF``): the same restore with the library of commit REF
+  (``git archive REF daemon``, the built native modules copied in), to compare in one run.
+
+The S3 server is the environment's (``AWS_ENDPOINT_URL_S3``) or the one deploy/local launches
+(``tests/bench/services.py``). It runs on the same machine and competes for its cores. Its
+files were just written, so they come from the page cache. Figures on stdout as JSON, progress
+on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from daemon.changelog.repository import Repository
+from daemon.logs import configure_logging
+from daemon.objectstore import open_store
+from daemon.snapshot.manifest import data_key
+from tests.bench.bench_restore import (
+    REPO,
+    Built,
+    Pool,
+    child_restore,
+    median,
+    mixed_ops,
+    say,
+    write_log,
+    write_snapshot,
+)
+
+MODULE = "tests.bench.bench_restore_s3"
+PART_BYTES = 8 << 20  # as daemon.objectstore.ranged (not imported: --before runs old code)
+DEPTH = 4
+
+
+def opener(bucket: str, endpoint: str) -> Any:
+    """Picklable: how the restore (and its workers) open the repository."""
+    return functools.partial(open_store, f"s3://{bucket}/repo", endpoint_url=endpoint)
+
+
+# -- children ----------------------------------------------------------------------------------
+def child_get(bucket: str, endpoint: str, objects: list[tuple[str, int, int]],
+              workers: int) -> dict[str, Any]:
+    """The GET baseline: ``workers`` processes, each its share of ``objects`` (key, size,
+    bucket number) by bucket modulo ``workers``, ``DEPTH`` ranged GETs in flight."""
+    import multiprocessing
+
+    shares = [[(k, s) for k, s, b in objects if b % workers == w] for w in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    began = time.monotonic()
+    with ctx.Pool(workers) as procs:
+        got = procs.starmap(_get_share, [(bucket, endpoint, share) for share in shares])
+    seconds = time.monotonic() - began
+    return {"bytes": sum(got), "seconds": seconds, "workers": workers, "depth": DEPTH,
+            "part_bytes": PART_BYTES}
+
+
+def _get_share(bucket: str, endpoint: str, share: list[tuple[str, int]]) -> int:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          config=Config(max_pool_connections=DEPTH * 2))
+
+    def get(key: str, start: int, length: int) -> int:
+        body = client.get_object(Bucket=bucket, Key=f"repo/{key}",
+                                 Range=f"bytes={start}-{start + length - 1}")["Body"]
+        return len(body.read())
+
+    ranges = [(k, start, min(PART_BYTES, size - start))
+              for k, size in share for start in range(0, size, PART_BYTES)]
+    with ThreadPoolExecutor(DEPTH) as pool:  # map keeps DEPTH in flight, in order
+        return sum(pool.map(lambda r: get(*r), ranges))
+
+
+# -- the run -----------------------------------------------------------------------------------
+def spawn(args: list[str], cwd: Path = REPO) -> dict[str, Any]:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.run([sys.executable, "-m", MODULE, *args], cwd=cwd, stdout=out,
+                              stderr=err, check=False, env={**os.environ, "PYTHONPATH": str(cwd)})
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"child {args[:2]} failed ({proc.returncode}):\n"
+                               f"{err.read().decode()[-4000:]}")
+        return orjson.loads(out.read().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def before_tree(ref: str, work: Path) -> Path:
+    """The library of commit ``ref`` beside this benchmark's harness, to run a restore with."""
+    root = work / f"before-{ref}"
+    root.mkdir()
+    archive = subprocess.run(["git", "archive", "--format=tar", ref, "daemon", "schemas", "tests"],
+                             cwd=REPO, check=True, capture_output=True).stdout
+    tar_path = work / "before.tar"
+    tar_path.write_bytes(archive)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(root, filter="data")
+    tar_path.unlink()
+    for so in (REPO / "daemon").rglob("*.so"):  # built in place, not in git
+        shutil.copy2(so, root / so.relative_to(REPO))
+    shutil.copy2(Path(__file__), root / "tests" / "bench" / Path(__file__).name)
+    return root
+
+
+def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work: Path,
+            before: Path | None) -> dict[str, Any]:
+    bucket = env.bucket()
+    endpoint = env.s3_endpoint
+    repo = Repository(opener(bucket, endpoint)())
+    say(f"{size:,} records, {log_events:,} log events: building s3://{bucket}/repo")
+    pool = Pool(args.dim)
+    built: Built = write_snapshot(repo, pool, size)
+    if log_events:
+        write_log(repo, pool, built, mixed_ops(size, log_events, seed=5))
+    manifest_files = [(data_key("docs", b, built.snapshot_id), b) for b in range(built.buckets)]
+    objects = [(k, repo.store.head(k).size, b) for k, b in manifest_files]
+    say(f"built in {sum(built.seconds.values()):.0f}s: {built.snapshot_bytes / 1e9:.2f} GB in "
+        f"{built.buckets} buckets, log {built.log_bytes / 1e6:.0f} MB")
+    spec = orjson.dumps({"bucket": bucket, "endpoint": endpoint, "objects": objects,
+                         "workers": args.workers}).decode()
+    gets: list[dict[str, Any]] = []
+    after: list[dict[str, Any]] = []
+    old: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        gets.append(spawn(["--child", "get", "--spec", spec]))
+        g = gets[-1]
+        say(f"round {r}: GET baseline {g['bytes'] / g['seconds'] / 1e6:,.0f} MB/s")
+        for label, runs, cwd in (("after", after, REPO), ("before", old, before)):
+            if cwd is None:
+                continue
+            dest = work / f"out-{label}"
+            runs.append(spawn(["--child", "restore", "--spec", spec, "--out", str(dest)], cwd))
+            shutil.rmtree(dest, ignore_errors=True)
+            res = runs[-1]
+            say(f"round {r}: restore ({label}) {res['bytes_read'] / res['execute_s'] / 1e6:,.0f}"
+                f" MB/s, {res['records'] / res['execute_s']:,.0f} records/s, peak RSS "
+                f"{res['peak_rss_tree_execute_mb']} MB (tree)")
+    repo.store.delete_many([i.key for i in repo.store.list("")])  # GBs: free the disk
+    repo.store.close()
+    get_mbps = median([g["bytes"] / g["seconds"] / 1e6 for g in gets])
+
+    def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        if not runs:
+            return {}
+        ex = median([r["execute_s"] for r in runs])
+        mbps = median([r["bytes_read"] / r["execute_s"] / 1e6 for r in runs])
+        return {"records": runs[0]["records"], "bytes_read": runs[0]["bytes_read"],
+                "execute_s": round(ex, 2), "validate_s": round(median(
+                    [r["validate_s"] for r in runs]), 2),
+                "mb_per_s": round(mbps), "records_per_s": round(runs[0]["records"] / ex),
+                "ratio_to_get_baseline": round(mbps / get_mbps, 3),
+                "ratio_per_round": [round((r["bytes_read"] / r["execute_s"] / 1e6)
+                                          / (g["bytes"] / g["seconds"] / 1e6), 3)
+                                    for r, g in zip(runs, gets, strict=True)],
+                "peak_rss_tree_mb": max(r["peak_rss_tree_execute_mb"] for r in runs),
+                "peak_rss_tree_mb_per_round": [r["peak_rss_tree_execute_mb"] for r in runs]}
+
+    return {"records": size, "buckets": built.buckets, "snapshot_bytes": built.snapshot_bytes,
+            "log_events": built.log_events, "log_bytes": built.log_bytes,
+            "get_baseline_mb_per_s": round(get_mbps),
+            "get_baseline_per_round": [round(g["bytes"] / g["seconds"] / 1e6) for g in gets],
+            "after": summary(after), "before": summary(old)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000000,2000000,1000000+100000",
+                    help="repositories measured, comma-separated: N records, or N+M with M "
+                         "log events after the snapshot")
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", default=None,
+                    help="a commit whose library restores too, for a before/after")
+    ap.add_argument("--child", choices=["get", "restore"], help=argparse.SUPPRESS)
+    ap.add_argument("--spec", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    configure_logging("warning", "console")
+    if args.child:
+        spec = orjson.loads(args.spec)
+        if args.child == "get":
+            res = child_get(spec["bucket"], spec["endpoint"],
+                            [tuple(o) for o in spec["objects"]], spec["workers"])
+        else:
+            res = child_restore("", args.out, None, "now", spec["workers"],
+                                opener(spec["bucket"], spec["endpoint"]))
+        print(orjson.dumps(res).decode())
+        return res
+
+    from tests.bench.services import services
+
+    with services(kafka=False) as env:
+        os.environ.update(env.s3_env)  # the children inherit the credentials
+        before = before_tree(args.before, env.workdir) if args.before else None
+        sizes = [(int(n), int(m or 0)) for n, _, m in
+                 (size.partition("+") for size in args.sizes.split(","))]
+        results = [measure(n, m, args, env, env.workdir, before) for n, m in sizes]
+    out = {"sizes": results, "workers": args.workers, "part_bytes": PART_BYTES,
+           "depth": DEPTH, "before": args.before,
+           "rss_flat": {f"{r['records']}+{r['log_events']}": r["after"]["peak_rss_tree_mb"]
+                        for r in results},
+           "goals": {"bucket_speed_0_8x": all(r["after"]["ratio_to_get_baseline"] >= 0.8
+                                              for r in results if not r["log_events"])}}
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+    return out
+
+
+if __name__ == "__main__":
+    main()
