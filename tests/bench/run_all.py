@@ -9,6 +9,7 @@ from tests.bench import (
     bench_audit,
     bench_capture,
     bench_cdc_rpo,
+    bench_chroma,
     bench_compaction,
     bench_encryption,
     bench_engines,
@@ -39,6 +40,7 @@ def main() -> None:
         "audit": bench_audit.main([]),
         "known_schemas": bench_known_schemas.main(["--s3"]),
         "engines": bench_engines.main([]),
+        "chroma": bench_chroma.main([]),
         "prune": bench_prune.main([]),
         "encryption": bench_encryption.main([]),
     }
