@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 
 from tests.bench import (
+    bench_archiver,
     bench_audit,
     bench_capture,
     bench_cdc_rpo,
@@ -15,6 +16,7 @@ from tests.bench import (
     bench_engines,
     bench_eventcodec,
     bench_fold,
+    bench_group,
     bench_known_schemas,
     bench_prune,
     bench_quarantine,
@@ -29,6 +31,8 @@ def main() -> None:
     results = {
         "event_codec": bench_eventcodec.main([]),
         "capture_throughput": bench_capture.main([]),
+        "capture_vs_archiver": bench_archiver.main([]),
+        "consumer_group": bench_group.main([]),
         "malformed_events": bench_quarantine.main([]),
         "rpo": bench_rpo.main([]),
         "sources_capture": bench_sources.main([]),
