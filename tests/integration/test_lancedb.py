@@ -103,21 +103,22 @@ def test_restore_into_lancedb(repo_config: Path, tmp_path: Path) -> None:  # noq
 
 def test_indexed_load_validates_and_tampering_fails(repo_config: Path,  # noqa: F811
                                                     tmp_path: Path) -> None:
-    """The vector, tenant and acl indexes built (threshold 1): validation passes through the
-    index. Then one vector altered and one tenant's acls dropped in LanceDB: validation fails,
-    naming the ids."""
+    """Adds of 64 rows in the writer thread, then the vector, tenant and acl indexes built
+    (threshold 1): validation passes through the index. Then one vector altered and one
+    tenant's acls dropped in LanceDB: validation fails, naming the ids."""
     history = generate(SEED, EVENTS)
     to = history.times[-40]
     want, _ = oracle(history, to)
     repo = Repository(open_store(f"file://{repo_config.parent / 'repo'}"))
     target = parse_target(str(to), int(time.time() * 1000))
     plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
-    engine = LanceDBEngine(str(tmp_path / "lance"), index_min_rows=1)
+    engine = LanceDBEngine(str(tmp_path / "lance"), index_min_rows=1, flush_rows=64)
     sink = EngineSink(engine)
     result = execute(repo, plan, sink)
     report = validate(result, sink)
     assert report.ok, [c for c in report.checks if not c.ok]
     for coll in sink.truth:
+        assert len(engine.db.open_table(coll).list_versions()) > 2  # several adds
         kinds = {ix.columns[0]: ix.index_type for ix in engine.db.open_table(coll).list_indices()}
         assert kinds == {"vector": "IvfHnswSq", "tenant": "Bitmap", "acl": "LabelList"}, kinds
     assert any("index hnsw mapped to LanceDB IVF_HNSW_SQ" in n for n in sink.notes), sink.notes

@@ -12,7 +12,9 @@ metadata ``vecwal`` records the collection's dimension, metric and recorded inde
 Loading: each insert becomes one Arrow record batch, the vectors wrapped from the numpy array
 without a copy and without a Python object per value; batches are held until ``FLUSH_ROWS``
 and written by one ``table.add`` (a LanceDB write makes a fragment and a table version: one
-per 512-point insert would leave hundreds of small fragments).
+per 512-point insert would leave hundreds of small fragments). The add runs in a writer
+thread while the restore decodes the next buckets; every read (count, search, select, scan)
+and ``finish`` wait for it first.
 
 Indexes, built in ``finish`` once every row is in: the vector index only on a table of at
 least ``INDEX_MIN_ROWS`` rows. Lance trains its IVF centroids by k-means over a sample of
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -90,6 +93,8 @@ class LanceDBEngine:
         """Table -> (index type, partitions), or None: no vector index (known this run)."""
         self.build_seconds = 0.0
         """Time spent building indexes (in ``finish``)."""
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future[Any] | None = None
         try:
             self.db = lancedb.connect(path)
         except Exception as exc:  # lancedb raises ValueError, OSError, its Rust errors
@@ -108,6 +113,7 @@ class LanceDBEngine:
                 return False
 
     def drop(self, collection: str) -> None:
+        self._wait()
         self.db.drop_table(collection)
         for known in (self._pending, self._schemas, self._specs, self._indexed):
             known.pop(collection, None)
@@ -152,15 +158,30 @@ class LanceDBEngine:
             self._flush(collection)
 
     def _flush(self, collection: str) -> None:
+        """The held batches to one ``table.add``, run by the writer thread while the restore
+        decodes on (LanceDB writes without the GIL); one add at a time, so at most two
+        flushes of rows are in memory."""
         pending = self._pending.get(collection)
-        if pending:
-            self._open(collection).add(pa.Table.from_batches(pending))
-            self._pending[collection] = []
+        if not pending:
+            return
+        data = pa.Table.from_batches(pending)
+        self._pending[collection] = []
+        self._wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="lancedb-add")
+        self._writing = self._writer.submit(self._open(collection).add, data)
+
+    def _wait(self) -> None:
+        """The add in flight finished (its error raised here)."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
 
     def finish(self) -> None:
         """Every held batch written, then the indexes of each table loaded in this run."""
         for collection in list(self._pending):
             self._flush(collection)
+        self._wait()
         for collection, spec in self._specs.items():
             if self._indexed.get(collection) is None and self.exists(collection):
                 self.build_index(collection, spec)
@@ -192,10 +213,12 @@ class LanceDBEngine:
 
     # -- reading --------------------------------------------------------------------------
     def count(self, collection: str, where: Where | None = None) -> int:
+        self._wait()
         return int(self._open(collection).count_rows(_sql(where)))
 
     def search(self, collection: str, vector: np.ndarray, k: int,
                where: Where | None = None) -> list[str]:
+        self._wait()
         table = self._open(collection)
         q = (table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
              .distance_type(self._metric(collection, table)).limit(k).select(["key", "_distance"]))
@@ -211,10 +234,12 @@ class LanceDBEngine:
         return [str(key) for key in q.to_arrow().column("key").to_pylist()]
 
     def select(self, collection: str, where: Where) -> set[str]:
+        self._wait()
         rows = self._open(collection).search().where(_sql(where)).select(["key"]).to_arrow()
         return {str(key) for key in rows.column("key").to_pylist()}
 
     def scan(self, collection: str) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
+        self._wait()
         table = self._open(collection)
         columns = [f.name for f in table.schema]
         for batch in table.search().select(columns).to_batches(8192):
@@ -235,6 +260,11 @@ class LanceDBEngine:
     def close(self) -> None:
         for collection in list(self._pending):
             self._flush(collection)
+        try:
+            self._wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
 
     # -- helpers --------------------------------------------------------------------------
     def _open(self, collection: str) -> Any:
