@@ -13,8 +13,9 @@ whole buckets in every collection. The work goes:
 2. the parent keeps, per window, its sub-windows in order up to the first a stop rule ended
    (the window's reading ends there, as one reader's would: what came after is dropped);
 3. ``exchange``: each worker keeps its own shard's changes of what it kept and packs the
-   others' (their bytes in one buffer per shard: ``_pack``), which the parent hands to their
-   workers (``_take``). Versions decide between changes of one key from several sub-windows,
+   others' (their bytes in one buffer per shard: ``_pack``) into files of a private
+   temporary directory, which their workers read and delete (``_take``): only paths pass
+   through the parent. Versions decide between changes of one key from several sub-windows,
    as between windows, so each worker then holds exactly its shard's changes;
 4. ``split``: given each collection's bucket count, each worker splits what it holds by
    bucket and says which buckets it changes;
@@ -22,16 +23,19 @@ whole buckets in every collection. The work goes:
    with the changes it holds, its files read mapped (``file://``) or by ranged GETs.
 
 So each segment is fetched and scanned once whatever the worker count (before, every worker
-read every segment and kept its shard's changes), and what crosses a process boundary is
-plans, counts, catalog events and the other shards' changed rows, once. Each worker opens the
-repository's store itself (spawned, not forked: an S3 client is not fork-safe). Only sinks
-that write each bucket on their own (``parallel_safe``: the directory sink) are used this
-way."""
+read every segment and kept its shard's changes); what crosses a process boundary is plans,
+counts and catalog events, and the other shards' changed rows once, through files. Each
+worker opens the repository's store itself (spawned, not forked: an S3 client is not
+fork-safe). Only sinks that write each bucket on their own (``parallel_safe``: the directory
+sink) are used this way."""
 
 from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import os
+import pickle
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from contextlib import ExitStack, contextmanager
@@ -130,10 +134,14 @@ class ShardPool:
                 if part.stopped_early:
                     break  # the window's reading ends here: later sub-windows are dropped
             combined.append(_combined(window, chosen))
-        sent = [f.result() for f in [pool.submit(_exchange, kept, k, self.count)
-                                     for k, pool in enumerate(self._pools)]]
-        counts = [f.result() for f in [pool.submit(_take, [out[k] for out in sent if k in out])
-                                       for k, pool in enumerate(self._pools)]]
+        # The rows go from worker to worker through files in a private temporary directory,
+        # not through this process: only their paths cross here.
+        with tempfile.TemporaryDirectory(prefix="vecwal-restore-") as spool:
+            sent = [f.result() for f in [pool.submit(_exchange, kept, k, self.count, spool)
+                                         for k, pool in enumerate(self._pools)]]
+            counts = [f.result() for f in [
+                pool.submit(_take, [out[k] for out in sent if k in out])
+                for k, pool in enumerate(self._pools)]]
         return [ShardFold(combined, c) for c in counts]
 
     def split(self, bucket_counts: dict[str, int], dimensions: dict[str, int],
@@ -225,10 +233,11 @@ Packed = tuple[list[Key], list[Version], list[int], list[int], list[bool], list[
 byte lengths, and every row's bytes in one buffer."""
 
 
-def _exchange(kept: set[tuple[int, int]], shard: int, count: int
-              ) -> dict[int, dict[str, Packed]]:
+def _exchange(kept: set[tuple[int, int]], shard: int, count: int, spool: str
+              ) -> dict[int, str]:
     """Keep this shard's changes of the kept sub-windows; the other shards' packed, by shard
-    and collection (each key's winner among this worker's sub-windows only)."""
+    and collection (each key's winner among this worker's sub-windows only), each shard's
+    into a file in ``spool``: the path of each returned."""
     held = _STATE[0]
     mine: dict[str, BucketChanges] = {}
     others: dict[int, dict[str, BucketChanges]] = {}
@@ -245,14 +254,24 @@ def _exchange(kept: set[tuple[int, int]], shard: int, count: int
                 bucket_changes.add(row)
     held.parts = {}
     held.changes = mine
-    return {k: {coll: _pack(c.changes.values()) for coll, c in by_coll.items()}
-            for k, by_coll in others.items()}
+    paths = {}
+    for k, by_coll in others.items():
+        paths[k] = os.path.join(spool, f"{shard}-to-{k}.pickle")
+        with open(paths[k], "xb") as f:
+            pickle.dump({coll: _pack(c.changes.values()) for coll, c in by_coll.items()}, f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        by_coll.clear()
+    return paths
 
 
-def _take(packs: list[dict[str, Packed]]) -> dict[str, int]:
-    """Merge the changes of this shard that other workers read; the count per collection."""
+def _take(paths: list[str]) -> dict[str, int]:
+    """Merge the changes of this shard that other workers read (``_exchange``'s files, our
+    own: nothing else writes the private spool); the count per collection."""
     held = _STATE[0]
-    for pack in packs:
+    for path in paths:
+        with open(path, "rb") as f:
+            pack: dict[str, Packed] = pickle.load(f)
+        os.unlink(path)
         for coll, packed in pack.items():
             into = held.changes.setdefault(coll, BucketChanges())
             for row in _unpack(packed):
