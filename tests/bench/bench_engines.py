@@ -2,7 +2,7 @@
 measured in the same run.
 
     python -m tests.bench.bench_engines [--records 100000] [--dim 768] [--rounds 3]
-        [--engines milvus,qdrant-memory,qdrant-path] [--path-records 10000]
+        [--engines milvus,milvus-server,qdrant-memory,qdrant-path] [--path-records 10000]
 
 The repository is a snapshot of N records (``bench_restore.write_snapshot``, file://), each
 record with its own random unit vector and the workload's payload (document, metadata, acl,
@@ -18,19 +18,26 @@ embedding model, source). Each measurement runs in a child process, alternating 
   client library (Qdrant ``upload_collection``; Milvus ``insert`` of row batches, then
   ``flush``), same collection settings and batch size as the sink.
 
-Engines: ``milvus`` (Milvus Lite, a .db file), ``qdrant-memory`` (qdrant-client local mode
-in memory), ``qdrant-path`` (local mode persisted to a directory: it commits SQLite once
-per point, about 500 points/s here at 768 dims, so it runs at ``--path-records``).
+Engines: ``milvus`` (Milvus Lite, a .db file), ``milvus-server`` (Milvus 2.3.5 standalone
+from deploy/local, started once for the run with Milvus' default settings; each measurement
+in a fresh database, dropped afterwards; ``milvus:http://127.0.0.1:PORT/DB``),
+``qdrant-memory`` (qdrant-client local mode in memory), ``qdrant-path`` (local mode persisted
+to a directory: it commits SQLite once per point, about 500 points/s here at 768 dims, so it
+runs at ``--path-records``).
 Figures on stdout as JSON, progress on stderr; method and numbers in docs/performance.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import re
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +47,10 @@ import orjson
 from daemon.logs import configure_logging
 from tests.bench.bench_restore import TOPIC, Pool, median, say, spawn, write_snapshot
 
-ENGINES = ("milvus", "qdrant-memory", "qdrant-path")
+ENGINES = ("milvus", "milvus-server", "qdrant-memory", "qdrant-path")
 MODULE = "tests.bench.bench_engines"
+MILVUS_URI = "VECWAL_BENCH_MILVUS_URI"
+"""The Milvus server of the run, for the children (set by the parent)."""
 
 
 INTRINSIC = 32
@@ -70,9 +79,38 @@ class UniquePool(Pool):
 def spec_of(engine: str, scratch: Path) -> str:
     if engine == "milvus":
         return f"milvus:{scratch / 'restore.db'}"
+    if engine == "milvus-server":
+        return f"milvus:{os.environ[MILVUS_URI]}/{database_of(scratch)}"
     if engine == "qdrant-memory":
         return "qdrant::memory:"
     return f"qdrant:{scratch / 'qdrant'}"
+
+
+def database_of(scratch: Path) -> str:
+    return re.sub(r"\W", "_", scratch.name)
+
+
+@contextlib.contextmanager
+def milvus_database(engine: str, scratch: Path) -> Iterator[None]:
+    """A fresh database for one measurement on the run's Milvus server, dropped afterwards
+    with its collections (the server would keep them loaded)."""
+    if engine != "milvus-server":
+        yield
+        return
+    from pymilvus import MilvusClient
+
+    admin = MilvusClient(uri=os.environ[MILVUS_URI])
+    name = database_of(scratch)
+    admin.create_database(name)
+    try:
+        yield
+    finally:
+        inside = MilvusClient(uri=os.environ[MILVUS_URI], db_name=name)
+        for coll in inside.list_collections():
+            inside.drop_collection(coll)
+        inside.close()
+        admin.drop_database(name)
+        admin.close()
 
 
 # -- children --------------------------------------------------------------------------------
@@ -131,15 +169,19 @@ def child_limit(engine: str, repo_path: str, scratch: str) -> dict[str, Any]:
     vectors = np.concatenate(chunks).reshape(len(keys), schema["dimension"])
     spec = CollectionSpec(schema["dimension"], "cosine", schema["index"], [], schema)
     where = spec_of(engine, Path(scratch)).partition(":")[2]
-    if engine == "milvus":
+    if engine in ("milvus", "milvus-server"):
         from daemon.restore.sinks.milvus import MilvusEngine
 
         m = MilvusEngine(where)
         m.create(name, spec)
         began = time.monotonic()
         for s in range(0, len(keys), BATCH):
-            m.client.insert(name, [{"pk": k, "vector": v, **p} for k, v, p in zip(
-                keys[s:s + BATCH], vectors[s:s + BATCH], payloads[s:s + BATCH], strict=True)])
+            if m.nullable:
+                rows = [{"pk": k, "vector": v, **p} for k, v, p in zip(
+                    keys[s:s + BATCH], vectors[s:s + BATCH], payloads[s:s + BATCH], strict=True)]
+            else:  # a server before 2.5 takes no nulls: the rows as it stores them
+                rows = m.rows(keys[s:s + BATCH], vectors[s:s + BATCH], payloads[s:s + BATCH])
+            m.client.insert(name, rows)
         m.client.flush(name)
         seconds = time.monotonic() - began
         assert m.count(name) == len(keys)
@@ -183,7 +225,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="vecwal-bench-engines-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        return run(args, work)
+        with contextlib.ExitStack() as stack:
+            if "milvus-server" in args.engines.split(","):
+                from tests.services import load_launcher
+
+                server = load_launcher().MilvusServer(work / "milvus-server").start()
+                stack.callback(server.stop)
+                os.environ[MILVUS_URI] = server.uri
+                say(f"Milvus standalone at {server.uri} (ready in {server.started_seconds:.1f}s)")
+            return run(args, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -210,8 +260,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 scratch = work / f"{engine}-{kind}-{r}"
                 scratch.mkdir()
                 extra = ["--validate"] if kind == "restore" and r == 0 else []
-                res, _ = spawn(["--child", kind, "--engine", engine, "--repo", str(repos[n]),
-                                "--scratch", str(scratch), *extra], module=MODULE)
+                with milvus_database(engine, scratch):
+                    res, _ = spawn(["--child", kind, "--engine", engine, "--repo",
+                                    str(repos[n]), "--scratch", str(scratch), *extra],
+                                   module=MODULE)
                 shutil.rmtree(scratch)
                 assert res["records"] == n, (engine, kind, res["records"], n)
                 runs.append(res)

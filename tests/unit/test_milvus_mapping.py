@@ -54,3 +54,23 @@ def test_filters_per_layout() -> None:
                             'metadata["lang"] == "en"')
     assert _expr(where, acl_array=True).split(" and ")[1] == 'array_contains(acl, "g:acme")'
     assert _expr(None) == "" and _expr(Where(tenant="")) == 'tenant == ""'
+
+
+def test_a_servers_scan_pages_stay_far_below_its_message_limit() -> None:
+    """2.3.5 refused a page of 8,192 rows of 768 dims (152 MB against its 64 MiB)."""
+
+    class Described:
+        def __init__(self, dim: int) -> None:
+            self.dim = dim
+
+        def describe_collection(self, name: str) -> dict[str, Any]:
+            return {"fields": [{"name": "pk", "params": {}},
+                               {"name": "vector", "params": {"dim": self.dim}}]}
+
+    server = MilvusEngine.__new__(MilvusEngine)
+    server.lite = False
+    for dim, rows in ((768, 431), (8, 511), (16_000, 104)):
+        server.client = Described(dim)
+        assert server._scan_batch("docs") == rows
+    server.lite = True
+    assert server._scan_batch("docs") == 8192
