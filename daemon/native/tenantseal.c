@@ -15,13 +15,15 @@
  *     upsert with an id). keys maps collection NUL tenant (UTF-8 bytes) to (key id, 64-byte
  *     SIV key); on a miss resolve(collection, tenant) gives the pair, and it is kept in keys.
  *
- * open_rows(data, keys, resolve) -> (bytes, lengths, content lengths, hashes, [row left out])
+ * open_rows(data, into, keys, resolve) -> (used, lengths, content lengths, hashes, gone)
  *     Every snapshot row in data (a data file block's bytes) with its content opened, one
- *     after the other; each opened row's length and the length of its content (every field
- *     before the version fields), as little-endian u4 arrays; the xxh3-128 of each row's
- *     content, as the row index keeps it (16 bytes, little-endian); the numbers of the rows
- *     left out because their tenant was forgotten. keys maps key id to the SIV key, or None for a destroyed key; on a miss
- *     resolve(key id, collection, tenant) gives it, and it is kept in keys.
+ *     after the other, written at the start of into (a writable buffer at least as long as
+ *     data: an opened row is shorter than its sealed form), and how many bytes that took;
+ *     each opened row's length and the length of its content (every field before the
+ *     version fields), as little-endian u4 arrays; the xxh3-128 of each row's content as the
+ *     row index keeps it (16 bytes, little-endian); the numbers of the rows left out because
+ *     their tenant was forgotten. keys maps key id to the SIV key, or None for a destroyed
+ *     key; on a miss resolve(key id, collection, tenant) gives it, and it is kept in keys.
  *
  * set_lanes(on) -> bool
  *     Whether open_rows checks the rows of a block together, LANES at a time (siv_lanes.h;
@@ -529,15 +531,12 @@ static int arrange(const Opening *r, const uint8_t *p, uint8_t *q0, Buf *tail,
 }
 
 static PyObject *open_rows(PyObject *self, PyObject *args) {
-    Py_buffer in;
+    Py_buffer in, into;
     PyObject *keys, *resolve;
-    if (!PyArg_ParseTuple(args, "y*O!O:open_rows", &in, &PyDict_Type, &keys, &resolve))
+    if (!PyArg_ParseTuple(args, "y*w*O!O:open_rows", &in, &into, &PyDict_Type, &keys, &resolve))
         return NULL;
     PyObject *lengths = NULL, *contents = NULL, *hashes = NULL, *gone = PyList_New(0);
     PyObject *result = NULL;
-    /* an opened row is shorter than its sealed form (by the key id, the tag, the vector's
-     * length and seven nulls): the opened rows fit in as many bytes as the sealed */
-    PyObject *opened = PyBytes_FromStringAndSize(NULL, in.len);
     size_t used = 0;
     Buf aads = {0}, tail = {0};
     Block blk = {0};
@@ -547,11 +546,15 @@ static PyObject *open_rows(PyObject *self, PyObject *args) {
     Keyed *lanes = NULL;
     int use_lanes = lanes_usable(), have_key = 0;
     Cur c = {p, (size_t)in.len, 0};
-    if (!gone || !ctx || !opened) {
+    if (!gone || !ctx) {
         if (!PyErr_Occurred()) PyErr_NoMemory();
         goto done;
     }
-    uint8_t *out = (uint8_t *)PyBytes_AS_STRING(opened);
+    if (into.len < in.len) {
+        fail("the buffer to open into is shorter than the rows");
+        goto done;
+    }
+    uint8_t *out = into.buf;
     for (size_t row = 0; c.pos < c.n; row++) {
         size_t st[ROW_N + 1], cn, tn, idn, vn;
         if (walk(&c, ROW, ROW_N, st)) { fail("a row does not read as a snapshot record"); goto done; }
@@ -588,7 +591,7 @@ static PyObject *open_rows(PyObject *self, PyObject *args) {
         size_t len = head + envn + st[ROW_N] - st[ROW_VERSION];
         for (int i = ROW_VECTOR + 1; i < ROW_VERSION; i++)
             if (!ROW[i].content) len += st[i + 1] - st[i];
-        if (len > (size_t)in.len - used) { fail("a row does not read as a snapshot record"); goto done; }
+        if (len > (size_t)into.len - used) { fail("a row does not read as a snapshot record"); goto done; }
         memcpy(out + used, p + st[0], head);
         if (associated(&tail, coll, cn, ten, tn, id, idn) || put(&aads, tail.p, tail.len) ||
             decrypt(&blk, use_lanes ? lanes : NULL, ctx, tpl, &aads, aad_at, box + KEY_ID,
@@ -629,10 +632,8 @@ static PyObject *open_rows(PyObject *self, PyObject *args) {
         memcpy(PyBytes_AS_STRING(hashes) + 16 * i, &h.low64, 8);
         memcpy(PyBytes_AS_STRING(hashes) + 16 * i + 8, &h.high64, 8);
     }
-    if (_PyBytes_Resize(&opened, (Py_ssize_t)used) == 0)
-        result = Py_BuildValue("OOOOO", opened, lengths, contents, hashes, gone);
+    result = Py_BuildValue("nOOOO", (Py_ssize_t)used, lengths, contents, hashes, gone);
 done:
-    Py_XDECREF(opened);
     Py_XDECREF(lengths);
     Py_XDECREF(contents);
     Py_XDECREF(hashes);
@@ -641,6 +642,7 @@ done:
     PyMem_Free(aads.p);
     PyMem_Free(tail.p);
     block_free(&blk);
+    PyBuffer_Release(&into);
     PyBuffer_Release(&in);
     return result;
 }

@@ -80,6 +80,14 @@ class FixedKeys:
         return resolve
 
 
+def open_rows(data: bytes, keys: FixedKeys) -> tuple[bytes, bytes, bytes, bytes, list[int]]:
+    """C.open_rows, its opened rows as bytes."""
+    assert C is not None
+    into = bytearray(len(data) + 5)
+    used, lens, clens, hashes, gone = C.open_rows(data, into, {}, keys.row_resolver())
+    return bytes(into[:used]), lens, clens, hashes, gone
+
+
 def u4(data: bytes) -> list[int]:
     return np.frombuffer(data, "<u4").tolist()  # type: ignore[no-any-return]
 
@@ -125,7 +133,7 @@ def test_opened_rows_are_the_references_rows(lanes: str, records: list[dict[str,
     tenants = sorted({(r["collection"], r["tenant"]) for r in sealed})
     keys.forgotten = set(data.draw(st.lists(st.sampled_from(tenants), max_size=1)))
     block = b"".join(encode(SNAPSHOT_SCHEMA, r) for r in sealed)
-    out, lens, clens, hashes, gone = C.open_rows(block, {}, keys.row_resolver())
+    out, lens, clens, hashes, gone = open_rows(block, keys)
     lengths, content_lens = u4(lens), u4(clens)
     want_rows, want_gone = [], []
     for i, rec in enumerate(sealed):
@@ -170,7 +178,7 @@ def test_changed_or_moved_content_is_refused(lanes: str, change: dict[str, Any])
         keys.by_tenant[("docs", "acme")]
     moved = encode(SNAPSHOT_SCHEMA, {**sealed, **change})
     with pytest.raises(ValueError):
-        C.open_rows(moved, {}, keys.row_resolver())
+        open_rows(moved, keys)
     with pytest.raises(IntegrityError):
         TenantSealer(keys).open({**sealed, **change})  # type: ignore[arg-type]
 
@@ -182,8 +190,7 @@ def test_a_flipped_byte_does_not_open(lanes: str) -> None:
     box = bytearray(sealed["vector"])
     box[-1] ^= 1
     with pytest.raises(ValueError, match="does not open"):
-        C.open_rows(encode(SNAPSHOT_SCHEMA, {**sealed, "vector": bytes(box)}), {},
-                    keys.row_resolver())
+        open_rows(encode(SNAPSHOT_SCHEMA, {**sealed, "vector": bytes(box)}), keys)
 
 
 def test_truncated_rows_are_refused(lanes: str) -> None:
@@ -191,7 +198,7 @@ def test_truncated_rows_are_refused(lanes: str) -> None:
     keys = FixedKeys()
     _, raw = one_row(keys)
     with pytest.raises(ValueError, match="does not read"):
-        C.open_rows(raw[:-3], {}, keys.row_resolver())
+        open_rows(raw[:-3], keys)
     with pytest.raises(ValueError):
         C.seal_record(b"\x02\x04", {}, keys.log_resolver())
 
@@ -220,7 +227,7 @@ def test_many_tenants_and_sizes_open_as_the_reference(lanes: str) -> None:
     keys = FixedKeys()
     sealed, raws = mixed_block(keys, 90)
     sealer = TenantSealer(keys)  # type: ignore[arg-type]
-    out, lengths, _, _, gone = C.open_rows(b"".join(raws), {}, keys.row_resolver())
+    out, lengths, _, _, gone = open_rows(b"".join(raws), keys)
     want = [bytes(Row.of(sealer.open(copy.deepcopy(r))).raw) for r in sealed]  # type: ignore[arg-type]
     assert gone == [] and u4(lengths) == [len(w) for w in want] and out == b"".join(want)
 
@@ -235,7 +242,7 @@ def test_a_changed_row_anywhere_in_a_block_does_not_open(lanes: str, row: int) -
     box[len(box) // 2] ^= 0x40
     raws[row] = encode(SNAPSHOT_SCHEMA, {**sealed[row], "vector": bytes(box)})
     with pytest.raises(ValueError, match="does not open"):
-        C.open_rows(b"".join(raws), {}, keys.row_resolver())
+        open_rows(b"".join(raws), keys)
 
 
 def test_a_data_file_opens_alike_with_and_without_the_c_sealer() -> None:
@@ -261,3 +268,27 @@ def test_a_data_file_opens_alike_with_and_without_the_c_sealer() -> None:
     assert fast.tenants == {"acme": 834, "initech": 833}
     opened = {r["id"]: r for r in decode_records(fast.data, "test")}
     assert opened["r00000"]["document"] == "doc 0" and opened["r00000"]["acl"] == ["g:acme"]
+
+
+def test_rows_open_only_into_a_buffer_that_holds_them() -> None:
+    assert C is not None
+    keys = FixedKeys()
+    _, raw = one_row(keys)
+    with pytest.raises(ValueError, match="shorter"):
+        C.open_rows(raw, bytearray(len(raw) - 1), {}, keys.row_resolver())
+
+
+def test_one_opener_opens_file_after_file() -> None:
+    """The opener writes every file into the buffer it keeps: each file read before the next
+    is opened is whole, whatever the sizes."""
+    keys = FixedKeys()
+    opener = FileOpener(TenantSealer(keys))  # type: ignore[arg-type]
+    for n in (300, 40, 900):
+        sealed, _ = mixed_block(keys, n)
+        data = encode_rows(sorted((Row.of(r) for r in sealed), key=lambda r: r.key)).data
+        got = list(decode_records(b"".join(opener.open(data, "t").chunks), "t"))
+        assert sorted(r["id"] for r in got) == sorted(f"r{i}" for i in range(n))
+        for r in got:
+            i = int(r["id"][1:])
+            assert r["document"] == ("d" * (i * 7 % 61) if i % 4 else None)
+            assert r["vector"] == (bytes(range(i % 50)) if i % 3 == 0 else None)
