@@ -8,7 +8,9 @@ x 768 dims (and optionally log events after it) built on the local S3 server, re
 For each size (N records, or N+M: N records and M log events after the snapshot, the mix of
 ``bench_restore.mixed_ops``): a fresh S3 bucket holds the repository
 (``bench_restore.write_snapshot`` and ``write_log`` on an ``s3://`` store: the bucket files
-and manifest as the compactor writes them, segments of about 32 MiB). Without log events
+and manifest as the compactor writes them, segments of about 32 MiB), with ``--buckets`` 32
+for every size: a collection keeps the bucket count of its first compaction, so its bucket
+files grow with it (110 MB each at 1M records, 220 MB at 2M). Without log events
 every bucket is copied whole; with them every bucket is merged with its changes. Then, each
 round, every measurement in a child process of its own:
 
@@ -143,7 +145,7 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
     repo = Repository(opener(bucket, endpoint)())
     say(f"{size:,} records, {log_events:,} log events: building s3://{bucket}/repo")
     pool = Pool(args.dim)
-    built: Built = write_snapshot(repo, pool, size)
+    built: Built = write_snapshot(repo, pool, size, args.buckets or None)
     if log_events:
         write_log(repo, pool, built, mixed_ops(size, log_events, seed=5))
     manifest_files = [(data_key("docs", b, built.snapshot_id), b) for b in range(built.buckets)]
@@ -159,7 +161,8 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
         gets.append(spawn(["--child", "get", "--spec", spec]))
         g = gets[-1]
         say(f"round {r}: GET baseline {g['bytes'] / g['seconds'] / 1e6:,.0f} MB/s")
-        for label, runs, cwd in (("after", after, REPO), ("before", old, before)):
+        order = [("after", after, REPO), ("before", old, before)]
+        for label, runs, cwd in order if r % 2 == 0 else order[::-1]:  # alternate who's first
             if cwd is None:
                 continue
             dest = work / f"out-{label}"
@@ -202,6 +205,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="repositories measured, comma-separated: N records, or N+M with M "
                          "log events after the snapshot")
     ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--buckets", type=int, default=32,
+                    help="bucket count of every size (0: as the compactor chooses for it). A "
+                         "collection keeps the count of its first compaction, so its bucket "
+                         "files grow with it: 32 is what 1M records get")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default=None,
