@@ -8,9 +8,10 @@ x 768 dims (and optionally log events after it) built on the local S3 server, re
 For each size (N records, or N+M: N records and M log events after the snapshot, the mix of
 ``bench_restore.mixed_ops``): a fresh S3 bucket holds the repository
 (``bench_restore.write_snapshot`` and ``write_log`` on an ``s3://`` store: the bucket files
-and manifest as the compactor writes them, segments of about 32 MiB), with ``--buckets`` 32
+and manifest as the compactor writes them, segments of about 32 MiB), with ``--buckets`` 64
 for every size: a collection keeps the bucket count of its first compaction, so its bucket
-files grow with it (110 MB each at 1M records, 220 MB at 2M). Without log events
+files grow with it (55 MB each at 1M records, 110 MB at 2M; vecwal puts a file in one PUT,
+and s3proxy refused a 220 MB one: MaxMessageLengthExceeded). Without log events
 every bucket is copied whole; with them every bucket is merged with its changes. Then, each
 round, every measurement in a child process of its own:
 
@@ -205,10 +206,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="repositories measured, comma-separated: N records, or N+M with M "
                          "log events after the snapshot")
     ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--buckets", type=int, default=32,
+    ap.add_argument("--buckets", type=int, default=64,
                     help="bucket count of every size (0: as the compactor chooses for it). A "
                          "collection keeps the count of its first compaction, so its bucket "
-                         "files grow with it: 32 is what 1M records get")
+                         "files grow with it (64: 55 MB at 1M records, 110 MB at 2M)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default=None,
