@@ -199,7 +199,8 @@ def write_snapshot(repo: Repository, pool: Pool, n: int, buckets: int | None = N
     cut = {TOPIC: {str(p): next_offset[p] for p in range(PARTITIONS)}}
     manifest = Manifest(id=snapshot_id, parent=None, created_at_ms=int(time.time() * 1000),
                         cut_time_ms=cut_time, cut=cut, catalog=catalog.to_json(),
-                        collections={COLLECTION: collection_state(nb, files)})
+                        collections={COLLECTION: collection_state(nb, files)},
+                        dimensions={COLLECTION: pool.dim})  # checked, as the compactor says
     repo.put_immutable(manifest_key(snapshot_id), manifest.to_json())
     for p in range(PARTITIONS):  # the log is durable to the cut (no events after it yet)
         repo.write_watermark(Watermark(TOPIC, p, next_offset[p], cut_time, 0, "bench"))
