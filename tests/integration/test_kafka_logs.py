@@ -72,4 +72,9 @@ def test_a_broker_outage_is_json_events_with_the_repeats_counted(
     assert suppressed > len(rdkafka) / 2, (suppressed, len(rdkafka), rdkafka)
     errors = [e for e in events if e["event"] == "kafka client error"]  # capture's error_cb
     assert errors and sum(e.get("suppressed", 0) for e in errors) > len(errors), errors
-    assert events[-1]["event"] == "capture stopped"
+    # the daemon's last word is that it stopped; a client closing behind it may still report
+    # (seen under load: an error_cb line after the stop)
+    names = [e["event"] for e in events]
+    assert "capture stopped" in names, names[-10:]
+    after = names[len(names) - 1 - names[::-1].index("capture stopped") + 1:]
+    assert set(after) <= {"kafka client log", "kafka client error"}, after
