@@ -72,7 +72,7 @@ def milvus_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusS
     try:
         yield MilvusService(server.uri, _answering(server.uri), "local", server)
     finally:
-        server.stop()
+        server.stop(kill=True)  # its data goes with the session; SIGTERM waited 5 s for nothing
 
 
 @pytest.fixture
