@@ -7,11 +7,15 @@ is what was written: the opened records. A sink that takes whole data files
 runs as for a plain repository, has its rows opened block by block (``snapshot.opened``).
 
 Picklable (a restore's worker processes get it with each bucket): each process opens the
-tenant keys itself, from ``open_store``."""
+tenant keys itself, from ``open_store``, once: the copies of one sink a process unpickles
+share its keys and buffers (``_Held``), rather than each bucket reading and unwrapping the
+keys again and faulting in new buffers."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from daemon.keys.sealing import TenantSealer
@@ -24,17 +28,25 @@ _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "note
                         "load_seconds"})
 
 
+@dataclass
+class _Held:
+    """What one sink's copies in a process share: the opened keys and the buffers."""
+
+    sealer: TenantSealer
+    opener: FileOpener | None = None
+    joined: bytearray | None = None
+
+
+_HELD: dict[str, _Held] = {}
+"""This process's, by sink (its token); a sink lets go of its own when it finishes."""
+
+
 class OpeningSink:
     def __init__(self, inner: Sink, open_store: Callable[[], ObjectStore]) -> None:
         self.inner = inner
         self.name = inner.name
         self._open_store = open_store
-        self._sealer: TenantSealer | None = None
-        self._opener: FileOpener | None = None
-        self._joined: bytearray | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_sealer": None, "_opener": None, "_joined": None}
+        self._token = uuid.uuid4().hex
 
     def __getattr__(self, name: str) -> Any:
         if name in _FORWARDED:
@@ -42,10 +54,15 @@ class OpeningSink:
         raise AttributeError(name)
 
     @property
+    def _held(self) -> _Held:
+        held = _HELD.get(self._token)
+        if held is None:
+            held = _HELD[self._token] = _Held(TenantSealer(TenantKeys.of(self._open_store())))
+        return held
+
+    @property
     def sealer(self) -> TenantSealer:
-        if self._sealer is None:
-            self._sealer = TenantSealer(TenantKeys.of(self._open_store()))
-        return self._sealer
+        return self._held.sealer
 
     def begin(self) -> None:
         self.inner.begin()
@@ -62,6 +79,7 @@ class OpeningSink:
 
     def finish(self) -> None:
         self.inner.finish()
+        _HELD.pop(self._token, None)
 
     def read_back(self) -> dict[str, WrittenState]:
         return self.inner.read_back()
@@ -77,26 +95,27 @@ class OpeningFileSink(OpeningSink):
     def write_file(self, collection: str, bucket: int,
                    data: bytes | Iterable[bytes | memoryview],
                    state: WrittenState) -> WrittenState:
-        if self._opener is None:
-            self._opener = FileOpener(self.sealer)
+        held = self._held
+        if held.opener is None:
+            held.opener = FileOpener(held.sealer)
         pieces = [data] if isinstance(data, (bytes, memoryview)) else list(data)
         whole = pieces[0] if len(pieces) == 1 else self._join(pieces)
-        enc = self._opener.open(whole, f"{collection} bucket {bucket}", self.codec)
+        enc = held.opener.open(whole, f"{collection} bucket {bucket}", self.codec)
         if not enc.records:
             return WrittenState()
         inner: FileSink = self.inner  # type: ignore[assignment]  # opening_sink checked it
         return inner.write_file(collection, bucket, enc.chunks,
                                      WrittenState(enc.records, enc.digest, enc.tenants))
 
-
     def _join(self, pieces: list[bytes | memoryview]) -> memoryview:
         """The pieces one after the other, in a buffer kept from bucket to bucket: a new one
-        each time would cost a page fault per 4 KB (the file is opened into new bytes, so
-        nothing refers to this buffer once write_file returns)."""
+        each time would cost a page fault per 4 KB (the file is opened into the opener's own
+        buffer, so nothing refers to this one once the file is opened)."""
         total = sum(memoryview(p).nbytes for p in pieces)
-        if self._joined is None or len(self._joined) < total:
-            self._joined = bytearray(total)
-        view, at = memoryview(self._joined), 0
+        held = self._held
+        if held.joined is None or len(held.joined) < total:
+            held.joined = bytearray(total)
+        view, at = memoryview(held.joined), 0
         for piece in pieces:
             n = memoryview(piece).nbytes
             view[at:at + n] = piece
