@@ -551,8 +551,14 @@ from tests.services_cdc import (  # noqa: E402, F401
     postgres_service,
 )
 
+# the Chroma server (chroma_service), for the chroma: restore sink
+from tests.services_chroma import ChromaService, chroma_service  # noqa: E402, F401
+
 # the KMS (kms_service) lives in its own module, registered here as fixtures
 from tests.services_kms import KmsService, kms_service  # noqa: E402, F401
+
+# Milvus standalone (milvus_service, milvus_database), for the milvus:http:// restore sink
+from tests.services_milvus import MilvusService, milvus_database, milvus_service  # noqa: E402, F401
 
 # the schema registry (registry_service) lives in its own module, registered here as fixtures
 from tests.services_registry import RegistryService, registry_service  # noqa: E402, F401
@@ -566,9 +572,3 @@ from tests.services_secured import (  # noqa: E402, F401
     tls_s3_bucket,
     tls_s3_service,
 )
-
-# the Chroma server (chroma_service), for the chroma: restore sink
-from tests.services_chroma import ChromaService, chroma_service  # noqa: E402, F401
-
-# Milvus standalone (milvus_service, milvus_database), for the milvus:http:// restore sink
-from tests.services_milvus import MilvusService, milvus_database, milvus_service  # noqa: E402, F401
