@@ -28,17 +28,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import TOPIC, median, say, spawn, write_snapshot
+from tests.bench.bench_restore import median, say, spawn, write_snapshot
+from tests.bench.engine_runs import in_workdir, snapshot_rows, timed_restore
 
 ENGINES = ("chroma-server", "chroma-path")
 MODULE = "tests.bench.bench_chroma"
@@ -50,34 +49,7 @@ def where_of(engine: str, url: str, scratch: Path) -> str:
 
 # -- children --------------------------------------------------------------------------------
 def child_restore(where: str, repo_path: str, name: str, validate_too: bool) -> dict[str, Any]:
-    from daemon.changelog.repository import Repository
-    from daemon.config import Config
-    from daemon.objectstore import open_store
-    from daemon.restore.executor import execute
-    from daemon.restore.planner import Scope, gather, make_plan
-    from daemon.restore.sinks.engine import EngineSink
-    from daemon.restore.sinks.open import open_sink
-    from daemon.restore.target import parse_target
-    from daemon.restore.validate import validate
-
-    sink = open_sink(f"chroma:{where}", Config(), prefix=name)
-    assert isinstance(sink, EngineSink)
-    began = time.monotonic()
-    repo = Repository(open_store(f"file://{repo_path}"))
-    target = parse_target("now", int(time.time() * 1000))
-    plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
-    result = execute(repo, plan, sink)
-    restored = time.monotonic()
-    total = restored - began
-    out = {"records": result.records, "rto_s": total, "engine_s": sink.load_seconds,
-           "read_s": total - sink.load_seconds}
-    if validate_too:
-        report = validate(result, sink)
-        out["validate_s"] = time.monotonic() - restored
-        out["checks"] = len(report.checks)
-        failed = [c for c in report.checks if not c.ok]
-        if failed:
-            raise SystemExit(f"validation failed: {failed[:5]}")
+    sink, out = timed_restore(f"chroma:{where}", repo_path, validate_too, prefix=name)
     sink.cleanup()
     sink.close()
     return out
@@ -85,28 +57,13 @@ def child_restore(where: str, repo_path: str, name: str, validate_too: bool) -> 
 
 def child_limit(where: str, repo_path: str, name: str) -> dict[str, Any]:
     """Chroma's own bulk load of the same rows from memory."""
-    from daemon.changelog.repository import Repository
-    from daemon.objectstore import open_store
     from daemon.restore.sinks.chroma import ChromaEngine, to_metadata
-    from daemon.restore.sinks.engine import BATCH, CollectionSpec, point_key, to_payload
-    from daemon.snapshot.compactor import list_manifests, read_manifest
-    from daemon.snapshot.datafile import decode_records
+    from daemon.restore.sinks.engine import BATCH
 
-    repo = Repository(open_store(f"file://{repo_path}"))
-    manifest = read_manifest(repo, list_manifests(repo)[-1])
-    (coll_name, coll), = manifest.collections.items()
-    keys, metadatas, documents, chunks = [], [], [], []
-    for f in coll.files:
-        recs = list(decode_records(repo.store.get(f.path), f.path))
-        chunks.append(np.frombuffer(b"".join(r["vector"] for r in recs), dtype="<f4"))
-        keys += [point_key(r["tenant"], r["id"]) for r in recs]
-        for r in recs:
-            p = to_payload(r)
-            metadatas.append(to_metadata(p))
-            documents.append(p["document"])
-    schema = manifest.catalog["collections"][coll_name]["schema"]
-    vectors = np.concatenate(chunks).reshape(len(keys), schema["dimension"])
-    spec = CollectionSpec(schema["dimension"], "cosine", schema["index"], [], schema)
+    snap = snapshot_rows(repo_path)
+    coll_name, keys, vectors, spec = snap.name, snap.keys, snap.vectors, snap.spec
+    metadatas = [to_metadata(p) for p in snap.payloads]
+    documents = [p["document"] for p in snap.payloads]
     engine = ChromaEngine(where)
     target = name + coll_name
     engine.create(target, spec)  # the sink's configuration: space, HNSW parameters
@@ -142,12 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                if args.child == "restore" else child_limit(args.where, args.repo, args.name))
         print(orjson.dumps(res).decode())
         return res
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="vecwal-bench-chroma-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        return run(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return in_workdir(args.workdir, "vecwal-bench-chroma-", lambda work: run(args, work))
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:

@@ -45,7 +45,8 @@ import numpy as np
 import orjson
 
 from daemon.logs import configure_logging
-from tests.bench.bench_restore import TOPIC, Pool, median, say, spawn, write_snapshot
+from tests.bench.bench_restore import Pool, median, say, spawn, write_snapshot
+from tests.bench.engine_runs import snapshot_rows, timed_restore
 
 ENGINES = ("milvus", "milvus-server", "qdrant-memory", "qdrant-path")
 MODULE = "tests.bench.bench_engines"
@@ -116,58 +117,18 @@ def milvus_database(engine: str, scratch: Path) -> Iterator[None]:
 # -- children --------------------------------------------------------------------------------
 def child_restore(engine: str, repo_path: str, scratch: str, validate_too: bool
                   ) -> dict[str, Any]:
-    from daemon.changelog.repository import Repository
-    from daemon.config import Config
-    from daemon.objectstore import open_store
-    from daemon.restore.executor import execute
-    from daemon.restore.planner import Scope, gather, make_plan
-    from daemon.restore.sinks.engine import EngineSink
-    from daemon.restore.sinks.open import open_sink
-    from daemon.restore.target import parse_target
-    from daemon.restore.validate import validate
-
-    sink = open_sink(spec_of(engine, Path(scratch)), Config())
-    assert isinstance(sink, EngineSink)
-    began = time.monotonic()
-    repo = Repository(open_store(f"file://{repo_path}"))
-    target = parse_target("now", int(time.time() * 1000))
-    plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
-    result = execute(repo, plan, sink)
-    restored = time.monotonic()
-    total = restored - began
-    out = {"records": result.records, "rto_s": total, "engine_s": sink.load_seconds,
-           "read_s": total - sink.load_seconds}
-    if validate_too:
-        report = validate(result, sink)
-        out["validate_s"] = time.monotonic() - restored
-        out["checks"] = len(report.checks)
-        failed = [c for c in report.checks if not c.ok]
-        if failed:
-            raise SystemExit(f"validation failed: {failed[:5]}")
+    sink, out = timed_restore(spec_of(engine, Path(scratch)), repo_path, validate_too)
     sink.close()
     return out
 
 
 def child_limit(engine: str, repo_path: str, scratch: str) -> dict[str, Any]:
     """The engine's own bulk load of the same data from memory."""
-    from daemon.changelog.repository import Repository
-    from daemon.objectstore import open_store
-    from daemon.restore.sinks.engine import BATCH, CollectionSpec, point_key, to_payload
-    from daemon.snapshot.compactor import list_manifests, read_manifest
-    from daemon.snapshot.datafile import decode_records
+    from daemon.restore.sinks.engine import BATCH
 
-    repo = Repository(open_store(f"file://{repo_path}"))
-    manifest = read_manifest(repo, list_manifests(repo)[-1])
-    (name, coll), = manifest.collections.items()
-    keys, payloads, chunks = [], [], []
-    for f in coll.files:
-        recs = list(decode_records(repo.store.get(f.path), f.path))
-        chunks.append(np.frombuffer(b"".join(r["vector"] for r in recs), dtype="<f4"))
-        keys += [point_key(r["tenant"], r["id"]) for r in recs]
-        payloads += [to_payload(r) for r in recs]
-    schema = manifest.catalog["collections"][name]["schema"]
-    vectors = np.concatenate(chunks).reshape(len(keys), schema["dimension"])
-    spec = CollectionSpec(schema["dimension"], "cosine", schema["index"], [], schema)
+    snap = snapshot_rows(repo_path)
+    name, keys, vectors, payloads, spec = (snap.name, snap.keys, snap.vectors, snap.payloads,
+                                           snap.spec)
     where = spec_of(engine, Path(scratch)).partition(":")[2]
     if engine in ("milvus", "milvus-server"):
         from daemon.restore.sinks.milvus import MilvusEngine

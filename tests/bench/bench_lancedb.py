@@ -28,54 +28,29 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import TOPIC, median, say, spawn, write_snapshot
+from tests.bench.bench_restore import median, say, spawn, write_snapshot
+from tests.bench.engine_runs import in_workdir, snapshot_rows, timed_restore
 
 MODULE = "tests.bench.bench_lancedb"
 
 
 # -- children --------------------------------------------------------------------------------
 def child_restore(scratch: str, repo_path: str, validate_too: bool) -> dict[str, Any]:
-    from daemon.changelog.repository import Repository
-    from daemon.config import Config
-    from daemon.objectstore import open_store
-    from daemon.restore.executor import execute
-    from daemon.restore.planner import Scope, gather, make_plan
-    from daemon.restore.sinks.engine import EngineSink
     from daemon.restore.sinks.lancedb import LanceDBEngine
-    from daemon.restore.sinks.open import open_sink
-    from daemon.restore.target import parse_target
-    from daemon.restore.validate import validate
 
-    sink = open_sink(f"lancedb:{scratch}", Config())
-    assert isinstance(sink, EngineSink) and isinstance(sink.engine, LanceDBEngine)
-    began = time.monotonic()
-    repo = Repository(open_store(f"file://{repo_path}"))
-    target = parse_target("now", int(time.time() * 1000))
-    plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
-    result = execute(repo, plan, sink)
-    restored = time.monotonic()
-    total = restored - began
-    build = sink.engine.build_seconds
+    sink, out = timed_restore(f"lancedb:{scratch}", repo_path, validate_too)
+    assert isinstance(sink.engine, LanceDBEngine)
     assert sink.engine._indexed, "the table got its vector index"
-    out = {"records": result.records, "rto_s": total, "add_s": sink.load_seconds - build,
-           "build_s": build, "read_s": total - sink.load_seconds}
-    if validate_too:
-        report = validate(result, sink)
-        out["validate_s"] = time.monotonic() - restored
-        out["checks"] = len(report.checks)
-        failed = [c for c in report.checks if not c.ok]
-        if failed:
-            raise SystemExit(f"validation failed: {failed[:5]}")
+    build = sink.engine.build_seconds
+    out.update(add_s=out["engine_s"] - build, build_s=build)
     sink.close()
     return out
 
@@ -85,25 +60,11 @@ def child_limit(scratch: str, repo_path: str) -> dict[str, Any]:
     numpy before timing, then the same indexes."""
     import pyarrow as pa
 
-    from daemon.changelog.repository import Repository
-    from daemon.objectstore import open_store
-    from daemon.restore.sinks.engine import CollectionSpec, point_key, to_payload
     from daemon.restore.sinks.lancedb import LanceDBEngine, record_batch
-    from daemon.snapshot.compactor import list_manifests, read_manifest
-    from daemon.snapshot.datafile import decode_records
 
-    repo = Repository(open_store(f"file://{repo_path}"))
-    manifest = read_manifest(repo, list_manifests(repo)[-1])
-    (name, coll), = manifest.collections.items()
-    keys, payloads, chunks = [], [], []
-    for f in coll.files:
-        recs = list(decode_records(repo.store.get(f.path), f.path))
-        chunks.append(np.frombuffer(b"".join(r["vector"] for r in recs), dtype="<f4"))
-        keys += [point_key(r["tenant"], r["id"]) for r in recs]
-        payloads += [to_payload(r) for r in recs]
-    schema = manifest.catalog["collections"][name]["schema"]
-    vectors = np.concatenate(chunks).reshape(len(keys), schema["dimension"])
-    spec = CollectionSpec(schema["dimension"], "cosine", schema["index"], [], schema)
+    rows = snapshot_rows(repo_path)
+    name, keys, vectors, payloads, spec = (rows.name, rows.keys, rows.vectors, rows.payloads,
+                                           rows.spec)
 
     engine = LanceDBEngine(scratch)
     engine.create(name, spec)
@@ -138,12 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                else child_limit(args.scratch, args.repo))
         print(orjson.dumps(res).decode())
         return res
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="vecwal-bench-lancedb-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        return run(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return in_workdir(args.workdir, "vecwal-bench-lancedb-", lambda work: run(args, work))
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:

@@ -34,48 +34,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import TOPIC, median, say, spawn, write_snapshot
+from tests.bench.bench_restore import median, say, spawn, write_snapshot
+from tests.bench.engine_runs import snapshot_rows, timed_restore
 
 MODULE = "tests.bench.bench_pgvector"
 
 
 # -- children --------------------------------------------------------------------------------
 def child_restore(dsn: str, repo_path: str, validate_too: bool) -> dict[str, Any]:
-    from daemon.changelog.repository import Repository
-    from daemon.config import Config
-    from daemon.objectstore import open_store
-    from daemon.restore.executor import execute
-    from daemon.restore.planner import Scope, gather, make_plan
-    from daemon.restore.sinks.engine import EngineSink
-    from daemon.restore.sinks.open import open_sink
     from daemon.restore.sinks.pgvector import PgvectorEngine
-    from daemon.restore.target import parse_target
-    from daemon.restore.validate import validate
 
-    sink = open_sink(f"pgvector:{dsn}", Config())
-    assert isinstance(sink, EngineSink) and isinstance(sink.engine, PgvectorEngine)
-    began = time.monotonic()
-    repo = Repository(open_store(f"file://{repo_path}"))
-    target = parse_target("now", int(time.time() * 1000))
-    plan = make_plan(gather(repo, [TOPIC], target), target, Scope())
-    result = execute(repo, plan, sink)
-    restored = time.monotonic()
-    total = restored - began
+    sink, out = timed_restore(f"pgvector:{dsn}", repo_path, validate_too)
+    assert isinstance(sink.engine, PgvectorEngine)
     build = sink.engine.build_seconds
-    out = {"records": result.records, "rto_s": total, "copy_s": sink.load_seconds - build,
-           "build_s": build, "read_s": total - sink.load_seconds}
-    if validate_too:
-        report = validate(result, sink)
-        out["validate_s"] = time.monotonic() - restored
-        out["checks"] = len(report.checks)
-        failed = [c for c in report.checks if not c.ok]
-        if failed:
-            raise SystemExit(f"validation failed: {failed[:5]}")
+    out.update(copy_s=out["engine_s"] - build, build_s=build)
     sink.close()
     return out
 
@@ -85,9 +61,6 @@ def child_limit(dsn: str, repo_path: str) -> dict[str, Any]:
     before timing, then the same indexes."""
     from psycopg import sql
 
-    from daemon.changelog.repository import Repository
-    from daemon.objectstore import open_store
-    from daemon.restore.sinks.engine import CollectionSpec, point_key, to_payload
     from daemon.restore.sinks.pgvector import (
         COLUMNS,
         FLUSH_BYTES,
@@ -95,20 +68,9 @@ def child_limit(dsn: str, repo_path: str) -> dict[str, Any]:
         build_indexes,
         encode_rows,
     )
-    from daemon.snapshot.compactor import list_manifests, read_manifest
-    from daemon.snapshot.datafile import decode_records
 
-    repo = Repository(open_store(f"file://{repo_path}"))
-    manifest = read_manifest(repo, list_manifests(repo)[-1])
-    (name, coll), = manifest.collections.items()
-    keys, payloads, chunks = [], [], []
-    for f in coll.files:
-        recs = list(decode_records(repo.store.get(f.path), f.path))
-        chunks.append(np.frombuffer(b"".join(r["vector"] for r in recs), dtype="<f4"))
-        keys += [point_key(r["tenant"], r["id"]) for r in recs]
-        payloads += [to_payload(r) for r in recs]
-    schema = manifest.catalog["collections"][name]["schema"]
-    vectors = np.concatenate(chunks).reshape(len(keys), schema["dimension"])
+    snap = snapshot_rows(repo_path)
+    name, keys, vectors, payloads = snap.name, snap.keys, snap.vectors, snap.payloads
     rows: list[bytes] = []
     encode_rows(rows, keys, vectors, payloads)
     stream: list[bytes] = [b"PGCOPY\n\xff\r\n\x00" + bytes(8)]
@@ -122,7 +84,7 @@ def child_limit(dsn: str, repo_path: str) -> dict[str, Any]:
             pending, size = [], 0
     stream += [b"".join(pending), b"\xff\xff"]
     rows.clear()
-    spec = CollectionSpec(schema["dimension"], "cosine", schema["index"], [], schema)
+    spec = snap.spec
 
     engine = PgvectorEngine(dsn)
     began = time.monotonic()
