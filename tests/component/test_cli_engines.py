@@ -77,6 +77,30 @@ def engine_state(spec: str, names: dict[str, str]) -> dict[tuple[str, str, str],
         sink.close()
 
 
+CHECK_KINDS = {"kNN nearest first", "kNN recall@10 vs brute force", "vectors as written",
+               "acl kept", "engine count per tenant", "state digest", "tenant", "acl"}
+"""The kinds of check a restore into an engine validates with (the names less the subject)."""
+
+
+def assert_validated(report: dict[str, Any]) -> None:
+    """The restore's validation passed, with every kind of engine check among its checks."""
+    checks = report["validation"]["checks"]
+    assert report["validation"]["ok"], [c for c in checks if not c["ok"]]
+    kinds = {c["name"].split(": ", 1)[1].split(" '")[0] for c in checks}
+    assert kinds >= CHECK_KINDS, kinds
+
+
+def assert_restored_as_oracle(report: dict[str, Any], history: Any, to: int,
+                              spec: str) -> dict[str, Any]:
+    """The records of a CLI restore to ``to`` (not renamed), and the engine's state, equal a
+    plain replay of ``history`` up to it; the oracle's catalog."""
+    want, catalog = oracle(history, to)
+    assert report["records"] == len(want) > 0 and report["engine_load_seconds"] > 0
+    names = {c: c for c in {k[0] for k in want} | set(catalog["collections"])}
+    assert_equals_oracle(engine_state(spec, names), want)
+    return catalog  # type: ignore[no-any-return]
+
+
 def assert_equals_oracle(got: dict[tuple[str, str, str], dict[str, Any]],
                          want: dict[tuple[str, str, str], dict[str, Any]]) -> None:
     assert set(got) == set(want)

@@ -26,6 +26,7 @@ from daemon.restore.sinks.open import open_sink
 from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
 from daemon.snapshot.state import RECORD_FIELDS
+from tests.component.test_cli_engines import assert_validated
 from tests.integration.harness import Target, vecwal
 from tests.integration.test_engines import engine_records
 from tests.integration.test_restore import (
@@ -42,8 +43,6 @@ from tests.services_chroma import ChromaService
 
 pytestmark = pytest.mark.integration
 
-CHECK_KINDS = {"kNN nearest first", "kNN recall@10 vs brute force", "vectors as written",
-               "acl kept", "engine count per tenant", "state digest", "tenant", "acl"}
 
 
 def restore_json(cfg: Path, target: Target, until: int, spec: str, *extra: str
@@ -54,12 +53,9 @@ def restore_json(cfg: Path, target: Target, until: int, spec: str, *extra: str
     return proc.returncode, report, proc.stderr
 
 
-def assert_validated(report: dict[str, Any] | None, records: int) -> None:
+def assert_validated_records(report: dict[str, Any] | None, records: int) -> None:
     assert report is not None
-    checks = report["validation"]["checks"]
-    assert report["validation"]["ok"], [c for c in checks if not c["ok"]]
-    kinds = {c["name"].split(": ", 1)[1].split(" '")[0] for c in checks}
-    assert kinds >= CHECK_KINDS, kinds
+    assert_validated(report)
     assert report["records"] == records
 
 
@@ -82,7 +78,7 @@ def test_restore_into_chroma(file_target: Target, chroma_service: ChromaService,
     # Into the server: validated in Chroma, and Chroma holds the oracle's records.
     code, report, err = restore_json(cfg, target, until, chroma_service.spec)
     assert code == 0, err[-3000:]
-    assert_validated(report, len(want))
+    assert_validated_records(report, len(want))
     assert report is not None and report["snapshot"] == snap["snapshot"]
     assert any("Chroma has no aliases" in n for n in report["notes"]), report["notes"]
     sink = open_sink(chroma_service.spec, Config())
@@ -113,12 +109,12 @@ def test_restore_into_chroma(file_target: Target, chroma_service: ChromaService,
     assert code != 0 and "already has collection" in err and "--replace" in err, err[-2000:]
     code, report, err = restore_json(cfg, target, until, chroma_service.spec, "--replace")
     assert code == 0, err[-3000:]
-    assert_validated(report, len(want))
+    assert_validated_records(report, len(want))
     coll = sorted(k[0] for k in want)[0]
     code, report, err = restore_json(cfg, target, until, chroma_service.spec, "--collection",
                                      coll, "--rename", f"{coll}:{coll}-beside")
     assert code == 0, err[-3000:]
-    assert_validated(report, sum(1 for k in want if k[0] == coll))
+    assert_validated_records(report, sum(1 for k in want if k[0] == coll))
 
     # Corrupted after the load, before validation: validation fails and names the ids.
     repo = target.repository()
@@ -144,7 +140,7 @@ def test_restore_into_chroma(file_target: Target, chroma_service: ChromaService,
     # Chroma's embedded persistent mode in a directory.
     code, report, err = restore_json(cfg, target, until, f"chroma:{tmp_path / 'chroma-local'}")
     assert code == 0, err[-3000:]
-    assert_validated(report, len(want))
+    assert_validated_records(report, len(want))
 
     # A drill into the server: passes, recorded, its scratch collections dropped.
     proc = vecwal("drill", "--config", str(cfg), "--to", str(until), "--into",

@@ -27,6 +27,8 @@ from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
 from tests.component.test_cli_engines import (  # noqa: F401  (repo_config is a fixture)
     assert_equals_oracle,
+    assert_restored_as_oracle,
+    assert_validated,
     engine_state,
     repo_config,
     restore,
@@ -56,17 +58,9 @@ def test_restore_into_pgvector(repo_config: Path, postgres_service: Any,  # noqa
     for i, to in enumerate((early, late)):
         code, report, err = restore(repo_config, str(to), spec, *(("--replace",) if i else ()))
         assert code == 0, err
-        checks = report["validation"]["checks"]
-        assert report["validation"]["ok"], [c for c in checks if not c["ok"]]
-        kinds = {c["name"].split(": ", 1)[1].split(" '")[0] for c in checks}
-        assert {"kNN nearest first", "kNN recall@10 vs brute force", "vectors as written",
-                "acl kept", "engine count per tenant", "state digest", "tenant",
-                "acl"} <= kinds, kinds
+        assert_validated(report)
         assert "***@" in report["sink"] and postgres_service.password not in report["sink"]
-        want, catalog = oracle(history, to)
-        assert report["records"] == len(want) > 0 and report["engine_load_seconds"] > 0
-        names = {c: c for c in {k[0] for k in want} | set(catalog["collections"])}
-        assert_equals_oracle(engine_state(spec, names), want)
+        catalog = assert_restored_as_oracle(report, history, to, spec)
 
     with psycopg.connect(dsn, autocommit=True) as conn:
         rels = tables(conn)
