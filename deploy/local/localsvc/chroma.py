@@ -33,8 +33,8 @@ from typing import Any
 
 from .common import HOST, LOG_TAIL_LINES, LaunchError, http_get, say
 from .install import _install_lock, cache_dir
-from .process import check_port_free, free_ports, port_open
-from .service import Service
+from .process import port_open
+from .service import OnePortService
 
 CHROMA_VERSION = "1.5.9"
 _MARKER = ".installed"
@@ -88,12 +88,13 @@ def _run(cmd: list[str], what: str) -> None:
         raise LaunchError(f"{what} failed (exit {proc.returncode}):\n{out}")
 
 
-class ChromaServer(Service):
+class ChromaServer(OnePortService):
     """``chroma run`` with its data under workdir/data, on 127.0.0.1:PORT (``url``)."""
 
     kind = "chroma"
     log_name = "chroma.log"
     stop_timeout = 10.0
+    start_timeout = 60.0
 
     def __init__(self, workdir: Path, port: int | None = None, *,
                  tie_to_parent: bool = True) -> None:
@@ -106,10 +107,6 @@ class ChromaServer(Service):
         if self.port is None:
             raise LaunchError("chroma has not been started yet (no port)")
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
 
     def _command(self) -> list[str]:
         env = shutil.which("env") or "/usr/bin/env"
@@ -124,18 +121,6 @@ class ChromaServer(Service):
         if b"heartbeat" not in body:
             raise ValueError(f"heartbeat answered {body[:200]!r}")
         return True
-
-    def start(self, timeout: float = 60) -> ChromaServer:
-        """Start (again: same port, same data) and wait until the heartbeat answers."""
-        if self.running():
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.port is None:
-            self.port = free_ports(1)[0]
-        check_port_free(self.port)
-        self._launch(self._command())
-        self._wait(timeout, self._ready)
-        return self
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -36,8 +36,8 @@ from typing import Any
 from .common import HOST, LaunchError
 from .gotool import GoTool
 from .install import _run_go
-from .process import check_port_free, free_ports, port_open
-from .service import Service
+from .process import port_open
+from .service import OnePortService
 
 LOCAL_KMS_MODULE = "github.com/nsmithuk/local-kms"
 LOCAL_KMS_VERSION = "v0.0.0-20260228092603-2a5e92d09ab6"
@@ -105,12 +105,13 @@ def kms_call(port: int, action: str, body: dict[str, Any], timeout: float) -> tu
         conn.close()
 
 
-class LocalKms(Service):
+class LocalKms(OnePortService):
     """local-kms with its LevelDB under workdir/data, on 127.0.0.1:PORT (``endpoint_url``)."""
 
     kind = "kms"
     log_name = "local-kms.log"
     stop_timeout = 5.0
+    start_timeout = 30.0
 
     def __init__(
         self,
@@ -133,10 +134,6 @@ class LocalKms(Service):
             raise LaunchError("local-kms has not been started yet (no port)")
         return f"http://{HOST}:{self.port}"
 
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
     def _command(self) -> list[str]:
         """local-kms reads only environment variables: started through env(1), which execs
         it (same pid, its own argv in /proc)."""
@@ -158,18 +155,6 @@ class LocalKms(Service):
         if status != 200 or b'"Keys"' not in body:
             raise ValueError(f"ListKeys answered HTTP {status}: {body[:200]!r}")
         return True
-
-    def start(self, timeout: float = 30) -> LocalKms:
-        """Start (again: same port, same keys) and wait until ListKeys is answered."""
-        if self.running():
-            return self
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.port is None:
-            self.port = free_ports(1)[0]
-        check_port_free(self.port)
-        self._launch(self._command())
-        self._wait(timeout, self._ready)
-        return self
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -9,9 +9,10 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from .common import LOG_TAIL_LINES, LaunchError, tail
-from .process import spawn, terminate
+from .process import check_port_free, free_ports, spawn, terminate
 
 
 class Service:
@@ -84,3 +85,33 @@ class Service:
     def _stop_at_exit(self) -> None:
         with contextlib.suppress(Exception):
             self.stop()
+
+
+class OnePortService(Service):
+    """A server on one loopback port (a free one unless given) with a data directory: started,
+    or started again on the same port with the same data, by launching ``_command()`` and
+    waiting until ``_ready`` says it answers."""
+
+    start_timeout = 30.0
+    port: int | None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self, remaining: float) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float | None = None) -> Self:
+        if self.running():
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = free_ports(1)[0]
+        check_port_free(self.port)
+        self._launch(self._command())
+        self._wait(self.start_timeout if timeout is None else timeout, self._ready)
+        return self
