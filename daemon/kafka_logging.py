@@ -64,6 +64,12 @@ _NUMBER = re.compile(r"(?<![\w.:#/-])\d+(?![\d.:])")
 log = structlog.get_logger("vecwal.kafka")
 
 
+def same_line(text: str) -> str:
+    """The text two lines share when they are the same line: numbers (such as "after 0ms")
+    and librdkafka's own count of identical errors taken out."""
+    return _NUMBER.sub("#", _OWN_COUNT.sub("", text))
+
+
 def set_repeat_window(seconds: float) -> None:
     """How long a repeated line is counted instead of written (0: every line is written),
     for clients created afterwards (tests; :data:`REPEAT_S` otherwise)."""
@@ -121,7 +127,7 @@ class Repeats:
 
     def offer(self, level: int, fields: dict[str, Any], same: str) -> None:
         """``fields`` at ``level``; ``same``: the text that makes two lines the same line."""
-        key = (level, _NUMBER.sub("#", _OWN_COUNT.sub("", same)))
+        key = (level, same_line(same))
         with self._mutex:
             now = self._clock()
             self._close(now)
