@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from daemon.spans import Piece, Span
+
 __all__ = [
     "PRIVATE_DIR_MODE",
     "PRIVATE_FILE_MODE",
@@ -74,11 +76,12 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview], *,
+def atomic_write(path: Path, data: bytes | bytearray | memoryview | Iterable[Piece], *,
                  durable: bool = True, mode: int = PRIVATE_FILE_MODE) -> None:
     """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
     durably. Pieces that are not a sequence (an iterator of a ranged read's parts) are
-    written as they come, so the file need never be in memory whole.
+    written as they come, so the file need never be in memory whole; a piece may be a
+    :class:`~daemon.spans.Span`, copied out as it is written.
 
     Readers see the old content or the new content, never a partial file; once this
     returns, the new content survives a crash. The parent directory must exist (see
@@ -224,7 +227,7 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[bytes | memoryview],
+def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[Piece],
                 durable: bool, mode: int) -> Path:
     """Write ``data`` to a new temp file beside ``path`` with permissions ``mode``, fsync it
     (or, not ``durable``, start its write-back), return its path."""
@@ -237,7 +240,7 @@ def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[byte
     fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)
-        pieces: Iterable[bytes | bytearray | memoryview] = \
+        pieces: Iterable[Piece] = \
             [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         if isinstance(pieces, Sequence):
             _write_all(fd, pieces)
@@ -262,9 +265,42 @@ def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[byte
 _IOV_MAX = 1024
 
 
-def _write_all(fd: int, data: Sequence[bytes | bytearray | memoryview]) -> None:
-    """Every piece, in order: many pieces to one ``writev`` call, partial writes resumed."""
-    views = [memoryview(p).cast("B") for p in data if len(p)]
+_SCRATCH = 1 << 20
+"""Bytes of spans copied out before they are written: small enough to stay in the CPU's
+cache between being produced (decrypted) and written (``daemon.spans``)."""
+
+
+def _write_all(fd: int, data: Sequence[Piece]) -> None:
+    """Every piece, in order: many pieces to one ``writev`` call, partial writes resumed.
+    Spans are copied out into a scratch buffer, which is written whenever it fills."""
+    views: list[memoryview] = []
+    scratch: memoryview | None = None
+    used = 0
+    for piece in data:
+        if not isinstance(piece, Span):
+            if len(piece):
+                views.append(memoryview(piece).cast("B"))
+                if len(views) >= _IOV_MAX:
+                    _writev_all(fd, views)
+                    views, used = [], 0
+            continue
+        start = 0
+        while start < piece.length:
+            if scratch is None:
+                scratch = memoryview(bytearray(_SCRATCH))
+            if used == _SCRATCH:
+                _writev_all(fd, views)
+                views, used = [], 0
+            n = min(piece.length - start, _SCRATCH - used)
+            part = scratch[used:used + n]
+            piece.copy_into(start, part)
+            views.append(part)
+            used += n
+            start += n
+    _writev_all(fd, views)
+
+
+def _writev_all(fd: int, views: list[memoryview]) -> None:
     i = 0
     while i < len(views):
         written = os.writev(fd, views[i:i + _IOV_MAX])

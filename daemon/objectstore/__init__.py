@@ -51,6 +51,7 @@ from typing import Protocol, runtime_checkable
 
 from daemon.atomic import TEMP_PREFIX
 from daemon.errors import ConfigError, StoreError
+from daemon.spans import RangeSource
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -189,6 +190,14 @@ def get_view(store: ObjectStore, key: str) -> bytes | memoryview:
     store can (``file://``: ``LocalStore.get_view``, no copy), else ``get``."""
     view = getattr(store, "get_view", None)
     return view(key) if view is not None else store.get(key)
+
+
+def get_opened(store: ObjectStore, key: str) -> bytes | memoryview | RangeSource:
+    """``get_view``, or for an encrypted store over mapped files the object opened chunk by
+    chunk as its bytes are copied out (``EncryptedStore.get_opened``: a
+    :class:`~daemon.spans.RangeSource`), for a writer that copies long ranges of it."""
+    opened = getattr(store, "get_opened", None)
+    return opened(key) if opened is not None else get_view(store, key)
 
 
 def check_key(key: str) -> str:

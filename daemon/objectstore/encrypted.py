@@ -33,7 +33,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemon.errors import IntegrityError, StoreError
-from daemon.objectstore import ObjectInfo, ObjectStore, check_key
+from daemon.objectstore import ObjectInfo, ObjectStore, check_key, get_view
 from daemon.objectstore import sealed as sl
 
 __all__ = ["HEADER_SIZE", "PLAIN_KEYS", "PLAIN_PREFIXES", "EncryptedStore", "RepositoryKeys"]
@@ -90,12 +90,14 @@ class EncryptedStore:
     def __getattr__(self, name: str) -> Any:
         """What the store underneath offers beyond the protocol and says nothing of object
         contents (``permission_report`` of a file:// repository) is offered here too, and
-        ``get_view`` (opened) when the store underneath maps files; nothing that would bypass
-        the seal (raw clients)."""
+        ``get_view`` (opened) and ``get_opened`` when the store underneath maps files;
+        nothing that would bypass the seal (raw clients)."""
         if name in _FORWARDED:
             return getattr(self.inner, name)
         if name == "get_view" and hasattr(self.inner, "get_view"):
             return self._get_view
+        if name == "get_opened" and hasattr(self.inner, "get_view"):
+            return self._get_opened
         raise AttributeError(name)
 
     # -- writing ----------------------------------------------------------------------------
@@ -128,6 +130,16 @@ class EncryptedStore:
         if is_plain(key):
             return memoryview(self.inner.get(key))
         return memoryview(self._open_whole(key))
+
+    def _get_opened(self, key: str) -> bytes | memoryview | sl.OpenedObject:
+        """``get_opened`` when the store underneath maps its files: the sealed file mapped,
+        its plaintext opened chunk by chunk as it is copied out (``sealed.OpenedObject``),
+        so a restore writes it without decrypting it whole into memory first."""
+        if is_plain(key):
+            return memoryview(self.inner.get(key))
+        blob = get_view(self.inner, key)
+        header = self._header(key, blob)
+        return sl.OpenedObject(blob, key, self._data_key(key, header), header)
 
     def _open_whole(self, key: str) -> bytearray:
         view = getattr(self.inner, "get_view", None)

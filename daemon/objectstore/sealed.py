@@ -199,6 +199,84 @@ def open_chunks(plan: RangePlan, chunks: bytes | memoryview, header: Header, obj
     return out
 
 
+class OpenedObject:
+    """A sealed object's plaintext, opened chunk by chunk only when its bytes are copied out
+    (a :class:`daemon.spans.RangeSource`): a restore writes the runs of a base file straight
+    from the mapped ciphertext into its output, each chunk decrypted into the writer's
+    scratch buffer, never into one buffer for the whole object. Every chunk is authenticated
+    before a byte of it is used; the last chunk opened is kept, so reads that share a chunk
+    (a block's framing, then the block) open it once."""
+
+    def __init__(self, sealed: bytes | memoryview, object_key: str, data_key: bytes,
+                 header: Header) -> None:
+        self._sealed = memoryview(sealed)
+        self.object_key = object_key
+        self._header = header
+        plan = plan_range(header, len(self._sealed), 0, None)
+        self._size = plaintext_size(header, len(self._sealed))
+        self._final = plan.final
+        self._aead = AESGCM(data_key)
+        self._aad = _aad(object_key, header.encode())
+        self._kept = -1
+        self._chunk = bytearray(header.chunk_size)
+        self._kept_chunk(self._final)  # authenticated now: an object cut short fails here
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __repr__(self) -> str:
+        return f"OpenedObject({self.object_key!r}, {self._size} bytes)"
+
+    def copy_into(self, offset: int, out: memoryview) -> None:
+        """Plaintext bytes ``[offset, offset + len(out))`` into ``out``: whole chunks are
+        decrypted straight into it, partial ones through the kept chunk."""
+        end = offset + len(out)
+        if offset < 0 or end > self._size:
+            raise ValueError(f"{self.object_key}: bytes [{offset}, {end}) outside its "
+                             f"{self._size}")
+        size, at, pos = self._header.chunk_size, 0, offset
+        while pos < end:
+            i = pos // size
+            lo, hi = i * size, min((i + 1) * size, self._size)
+            n = min(hi, end) - pos
+            if pos == lo and n == hi - lo:
+                self._open(i, out[at:at + n])
+            else:
+                chunk = self._kept_chunk(i)
+                out[at:at + n] = chunk[pos - lo:pos - lo + n]
+            at += n
+            pos += n
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Plaintext bytes ``[offset, offset + length)``, clamped to the object's end."""
+        length = max(0, min(length, self._size - offset))
+        out = bytearray(length)
+        self.copy_into(offset, memoryview(out))
+        return bytes(out)
+
+    def _kept_chunk(self, i: int) -> memoryview:
+        size = self._header.chunk_size
+        n = min(size, self._size - i * size)
+        view = memoryview(self._chunk)[:n]
+        if self._kept != i:
+            self._kept = -1  # not kept if opening fails
+            self._open(i, view)
+            self._kept = i
+        return view
+
+    def _open(self, i: int, out: memoryview) -> None:
+        stride = self._header.chunk_size + TAG
+        start = self._header.size + i * stride
+        piece = self._sealed[start:start + len(out) + TAG]
+        try:
+            self._aead.decrypt_into(_nonce(self._header, i, i == self._final), piece,
+                                    self._aad, out)
+        except (InvalidTag, ValueError):
+            raise IntegrityError(f"{self.object_key}: chunk {i} does not authenticate",
+                                 "the object was changed, cut short, moved from another key, "
+                                 "or sealed under another key") from None
+
+
 def open_all(blob: bytes, object_key: str, data_key: bytes) -> bytes:
     """The whole plaintext of a sealed object."""
     header = Header.parse(blob, object_key)

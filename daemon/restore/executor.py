@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ import structlog
 
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import offsets_after
-from daemon.objectstore import ObjectStore, get_view
+from daemon.objectstore import ObjectStore, get_opened, get_view
 from daemon.objectstore.ranged import RangedReader, joined
 from daemon.progress import Progress
 from daemon.restore.planner import RestorePlan, Scope
@@ -39,6 +39,7 @@ from daemon.snapshot.manifest import BucketState, DataFile
 from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes
+from daemon.spans import RangeSource, whole
 
 log = structlog.get_logger("vecwal.restore")
 
@@ -227,13 +228,19 @@ def _files(job: BucketJob) -> list[DataFile]:
 def fetch_and_restore(store: ObjectStore, job: BucketJob, sink: Sink,
                       files: Iterator[Iterator[bytes]]) -> tuple[WrittenState, list[Rejected]]:
     """``restore_screened`` with the job's bucket files read from ``store``: mapped where the
-    store maps files (``file://``), else from ``files`` (``RangedReader.each`` over the jobs'
-    files in order: one iterator of parts per file; not used for a mapped store). A bucket
+    store maps files (``file://``; an encrypted one's base files opened as they are copied
+    out, ``get_opened``, when the bucket is written by runs or whole), else from ``files``
+    (``RangedReader.each`` over the jobs' files in order: one iterator of parts per file;
+    not used for a mapped store). A bucket
     copied whole goes to the sink part by part as the parts arrive, so it is never in memory
     whole; a bucket merged with changes is assembled from its parts first (its rows are
     merged by its row index)."""
     if hasattr(store, "get_view"):
-        return restore_screened(job, [get_view(store, p) for p in job.paths], sink)
+        copied = isinstance(sink, FileSink) and job.model is None and (
+            job.screen_dimension is None or job.old is None)
+        return restore_screened(job, [
+            get_opened(store, f.path) if copied and f.kind == "base" else get_view(store, f.path)
+            for f in _files(job)], sink)
     old = job.old
     if job.copyable and old is not None and isinstance(sink, FileSink):  # as restore_bucket
         return sink.write_file(job.collection, job.bucket, next(files),
@@ -243,14 +250,14 @@ def fetch_and_restore(store: ObjectStore, job: BucketJob, sink: Sink,
     return restore_screened(job, datas, sink)
 
 
-def restore_screened(job: BucketJob, datas: list[bytes | memoryview], sink: Sink
+def restore_screened(job: BucketJob, datas: Sequence[bytes | memoryview | RangeSource], sink: Sink
                      ) -> tuple[WrittenState, list[Rejected]]:
     """``restore_bucket``, after checking the bucket's records against its collection's
     dimension when the snapshot did not (``job.screen_dimension``): those of another get a
     tombstone among the changes, and are returned."""
     if job.screen_dimension is None or job.old is None:
         return restore_bucket(job, datas, sink), []
-    tombs, found = screen_rows(job.collection, bucket_winners(job.old.files, datas,
+    tombs, found = screen_rows(job.collection, bucket_winners(job.old.files, _read(datas),
                                                               job.changes, job.drop),
                                job.screen_dimension)
     changes = job.changes
@@ -262,14 +269,14 @@ def restore_screened(job: BucketJob, datas: list[bytes | memoryview], sink: Sink
     return restore_bucket(job, datas, sink), found
 
 
-def restore_bucket(job: BucketJob, datas: list[bytes | memoryview], sink: Sink
+def restore_bucket(job: BucketJob, datas: Sequence[bytes | memoryview | RangeSource], sink: Sink
                    ) -> WrittenState:
     """Write one bucket into the sink: its base file as it is when nothing changed it (and
     the sink takes files), else the base copied by runs with the changed rows in between
     (``restore.runs``), or for sinks that take records, its rows merged."""
     old = job.old
     if job.copyable and old is not None and isinstance(sink, FileSink):
-        return sink.write_file(job.collection, job.bucket, [datas[0]],
+        return sink.write_file(job.collection, job.bucket, [whole(datas[0])],
                                WrittenState(old.records, old.digest, dict(old.tenants)))
     if isinstance(sink, FileSink) and job.model is None:  # copied by runs of rows
         enc = write_bucket_runs(old.files if old else [], datas,
@@ -279,13 +286,18 @@ def restore_bucket(job: BucketJob, datas: list[bytes | memoryview], sink: Sink
             return WrittenState()
         return sink.write_file(job.collection, job.bucket, enc.chunks,
                                WrittenState(enc.records, enc.digest, enc.tenants))
-    rows = bucket_rows(old, datas, job.changes, job.drop, job.tenants)
+    rows = bucket_rows(old, _read(datas), job.changes, job.drop, job.tenants)
     if job.model is not None:  # after the merge: a newer write of another model wins first
         has_model = Scope(embedding_model=job.model).has_model
         rows = (r for r in rows if has_model(r.record()))
     if isinstance(sink, RowSink):
         return sink.write_rows(job.collection, job.bucket, rows)
     return sink.write_bucket(job.collection, job.bucket, (r.record() for r in rows))
+
+
+def _read(datas: Sequence[bytes | memoryview | RangeSource]) -> list[bytes | memoryview]:
+    """The files' bytes, for readers that take rows one by one (an opened file read whole)."""
+    return [d if isinstance(d, (bytes, memoryview)) else d.read(0, len(d)) for d in datas]
 
 
 def bucket_rows(old: BucketState | None, datas: list[bytes | memoryview],

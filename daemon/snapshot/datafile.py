@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 import xxhash
@@ -36,6 +36,7 @@ from daemon.errors import IntegrityError
 from daemon.schemas_loader import load_schema, schema_text
 from daemon.snapshot import rowindex
 from daemon.snapshot.rowindex import IndexColumns, RowIndex, RowIndexBuilder, decode_index
+from daemon.spans import Piece, RangeSource, Span, copy_pieces, piece_length
 
 SNAPSHOT_SCHEMA = load_schema("snapshot_record.avsc")
 DIGEST_MOD = 1 << 128
@@ -44,6 +45,8 @@ SYNC = b"vecwal-snapshot!"
 BLOCK_RECORDS = 1024
 VERSION_FIELDS = ("last_offset", "last_timestamp", "last_partition", "last_topic")
 
+
+P = TypeVar("P", bound=Piece)
 
 SCHEMA_TEXT = schema_text("snapshot_record.avsc")
 # Row.of and the content hash rely on it: the version is the record's tail.
@@ -185,8 +188,9 @@ class RowSummary:
 
 @dataclass(frozen=True)
 class EncodedFile:
-    chunks: list[bytes | memoryview]
-    """The file's bytes in pieces (header, then each block's), to write without joining."""
+    chunks: list[Piece]
+    """The file's bytes in pieces (header, then each block's), to write without joining;
+    spans (``daemon.spans``) are copied out when written."""
     rows: int
     """Rows in the file, tombstones included."""
     records: int
@@ -197,11 +201,13 @@ class EncodedFile:
 
     @cached_property
     def data(self) -> bytes:
-        return b"".join(self.chunks)
+        out = bytearray(self.size)
+        copy_pieces(self.chunks, memoryview(out))
+        return bytes(out)
 
     @property
     def size(self) -> int:
-        return sum(len(c) for c in self.chunks)
+        return sum(piece_length(c) for c in self.chunks)
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -215,9 +221,9 @@ class DataFileWriter:
         _compress(b"", codec)  # an unknown codec fails before any work
         self.codec = codec
         self.index = RowIndexBuilder()
-        self._chunks: list[bytes | memoryview] = []
+        self._chunks: list[Piece] = []
         self._blocks: list[int] = []
-        self._pending: list[bytes | memoryview] = []
+        self._pending: list[Piece] = []
         self._pending_rows = 0
         self._pending_size = 0
 
@@ -227,7 +233,7 @@ class DataFileWriter:
         self.index.add(row, len(raw))
         self.put(raw, 1)
 
-    def put(self, data: bytes | memoryview, count: int) -> None:
+    def put(self, data: Piece, count: int) -> None:
         """``count`` rows' bytes, without their index entries: for a caller that builds the
         index itself and gives it to ``finish``."""
         self._pending.append(data)
@@ -283,15 +289,18 @@ def container_header(meta: dict[str, bytes], sync: bytes = SYNC) -> bytes:
     return bytes(out)
 
 
-def container_block(pieces: Sequence[bytes | memoryview], count: int, size: int, codec: str,
-                    sync: bytes = SYNC) -> list[bytes | memoryview]:
+def container_block(pieces: Sequence[P], count: int, size: int, codec: str,
+                    sync: bytes = SYNC) -> list[P | bytes]:
     """One block of an Avro object container file: ``count`` records whose bytes are
     ``pieces`` (``size`` bytes in all), compressed by ``codec``, then the sync marker. With
     the null codec the pieces are kept as they are (no copy)."""
+    data: list[P | bytes]
     if codec == "null":
         data = list(pieces)
     else:
-        data = [_compress(b"".join(pieces), codec)]
+        joined = bytearray(size)
+        copy_pieces(pieces, memoryview(joined))
+        data = [_compress(joined, codec)]
         size = len(data[0])
     return [avro_long(count) + avro_long(size), *data, sync]
 
@@ -323,10 +332,10 @@ def _long_len(n: int) -> int:
     return max(1, (z.bit_length() + 6) // 7)
 
 
-def _compress(data: bytes, codec: str) -> bytes:
+def _compress(data: bytes | bytearray, codec: str) -> bytes:
     """One block's bytes in ``codec`` (null, deflate or zstandard)."""
     if codec == "null":
-        return data
+        return bytes(data)
     if codec == "deflate":
         c = zlib.compressobj(wbits=-15)
         return c.compress(data) + c.flush()
@@ -380,6 +389,9 @@ class _Cursor:
         self.pos += n
         return out
 
+    def block(self, n: int, codec: str) -> bytes | memoryview:
+        return decompress(self.take(n), codec)
+
 
 class _Short(Exception):
     """The bytes end before the structure does."""
@@ -387,48 +399,104 @@ class _Short(Exception):
 
 def read_index(data: bytes | memoryview, where: str) -> RowIndex:
     """Parse a data file's header (``data`` may be only its first ``header_bytes``)."""
-    cur = _Cursor(data, where)
     try:
-        if bytes(cur.take(4)) != MAGIC:
-            raise IntegrityError(f"{where} is not an Avro file", "run `vecwal verify --deep`")
-        meta: dict[str, bytes] = {}
-        while True:
-            n = cur.long()
-            if n == 0:
-                break
-            if n < 0:
-                cur.long()
-                n = -n
-            for _ in range(n):
-                k = bytes(cur.take(cur.long())).decode()
-                meta[k] = bytes(cur.take(cur.long()))
-        if bytes(cur.take(16)) != SYNC:
-            raise IntegrityError(f"{where} has a foreign sync marker", "not a vecwal data file")
+        return _parse_index(data, where)
     except _Short:
         raise IntegrityError(f"{where} ends inside its header", "the file is truncated") from None
+
+
+def read_index_from(source: RangeSource, where: str, first: int = 1 << 20) -> RowIndex:
+    """``read_index`` of a file whose bytes come from ``source`` (its header is read in
+    growing prefixes)."""
+    n = first
+    while True:
+        try:
+            return _parse_index(source.read(0, n), where)
+        except _Short:
+            if n >= len(source):
+                raise IntegrityError(f"{where} ends inside its header",
+                                     "the file is truncated") from None
+            n *= 4
+
+
+def _parse_index(data: bytes | memoryview, where: str) -> RowIndex:
+    cur = _Cursor(data, where)
+    if bytes(cur.take(4)) != MAGIC:
+        raise IntegrityError(f"{where} is not an Avro file", "run `vecwal verify --deep`")
+    meta: dict[str, bytes] = {}
+    while True:
+        n = cur.long()
+        if n == 0:
+            break
+        if n < 0:
+            cur.long()
+            n = -n
+        for _ in range(n):
+            k = bytes(cur.take(cur.long())).decode()
+            meta[k] = bytes(cur.take(cur.long()))
+    if bytes(cur.take(16)) != SYNC:
+        raise IntegrityError(f"{where} has a foreign sync marker", "not a vecwal data file")
     return decode_index(meta, meta.get("avro.codec", b"null").decode(), cur.pos, where)
+
+
+class _SourceCursor:
+    """``_Cursor`` over a ``RangeSource``: framing read in small pieces; a block of the null
+    codec taken as a span (copied out only when written)."""
+
+    def __init__(self, source: RangeSource, pos: int) -> None:
+        self.source, self.pos = source, pos
+
+    def long(self) -> int:
+        head = self.source.read(self.pos, 10)
+        cur = _Cursor(head, "")
+        n = cur.long()
+        self.pos += cur.pos
+        return n
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.source):
+            raise _Short()
+        out = self.source.read(self.pos, n)
+        self.pos += n
+        return out
+
+    def block(self, n: int, codec: str) -> bytes | memoryview | Span:
+        if codec != "null":
+            return decompress(self.take(n), codec)
+        if n < 0 or self.pos + n > len(self.source):
+            raise _Short()
+        self.pos += n
+        return Span(self.source, self.pos - n, n)
 
 
 class SourceFile:
     """A data file's bytes with its index, read block by block: every block's framing (row
-    count, byte size, sync marker) is checked against the index before any row is taken."""
+    count, byte size, sync marker) is checked against the index before any row is taken.
+    ``data`` may be a ``RangeSource`` (an encrypted file opened as it is copied out): its
+    blocks are then spans, for ``pieces`` (``snapshot.runs``), not ``raws``."""
 
-    def __init__(self, data: bytes | memoryview, where: str,
+    def __init__(self, data: bytes | memoryview | RangeSource, where: str,
                  index: RowIndex | None = None) -> None:
-        self.data, self.where = memoryview(data), where
-        self.index = index or read_index(data, where)
-        self._blocks: list[bytes | memoryview] | None = None
+        self.data: memoryview | RangeSource = \
+            memoryview(data) if isinstance(data, (bytes, memoryview)) else data
+        self.where = where
+        if index is None:
+            index = read_index(self.data, where) if isinstance(self.data, memoryview) else \
+                read_index_from(self.data, where)
+        self.index = index
+        self._blocks: list[bytes | memoryview | Span] | None = None
 
     @property
-    def blocks(self) -> list[bytes | memoryview]:
+    def blocks(self) -> list[bytes | memoryview | Span]:
         """Each block's (decompressed) record bytes."""
         if self._blocks is None:
             self._blocks = list(self._read_blocks())
         return self._blocks
 
-    def _read_blocks(self) -> Iterator[bytes | memoryview]:
+    def _read_blocks(self) -> Iterator[bytes | memoryview | Span]:
         index, where = self.index, self.where
-        cur = _Cursor(self.data, where)
+        cur: _Cursor | _SourceCursor = _Cursor(self.data, where) \
+            if isinstance(self.data, memoryview) else _SourceCursor(self.data, 0)
         cur.pos = index.header_bytes
         starts, ends = index.block_starts, index.row_ends
         try:
@@ -437,7 +505,7 @@ class SourceFile:
                     raise IntegrityError(f"{where}: a block's record count disagrees with the "
                                          "index", "the file is damaged; restore from another "
                                          "snapshot")
-                block = decompress(cur.take(cur.long()), index.codec)
+                block = cur.block(cur.long(), index.codec)
                 if bytes(cur.take(16)) != SYNC:
                     raise IntegrityError(f"{where}: bad sync marker", "the file is damaged")
                 first, last = starts[k], starts[k + 1]
@@ -449,8 +517,9 @@ class SourceFile:
         except _Short:
             raise IntegrityError(f"{where} ends inside a block", "the file is truncated") from None
 
-    def pieces(self, a: int, b: int) -> Iterator[tuple[memoryview, int]]:
-        """Rows [a, b) as byte slices, one per block they span, with their row counts."""
+    def pieces(self, a: int, b: int) -> Iterator[tuple[memoryview | Span, int]]:
+        """Rows [a, b) as byte slices (spans of a ``RangeSource``), one per block they span,
+        with their row counts."""
         starts, ends, blocks = self.index.block_starts, self.index.row_ends, self.blocks
         k = bisect.bisect_right(starts, a) - 1
         while a < b:
@@ -458,7 +527,9 @@ class SourceFile:
             hi = min(b, last)
             base = int(ends[first - 1]) if first else 0
             lo = (int(ends[a - 1]) if a else 0) - base
-            yield memoryview(blocks[k])[lo:int(ends[hi - 1]) - base], hi - a
+            block = blocks[k]
+            view = block if isinstance(block, Span) else memoryview(block)
+            yield view[lo:int(ends[hi - 1]) - base], hi - a
             a = hi
             k += 1
 
@@ -467,6 +538,8 @@ class SourceFile:
         out: list[memoryview] = []
         starts, ends = self.index.block_starts, self.index.row_ends.tolist()
         for k, block in enumerate(self.blocks):
+            if isinstance(block, Span):
+                raise TypeError(f"{self.where}: rows of a file opened as it is copied out")
             view = memoryview(block)
             first, last = starts[k], starts[k + 1]
             base = ends[first - 1] if first else 0
@@ -490,7 +563,13 @@ def rows_at(data: bytes | memoryview, where: str, keys: set[Key]) -> list[Row]:
     and sliced out of their blocks; nothing else is read row by row."""
     src = SourceFile(data, where)
     wanted = sorted(pos for pos, found in map(src.index.find, keys) if found)
-    return [src.index.row(j, next(src.pieces(j, j + 1))[0]) for j in wanted]
+    return [src.index.row(j, _bytes_of(next(src.pieces(j, j + 1))[0])) for j in wanted]
+
+
+def _bytes_of(piece: memoryview | Span) -> memoryview:
+    if isinstance(piece, Span):
+        raise TypeError("rows of a file opened as it is copied out")
+    return piece
 
 
 def decode_records(data: bytes, where: str) -> Iterator[dict[str, Any]]:

@@ -21,7 +21,7 @@ So a restore costs per changed row and per run, not per record. Which rows survi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -29,21 +29,26 @@ from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFil
 from daemon.snapshot.manifest import DataFile
 from daemon.snapshot.rowindex import merged_columns
 from daemon.snapshot.state import is_live, overlay
+from daemon.spans import RangeSource
 
 
-def write_bucket_runs(files: list[DataFile], datas: list[bytes | memoryview],
+def write_bucket_runs(files: list[DataFile], datas: Sequence[bytes | memoryview | RangeSource],
                       changes: Iterable[Row],
                       drop: Callable[[str], int | None] | None,
                       tenants: frozenset[str] | None, codec: str = "null") -> EncodedFile:
     """The bucket's live records as one data file: ``files`` (its base and deltas, with
-    their bytes ``datas``) with ``changes`` laid over them (see the module's docstring)."""
+    their bytes ``datas``) with ``changes`` laid over them (see the module's docstring).
+    The base may be a ``RangeSource`` (an encrypted file opened as it is copied out): the
+    output's runs are then spans of it, produced when the file is written."""
     src: SourceFile | None = None
     later: list[Iterable[Row]] = []
     for f, data in zip(files, datas, strict=True):
         if f.kind == "base":
             src = SourceFile(data, f.path)
-        else:
+        elif isinstance(data, (bytes, memoryview)):
             later.append(read_rows(data, f.path))
+        else:
+            raise TypeError(f"{f.path}: a delta file is read row by row, not opened as copied")
     later.append(changes)
     over = overlay(later)
     out = DataFileWriter(codec)

@@ -134,6 +134,28 @@ def test_damaged_moved_or_cut_objects_fail(tmp_path: Path, damage: str) -> None:
         store.get(key)
     with pytest.raises(IntegrityError):
         store.get_range(key, 0, len(PLAIN))
+    with pytest.raises(IntegrityError):  # opened as copied out: the cut fails on opening
+        store.get_opened(key).read(0, len(PLAIN))
+
+
+@settings(max_examples=100, deadline=None)
+@given(start=st.integers(0, len(PLAIN)), length=st.integers(0, len(PLAIN)),
+       name=st.sampled_from(["obj", "exact"]))
+def test_an_object_opened_as_copied_out_gives_the_plaintext(chunked: EncryptedStore, start: int,
+                                                            length: int, name: str) -> None:
+    """``get_opened`` (a restore's runs of a base file): any range, straight into a buffer or
+    through the kept chunk, equals the plaintext; past the end is refused."""
+    plain = PLAIN if name == "obj" else PLAIN[:4096]
+    opened = chunked.get_opened(name)
+    assert len(opened) == len(plain)
+    length = min(length, len(plain) - min(start, len(plain)))
+    start = min(start, len(plain))
+    out = bytearray(length)
+    opened.copy_into(start, memoryview(out))
+    assert bytes(out) == plain[start:start + length]
+    assert opened.read(start, length) == plain[start:start + length]
+    with pytest.raises(ValueError, match="outside"):
+        opened.copy_into(len(plain) - length, memoryview(bytearray(length + 1)))
 
 
 # -- keyring and KEKs -----------------------------------------------------------------------

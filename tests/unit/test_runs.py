@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon.objectstore.sealed import Header, OpenedObject, seal
 from daemon.restore.executor import bucket_rows
 from daemon.snapshot.datafile import (
     BLOCK_RECORDS,
@@ -50,6 +51,12 @@ def rows_of(entries: list[tuple[tuple[str, str], int, bool]], offset0: int) -> l
     return [by_key[k] for k in sorted(by_key)]
 
 
+def opened_object(data: bytes, chunk_log2: int = 10) -> OpenedObject:
+    key = bytes(range(32))
+    sealed = seal(data, "base", key, b"wrapped", chunk_log2)
+    return OpenedObject(bytes(sealed), "base", key, Header.parse(bytes(sealed[:64]), "base"))
+
+
 def data_file(path: str, kind: str, enc: Any) -> DataFile:
     return DataFile(path, 0, enc.records, enc.size, "", enc.digest, enc.tenants,
                     enc.header_bytes, enc.rows, kind)
@@ -64,18 +71,22 @@ entries = st.lists(st.tuples(keys, st.integers(0, 20), st.booleans()), max_size=
        drop=st.none() | st.tuples(st.none() | st.integers(0, 20),
                                   st.dictionaries(st.sampled_from(TENANTS), st.integers(0, 20))),
        scope=st.none() | st.frozensets(st.sampled_from(TENANTS)),
-       codec=st.sampled_from(["null", "deflate"]), with_base=st.booleans())
+       codec=st.sampled_from(["null", "deflate"]), with_base=st.booleans(),
+       opened=st.booleans())
 def test_runs_equal_the_row_by_row_merge(base: list[tuple[tuple[str, str], int]],
                                          deltas: list[list[tuple[tuple[str, str], int, bool]]],
                                          changes: list[tuple[tuple[str, str], int, bool]],
                                          drop: tuple[int | None, dict[str, int]] | None,
                                          scope: frozenset[str] | None, codec: str,
-                                         with_base: bool) -> None:
-    files, datas = [], []
+                                         with_base: bool, opened: bool) -> None:
+    """``opened``: the base is an encrypted file opened as it is copied out (small chunks,
+    so runs and framing cross chunk edges); its runs are then spans."""
+    files: list[DataFile] = []
+    datas: list[Any] = []
     if with_base:
         enc = encode_rows(rows_of([(k, ts, False) for k, ts in base], 0), codec)
         files.append(data_file("base", "base", enc))
-        datas.append(enc.data)
+        datas.append(opened_object(enc.data) if opened else enc.data)
     for n, d in enumerate(deltas):
         enc = encode_rows(rows_of(d, 10_000 * (n + 1)), codec)
         files.append(data_file(f"delta{n}", "delta", enc))
@@ -87,7 +98,8 @@ def test_runs_equal_the_row_by_row_merge(base: list[tuple[tuple[str, str], int]]
         log.add(row)
     drops = DropTimes(*drop) if drop else None
 
-    want = encode_rows(bucket_rows(bucket, datas, log, drops, scope))
+    plain = [d if isinstance(d, bytes) else d.read(0, len(d)) for d in datas]
+    want = encode_rows(bucket_rows(bucket, plain, log, drops, scope))
     got = write_bucket_runs(bucket.files, datas, log.rows().values(), drops, scope)
     assert (got.records, got.rows, got.digest, got.tenants) == \
         (want.records, want.rows, want.digest, want.tenants)

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from daemon.snapshot.written import WrittenState, combine_written
+from daemon.spans import Piece
 
 __all__ = ["FileSink", "RowSink", "Sink", "WrittenState", "combine_written"]
 
@@ -52,5 +53,5 @@ class FileSink(Protocol):
     of pieces, a ranged read's parts, is consumed as it is written, never held whole)."""
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Iterable[bytes | memoryview],
+                   data: bytes | Iterable[Piece],
                    state: WrittenState) -> WrittenState: ...

@@ -23,6 +23,7 @@ from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import ObjectStore
 from daemon.restore.sinks import FileSink, Sink, WrittenState
 from daemon.snapshot.opened import FileOpener
+from daemon.spans import Piece, copy_pieces, piece_length
 
 _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes", "parallel_safe",
                         "load_seconds"})
@@ -93,13 +94,14 @@ class OpeningFileSink(OpeningSink):
         return str(getattr(self.inner, "codec", "null"))
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Iterable[bytes | memoryview],
+                   data: bytes | Iterable[Piece],
                    state: WrittenState) -> WrittenState:
         held = self._held
         if held.opener is None:
             held.opener = FileOpener(held.sealer)
-        pieces = [data] if isinstance(data, (bytes, memoryview)) else list(data)
-        whole = pieces[0] if len(pieces) == 1 else self._join(pieces)
+        pieces: list[Piece] = [data] if isinstance(data, (bytes, memoryview)) else list(data)
+        one = pieces[0] if len(pieces) == 1 else None
+        whole = one if isinstance(one, (bytes, memoryview)) else self._join(pieces)
         enc = held.opener.open(whole, f"{collection} bucket {bucket}", self.codec)
         if not enc.records:
             return WrittenState()
@@ -107,20 +109,18 @@ class OpeningFileSink(OpeningSink):
         return inner.write_file(collection, bucket, enc.chunks,
                                      WrittenState(enc.records, enc.digest, enc.tenants))
 
-    def _join(self, pieces: list[bytes | memoryview]) -> memoryview:
+    def _join(self, pieces: list[Piece]) -> memoryview:
         """The pieces one after the other, in a buffer kept from bucket to bucket: a new one
         each time would cost a page fault per 4 KB (the file is opened into the opener's own
-        buffer, so nothing refers to this one once the file is opened)."""
-        total = sum(memoryview(p).nbytes for p in pieces)
+        buffer, so nothing refers to this one once the file is opened). Spans of an
+        encrypted file are decrypted straight into it."""
+        total = sum(piece_length(p) for p in pieces)
         held = self._held
         if held.joined is None or len(held.joined) < total:
             held.joined = bytearray(total)
-        view, at = memoryview(held.joined), 0
-        for piece in pieces:
-            n = memoryview(piece).nbytes
-            view[at:at + n] = piece
-            at += n
-        return view[:total]
+        view = memoryview(held.joined)[:total]
+        copy_pieces(pieces, view)
+        return view
 
 
 def opening_sink(inner: Sink, open_store: Callable[[], ObjectStore]) -> OpeningSink:
