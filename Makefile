@@ -12,7 +12,7 @@ PY           := $(VENV)/bin/python
 # It covers the native sources: the install builds daemon/native/eventcodec in place.
 NATIVE_SRC   := setup.py $(wildcard daemon/native/*.[ch] daemon/native/yyjson/*.[ch])
 STAMP        := $(VENV)/.installed-$(shell (cat pyproject.toml $(NATIVE_SRC); echo $(CURDIR)) | sha256sum | cut -c1-16)
-PYTEST_ARGS  ?=
+PYTEST_ARGS  ?= --durations=30
 
 export VECWAL_CACHE
 
