@@ -99,7 +99,10 @@ class KafkaSink:
     """Re-emits a restore as change events into an existing Kafka topic."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, fmt: str = "json",
-                 client: dict[str, str] | None = None, timeout_s: float = 60.0) -> None:
+                 client: dict[str, str] | None = None, timeout_s: float = 60.0,
+                 header: str = HEADER, run_id: str | None = None) -> None:
+        """``header``: the name of the header every message carries, its value ``run_id``
+        (default: a new restore id)."""
         if fmt not in FORMATS:
             raise VecwalError(f"kafka sink format {fmt!r} is not one of {', '.join(FORMATS)}",
                               "use json or avro, the formats of the ingestion contract")
@@ -109,11 +112,11 @@ class KafkaSink:
         self.client = dict(client or {})
         self.timeout_s = timeout_s
         self.name = f"kafka:{topic}"
-        self.restore_id = uuid.uuid4().hex
+        self.restore_id = run_id or uuid.uuid4().hex
         self.produced = 0
         self.catalog_read_back: dict[str, Any] | None = None
         """The live catalog the topic's control events give, after ``read_back``."""
-        self._headers = [(HEADER, self.restore_id.encode())]
+        self._headers = [(header, self.restore_id.encode())]
         self._producer: Any = None
         self._deliveries = _Deliveries()
         self._start: dict[int, int] = {}
@@ -169,6 +172,17 @@ class KafkaSink:
         log.info("catalog re-emitted", topic=self.topic,
                  collections=len(self._catalog["collections"]),
                  restored_to=catalog.get("restored_to"))
+
+    def write_events(self, events: Iterable[tuple[bytes, dict[str, Any]]]) -> int:
+        """Produce change events as they are ((message key, event of the contract): a
+        rollback's corrective events, ``upsert_event``, ``delete_event``, ``control_event``),
+        in order; the count produced. Acknowledged by ``finish``."""
+        encode = self._encode_avro if self.fmt == "avro" else _encode_json
+        n = 0
+        for key, event in events:
+            self._produce(key, encode(event))
+            n += 1
+        return n
 
     def finish(self) -> None:
         self._flush()
@@ -465,6 +479,20 @@ def upsert_event(rec: dict[str, Any], fmt: str) -> dict[str, Any]:
                                  f"fields: {extra[:200]}", "run `vecwal verify --deep`")
         ev.update(fields)  # after the contract fields: the parser keeps their order
     return ev
+
+
+def delete_event(collection: str, tenant: str, record_id: str) -> dict[str, Any]:
+    """The ``delete`` change event of a record."""
+    return {"op": "delete", "collection": collection, "tenant": tenant, "id": record_id}
+
+
+def control_event(event: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A catalog event (``schema`` and ``settings`` as objects) ready for ``fmt``: Avro values
+    carry them as JSON text."""
+    if fmt != "avro":
+        return event
+    return {k: orjson.dumps(v).decode() if k in ("schema", "settings") else v
+            for k, v in event.items()}
 
 
 def catalog_events(catalog: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
