@@ -95,8 +95,9 @@ def _cmd_rollback(args: argparse.Namespace, open_repository: Any) -> int:
 
 def _plan(args: argparse.Namespace, config: Config, repo: Repository) -> Any:
     """The filter, the base and the restore plan over it (excluded events skipped)."""
+    from daemon.restore.planner import Scope
     from daemon.restore.target import parse_target
-    from daemon.rollback.filters import BadFilter
+    from daemon.rollback.filters import BadFilter, ExcludeFilter
 
     now = int(time.time() * 1000)
 
