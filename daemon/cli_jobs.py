@@ -24,8 +24,8 @@ def job_run(args: argparse.Namespace, repo: Repository, kind: str) -> JobRun:
 
 
 def add_command(sub: Any, open_repository: Any) -> None:
-    j = sub.add_parser("jobs", help="the records of compaction, prune, restore, drill, verify "
-                                    "and index runs, newest first")
+    j = sub.add_parser("jobs", help="the records of compaction, prune, restore, rollback, "
+                                    "drill, verify and index runs, newest first")
     j.add_argument("--config", required=True)
     j.add_argument("--kind", action="append", choices=KINDS, help="only this kind (repeatable)")
     j.add_argument("--since", default=None,
