@@ -201,8 +201,8 @@ def _emit(args: argparse.Namespace, config: Config, corrections: Any, job: JobRu
                      run_id=job.record.id if job is not None else None)
     fmt = sink.fmt
     sink.begin()
-    catalog = sink.write_events((ev["collection"].encode(), control_event(ev, fmt))
-                                for ev in corrections.catalog)
+    catalog = sink.write_events(((ev["collection"].encode(), control_event(ev, fmt))
+                                 for ev in corrections.catalog), acknowledged=True)
     records = sink.write_events(
         (c.key if c.key is not None else c.id.encode(),
          upsert_event(c.row.record(), fmt) if c.row is not None else

@@ -173,15 +173,20 @@ class KafkaSink:
                  collections=len(self._catalog["collections"]),
                  restored_to=catalog.get("restored_to"))
 
-    def write_events(self, events: Iterable[tuple[bytes, dict[str, Any]]]) -> int:
+    def write_events(self, events: Iterable[tuple[bytes, dict[str, Any]]],
+                     acknowledged: bool = False) -> int:
         """Produce change events as they are ((message key, event of the contract): a
         rollback's corrective events, ``upsert_event``, ``delete_event``, ``control_event``),
-        in order; the count produced. Acknowledged by ``finish``."""
+        in order; the count produced. Acknowledged by ``finish``, or before this returns with
+        ``acknowledged`` (so that what is produced next is later in time, as
+        ``write_catalog``)."""
         encode = self._encode_avro if self.fmt == "avro" else _encode_json
         n = 0
         for key, event in events:
             self._produce(key, encode(event))
             n += 1
+        if acknowledged:
+            self._flush()
         return n
 
     def finish(self) -> None:
