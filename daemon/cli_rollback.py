@@ -4,7 +4,6 @@ place that prints."""
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -13,10 +12,15 @@ from typing import TYPE_CHECKING, Any
 from daemon.changelog.repository import Repository
 from daemon.cli_jobs import job_run
 from daemon.cli_progress import progress_bars
-from daemon.cli_restore import emit_json, load_cli_config, make_sink
+from daemon.cli_restore import (
+    emit_json,
+    load_cli_config,
+    make_sink,
+    record_restore,
+    restore_workers,
+)
 from daemon.config import Config
 from daemon.errors import VecwalError
-from daemon.jobs.notes import note_restore
 from daemon.jobs.run import JobRun
 
 if TYPE_CHECKING:
@@ -218,13 +222,10 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository, plan: R
              job: JobRun | None) -> tuple[dict[str, Any], int]:
     """The full rolled-back state into a restore sink: the restore executor over the base,
     the excluded events skipped where the log is folded (``RestorePlan.skip``)."""
-    from daemon.cli import store_opener
     from daemon.restore.executor import execute
     from daemon.restore.validate import validate
-    from daemon.restore.workers import Workers
 
-    workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
-        else Workers(os.cpu_count() or 1, store_opener(config))
+    workers = restore_workers(args.workers, config)
     bars = ExitStack()
     shown = bars.enter_context(progress_bars(args.json))
     try:
@@ -240,10 +241,7 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository, plan: R
     finally:
         bars.close()
     if job is not None:
-        note_restore(job, result, plan.snapshot.id if plan.snapshot else None)
-        if report is not None and not report.ok:
-            failed = [c.name for c in report.checks if not c.ok]
-            job.fail("validation", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
+        record_restore(job, result, plan, report)
     return ({"sink": result.sink, "records": result.records,
              "seconds": round(result.seconds, 3),
              "collections": {c: {"records": w.records, "digest": w.digest, "tenants": w.tenants}
