@@ -70,8 +70,8 @@ def resolve(store: ObjectStore, base: Manifest | None, fold: RollbackFold,
         now = now if now is not None and is_live(now, drops_now[coll]) else None
         then = then if then is not None and is_live(then, drops_then[coll]) else None
         if now is None and then is None:
-            continue  # absent in both: nothing to say (a bad write on a dropped record)
-        if now is not None and then is not None:
+            kind = "untouched"  # absent in both (a later good delete, or a drop)
+        elif now is not None and then is not None:
             kind = "untouched" if now.hash == then.hash else "reverted"
         else:
             kind = "removed" if then is None else "restored"

@@ -9,8 +9,8 @@ then exactly one of:
 - ``removed``: live now, absent once rolled back (created only by excluded events, or an
   excluded upsert brought back a record a good delete had removed);
 - ``restored``: absent now, live once rolled back (an excluded delete or drop undone);
-- ``untouched``: the same content in both states (a later good write superseded the bad one,
-  or the bad write wrote the same content): no corrective event.
+- ``untouched``: the same in both states (a later good write or delete superseded the bad
+  one, or the bad write wrote the same content): no corrective event.
 
 ``reverted + removed + restored`` is the number of corrective record events."""
 

@@ -130,11 +130,13 @@ def to_filter(f: dict[str, Any], times: list[int]) -> tuple[ExcludeFilter, dict[
 
 
 @given(seed=st.integers(0, 10_000), n=st.integers(20, 70), f=filters,
-       cut=st.one_of(st.none(), PCT))
+       cut=st.one_of(st.none(), PCT), only=st.sampled_from([None, "docs"]))
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 def test_corrections_equal_replay_without_excluded(seed: int, n: int, f: dict[str, Any],
-                                                   cut: int | None) -> None:
+                                                   cut: int | None, only: str | None) -> None:
+    """``only``: roll back that collection alone (``--collection``): the others keep their
+    current state."""
     history = generate(seed, n, control_rate=0.2)
     filt, norm = to_filter(f, history.times)
     with tempfile.TemporaryDirectory(dir=SCRATCH) as tmp:
@@ -143,16 +145,19 @@ def test_corrections_equal_replay_without_excluded(seed: int, n: int, f: dict[st
         if cut is not None:
             Compactor(repo, [TOPIC]).compact(at(history.times, cut))
         target = RestoreTarget("now", time_ms=10**15, now=True)
-        plan = rollback_plan(repo, [TOPIC], filt, target, Scope(), allow_incomplete=True)
+        scope = Scope(frozenset([only]) if only else None)
+        colls = {only} if only else None
+        plan = rollback_plan(repo, [TOPIC], filt, target, scope, allow_incomplete=True)
         until = plan.until_ms
         assert until is not None
         fold = fold_rollback(repo, plan.snapshot, plan.windows, until,
-                             [stop_offset(w, None) for w in plan.windows], filt)
-        corr = resolve(repo.store, plan.snapshot, fold)
+                             [stop_offset(w, None) for w in plan.windows], filt, colls)
+        corr = resolve(repo.store, plan.snapshot, fold, colls)
 
         now_recs, now_cat, _ = replay(history, until)
-        kept = History(history.partitions, [[e for e in evs if not excluded(e, p, norm)]
-                                            for p, evs in enumerate(history.events)])
+        kept = History(history.partitions, [
+            [e for e in evs if not excluded(e, p, norm) or (only and e["collection"] != only)]
+            for p, evs in enumerate(history.events)])
         want_recs, want_cat, _ = replay(kept, until)
         now = {k: content(record_from_event(e, TOPIC, 0)) for k, e in now_recs.items()}
         want = {k: content(record_from_event(e, TOPIC, 0)) for k, e in want_recs.items()}
@@ -177,6 +182,7 @@ def test_corrections_equal_replay_without_excluded(seed: int, n: int, f: dict[st
         for part in sorted(out.glob("*/part-*.avro")):
             for r in decode_records(part.read_bytes(), str(part)):
                 got[(r["collection"], r["tenant"], r["id"])] = content(r)
-        assert got == want
+        assert got == {k: r for k, r in want.items() if only is None or k[0] == only}
         restored_catalog = orjson.loads((out / "catalog.json").read_bytes())
-        assert restored_catalog["collections"] == want_cat["collections"]
+        assert restored_catalog["collections"] == {
+            c: s for c, s in want_cat["collections"].items() if only is None or c == only}
