@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from daemon.changelog.repository import Repository
-from daemon.cli_jobs import job_run
+from daemon.cli_jobs import job_run, job_unless_dry_run
 from daemon.cli_progress import progress_bars
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
@@ -150,10 +150,8 @@ def make_sink(spec: str, config: Config, **options: Any) -> Sink:
 def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
-    if args.dry_run:  # a plan, not a job: no record
-        return _restore(args, config, repo, None)
-    with job_run(args, repo, "restore") as job:
-        return job.exit_code(_restore(args, config, repo, job))
+    return job_unless_dry_run(args, repo, "restore",
+                              lambda job: _restore(args, config, repo, job))
 
 
 def _restore(args: argparse.Namespace, config: Config, repo: Repository,

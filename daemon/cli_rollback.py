@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from daemon.changelog.repository import Repository
-from daemon.cli_jobs import job_run
+from daemon.cli_jobs import job_unless_dry_run
 from daemon.cli_progress import progress_bars
 from daemon.cli_restore import (
     emit_json,
@@ -91,10 +91,8 @@ def _cmd_rollback(args: argparse.Namespace, open_repository: Any) -> int:
                           "the full rolled-back state")
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
-    if args.dry_run:  # a plan, not a job: no record
-        return _rollback(args, config, repo, None)
-    with job_run(args, repo, "rollback") as job:
-        return job.exit_code(_rollback(args, config, repo, job))
+    return job_unless_dry_run(args, repo, "rollback",
+                              lambda job: _rollback(args, config, repo, job))
 
 
 def _plan(args: argparse.Namespace, config: Config, repo: Repository) -> Any:

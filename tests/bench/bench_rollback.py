@@ -25,7 +25,6 @@ import argparse
 import random
 import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
 from itertools import chain
@@ -45,6 +44,7 @@ from tests.bench.bench_restore import (
     say,
     spawn,
 )
+from tests.bench.engine_runs import in_workdir
 
 MODULE = "tests.bench.bench_rollback"
 
@@ -153,12 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res = child_rollback(args.repo, args.offsets)
         print(orjson.dumps(res).decode())
         return res
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="vecwal-bench-rollback-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
-        return run(args, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return in_workdir(args.workdir, "vecwal-bench-rollback-", lambda work: run(args, work))
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
