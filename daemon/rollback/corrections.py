@@ -23,10 +23,10 @@ from typing import Any
 from daemon.objectstore import ObjectStore, get_view
 from daemon.rollback.fold import RecordKey, RollbackFold, message_key, winner_row
 from daemon.rollback.report import RollbackReport
-from daemon.snapshot.datafile import Key, Row, bucket_of, rows_at
+from daemon.snapshot.datafile import Key, Row, bucket_of
 from daemon.snapshot.dimensions import bucket_winners
 from daemon.snapshot.manifest import Manifest
-from daemon.snapshot.state import Catalog, is_live, overlay
+from daemon.snapshot.state import Catalog, is_live, rows_for_keys
 
 
 @dataclass
@@ -95,9 +95,9 @@ def _newer(a: Row | None, b: Row | None) -> Row | None:
 
 def _base_rows(store: ObjectStore, base: Manifest | None, fold: RollbackFold,
                collections: set[str] | None, tenants: set[str] | None) -> dict[RecordKey, Row]:
-    """The base snapshot's row of each affected key (deltas over base, greatest version),
-    tombstones included; for swept (collection, tenant) pairs every row, added to the
-    affected keys."""
+    """The base snapshot's live row of each affected key (deltas over base, greatest version;
+    ``rows_for_keys``); for swept (collection, tenant) pairs every row, added to the affected
+    keys."""
     if base is None:
         return {}
     out: dict[RecordKey, Row] = {}
@@ -127,9 +127,9 @@ def _base_rows(store: ObjectStore, base: Manifest | None, fold: RollbackFold,
         bucket = base.collections[coll].bucket(b)
         if bucket is None:
             continue
-        found = overlay(rows_at(get_view(store, f.path), f.path, keys) for f in bucket.files)
-        for (tenant, rid), row in found.items():
-            out[(coll, tenant, rid)] = row
+        for row in rows_for_keys(bucket, [get_view(store, f.path) for f in bucket.files],
+                                 keys):
+            out[(coll, *row.key)] = row
     return out
 
 
