@@ -84,9 +84,13 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     r.set_defaults(handler=lambda a: _cmd_rollback(a, open_repository))
 
 
+class NoSink(VecwalError):
+    exit_code = 2  # bad usage, as argparse's
+
+
 def _cmd_rollback(args: argparse.Namespace, open_repository: Any) -> int:
     if not args.dry_run and not args.into:
-        raise VecwalError("rollback needs --into SINK, or --dry-run",
+        raise NoSink("rollback needs --into SINK, or --dry-run",
                           "kafka:TOPIC for corrective events, or dir:/qdrant:/milvus:... for "
                           "the full rolled-back state")
     config = load_cli_config(args.config)
