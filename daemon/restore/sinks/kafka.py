@@ -21,7 +21,11 @@ What is written:
   those only arise in a state captured from a JSON topic, and such a record stops the restore
   with an error naming it rather than being re-emitted with something lost;
 - every message carries the header ``vecwal-restore: <restore id>``. The contract ignores
-  headers; read-back uses it to tell this restore's messages from anybody else's.
+  headers; read-back uses it to tell this restore's messages from anybody else's;
+- ``write_events`` produces given change events as they are: a rollback's corrective events
+  (``cli_rollback``: ``control_event``, ``upsert_event``, ``delete_event``), under the header
+  ``vecwal-rollback: <job id>`` (the sink's ``header`` and ``run_id``). A rollback does not
+  read back: the topic holds only corrections, not a state to compare.
 
 Catalog ordering. The executor calls ``write_catalog`` after the last bucket, so, as it is, the
 catalog events follow the records in time (their Kafka timestamps are later). That is harmless
