@@ -1,17 +1,23 @@
 """Undo a bad batch end to end through the real broker: produce good writes, a bad batch,
 more good writes; capture; roll back into the same topic; capture the corrective events; a
-restore of everything captured equals a plain replay of the stream without the bad batch."""
+restore of everything captured equals a plain replay of the stream without the bad batch, and
+so does a Qdrant collection fed by the topic (a small consumer: the live engine the corrective
+events repair in place)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import random
+import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
+from qdrant_client import QdrantClient, models
 
 from daemon.snapshot.datafile import decode_records
 from tests.integration.harness import Target, vecwal
@@ -33,6 +39,45 @@ def events(rng: random.Random, n: int, tag: str) -> list[dict[str, Any]]:
                         "vector": [rng.uniform(-1, 1) for _ in range(4)],
                         "document": f"{tag} {i}", "metadata": {"tag": tag}})
     return out
+
+
+def feed_qdrant(bootstrap: str, topic: str) -> dict[Key, str]:
+    """Consume the topic's one partition from the start into an in-process Qdrant collection,
+    as an indexer would (upsert a point, delete a point), then read the collection back."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "enable.auto.commit": False})
+    qdrant = QdrantClient(":memory:")
+    qdrant.create_collection("docs", models.VectorParams(size=4,
+                                                         distance=models.Distance.COSINE))
+    try:
+        end = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)[1]
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        seen = 0
+        while seen < end:
+            msg = consumer.poll(5)
+            assert msg is not None and msg.error() is None, msg and msg.error()
+            seen += 1
+            value = msg.value()
+            assert value is not None
+            ev = orjson.loads(value)
+            if ev["op"] not in ("upsert", "delete"):
+                continue
+            point = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{ev['tenant']}/{ev['id']}"))
+            if ev["op"] == "delete":
+                qdrant.delete("docs", models.PointIdsList(points=[point]))
+            else:
+                vector = ev["vector"]
+                if isinstance(vector, str):  # re-emitted: base64 of little-endian float32
+                    vector = np.frombuffer(base64.b64decode(vector), "<f4").tolist()
+                qdrant.upsert("docs", [models.PointStruct(
+                    id=point, vector=vector, payload={"tenant": ev["tenant"], "id": ev["id"],
+                                                      "document": ev["document"]})])
+        points, _ = qdrant.scroll("docs", limit=10_000, with_payload=True)
+        return {(p.payload["tenant"], p.payload["id"]): p.payload["document"]
+                for p in points if p.payload is not None}
+    finally:
+        consumer.close()
+        qdrant.close()
 
 
 def replay(stream: list[dict[str, Any]]) -> dict[Key, str]:
@@ -77,3 +122,4 @@ def test_bad_batch_undone_through_capture(file_target: Target, kafka_topic: Any,
     got = {(r["tenant"], r["id"]): r["document"] for part in restored.glob("docs/part-*.avro")
            for r in decode_records(part.read_bytes(), str(part))}
     assert got == want
+    assert feed_qdrant(target.bootstrap, target.topic) == want
