@@ -114,6 +114,11 @@ def _plan(args: argparse.Namespace, config: Config, repo: Repository) -> Any:
                             "give RFC 3339 or epoch ms, as restore --to takes")
         return t.time_ms
 
+    if args.source_prefix and config.encryption.per_tenant_keys:
+        raise BadFilter("--source-prefix cannot match: with per-tenant keys a record's source "
+                        "is sealed in the change log",
+                        "name the batch by --header, --between, --offsets, --embedding-model "
+                        "or --event-ids instead")
     filt = ExcludeFilter.parse(between=args.between, headers=args.header,
                                embedding_model=args.embedding_model,
                                source_prefix=args.source_prefix, offsets=args.offsets,
