@@ -138,7 +138,7 @@ def rollback_plan(repo: Repository, topics: list[str], filt: ExcludeFilter,
     from daemon.restore.planner import PlanInputs, make_plan
     from daemon.rollback.base import find_base
 
-    base = find_base(repo, topics, filt, target.time_ms)
+    base = find_base(repo, topics, filt, target.time_ms, target.offsets)
     plan = make_plan(PlanInputs(base.snapshot, base.watermarks, base.windows, base.retention),
                      target, scope, allow_incomplete=allow_incomplete)
     return replace(plan, skip=filt)

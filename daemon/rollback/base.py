@@ -53,17 +53,25 @@ def is_safe(snapshot: Manifest, filt: ExcludeFilter) -> bool:
                                       for r in filt.offsets)
 
 
-def choose_base(newest_first: Iterable[Manifest], filt: ExcludeFilter,
-                until_ms: int | None) -> Manifest | None:
-    """The first (newest) snapshot cut at or before ``until_ms`` that is safe (pure)."""
+def choose_base(newest_first: Iterable[Manifest], filt: ExcludeFilter, until_ms: int | None,
+                until_offsets: dict[str, dict[str, int]] | None = None) -> Manifest | None:
+    """The first (newest) snapshot that is safe and does not pass the target: cut at or
+    before ``until_ms``, and no partition's cut past ``until_offsets`` (topic -> partition
+    -> first offset not wanted, as ``RestoreTarget.offsets``) (pure)."""
     for m in newest_first:
-        if (until_ms is None or m.cut_time_ms <= until_ms) and is_safe(m, filt):
+        if until_ms is not None and m.cut_time_ms > until_ms:
+            continue
+        if until_offsets is not None and any(
+                m.cut_of(t, int(p)) > off for t, parts in until_offsets.items()
+                for p, off in parts.items()):
+            continue
+        if is_safe(m, filt):
             return m
     return None
 
 
-def find_base(repo: Repository, topics: list[str], filt: ExcludeFilter,
-              until_ms: int | None) -> RollbackBase:
+def find_base(repo: Repository, topics: list[str], filt: ExcludeFilter, until_ms: int | None,
+              until_offsets: dict[str, dict[str, int]] | None = None) -> RollbackBase:
     """The I/O half: list snapshots, choose the base, list the log after it. Raises
     RollbackRefused when the log after the base is no longer held."""
     ids = list_manifests(repo)
@@ -71,7 +79,8 @@ def find_base(repo: Repository, topics: list[str], filt: ExcludeFilter,
         ids = [i for i in ids if int(i.split("-")[0]) < filt.since_ms or filt.offsets]
     snapshot = None
     if filt.since_ms is not None or filt.offsets:
-        snapshot = choose_base(readable_manifests(repo, reversed(ids)), filt, until_ms)
+        snapshot = choose_base(readable_manifests(repo, reversed(ids)), filt, until_ms,
+                               until_offsets)
     watermarks = [wm for t in topics for wm in repo.list_watermarks(t)]
     windows = windows_after(repo, watermarks, snapshot)
     retention = read_retention(repo)

@@ -115,6 +115,9 @@ def test_choose_base_takes_the_newest_safe_snapshot() -> None:
     assert choose_base(newest_first, parse(offsets=[f"{TOPIC}/0=29-40"]), None) is older
     assert choose_base(newest_first, parse(offsets=[f"{TOPIC}/0=5-40"]), None) is None
     assert choose_base(newest_first, parse(embedding_model="m"), None) is None
+    # a target by offsets: no snapshot cut past it (restore --to topic/partition=offset)
+    assert choose_base(newest_first, parse(between=["250", "300"]), None,
+                       {TOPIC: {"0": 20}}) is older
 
 
 def test_report_counts() -> None:
