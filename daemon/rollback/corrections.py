@@ -65,8 +65,10 @@ def resolve(store: ObjectStore, base: Manifest | None, fold: RollbackFold,
             drops_now[coll], drops_then[coll] = cur_cat.drop_filter(coll), \
                 good_cat.drop_filter(coll)
         old = base_rows.get(key)
-        now = _newer(old, winner_row(fold.current.get(key)))
-        then = _newer(old, winner_row(fold.good[key]))
+        last, kept = fold.current.get(key), fold.good[key]
+        last_row = winner_row(last)
+        now = _newer(old, last_row)
+        then = _newer(old, last_row if kept is last else winner_row(kept))
         now = now if now is not None and is_live(now, drops_now[coll]) else None
         then = then if then is not None and is_live(then, drops_then[coll]) else None
         if now is None and then is None:
@@ -77,7 +79,6 @@ def resolve(store: ObjectStore, base: Manifest | None, fold: RollbackFold,
             kind = "removed" if then is None else "restored"
         out.report.add(kind, coll, tenant, rid)
         if kind != "untouched":
-            last = fold.current.get(key)
             out.records.append(Correction(coll, tenant, rid,
                                           message_key(last) if last else None, then))
     out.catalog = catalog_changes(cur_cat, good_cat, collections)
