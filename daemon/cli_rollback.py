@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -24,8 +25,10 @@ from daemon.errors import VecwalError
 from daemon.jobs.run import JobRun
 
 if TYPE_CHECKING:
+    from daemon.keys.sealing import TenantSealer
     from daemon.restore.planner import RestorePlan, Scope
     from daemon.restore.target import RestoreTarget
+    from daemon.rollback.corrections import Corrections
     from daemon.rollback.filters import ExcludeFilter
 
 ROLLBACK_HEADER = "vecwal-rollback"
@@ -175,7 +178,7 @@ def _rollback(args: argparse.Namespace, config: Config, repo: Repository,
                      changed=corrections.report.changed,
                      base_snapshot=corrections.report.base, exclude=filt.describe())
         if args.into.startswith("kafka:"):
-            out["emitted"] = _emit(args, config, corrections, job)
+            out["emitted"] = _emit(args, config, repo, corrections, job)
         else:
             out["restore"], code = _restore(args, config, repo, plan, job)
     if args.json:
@@ -198,31 +201,66 @@ def _rollback(args: argparse.Namespace, config: Config, repo: Repository,
     return code
 
 
-def _emit(args: argparse.Namespace, config: Config, corrections: Any, job: JobRun | None
-          ) -> dict[str, Any]:
+def _emit(args: argparse.Namespace, config: Config, repo: Repository, corrections: Corrections,
+          job: JobRun | None) -> dict[str, Any]:
     """The corrective events into the topic (the order is ``rollback.corrections``'s)."""
-    from daemon.restore.sinks.kafka import KafkaSink, control_event, delete_event, upsert_event
+    from daemon.restore.sinks.kafka import KafkaSink
 
-    if config.encryption.per_tenant_keys:
-        raise VecwalError("rollback into kafka: with per-tenant keys is not supported yet",
-                          "roll back into dir: or an engine sink instead")
     topic = args.into.partition(":")[2]
     sink = KafkaSink(config.kafka.bootstrap_servers, topic, fmt=config.kafka.format_of(topic),
                      client=config.kafka.client, header=ROLLBACK_HEADER,
                      run_id=job.record.id if job is not None else None)
-    fmt = sink.fmt
+    sealer = None
+    if config.encryption.per_tenant_keys:
+        from daemon.keys.sealing import TenantSealer
+        from daemon.keys.tenants import TenantKeys
+
+        sealer = TenantSealer(TenantKeys.of(repo.store))
+    forgotten: dict[tuple[str, str], int] = {}
     sink.begin()
-    catalog = sink.write_events(((ev["collection"].encode(), control_event(ev, fmt))
-                                 for ev in corrections.catalog), acknowledged=True)
-    records = sink.write_events(
-        (c.key if c.key is not None else c.id.encode(),
-         upsert_event(c.row.record(), fmt) if c.row is not None else
-         delete_event(c.collection, c.tenant, c.id)) for c in corrections.records)
+    catalog = sink.write_events(catalog_events_of(corrections, sink.fmt), acknowledged=True)
+    records = sink.write_events(record_events_of(corrections, sink.fmt, sealer, forgotten))
     sink.finish()
     if job is not None:
         job.count(records_written=records)
         job.note(sink=args.into)
-    return {"records": records, "catalog": catalog, "id": sink.restore_id}
+    return {"records": records, "catalog": catalog, "id": sink.restore_id,
+            "forgotten_left_out": sum(forgotten.values())}
+
+
+def catalog_events_of(corrections: Corrections, fmt: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """The catalog corrections as (message key, change event): keyed by collection, as a
+    restore into Kafka keys them."""
+    from daemon.restore.sinks.kafka import control_event
+
+    return [(ev["collection"].encode(), control_event(ev, fmt)) for ev in corrections.catalog]
+
+
+def record_events_of(corrections: Corrections, fmt: str, sealer: TenantSealer | None = None,
+                     forgotten: dict[tuple[str, str], int] | None = None
+                     ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """The record corrections as (message key, change event): an upsert of the rolled-back
+    version or a delete, keyed as the stream keyed the record (by id when it had no key).
+    With per-tenant keys (``sealer``) each upsert is opened first; a forgotten tenant's
+    upserts are left out (counted in ``forgotten``): erased content is never re-emitted."""
+    from daemon.keys.tenants import TenantForgotten
+    from daemon.restore.sinks.kafka import delete_event, upsert_event
+
+    for c in corrections.records:
+        key = c.key if c.key is not None else c.id.encode()
+        if c.row is None:
+            yield key, delete_event(c.collection, c.tenant, c.id)
+            continue
+        rec = c.row.record()
+        if sealer is not None:
+            try:
+                rec = sealer.open(dict(rec))
+            except TenantForgotten:
+                if forgotten is not None:
+                    pair = (c.collection, c.tenant)
+                    forgotten[pair] = forgotten.get(pair, 0) + 1
+                continue
+        yield key, upsert_event(rec, fmt)
 
 
 def _restore(args: argparse.Namespace, config: Config, repo: Repository, plan: RestorePlan,

@@ -151,7 +151,10 @@ def catalog_changes(now: Catalog, then: Catalog, collections: set[str] | None
                        {"op": "collection.drop", "collection": coll})
     for alias in sorted(set(a["aliases"]) | set(b["aliases"])):
         coll = b["aliases"].get(alias) or a["aliases"][alias]
-        if scoped(coll) and a["aliases"].get(alias) != b["aliases"].get(alias):
+        # An alias may move between collections: in scope when any side names one in it.
+        named = {e["collection"] for e in (now.aliases.get(alias), then.aliases.get(alias))
+                 if e is not None} | {coll}
+        if any(scoped(c) for c in named) and a["aliases"].get(alias) != b["aliases"].get(alias):
             op = "alias.put" if alias in b["aliases"] else "alias.drop"
             out.append({"op": op, "collection": coll, "alias": alias})
     for coll in sorted(set(a["tenants"]) | set(b["tenants"])):

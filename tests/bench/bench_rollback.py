@@ -97,10 +97,9 @@ def offsets_filter(bad: list[tuple[str, int]], cut: dict[str, int]) -> list[str]
 def child_rollback(repo_path: str, offsets: list[str]) -> dict[str, Any]:
     """The corrective events, computed and encoded: their count and the seconds it took."""
     from daemon.changelog.repository import Repository
-    from daemon.cli_rollback import rollback_plan
+    from daemon.cli_rollback import record_events_of, rollback_plan
     from daemon.objectstore import open_store
     from daemon.restore.planner import Scope
-    from daemon.restore.sinks.kafka import delete_event, upsert_event
     from daemon.restore.target import parse_target
     from daemon.rollback.corrections import resolve
     from daemon.rollback.filters import ExcludeFilter
@@ -118,11 +117,7 @@ def child_rollback(repo_path: str, offsets: list[str]) -> dict[str, Any]:
     folded = time.monotonic()
     corr = resolve(repo.store, plan.snapshot, fold)
     resolved = time.monotonic()
-    encoded = 0
-    for c in corr.records:
-        ev = upsert_event(c.row.record(), "json") if c.row is not None else \
-            delete_event(c.collection, c.tenant, c.id)
-        encoded += len(orjson.dumps(ev))
+    encoded = sum(len(orjson.dumps(ev)) for _, ev in record_events_of(corr, "json"))
     done = time.monotonic()
     report = corr.report
     return {"emitted": len(corr.records), "changed": report.changed,

@@ -12,6 +12,7 @@ out by ``excluded`` below, a dictionary predicate independent of ``rollback.filt
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from pathlib import Path
@@ -22,13 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.changelog.repository import Repository
-from daemon.cli_rollback import rollback_plan
+from daemon.cli_rollback import catalog_events_of, record_events_of, rollback_plan
 from daemon.events import EventParser
+from daemon.keys.opener import open_encrypted
+from daemon.keys.sealing import TenantSealer
+from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import open_store
 from daemon.restore.executor import execute
 from daemon.restore.planner import Scope
 from daemon.restore.sinks.directory import DirSink
-from daemon.restore.sinks.kafka import control_event, delete_event, upsert_event
 from daemon.restore.target import RestoreTarget
 from daemon.restore.validate import validate
 from daemon.rollback.corrections import resolve
@@ -163,11 +166,7 @@ def test_corrections_equal_replay_without_excluded(seed: int, n: int, f: dict[st
         want = {k: content(record_from_event(e, TOPIC, 0)) for k, e in want_recs.items()}
         differ = {k for k in now.keys() | want.keys() if now.get(k) != want.get(k)}
 
-        events = [(ev["collection"].encode(), control_event(ev, "json"))
-                  for ev in corr.catalog]
-        events += [(c.key or c.id.encode(), upsert_event(c.row.record(), "json")
-                    if c.row is not None else delete_event(c.collection, c.tenant, c.id))
-                   for c in corr.records]
+        events = [*catalog_events_of(corr, "json"), *record_events_of(corr, "json")]
         apply_corrections(now, now_cat, events)
         assert now == want
         assert now_cat == want_cat
@@ -186,3 +185,43 @@ def test_corrections_equal_replay_without_excluded(seed: int, n: int, f: dict[st
         restored_catalog = orjson.loads((out / "catalog.json").read_bytes())
         assert restored_catalog["collections"] == {
             c: s for c, s in want_cat["collections"].items() if only is None or c == only}
+
+
+def test_corrections_of_sealed_records_are_opened(tmp_path: Path) -> None:
+    """With per-tenant keys the corrective upserts carry the opened content (what the stream
+    carried), and a forgotten tenant's are left out."""
+    history = generate(21, 160)
+    url = f"file://{tmp_path / 'repo'}"
+    kek = tmp_path / "kek"
+    kek.write_bytes(os.urandom(32))
+    kek.chmod(0o600)
+    store = open_encrypted(lambda: open_store(url), f"keyfile:{kek}", per_tenant_keys=True)
+    keys = TenantKeys.of(store)
+    sealer = TenantSealer(keys)
+    sealed = History(history.partitions,
+                     [[sealer.seal(copy.deepcopy(ev)) for ev in p] for p in history.events])
+    repo = Repository(store)
+    write_log(repo, sealed, 21)
+    filt, norm = to_filter({"between": (30, 70)}, history.times)
+    plan = rollback_plan(repo, [TOPIC], filt, RestoreTarget("now", time_ms=10**15, now=True),
+                         Scope(), allow_incomplete=True)
+    assert plan.until_ms is not None
+    fold = fold_rollback(repo, plan.snapshot, plan.windows, plan.until_ms,
+                         [stop_offset(w, None) for w in plan.windows], filt)
+    corr = resolve(repo.store, plan.snapshot, fold)
+    now_recs, now_cat, _ = replay(history, plan.until_ms)
+    kept = History(history.partitions, [[e for e in evs if not excluded(e, p, norm)]
+                                        for p, evs in enumerate(history.events)])
+    want_recs, _, _ = replay(kept, plan.until_ms)
+    now = {k: content(record_from_event(e, TOPIC, 0)) for k, e in now_recs.items()}
+    apply_corrections(now, now_cat, list(record_events_of(corr, "json", TenantSealer(keys))))
+    assert now == {k: content(record_from_event(e, TOPIC, 0)) for k, e in want_recs.items()}
+    assert any(c.row is not None for c in corr.records)
+
+    keys.forget("docs", "acme", "test")
+    left: dict[tuple[str, str], int] = {}
+    events = list(record_events_of(corr, "json", TenantSealer(TenantKeys.of(store)), left))
+    upserts = [c for c in corr.records if c.row is not None]
+    assert left.get(("docs", "acme"), 0) == sum(
+        1 for c in upserts if (c.collection, c.tenant) == ("docs", "acme"))
+    assert len(events) == len(corr.records) - sum(left.values())
