@@ -68,10 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli_lifecycle import add_commands as add_lifecycle_commands
     from daemon.cli_pins import add_commands as add_pin_commands
     from daemon.cli_restore import add_commands
+    from daemon.cli_rollback import add_commands as add_rollback_commands
     from daemon.cli_sources import add_command as add_check_mapping_command
     from daemon.cli_verify import add_command as add_verify_command
 
     add_commands(sub, _open_repository)
+    add_rollback_commands(sub, _open_repository)
     add_verify_command(sub, _open_repository)
     add_audit_commands(sub, _open_repository)
     add_drill_command(sub, _open_repository)

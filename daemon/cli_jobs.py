@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,9 +24,19 @@ def job_run(args: argparse.Namespace, repo: Repository, kind: str) -> JobRun:
     return JobRun(repo.store, kind, command=getattr(args, "argv", None))
 
 
+def job_unless_dry_run(args: argparse.Namespace, repo: Repository, kind: str,
+                       run: Callable[[JobRun | None], int]) -> int:
+    """``run`` with the command's job record, or with None for ``--dry-run`` (a plan, not a
+    job: no record); the exit code."""
+    if args.dry_run:
+        return run(None)
+    with job_run(args, repo, kind) as job:
+        return job.exit_code(run(job))
+
+
 def add_command(sub: Any, open_repository: Any) -> None:
-    j = sub.add_parser("jobs", help="the records of compaction, prune, restore, drill, verify "
-                                    "and index runs, newest first")
+    j = sub.add_parser("jobs", help="the records of compaction, prune, restore, rollback, "
+                                    "drill, verify and index runs, newest first")
     j.add_argument("--config", required=True)
     j.add_argument("--kind", action="append", choices=KINDS, help="only this kind (repeatable)")
     j.add_argument("--since", default=None,

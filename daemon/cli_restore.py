@@ -8,12 +8,12 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from daemon.changelog.repository import Repository
-from daemon.cli_jobs import job_run
+from daemon.cli_jobs import job_run, job_unless_dry_run
 from daemon.cli_progress import progress_bars
 from daemon.config import Config, load_config
 from daemon.errors import VecwalError
@@ -21,6 +21,12 @@ from daemon.jobs.notes import note_compaction, note_restore
 from daemon.jobs.run import JobRun
 from daemon.restore.sinks import Sink
 from daemon.status import iso_ms
+
+if TYPE_CHECKING:
+    from daemon.restore.executor import RestoreResult
+    from daemon.restore.planner import RestorePlan
+    from daemon.restore.validate import ValidationReport
+    from daemon.restore.workers import Workers
 
 
 def add_commands(sub: Any, open_repository: Any) -> None:
@@ -144,10 +150,8 @@ def make_sink(spec: str, config: Config, **options: Any) -> Sink:
 def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
-    if args.dry_run:  # a plan, not a job: no record
-        return _restore(args, config, repo, None)
-    with job_run(args, repo, "restore") as job:
-        return job.exit_code(_restore(args, config, repo, job))
+    return job_unless_dry_run(args, repo, "restore",
+                              lambda job: _restore(args, config, repo, job))
 
 
 def _restore(args: argparse.Namespace, config: Config, repo: Repository,
@@ -165,12 +169,7 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
     if job is not None:
         job.scope(collections=args.collection, tenants=args.tenant, target=args.to,
                   target_ms=target.time_ms)
-    from daemon.cli import store_opener
-    from daemon.restore.workers import Workers
-
-    # --workers N is honoured as given; by default one per CPU, for large restores only.
-    workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
-        else Workers(os.cpu_count() or 1, store_opener(config))
+    workers = restore_workers(args.workers, config)
     bars = ExitStack()  # closed before the report is printed
     shown = bars.enter_context(progress_bars(args.json or args.dry_run))
     try:
@@ -202,11 +201,7 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
         if close is not None:
             close()
     if job is not None:
-        note_restore(job, result, plan.snapshot.id if plan.snapshot else None)
-        job.record.scope["target_ms"] = plan.until_ms
-        if report is not None and not report.ok:
-            failed = [c.name for c in report.checks if not c.ok]
-            job.fail("validation", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
+        record_restore(job, result, plan, report)
     engine_s = getattr(sink, "load_seconds", None)
     notes: list[str] = list(getattr(sink, "notes", []))
     forgotten = _forgotten(repo, config, scope)
@@ -252,6 +247,25 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
             for chk in report.checks:
                 print(f"  [{'ok' if chk.ok else 'FAIL'}] {chk.name}: {chk.detail}")
     return 0 if report is None or report.ok else 5
+
+
+def restore_workers(count: int, config: Config) -> Workers:
+    """``--workers N`` as given; by default (0) one per CPU, for large restores only."""
+    from daemon.cli import store_opener
+    from daemon.restore.workers import Workers
+
+    return Workers(count, store_opener(config), min_bytes=0) if count > 0 \
+        else Workers(os.cpu_count() or 1, store_opener(config))
+
+
+def record_restore(job: JobRun, result: RestoreResult, plan: RestorePlan,
+                   report: ValidationReport | None) -> None:
+    """What a restore (or a rollback into a restore sink) writes into its job record."""
+    note_restore(job, result, plan.snapshot.id if plan.snapshot else None)
+    job.record.scope["target_ms"] = plan.until_ms
+    if report is not None and not report.ok:
+        failed = [c.name for c in report.checks if not c.ok]
+        job.fail("validation", f"{len(failed)} checks failed: {', '.join(failed[:5])}")
 
 
 def _forgotten(repo: Repository, config: Any, scope: Any) -> list[dict[str, Any]]:

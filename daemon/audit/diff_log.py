@@ -36,16 +36,12 @@ from daemon.changelog.window import (
     list_partition_segments,
     plan_window,
 )
-from daemon.errors import IntegrityError
 from daemon.objectstore.prefetch import prefetched
 from daemon.progress import Progress
 from daemon.restore.planner import Scope
 from daemon.snapshot.compactor import Changes, fold_log, split_by_bucket
-from daemon.snapshot.datafile import Row, read_rows, rows_at
 from daemon.snapshot.manifest import BucketState, DataFile, Manifest
-from daemon.snapshot.state import BucketChanges, live, merge_rows, overlay
-
-Key = tuple[str, str]
+from daemon.snapshot.state import BucketChanges, live, merge_rows, rows_for_keys
 
 
 @dataclass
@@ -146,22 +142,3 @@ def stretch_rows(repo: Repository, name: str, snapshot: Manifest | None, old_fol
 
 def _files(state: BucketState | None) -> list[DataFile]:
     return state.files if state else []
-
-
-def rows_for_keys(state: BucketState | None, datas: list[bytes | None], keys: set[Key]
-                  ) -> list[Row]:
-    """The bucket's live rows (base merged with its deltas) whose key is in ``keys``, sorted:
-    found by the base's row index, whose bytes alone are sliced out; deltas are small and
-    read whole."""
-    if state is None:
-        return []
-    base: list[Row] = []
-    later: list[list[Row]] = []
-    for f, data in zip(state.files, datas, strict=True):
-        if data is None:
-            raise IntegrityError(f"{f.path} vanished while read", "run `vecwal verify`")
-        if f.kind == "base":
-            base = rows_at(data, f.path, keys)
-        else:
-            later.append([r for r in read_rows(data, f.path) if r.key in keys])
-    return list(live(merge_rows(iter(base), overlay(later)), None))

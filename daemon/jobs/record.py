@@ -17,7 +17,7 @@ import orjson
 from daemon.objectstore import ObjectStore
 
 JOBS_ROOT = "jobs/"
-KINDS = ("compaction", "prune", "restore", "drill", "verify", "index")
+KINDS = ("compaction", "prune", "restore", "drill", "verify", "index", "rollback")
 RESULTS = ("succeeded", "failed", "refused")
 """succeeded; failed: the job began its work and did not finish it (or its check failed);
 refused: a VecwalError before the job began its work (a bad argument, a lease held by another

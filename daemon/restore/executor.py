@@ -121,12 +121,13 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
     if pool is None:
         for window, stop in zip(plan.windows, stops, strict=True):
             merge_fold(folded, fold_window(repo, window, plan.until_ms, stop, collections,
-                                           tenants))
+                                           tenants, skip=plan.skip))
         counts = {name: len(c.changes) for name, c in folded.records.items()}
         carried.supersede({n: c.changes.keys() for n, c in folded.records.items()},
                           folded.catalog)
     else:  # each worker holds its shard's changes; the catalog comes back from all alike
-        shards = pool.fold(plan.windows, plan.until_ms, stops, collections, tenants)
+        shards = pool.fold(plan.windows, plan.until_ms, stops, collections, tenants,
+                           plan.skip)
         for part in shards[0].windows:
             merge_fold(folded, part)
         counts = {}

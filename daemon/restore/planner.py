@@ -15,7 +15,7 @@ from daemon.changelog.window import (
 )
 from daemon.errors import VecwalError
 from daemon.restore.target import RestoreTarget
-from daemon.snapshot.compactor import list_manifests, readable_manifests
+from daemon.snapshot.compactor import Skip, list_manifests, readable_manifests
 from daemon.snapshot.manifest import Manifest
 from daemon.snapshot.retention import RetentionRecord, read_retention
 
@@ -69,6 +69,9 @@ class RestorePlan:
     """From the snapshot: records per collection and tenant before the log is replayed."""
     partition_valid: dict[str, int | None] = field(default_factory=dict)
     """"topic/partition" -> that partition's valid-through time."""
+    skip: Skip | None = None
+    """Events the replay leaves out, as if never written (a rollback's excluded events:
+    ``rollback.filters.ExcludeFilter``); picklable, for the workers."""
 
     def resolution(self, logged_after: dict[str, int] | None = None) -> dict[str, Any]:
         """What the target resolved to and why, for people and tools. ``logged_after``

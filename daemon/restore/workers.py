@@ -49,7 +49,7 @@ from daemon.objectstore import ObjectStore
 from daemon.objectstore.ranged import RangedReader
 from daemon.progress import Progress
 from daemon.restore.sinks import Sink, WrittenState
-from daemon.snapshot.compactor import WindowFold, fold_window, split_by_bucket
+from daemon.snapshot.compactor import Skip, WindowFold, fold_window, split_by_bucket
 from daemon.snapshot.datafile import Key, Row, Version, key_hash
 from daemon.snapshot.dimensions import reject_changes
 from daemon.snapshot.rejects import Rejected
@@ -109,7 +109,7 @@ class ShardPool:
 
     def fold(self, windows: list[PartitionWindow], until_ms: int | None,
              stops: list[int | None], collections: set[str] | None,
-             tenants: set[str] | None) -> list[ShardFold]:
+             tenants: set[str] | None, skip: Skip | None = None) -> list[ShardFold]:
         """The windows folded by the workers together, each segment read once (steps 1-3 of
         the module): each worker then holds its shard's changes; each ShardFold gives the
         windows' catalog events, counts and stops (alike for all) and that shard's counts."""
@@ -117,7 +117,8 @@ class ShardPool:
                 for gi, sub in enumerate(split_window(w, self.count))]
         shares = share_log([sub.bytes for _, _, sub in subs], self.count)
         futures = [pool.submit(_fold, [subs[i] for i in share], until_ms, stops, collections,
-                               tenants) for pool, share in zip(self._pools, shares, strict=True)]
+                               tenants, skip)
+                   for pool, share in zip(self._pools, shares, strict=True)]
         parts: dict[tuple[int, int], WindowFold | VecwalError] = {}
         for f in futures:
             parts.update(f.result())
@@ -207,8 +208,8 @@ def _init(open_store: Callable[[], ObjectStore]) -> None:
 
 
 def _fold(subs: list[tuple[int, int, PartitionWindow]], until_ms: int | None,
-          stops: list[int | None], collections: set[str] | None, tenants: set[str] | None
-          ) -> dict[tuple[int, int], WindowFold | VecwalError]:
+          stops: list[int | None], collections: set[str] | None, tenants: set[str] | None,
+          skip: Skip | None = None) -> dict[tuple[int, int], WindowFold | VecwalError]:
     """Fold this worker's sub-windows ((window, sub-window, its segments)), every key's
     change kept (held until ``_exchange``); the parent gets the rest of each fold. A
     sub-window that cannot be read (a damaged or missing segment) gives its error instead:
@@ -219,7 +220,8 @@ def _fold(subs: list[tuple[int, int, PartitionWindow]], until_ms: int | None,
     out: dict[tuple[int, int], WindowFold | VecwalError] = {}
     for wi, gi, sub in subs:
         try:
-            part = fold_window(held.repo, sub, until_ms, stops[wi], collections, tenants)
+            part = fold_window(held.repo, sub, until_ms, stops[wi], collections, tenants,
+                               skip=skip)
         except VecwalError as exc:
             out[(wi, gi)] = exc
             continue

@@ -27,6 +27,7 @@ from typing import Any
 import structlog
 
 from daemon.changelog.repository import Repository
+from daemon.changelog.scan import Event
 from daemon.changelog.window import (
     PartitionWindow,
     WindowReader,
@@ -75,6 +76,9 @@ from daemon.snapshot.state import (
 from daemon.snapshot.written import WrittenState, combine_written
 
 log = structlog.get_logger("vecwal.compact")
+
+Skip = Callable[[Event, str, int], bool]
+"""Says of an event (with its topic and partition) whether a fold leaves it out."""
 
 
 def list_manifests(repo: Repository) -> list[str]:
@@ -183,11 +187,13 @@ def stop_offset(window: PartitionWindow, until_offsets: dict[str, dict[str, int]
 
 def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
                 stop: int | None, collections: set[str] | None, tenants: set[str] | None,
-                shard: tuple[int, int] | None = None) -> WindowFold:
+                shard: tuple[int, int] | None = None, skip: Skip | None = None) -> WindowFold:
     """One window's winning change per key and its catalog events. With ``shard`` (k, n),
     only the changes of keys whose ``key_hash`` is k modulo n are kept (a worker's share,
     ``restore.workers``): the others' events are walked, never spliced or hashed. Catalog
-    events are kept whatever the shard."""
+    events are kept whatever the shard. ``skip(event, topic, partition)``: events it says
+    True of are left out, as if never written (a rollback's excluded events); they still
+    count as read."""
     topic, partition = window.topic, window.partition
     reader = WindowReader(repo, window, until_ms=until_ms, until_offset=stop)
     records: dict[str, BucketChanges] = {}
@@ -203,11 +209,13 @@ def fold_window(repo: Repository, window: PartitionWindow, until_ms: int | None,
                 continue
             if shard is not None and key_hash(ev.tenant, ev.id or "") % shard[1] != shard[0]:
                 continue
+            if skip is not None and skip(ev, topic, partition):
+                continue
             changes = records.get(coll)
             if changes is None:
                 changes = records[coll] = BucketChanges()
             changes.add(ev.row(topic, partition))
-        else:
+        elif skip is None or not skip(ev, topic, partition):
             catalog_events.append(ev.event())
     return WindowFold(topic, partition, window.start, records, catalog_events, events,
                       reader.bytes_read, reader.stopped_at, reader.stopped_early)

@@ -11,13 +11,17 @@ is what lets a snapshot plus the log after it equal a replay from the beginning.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from daemon.snapshot.datafile import Key, Row
+from daemon.errors import IntegrityError
+from daemon.snapshot.datafile import Key, Row, read_rows, rows_at
+
+if TYPE_CHECKING:
+    from daemon.snapshot.manifest import BucketState
 
 RECORD_FIELDS = (
     "dimension", "vector", "sparse_indices", "sparse_values", "document", "document_is_json",
@@ -199,3 +203,22 @@ def is_live(row: Row, drop_time: Callable[[str], int | None] | None) -> bool:
         return False
     dropped = drop_time(row.key[0]) if drop_time is not None else None
     return dropped is None or row.version[0] > dropped
+
+
+def rows_for_keys(state: BucketState | None, datas: Sequence[bytes | memoryview | None],
+                  keys: set[Key]) -> list[Row]:
+    """The bucket's live rows (base merged with its deltas) whose key is in ``keys``, sorted:
+    found by the base's row index, whose bytes alone are sliced out; deltas are small and
+    read whole. ``datas``: the bytes of ``state.files``, in order (None: it vanished)."""
+    if state is None:
+        return []
+    base: list[Row] = []
+    later: list[list[Row]] = []
+    for f, data in zip(state.files, datas, strict=True):
+        if data is None:
+            raise IntegrityError(f"{f.path} vanished while read", "run `vecwal verify`")
+        if f.kind == "base":
+            base = rows_at(data, f.path, keys)
+        else:
+            later.append([r for r in read_rows(data, f.path) if r.key in keys])
+    return list(live(merge_rows(iter(base), overlay(later)), None))

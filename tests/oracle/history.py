@@ -154,9 +154,10 @@ def replay(history: History, until_ms: int
                 lww(tenants, (coll, ev["tenant"]), orjson.loads(ev["settings"]))
             elif op == "tenant.drop":
                 lww(tenants, (coll, ev["tenant"]), None)
-                key = (coll, ev["tenant"])
-                tenant_drop[key] = max(ev["timestamp"], tenant_drop.get(key, 0))
-    records, left_out = {}, set()
+                pair = (coll, ev["tenant"])
+                tenant_drop[pair] = max(ev["timestamp"], tenant_drop.get(pair, 0))
+    records: dict[tuple[str, str, str], dict[str, Any]] = {}
+    left_out: set[tuple[str, str, str]] = set()
     for key, (_, ev) in best.items():
         dropped = max(coll_drop.get(key[0], -1), tenant_drop.get((key[0], key[1]), -1))
         if ev["op"] == "upsert" and ev["timestamp"] > dropped:

@@ -21,7 +21,11 @@ What is written:
   those only arise in a state captured from a JSON topic, and such a record stops the restore
   with an error naming it rather than being re-emitted with something lost;
 - every message carries the header ``vecwal-restore: <restore id>``. The contract ignores
-  headers; read-back uses it to tell this restore's messages from anybody else's.
+  headers; read-back uses it to tell this restore's messages from anybody else's;
+- ``write_events`` produces given change events as they are: a rollback's corrective events
+  (``cli_rollback``: ``control_event``, ``upsert_event``, ``delete_event``), under the header
+  ``vecwal-rollback: <job id>`` (the sink's ``header`` and ``run_id``). A rollback does not
+  read back: the topic holds only corrections, not a state to compare.
 
 Catalog ordering. The executor calls ``write_catalog`` after the last bucket, so, as it is, the
 catalog events follow the records in time (their Kafka timestamps are later). That is harmless
@@ -99,7 +103,10 @@ class KafkaSink:
     """Re-emits a restore as change events into an existing Kafka topic."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, fmt: str = "json",
-                 client: dict[str, str] | None = None, timeout_s: float = 60.0) -> None:
+                 client: dict[str, str] | None = None, timeout_s: float = 60.0,
+                 header: str = HEADER, run_id: str | None = None) -> None:
+        """``header``: the name of the header every message carries, its value ``run_id``
+        (default: a new restore id)."""
         if fmt not in FORMATS:
             raise VecwalError(f"kafka sink format {fmt!r} is not one of {', '.join(FORMATS)}",
                               "use json or avro, the formats of the ingestion contract")
@@ -109,11 +116,11 @@ class KafkaSink:
         self.client = dict(client or {})
         self.timeout_s = timeout_s
         self.name = f"kafka:{topic}"
-        self.restore_id = uuid.uuid4().hex
+        self.restore_id = run_id or uuid.uuid4().hex
         self.produced = 0
         self.catalog_read_back: dict[str, Any] | None = None
         """The live catalog the topic's control events give, after ``read_back``."""
-        self._headers = [(HEADER, self.restore_id.encode())]
+        self._headers = [(header, self.restore_id.encode())]
         self._producer: Any = None
         self._deliveries = _Deliveries()
         self._start: dict[int, int] = {}
@@ -169,6 +176,22 @@ class KafkaSink:
         log.info("catalog re-emitted", topic=self.topic,
                  collections=len(self._catalog["collections"]),
                  restored_to=catalog.get("restored_to"))
+
+    def write_events(self, events: Iterable[tuple[bytes, dict[str, Any]]],
+                     acknowledged: bool = False) -> int:
+        """Produce change events as they are ((message key, event of the contract): a
+        rollback's corrective events, ``upsert_event``, ``delete_event``, ``control_event``),
+        in order; the count produced. Acknowledged by ``finish``, or before this returns with
+        ``acknowledged`` (so that what is produced next is later in time, as
+        ``write_catalog``)."""
+        encode = self._encode_avro if self.fmt == "avro" else _encode_json
+        n = 0
+        for key, event in events:
+            self._produce(key, encode(event))
+            n += 1
+        if acknowledged:
+            self._flush()
+        return n
 
     def finish(self) -> None:
         self._flush()
@@ -465,6 +488,20 @@ def upsert_event(rec: dict[str, Any], fmt: str) -> dict[str, Any]:
                                  f"fields: {extra[:200]}", "run `vecwal verify --deep`")
         ev.update(fields)  # after the contract fields: the parser keeps their order
     return ev
+
+
+def delete_event(collection: str, tenant: str, record_id: str) -> dict[str, Any]:
+    """The ``delete`` change event of a record."""
+    return {"op": "delete", "collection": collection, "tenant": tenant, "id": record_id}
+
+
+def control_event(event: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """A catalog event (``schema`` and ``settings`` as objects) ready for ``fmt``: Avro values
+    carry them as JSON text."""
+    if fmt != "avro":
+        return event
+    return {k: orjson.dumps(v).decode() if k in ("schema", "settings") else v
+            for k, v in event.items()}
 
 
 def catalog_events(catalog: dict[str, Any], fmt: str) -> list[dict[str, Any]]:
