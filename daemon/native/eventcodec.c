@@ -14,6 +14,10 @@
  * every event it refuses, its reason and detail must be the parser's
  * (tests/unit/test_eventcodec.py holds it to both).
  *
+ * A message's Kafka headers end its datum (the record's last fields, headers and
+ * headers_truncated), as the headers_tail callable it is given encodes them from the message
+ * (daemon/kafka_headers.py message_tail: the bounds, and the one read of the headers).
+ *
  * Only a `collection.put` or `collection.drop` can change what the next events are checked
  * against (the collection's dimension), so the pass stops right after an event that is, or
  * may be, one of those: capture parses it, then calls again from the next message.
@@ -126,6 +130,7 @@ static int op_of(const char *s, size_t n, int *op) {
 /* -- the batch ------------------------------------------------------------------------------ */
 typedef struct {
     PyObject *topic, *value, *key;
+    PyObject *tail;  /* the record's last fields (headers, headers_truncated), encoded */
     long long partition, offset, timestamp;
     int avro;
     int deferred;  /* DEFER/BARRIER; REJECT, with the reason in op, the detail in names; or OK
@@ -169,6 +174,8 @@ static int encode_one(Ctx *cx, Item *it, Buf *out, Buf *names) {
     }
     size_t mark = out->len;
     if (r == OK) r = write_record(cx, out, &e, it->offset, it->timestamp, key, key_n, it->key != Py_None);
+    if (r == OK)  /* headers, headers_truncated */
+        r = put_raw(out, PyBytes_AS_STRING(it->tail), (size_t)PyBytes_GET_SIZE(it->tail));
     if (r == OK) {
         it->out_off = mark;
         it->out_len = out->len - mark;
@@ -194,9 +201,21 @@ static long long call_ll(PyObject *msg, PyObject *name, int *bad) {
     return x;
 }
 
+/* The end of the message's datum, headers_tail(msg): its headers and headers_truncated. */
+static int read_tail(PyObject *msg, PyObject *headers_tail, Item *it) {
+    it->tail = PyObject_CallOneArg(headers_tail, msg);
+    if (!it->tail) return -1;
+    if (!PyBytes_Check(it->tail)) {
+        PyErr_SetString(PyExc_TypeError, "headers_tail must return bytes");
+        return -1;
+    }
+    return 0;
+}
+
 /* Phase 1 (GIL held): what each message is. 0: fine, 1: not for the fast path, 2: over
  * max_bytes (the parser's oversize), -1: error. */
-static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, Item *it) {
+static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes,
+                        PyObject *headers_tail, Item *it) {
     PyObject *err = PyObject_CallMethodNoArgs(msg, s_error);
     if (!err) return -1;
     int has_err = err != Py_None;
@@ -223,7 +242,8 @@ static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, 
     it->timestamp = PyLong_AsLongLong(PyTuple_GET_ITEM(ts, 1));
     Py_DECREF(ts);
     if (it->timestamp == -1 && PyErr_Occurred()) return -1;
-    return PyBytes_GET_SIZE(it->value) > max_bytes ? 2 : 0;
+    if (PyBytes_GET_SIZE(it->value) > max_bytes) return 2;
+    return read_tail(msg, headers_tail, it);
 }
 
 static int load_dims(Ctx *cx, PyObject *dims) {
@@ -244,11 +264,12 @@ static int load_dims(Ctx *cx, PyObject *dims) {
 }
 
 static PyObject *encode_batch(PyObject *self, PyObject *args) {
-    PyObject *msgs, *formats, *dims;
+    PyObject *msgs, *formats, *dims, *headers_tail;
     Py_ssize_t start, max_bytes;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!nO!O!n:encode_batch", &PyList_Type, &msgs, &start,
-                          &PyDict_Type, &formats, &PyDict_Type, &dims, &max_bytes))
+    if (!PyArg_ParseTuple(args, "O!nO!O!nO:encode_batch", &PyList_Type, &msgs, &start,
+                          &PyDict_Type, &formats, &PyDict_Type, &dims, &max_bytes,
+                          &headers_tail))
         return NULL;
     Py_ssize_t total = PyList_GET_SIZE(msgs);
     if (start < 0 || start > total) {
@@ -275,7 +296,8 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
         Py_ssize_t hi = lo + chunk < n ? lo + chunk : n;
         for (Py_ssize_t i = lo; i < hi; i++) {
             Item *it = &items[i];
-            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes, it);
+            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes,
+                                 headers_tail, it);
             if (r < 0) goto done;
             it->deferred = r == 1 ? DEFER : OK;
             if (r == 2) {  /* the parser checks the size first */
@@ -366,6 +388,7 @@ done:
             Py_XDECREF(items[i].topic);
             Py_XDECREF(items[i].value);
             Py_XDECREF(items[i].key);
+            Py_XDECREF(items[i].tail);
         }
     }
     if (cx) {
@@ -383,13 +406,15 @@ done:
 
 static PyMethodDef methods[] = {
     {"encode_batch", encode_batch, METH_VARARGS,
-     "encode_batch(messages, start, formats, dimensions, max_event_bytes) -> (results, stop)\n\n"
+     "encode_batch(messages, start, formats, dimensions, max_event_bytes, headers_tail)"
+     " -> (results, stop)\n\n"
      "Change-log datums for messages[start:stop]: per message a tuple (topic, partition, "
      "offset, timestamp, key, value_size, datum, op, collection, id); for a bad event it "
      "refuses, the 8 fields of its QuarantineEntry (topic, partition, offset, timestamp, "
      "reason, detail, key, value), as the Python parser would give them; or None where the "
      "Python parser must decide. ``formats`` maps topic -> True for Avro, False for JSON; "
-     "``dimensions`` maps collection -> dimension. Call again from ``stop``."},
+     "``dimensions`` maps collection -> dimension. Each datum ends with ``headers_tail(message)`` "
+     "(bytes: the record's headers and headers_truncated). Call again from ``stop``."},
     {NULL, NULL, 0, NULL},
 };
 

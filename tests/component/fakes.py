@@ -24,6 +24,7 @@ class FakeMessage:
     _key: bytes | None = None
     _ts: int = 0
     _eof: bool = False
+    _headers: list[tuple[str, bytes | None]] | None = None
 
     def topic(self) -> str:
         return self._topic
@@ -42,6 +43,12 @@ class FakeMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (2, self._ts)
+
+    def headers(self) -> Any:
+        return self._headers
+
+    def set_headers(self, headers: Any) -> None:
+        self._headers = headers
 
     def error(self) -> Any:
         if not self._eof:
