@@ -73,7 +73,7 @@ def test_history_and_diff_through_broker_and_s3(s3_target: Target, tmp_path: Pat
     assert last is not None
     again = [GeneratedEvent(rid.encode(), orjson.dumps(last), last) for _ in range(2)]
     third = [*story.batch(100), again[0], rejected_event, again[1]]
-    batch_headers: list[tuple[str, bytes | None]] = [
+    batch_headers: list[tuple[str, str | bytes | None]] = [
         ("batch", b"bad-7"), ("trace", b"\xff\x00"), ("note", None)]
     headers = {id(ev): batch_headers for ev in third}
     headers[id(again[1])] = [(f"h{i}", b"v") for i in range(MAX_HEADERS + 4)]

@@ -147,7 +147,7 @@ def to_history(produced: list[Produced]) -> History:
 
 def produce_batches(target: Target, batches: list[list[GeneratedEvent]],
                     pause_s: float = 0.25, chunk: int = 4,
-                    headers: dict[int, list[tuple[str, bytes | None]]] | None = None
+                    headers: dict[int, list[tuple[str, str | bytes | None]]] | None = None
                     ) -> list[list[Produced]]:
     """Each batch through the real broker, a few events per request: the broker stamps a whole
     request with one LogAppendTime, so this spreads the timestamps over many milliseconds
