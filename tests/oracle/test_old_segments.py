@@ -2,8 +2,8 @@
 with the previous schema (``tests/data/changelog_record_before_headers.avsc``, the schema as of
 commit ba57210, with its own fingerprint in the segment header) and, after them, segments of
 today's schema whose records carry headers. Every reader takes both: compaction and restore
-equal the plain replay, history shows headers None/false for the old events and the kept
-headers for the new ones, verify --deep passes."""
+equal the plain replay, diff the difference of replayed states, history shows headers
+None/false for the old events and the kept headers for the new ones, verify --deep passes."""
 
 from __future__ import annotations
 
@@ -26,11 +26,13 @@ from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
 from daemon.kafka_headers import bound
 from daemon.objectstore import open_store
+from daemon.restore.planner import Scope
 from daemon.schemas_loader import schema_fingerprint
 from daemon.snapshot.compactor import Compactor
 from daemon.verify import verify
 from tests.component.test_cli_restore import vecwal
 from tests.oracle.history import TOPIC, History, generate
+from tests.oracle.test_audit import expected_diff, run_diff
 from tests.oracle.test_oracle import assert_restores_are_replay, assert_snapshot_is_replay
 
 OLD_SCHEMA_TEXT = (Path(__file__).parent.parent / "data" /
@@ -114,6 +116,11 @@ def test_segments_of_the_previous_schema_are_read_beside_todays(tmp_path: Path) 
     assert_restores_are_replay(repo, h, [times[len(times) // 3], mid, times[-1]], tmp_path)
     report = verify(repo, [TOPIC], deep=True)
     assert report.ok, report.to_dict()
+    early = times[len(times) // 4]
+    for t1, t2, method in ((early, mid, "log"), (early, times[-1], "log"),
+                           (mid, times[-1], "buckets")):  # along old, both, and snapshots
+        assert run_diff(repo, t1, t2, Scope(), method)[:4] == \
+            expected_diff(h, t1, t2, Scope()), (t1, t2, method)
 
     # history of a record with events in both schemas, one of them with truncated headers
     seen: dict[tuple[str, str], set[str]] = {}
