@@ -9,8 +9,9 @@ out. Headers are never a reason to quarantine an event: a key that is not UTF-8 
 its invalid bytes replaced (U+FFFD).
 
 ``null`` headers: the message had none. Because the two fields are the record's last, a
-record's Avro encoding is its encoding without them followed by ``encode_tail``'s bytes;
-capture's native path appends those to the datums the event codec writes.
+record's Avro encoding is its encoding without them followed by ``encode_tail``'s bytes:
+the event codec (``daemon/native/eventcodec.c``) ends its datums with null and false itself
+when a message has no headers, else with ``encode_tail`` of them.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ class HasHeaders(Protocol):
 
 
 def message_headers(msg: HasHeaders) -> RawHeaders:
-    """``msg.headers()``, or ``UNREADABLE`` when the client cannot decode them. The only
-    place capture asks a message for its headers: confluent-kafka keeps a half-built list
-    after that failure (a later ``headers()`` would hand it out), so it is replaced here."""
+    """``msg.headers()``, or ``UNREADABLE`` when the client cannot decode them (the event
+    codec does the same in C). confluent-kafka keeps a half-built list after that failure,
+    which a later ``headers()`` would hand out: it is replaced by ``UNREADABLE`` here."""
     try:
         raw = msg.headers()
     except (SystemError, UnicodeDecodeError):
@@ -61,35 +62,49 @@ def message_headers(msg: HasHeaders) -> RawHeaders:
 
 
 def message_tail(msg: HasHeaders) -> bytes:
-    """``encode_tail`` of the message's headers: what ends its record's datum (the event
-    codec calls it for each message it encodes)."""
+    """``encode_tail`` of the message's headers: what ends its record's datum, as the event
+    codec wrote it."""
     raw = message_headers(msg)
     return NO_HEADERS_TAIL if raw is None else encode_tail(raw)
 
 
-def bound(raw: RawHeaders) -> tuple[list[Header] | None, bool]:
-    """The headers the change log keeps of ``raw``, and whether some were left out."""
-    if raw is None:
-        return None, False
+def _kept(raw: RawHeaders) -> tuple[list[tuple[bytes, bytes | None]], bool]:
+    """The (key UTF-8, value) of the headers kept of ``raw`` (not None), and whether some were
+    left out: the bounds, in one place."""
     if isinstance(raw, Unreadable):
         return [], True
-    kept: list[Header] = []
+    assert raw is not None
+    kept: list[tuple[bytes, bytes | None]] = []
     used, truncated = 0, False
     for key, value in raw:
-        raw_key = key.encode("utf-8", errors="replace") if isinstance(key, str) else bytes(key)
-        k = raw_key.decode("utf-8", errors="replace")  # a no-op for valid UTF-8
+        if isinstance(key, str):
+            k = key.encode("utf-8", errors="replace")  # a lone surrogate: "?"
+        else:  # a no-op for valid UTF-8; else invalid bytes become U+FFFD
+            k = bytes(key).decode("utf-8", errors="replace").encode()
         v = value.encode("utf-8", errors="replace") if isinstance(value, str) else value
-        size = len(k.encode()) + (len(v) if v is not None else 0)
+        size = len(k) + (0 if v is None else len(v))
         if len(kept) == MAX_HEADERS or used + size > MAX_HEADER_BYTES:
             truncated = True
             continue
-        kept.append({"key": k, "value": v})
+        kept.append((k, v))
         used += size
     return kept, truncated
 
 
+def bound(raw: RawHeaders) -> tuple[list[Header] | None, bool]:
+    """The headers the change log keeps of ``raw`` (``headers``), and whether some were left
+    out (``headers_truncated``)."""
+    if raw is None:
+        return None, False
+    kept, truncated = _kept(raw)
+    return [{"key": k.decode(), "value": v} for k, v in kept], truncated
+
+
 def _long(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
+    """A non-negative Avro long (zigzag varint)."""
+    z = n << 1
+    if z < 0x80:
+        return _SMALL[z >> 1]
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
@@ -98,20 +113,22 @@ def _long(n: int) -> bytes:
     return bytes(out)
 
 
+_SMALL = [bytes((n << 1,)) for n in range(64)]
+
+
 def encode_tail(raw: RawHeaders) -> bytes:
     """The Avro encoding of the record's ``headers`` and ``headers_truncated`` for a message
     whose headers are ``raw`` (bounded here), as fastavro writes them."""
     if raw is None:
         return NO_HEADERS_TAIL
-    kept, truncated = bound(raw)
-    assert kept is not None
+    kept, truncated = _kept(raw)
     parts = [b"\x02"]
     if kept:
         parts.append(_long(len(kept)))
-        for h in kept:
-            k = h["key"].encode()
-            parts += (_long(len(k)), k)
-            v = h["value"]
-            parts += (b"\x00",) if v is None else (b"\x02", _long(len(v)), v)
+        for k, v in kept:
+            if v is None:
+                parts += (_long(len(k)), k, b"\x00")
+            else:
+                parts += (_long(len(k)), k, b"\x02", _long(len(v)), v)
     parts.append(b"\x00\x01" if truncated else b"\x00\x00")
     return b"".join(parts)

@@ -67,7 +67,7 @@ from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
 from daemon.kafka_client import check_brokers, explain
-from daemon.kafka_headers import message_headers, message_tail
+from daemon.kafka_headers import UNREADABLE, encode_tail, message_headers, message_tail
 from daemon.kafka_logging import ErrorLog, with_logger
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
@@ -195,7 +195,8 @@ class CaptureLoop:
             else:
                 results, stop = codec.encode_batch(msgs, start, self._avro_topics,
                                                    self.parser.dimensions,
-                                                   self.cfg.max_event_bytes, message_tail)
+                                                   self.cfg.max_event_bytes, encode_tail,
+                                                   UNREADABLE)
             partitions, cfg, seen_ms = self.partitions, self.cfg, self._consumed_at_ms
             future, capture_timeline = self._future, self._capture_timeline
             for i, res in enumerate(results, start):

@@ -17,7 +17,7 @@ from typing import Any
 
 from daemon.changelog.segment import record_datum
 from daemon.events import EventParser
-from daemon.kafka_headers import message_tail
+from daemon.kafka_headers import UNREADABLE, encode_tail
 from daemon.native import eventcodec
 from tests.bench.workload import event_pool
 from tests.component.fakes import FakeMessage
@@ -39,7 +39,7 @@ def codec_path(msgs: list[FakeMessage], fmt: str) -> float:
     began = time.perf_counter()
     for i in range(0, len(msgs), BATCH):
         results, stop = eventcodec.encode_batch(msgs[i:i + BATCH], 0, formats, dims, 1 << 20,
-                                                message_tail)
+                                                encode_tail, UNREADABLE)
         assert stop == min(BATCH, len(msgs) - i) and None not in results
     return time.perf_counter() - began
 

@@ -24,8 +24,8 @@ from daemon.kafka_headers import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     UNREADABLE,
+    encode_tail,
     message_headers,
-    message_tail,
 )
 from daemon.sources import ContractSource
 from daemon.workload import BAD_KINDS, Workload, to_avro
@@ -66,7 +66,7 @@ def reference(msg: FakeMessage, fmt: str, dims: dict[str, int]) -> bytes | None:
 def native(msgs: list[FakeMessage], fmt: str, dims: dict[str, int]
            ) -> tuple[list[Any], int]:
     results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, dims, MAX,
-                                            message_tail)
+                                            encode_tail, UNREADABLE)
     return results, stop
 
 
@@ -156,7 +156,8 @@ def test_left_to_the_parser() -> None:
         message(good, topic="unknown"),
         message(None),
     ]
-    results, stop = eventcodec.encode_batch(cases, 0, {"t": False}, {}, MAX, message_tail)
+    results, stop = eventcodec.encode_batch(cases, 0, {"t": False}, {}, MAX, encode_tail,
+                                            UNREADABLE)
     assert stop == len(cases) and results == [None] * len(cases)
     for msg in cases[:-3]:
         assert isinstance(verdict(msg, "json", {}), tuple | bytes)  # the parser judges them
@@ -234,7 +235,7 @@ def test_workload_bad_events_refused_natively(fmt: str) -> None:
         bad = [w.bad_event(kind) for kind in BAD_KINDS]
     msgs = [message(b.value, b.key, offset=i) for i, b in enumerate(bad)]
     results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {"docs": 16}, limit,
-                                            message_tail)
+                                            encode_tail, UNREADABLE)
     assert stop == len(msgs)
     for b, msg, got in zip(bad, msgs, results, strict=True):
         want = verdict(msg, fmt, {"docs": 16}, limit)
@@ -281,10 +282,10 @@ def test_pass_stops_after_a_collection_op(fmt: str) -> None:
     put = {"op": "collection.put", "collection": "c", "schema": {"dimension": 3}}
     msgs = [message(enc(up)), message(enc(put)), message(enc(up))]
     results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX,
-                                            message_tail)
+                                            encode_tail, UNREADABLE)
     assert stop == 2 and results[0] is not None and results[1] is None
     results, stop = eventcodec.encode_batch(msgs, 2, {"t": fmt == "avro"}, {"c": 3}, MAX,
-                                            message_tail)
+                                            encode_tail, UNREADABLE)
     assert stop == 3 and results[0][4] == "wrong_dimension"  # now
 
 
@@ -303,7 +304,7 @@ def test_an_unreadable_value_stops_the_pass_if_it_may_be_a_collection_op(
     after = {"op": "delete", "collection": "c", "id": "x"}
     msgs = [message(value), message(to_avro(after) if fmt == "avro" else orjson.dumps(after))]
     results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX,
-                                            message_tail)
+                                            encode_tail, UNREADABLE)
     assert results[0] is None and stop == (1 if stops else 2)
     assert isinstance(verdict(msgs[0], fmt, {}), tuple)  # refused by the parser
 
@@ -482,7 +483,8 @@ def test_duplicate_keys_stop_the_pass(dup: bytes) -> None:
     collection op's. The parser judges it, and the pass stops right after it."""
     up = orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]})
     results, stop = eventcodec.encode_batch([message(dup), message(up)], 0,
-                                            {"t": False}, {}, MAX, message_tail)
+                                            {"t": False}, {}, MAX, encode_tail,
+                                            UNREADABLE)
     assert (results, stop) == ([None], 1)
 
 
@@ -499,7 +501,8 @@ def drive(msgs: list[FakeMessage], fmt: str
     start = calls = taken = 0
     while start < len(msgs):
         results, stop = eventcodec.encode_batch(msgs, start, {"t": fmt == "avro"},
-                                                parser.dimensions, MAX, message_tail)
+                                                parser.dimensions, MAX, encode_tail,
+                                                UNREADABLE)
         calls += 1
         for i, res in enumerate(results, start):
             if res is not None:
@@ -625,8 +628,30 @@ def test_headers_the_client_cannot_decode_are_kept_as_truncated(fmt: str) -> Non
     ev = Workload(seed=3, collections={"docs": 8}, tenants=["acme"]).upsert("docs", "acme", "d#0")
     msg = UndecodableHeaders("t", 2, 7, enc(ev), b"k", 1_700_000_000_123)
     results, _ = eventcodec.encode_batch([msg], 0, {"t": fmt == "avro"}, {"docs": 8}, MAX,
-                                         message_tail)
+                                         encode_tail, UNREADABLE)
     rec: Any = fastavro.schemaless_reader(io.BytesIO(results[0][6]), RECORD_SCHEMA, None)
     assert (rec["headers"], rec["headers_truncated"]) == ([], True)
     assert message_headers(msg) is UNREADABLE, "asked again: what set_headers left"
     assert results[0][6] == verdict(msg, fmt, {"docs": 8}), "the parser's path keeps the same"
+
+
+HEADER_KEYS = st.text(max_size=8) | st.sampled_from(["batch", "\u00e9t\u00e9", "\ud800x"]) | \
+    st.binary(max_size=8)
+HEADER_VALUES = st.none() | st.binary(max_size=40) | st.binary(min_size=900, max_size=1500) | \
+    st.text(max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(HEADER_KEYS, HEADER_VALUES), max_size=22), st.sampled_from(["json", "avro"]))
+def test_any_headers_end_the_datum_as_the_reference_keeps_them(
+        headers: list[tuple[Any, Any]], fmt: str) -> None:
+    """The codec's own encoding of headers (str keys, bytes or null values) and the reference
+    it falls back to for anything else (bytes keys, text values, keys with surrogates) equal
+    the parser's, across both bounds."""
+    ev = Workload(seed=5, collections={"docs": 8}, tenants=["acme"]).upsert("docs", "acme", "d#0")
+    msg = message(encoder(fmt)(ev), headers=headers)
+    assert check_agrees(msg, fmt, {"docs": 8}) == "taken"
+
+
+def test_the_codec_bounds_headers_as_kafka_headers_does() -> None:
+    assert eventcodec.HEADER_LIMITS == (MAX_HEADERS, MAX_HEADER_BYTES)
