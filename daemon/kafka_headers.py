@@ -101,7 +101,8 @@ def bound(raw: RawHeaders) -> tuple[list[Header] | None, bool]:
 
 
 def _long(n: int) -> bytes:
-    """A non-negative Avro long (zigzag varint)."""
+    """A non-negative Avro long (zigzag varint). Not ``snapshot.datafile.avro_long``: this
+    module is below the snapshot layer (``events`` imports it)."""
     z = n << 1
     if z < 0x80:
         return _SMALL[z >> 1]
