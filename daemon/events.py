@@ -22,6 +22,8 @@ import numpy as np
 import orjson
 
 from daemon.errors import BadEvent, VecwalError
+from daemon.kafka_headers import RawHeaders
+from daemon.kafka_headers import bound as bound_headers
 from daemon.native.records import record_codec
 from daemon.schemas_loader import load_schema
 
@@ -63,18 +65,21 @@ class EventParser:
         self.dimensions: dict[str, int] = dict(dimensions or {})
 
     def parse(
-        self, value: bytes | None, fmt: str, *, key: bytes | None, offset: int, timestamp: int
+        self, value: bytes | None, fmt: str, *, key: bytes | None, offset: int, timestamp: int,
+        headers: RawHeaders = None,
     ) -> dict[str, Any]:
         """Return the change-log record for one message of the contract (``fmt`` "json" or
-        "avro"); raise BadEvent naming the reason."""
+        "avro"); raise BadEvent naming the reason. ``headers``: the message's Kafka headers
+        (kept bounded: ``daemon.kafka_headers``)."""
         if value is None:
             raise BadEvent(UNPARSEABLE, "message has no value (tombstone)")
         self._check_size(value)
         record = self._to_record(decode_contract(value, fmt), fmt)
-        return _placed(record, key, offset, timestamp)
+        return _placed(record, key, offset, timestamp, headers)
 
     def parse_from(self, source: EventSource, value: bytes | None, *, key: bytes | None,
-                   offset: int, timestamp: int) -> dict[str, Any] | None:
+                   offset: int, timestamp: int, headers: RawHeaders = None
+                   ) -> dict[str, Any] | None:
         """The change-log record for one message of any source (``daemon.sources``), or
         None for a message that carries no change (a tombstone after a Debezium delete)."""
         if value is not None:
@@ -89,7 +94,7 @@ class EventParser:
         except Exception as exc:  # a value no check foresaw: this event's fault, not a crash
             raise BadEvent(UNPARSEABLE, f"could not be read as {getattr(source, 'name', '?')}: "
                                         f"{type(exc).__name__}: {exc}") from None
-        return _placed(record, key, offset, timestamp)
+        return _placed(record, key, offset, timestamp, headers)
 
     def _check_size(self, value: bytes) -> None:
         if len(value) > self.max_event_bytes:
@@ -113,7 +118,8 @@ class EventParser:
             "source": _json_object_text(ev, "source", fmt),
             "alias": None, "schema": None, "settings": None,
             "event_id": _optional_str(ev, "event_id"), "event_time": _optional_str(ev, "event_time"),
-            "extra": None, "producer_timestamp": None,
+            "extra": None, "producer_timestamp": None, "headers": None,
+            "headers_truncated": False,
         }
         if op in RECORD_OPS:
             rec["id"] = _required_str(ev, "id")
@@ -198,11 +204,13 @@ class EventSource(Protocol):
     def decode(self, key: bytes | None, value: bytes | None) -> Decoded | None: ...
 
 
-def _placed(record: dict[str, Any], key: bytes | None, offset: int, timestamp: int
-            ) -> dict[str, Any]:
+def _placed(record: dict[str, Any], key: bytes | None, offset: int, timestamp: int,
+            headers: RawHeaders) -> dict[str, Any]:
     record["offset"] = offset
     record["timestamp"] = timestamp
     record["key"] = key
+    if headers is not None:
+        record["headers"], record["headers_truncated"] = bound_headers(headers)
     return record
 
 

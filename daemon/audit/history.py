@@ -16,6 +16,7 @@ previous version the first shown event is compared with) but not returned.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,7 +50,8 @@ COLUMNS = (
     "time", "timestamp_ms", "topic", "partition", "offset", "status", "op", "collection",
     "tenant", "id", "embedding_model", "vector_distance", "metadata_added",
     "metadata_removed", "metadata_changed", "document_changed", "acl_changed", "acl_added",
-    "acl_removed", "reason", "producer_time",
+    "acl_removed", "reason", "producer_time", "event_id", "source", "headers",
+    "headers_truncated",
 )
 """Every history row has exactly these keys, in this order."""
 
@@ -269,7 +271,9 @@ def describe(ev: dict[str, Any], prev: dict[str, Any] | None, topic: str, partit
     row.update(time=iso_ms(ev["timestamp"]), timestamp_ms=ev["timestamp"], topic=topic,
                partition=partition, offset=ev["offset"], status="captured", op=ev["op"],
                collection=ev["collection"], tenant=ev["tenant"], id=ev["id"],
-               producer_time=iso_ms(ev.get("producer_timestamp")))
+               producer_time=iso_ms(ev.get("producer_timestamp")), event_id=ev.get("event_id"),
+               source=_json_obj(ev.get("source")) or None, headers=shown_headers(ev.get("headers")),
+               headers_truncated=bool(ev.get("headers_truncated")))
     if ev["op"] != "upsert":
         return row
     row["embedding_model"] = model_name(ev.get("embedding_model"))
@@ -288,6 +292,25 @@ def describe(ev: dict[str, Any], prev: dict[str, Any] | None, topic: str, partit
     if prev is not None:
         row["vector_distance"] = cosine_distance(prev.get("vector"), ev.get("vector"))
     return row
+
+
+def shown_headers(headers: list[dict[str, Any]] | None) -> list[dict[str, str | None]] | None:
+    """A record's Kafka headers as history shows them: each value as UTF-8 text when it is
+    valid UTF-8, else base64, with ``encoding`` saying which (None for a null value)."""
+    if headers is None:
+        return None
+    out: list[dict[str, str | None]] = []
+    for h in headers:
+        value: bytes | None = h.get("value")
+        if value is None:
+            out.append({"key": h["key"], "value": None, "encoding": None})
+            continue
+        try:
+            out.append({"key": h["key"], "value": value.decode("utf-8"), "encoding": "utf-8"})
+        except UnicodeDecodeError:
+            out.append({"key": h["key"], "value": base64.b64encode(value).decode(),
+                        "encoding": "base64"})
+    return out
 
 
 def model_name(model: dict[str, Any] | None) -> str | None:

@@ -95,6 +95,27 @@ def history_changes(row: Row) -> str:
     return " ".join(parts)
 
 
+def history_headers(row: Row) -> str:
+    """A row's Kafka headers in one cell: key=value, a base64 value as key=base64:..., a null
+    one as key (no =); first "(truncated)" when some were left out at capture (first: a long
+    cell is cut at its end)."""
+    cells = ["(truncated)"] if row["headers_truncated"] else []
+    cells += [h["key"] if h["value"] is None else
+              f"{h['key']}={'base64:' if h['encoding'] == 'base64' else ''}{h['value']}"
+              for h in row["headers"] or ()]
+    return " ".join(cells) or "-"
+
+
+def history_source(row: Row) -> str:
+    """A row's source: uri#chunk (the contract's), else its JSON."""
+    src = row["source"]
+    if not src:
+        return "-"
+    if isinstance(src.get("uri"), str):
+        return str(src["uri"]) + ("" if src.get("chunk") is None else f"#{src['chunk']}")
+    return csv_cell(src)
+
+
 HISTORY_TABLE: list[tuple[str, Callable[[Row], str]]] = [
     ("time", lambda r: r["time"] if r["producer_time"] is None
      else f"{r['time']} (producer {r['producer_time']})"),
@@ -105,6 +126,9 @@ HISTORY_TABLE: list[tuple[str, Callable[[Row], str]]] = [
     ("vector moved", lambda r: "-" if r["vector_distance"] is None
      else f"{r['vector_distance']:.4f}"),
     ("changes", history_changes),
+    ("event id", lambda r: r["event_id"] or "-"),
+    ("source", history_source),
+    ("headers", history_headers),
 ]
 
 

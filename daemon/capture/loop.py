@@ -53,12 +53,7 @@ from daemon.capture import native
 from daemon.capture.catch_up import CatchUp
 from daemon.capture.durable import make_durable
 from daemon.capture.flow import FlowControl, retry_store
-from daemon.capture.kafka import (
-    consumer_settings,
-    high_watermarks,
-    partitions_of,
-    timestamp_types,
-)
+from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
 from daemon.capture.partition import PartitionState
 from daemon.capture.rejected import RejectedEvents
 from daemon.capture.sealing import capture_sealer
@@ -72,6 +67,7 @@ from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
 from daemon.kafka_client import check_brokers, explain
+from daemon.kafka_headers import UNREADABLE, encode_tail, message_headers, message_tail
 from daemon.kafka_logging import ErrorLog, with_logger
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
@@ -199,7 +195,8 @@ class CaptureLoop:
             else:
                 results, stop = codec.encode_batch(msgs, start, self._avro_topics,
                                                    self.parser.dimensions,
-                                                   self.cfg.max_event_bytes)
+                                                   self.cfg.max_event_bytes, encode_tail,
+                                                   UNREADABLE)
             partitions, cfg, seen_ms = self.partitions, self.cfg, self._consumed_at_ms
             future, capture_timeline = self._future, self._capture_timeline
             for i, res in enumerate(results, start):
@@ -217,7 +214,8 @@ class CaptureLoop:
                     future.check(ps, offset, timestamp, seen_ms)
                 if capture_timeline:  # the producer's stamp goes beside capture's
                     captured = CaptureClock.stamp(ps, seen_ms)
-                    datum, timestamp = restamp(datum, captured, timestamp), captured
+                    tail = message_tail(msgs[i])  # the datum's end, after the stamp
+                    datum, timestamp = restamp(datum, captured, timestamp, tail), captured
                 datum = self._sealer.datum(datum) if self._sealer is not None else datum
                 ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
                 if ps.open.full(cfg):  # size limits hold per event, not per batch
@@ -265,8 +263,8 @@ class CaptureLoop:
         size = len(value) if value else 0
         self._future.check(ps, offset, timestamp, self._consumed_at_ms)
         try:
-            record = self.parser.parse_from(self.sources[topic], value, key=key,
-                                            offset=offset, timestamp=timestamp)
+            record = self.parser.parse_from(self.sources[topic], value, key=key, offset=offset,
+                                            timestamp=timestamp, headers=message_headers(msg))
             if record is not None and self._capture_timeline:  # the producer's stamp beside
                 record["producer_timestamp"] = timestamp
                 record["timestamp"] = CaptureClock.stamp(ps, self._consumed_at_ms)

@@ -66,15 +66,18 @@ def _varint_end(data: bytes, pos: int) -> int:
     return pos + 1
 
 
-def restamp(datum: bytes, capture_ms: int, producer_ms: int) -> bytes:
-    """A change-log record datum (offset, timestamp, ..., producer_timestamp null last) with
-    ``timestamp`` set to ``capture_ms`` and ``producer_timestamp`` to ``producer_ms``."""
-    if not datum or datum[-1] != 0:
-        raise ValueError("the datum does not end with a null producer_timestamp")
+def restamp(datum: bytes, capture_ms: int, producer_ms: int, headers: bytes) -> bytes:
+    """A change-log record datum (offset, timestamp, ..., a null producer_timestamp, then
+    ``headers``: the encoded headers and headers_truncated that end it,
+    ``daemon.kafka_headers.encode_tail``) with ``timestamp`` set to ``capture_ms`` and
+    ``producer_timestamp`` to ``producer_ms``."""
+    end = len(datum) - len(headers)
+    if end < 1 or datum[end - 1] != 0 or datum[end:] != headers:
+        raise ValueError("the datum does not end with a null producer_timestamp and its headers")
     ts_start = _varint_end(datum, 0)
     ts_end = _varint_end(datum, ts_start)
-    return b"".join((datum[:ts_start], avro_long(capture_ms), datum[ts_end:-1], b"\x02",
-                     avro_long(producer_ms)))
+    return b"".join((datum[:ts_start], avro_long(capture_ms), datum[ts_end:end - 1], b"\x02",
+                     avro_long(producer_ms), headers))
 
 
 class CaptureClock:

@@ -14,6 +14,10 @@
  * every event it refuses, its reason and detail must be the parser's
  * (tests/unit/test_eventcodec.py holds it to both).
  *
+ * A message's Kafka headers end its datum (the record's last fields, headers and
+ * headers_truncated): null and false when it has none, else as the headers_tail callable it is
+ * given encodes them (daemon/kafka_headers.py encode_tail, where the bounds are).
+ *
  * Only a `collection.put` or `collection.drop` can change what the next events are checked
  * against (the collection's dimension), so the pass stops right after an event that is, or
  * may be, one of those: capture parses it, then calls again from the next message.
@@ -126,6 +130,8 @@ static int op_of(const char *s, size_t n, int *op) {
 /* -- the batch ------------------------------------------------------------------------------ */
 typedef struct {
     PyObject *topic, *value, *key;
+    PyObject *tail;  /* the record's last fields (headers, headers_truncated), encoded; NULL:
+                      * no headers (null, false) */
     long long partition, offset, timestamp;
     int avro;
     int deferred;  /* DEFER/BARRIER; REJECT, with the reason in op, the detail in names; or OK
@@ -134,7 +140,8 @@ typedef struct {
     size_t out_off, out_len, names_off, coll_n, id_n;
 } Item;
 
-static PyObject *s_error, *s_topic, *s_partition, *s_offset, *s_timestamp, *s_value, *s_key;
+static PyObject *s_error, *s_topic, *s_partition, *s_offset, *s_timestamp, *s_value, *s_key,
+    *s_headers, *s_set_headers;
 static PyObject *s_upsert, *s_delete;
 static PyObject *s_reasons[N_REASONS];
 
@@ -169,6 +176,9 @@ static int encode_one(Ctx *cx, Item *it, Buf *out, Buf *names) {
     }
     size_t mark = out->len;
     if (r == OK) r = write_record(cx, out, &e, it->offset, it->timestamp, key, key_n, it->key != Py_None);
+    if (r == OK)  /* headers, headers_truncated */
+        r = it->tail ? put_raw(out, PyBytes_AS_STRING(it->tail), (size_t)PyBytes_GET_SIZE(it->tail))
+                     : put_raw(out, "\0\0", 2);
     if (r == OK) {
         it->out_off = mark;
         it->out_len = out->len - mark;
@@ -194,9 +204,84 @@ static long long call_ll(PyObject *msg, PyObject *name, int *bad) {
     return x;
 }
 
+/* Kafka headers as daemon/kafka_headers.py keeps them (MAX_HEADERS, MAX_HEADER_BYTES; the
+ * module checks HEADER_LIMITS against those at import). */
+#define MAX_HEADERS 16
+#define MAX_HEADER_BYTES 4096
+
+/* The encoded headers and headers_truncated of h, a list of (str, bytes | None), bounded as
+ * kafka_headers._kept bounds them (whole headers that fit, in order); NULL, no error set, for
+ * anything else (bytes keys, str values, a key that does not encode: the reference decides). */
+static PyObject *encode_headers(PyObject *h) {
+    if (!PyList_CheckExact(h)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(h), kept[MAX_HEADERS];
+    int nk = 0, truncated = 0;
+    size_t used = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(h, i);
+        if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 2) return NULL;
+        PyObject *k = PyTuple_GET_ITEM(t, 0), *v = PyTuple_GET_ITEM(t, 1);
+        if (!k || !v || !PyUnicode_CheckExact(k) || (v != Py_None && !PyBytes_CheckExact(v)))
+            return NULL;
+        Py_ssize_t kn;
+        if (!PyUnicode_AsUTF8AndSize(k, &kn)) { PyErr_Clear(); return NULL; }
+        size_t size = (size_t)kn + (v == Py_None ? 0 : (size_t)PyBytes_GET_SIZE(v));
+        if (nk == MAX_HEADERS || used + size > MAX_HEADER_BYTES) { truncated = 1; continue; }
+        kept[nk++] = i;
+        used += size;
+    }
+    Buf b = {0};
+    int r = put_byte(&b, 2);
+    if (nk && r == OK) r = put_long(&b, nk);
+    for (int j = 0; j < nk && r == OK; j++) {
+        PyObject *t = PyList_GET_ITEM(h, kept[j]), *v = PyTuple_GET_ITEM(t, 1);
+        Py_ssize_t kn;
+        const char *ks = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 0), &kn);
+        r = put_str(&b, ks, (size_t)kn);
+        if (r == OK)
+            r = put_opt_str(&b, v == Py_None ? NULL : PyBytes_AS_STRING(v),
+                            v == Py_None ? 0 : (size_t)PyBytes_GET_SIZE(v), v != Py_None);
+    }
+    if (r == OK) r = put_byte(&b, 0);
+    if (r == OK) r = put_byte(&b, (unsigned char)truncated);
+    PyObject *out = r == OK ? PyBytes_FromStringAndSize(b.p, (Py_ssize_t)b.len) : NULL;
+    free(b.p);
+    if (!out) PyErr_Clear();  /* out of memory here: the reference tries */
+    return out;
+}
+
+/* The end of the message's datum, its headers and headers_truncated: NULL (null, false) for a
+ * message without headers, else headers_tail(headers). confluent-kafka raises on a header key
+ * that is not UTF-8 and keeps a half-built list that a later headers() would hand out: such a
+ * message's headers become `unreadable` (set_headers), and its tail headers_tail(unreadable). */
+static int read_tail(PyObject *msg, PyObject *headers_tail, PyObject *unreadable, Item *it) {
+    PyObject *h = PyObject_CallMethodNoArgs(msg, s_headers);
+    if (!h) {
+        PyErr_Clear();
+        PyObject *r = PyObject_CallMethodOneArg(msg, s_set_headers, unreadable);
+        if (!r) return -1;
+        Py_DECREF(r);
+        h = Py_NewRef(unreadable);
+    }
+    if (h == Py_None) {
+        Py_DECREF(h);
+        return 0;
+    }
+    it->tail = encode_headers(h);
+    if (!it->tail) it->tail = PyObject_CallOneArg(headers_tail, h);
+    Py_DECREF(h);
+    if (!it->tail) return -1;
+    if (!PyBytes_Check(it->tail)) {
+        PyErr_SetString(PyExc_TypeError, "headers_tail must return bytes");
+        return -1;
+    }
+    return 0;
+}
+
 /* Phase 1 (GIL held): what each message is. 0: fine, 1: not for the fast path, 2: over
  * max_bytes (the parser's oversize), -1: error. */
-static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, Item *it) {
+static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes,
+                        PyObject *headers_tail, PyObject *unreadable, Item *it) {
     PyObject *err = PyObject_CallMethodNoArgs(msg, s_error);
     if (!err) return -1;
     int has_err = err != Py_None;
@@ -223,7 +308,8 @@ static int read_message(PyObject *msg, PyObject *formats, Py_ssize_t max_bytes, 
     it->timestamp = PyLong_AsLongLong(PyTuple_GET_ITEM(ts, 1));
     Py_DECREF(ts);
     if (it->timestamp == -1 && PyErr_Occurred()) return -1;
-    return PyBytes_GET_SIZE(it->value) > max_bytes ? 2 : 0;
+    if (PyBytes_GET_SIZE(it->value) > max_bytes) return 2;
+    return read_tail(msg, headers_tail, unreadable, it);
 }
 
 static int load_dims(Ctx *cx, PyObject *dims) {
@@ -244,11 +330,12 @@ static int load_dims(Ctx *cx, PyObject *dims) {
 }
 
 static PyObject *encode_batch(PyObject *self, PyObject *args) {
-    PyObject *msgs, *formats, *dims;
+    PyObject *msgs, *formats, *dims, *headers_tail, *unreadable;
     Py_ssize_t start, max_bytes;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!nO!O!n:encode_batch", &PyList_Type, &msgs, &start,
-                          &PyDict_Type, &formats, &PyDict_Type, &dims, &max_bytes))
+    if (!PyArg_ParseTuple(args, "O!nO!O!nOO:encode_batch", &PyList_Type, &msgs, &start,
+                          &PyDict_Type, &formats, &PyDict_Type, &dims, &max_bytes,
+                          &headers_tail, &unreadable))
         return NULL;
     Py_ssize_t total = PyList_GET_SIZE(msgs);
     if (start < 0 || start > total) {
@@ -275,7 +362,8 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
         Py_ssize_t hi = lo + chunk < n ? lo + chunk : n;
         for (Py_ssize_t i = lo; i < hi; i++) {
             Item *it = &items[i];
-            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes, it);
+            int r = read_message(PyList_GET_ITEM(msgs, start + i), formats, max_bytes,
+                                 headers_tail, unreadable, it);
             if (r < 0) goto done;
             it->deferred = r == 1 ? DEFER : OK;
             if (r == 2) {  /* the parser checks the size first */
@@ -366,6 +454,7 @@ done:
             Py_XDECREF(items[i].topic);
             Py_XDECREF(items[i].value);
             Py_XDECREF(items[i].key);
+            Py_XDECREF(items[i].tail);
         }
     }
     if (cx) {
@@ -383,13 +472,18 @@ done:
 
 static PyMethodDef methods[] = {
     {"encode_batch", encode_batch, METH_VARARGS,
-     "encode_batch(messages, start, formats, dimensions, max_event_bytes) -> (results, stop)\n\n"
+     "encode_batch(messages, start, formats, dimensions, max_event_bytes, headers_tail, "
+     "unreadable)"
+     " -> (results, stop)\n\n"
      "Change-log datums for messages[start:stop]: per message a tuple (topic, partition, "
      "offset, timestamp, key, value_size, datum, op, collection, id); for a bad event it "
      "refuses, the 8 fields of its QuarantineEntry (topic, partition, offset, timestamp, "
      "reason, detail, key, value), as the Python parser would give them; or None where the "
      "Python parser must decide. ``formats`` maps topic -> True for Avro, False for JSON; "
-     "``dimensions`` maps collection -> dimension. Call again from ``stop``."},
+     "``dimensions`` maps collection -> dimension. Each datum ends with the record's headers and "
+     "headers_truncated: null and false for a message without headers, else "
+     "``headers_tail(message.headers())`` (bytes); headers the client cannot decode are "
+     "replaced by ``unreadable`` (set_headers) and encoded as it. Call again from ``stop``."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -410,12 +504,22 @@ PyMODINIT_FUNC PyInit_eventcodec(void) {
     s_timestamp = PyUnicode_InternFromString("timestamp");
     s_value = PyUnicode_InternFromString("value");
     s_key = PyUnicode_InternFromString("key");
+    s_headers = PyUnicode_InternFromString("headers");
+    s_set_headers = PyUnicode_InternFromString("set_headers");
     s_upsert = PyUnicode_InternFromString("upsert");
     s_delete = PyUnicode_InternFromString("delete");
     if (!s_error || !s_topic || !s_partition || !s_offset || !s_timestamp || !s_value ||
-        !s_key || !s_upsert || !s_delete)
+        !s_key || !s_headers || !s_set_headers || !s_upsert || !s_delete)
         return NULL;
     for (int i = 0; i < N_REASONS; i++)
         if (!(s_reasons[i] = PyUnicode_InternFromString(REASON_NAMES[i]))) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    PyObject *limits = Py_BuildValue("(ii)", MAX_HEADERS, MAX_HEADER_BYTES);
+    if (!limits || PyModule_AddObject(m, "HEADER_LIMITS", limits) < 0) {
+        Py_XDECREF(limits);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 Encoded = tuple[str, int, int, int, bytes | None, int, bytes, str, str, str]
@@ -9,4 +10,8 @@ Refused = tuple[str, int, int, int, str, str, bytes | None, bytes]
 
 def encode_batch(messages: list[Any], start: int, formats: dict[str, bool],
                  dimensions: dict[str, int], max_event_bytes: int,
+                 headers_tail: Callable[[Any], bytes], unreadable: Any,
                  ) -> tuple[list[Encoded | Refused | None], int]: ...
+
+HEADER_LIMITS: tuple[int, int]
+"""(MAX_HEADERS, MAX_HEADER_BYTES) the codec bounds headers with: daemon.kafka_headers'."""

@@ -103,7 +103,7 @@ static int w_acl(Buf *b, PyObject *v, const char *field) {
     return put_byte(b, 0);
 }
 
-static PyObject *s_name, *s_version;
+static PyObject *s_name, *s_version, *s_key, *s_value;
 
 static int w_model(Buf *b, PyObject *v, const char *field) {
     if (!PyDict_CheckExact(v) || PyDict_GET_SIZE(v) > 2) return refuse(field, "not {name, version}");
@@ -111,8 +111,28 @@ static int w_model(Buf *b, PyObject *v, const char *field) {
     return w_opt(b, PyDict_GetItemWithError(v, s_version), field, w_str);
 }
 
+/* A Kafka header, {key: str, value: bytes | None}: an item of `headers` (fastavro takes a
+ * missing value as its default, null; so does this). */
+static int w_header(Buf *b, PyObject *v, const char *field) {
+    if (!PyDict_CheckExact(v) || PyDict_GET_SIZE(v) > 2) return refuse(field, "not {key, value}");
+    PyObject *value = PyDict_GetItemWithError(v, s_value);
+    if (!value && PyErr_Occurred()) return -1;
+    if (PyDict_GET_SIZE(v) == 2 && !value) return refuse(field, "not {key, value}");
+    if (w_str(b, PyDict_GetItemWithError(v, s_key), field)) return -1;
+    return w_opt(b, value, field, w_bytes);
+}
+
+static int w_headers(Buf *b, PyObject *v, const char *field) {
+    if (!PyList_CheckExact(v)) return refuse(field, "not a list");
+    Py_ssize_t n = PyList_GET_SIZE(v);
+    if (n && put_long(b, n)) return -1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (w_header(b, PyList_GET_ITEM(v, i), field)) return -1;
+    return put_byte(b, 0);
+}
+
 enum { T_LONG, T_OPT_BYTES, T_STR, T_OPT_STR, T_OPT_INT, T_BOOL, T_OPT_ACL, T_OPT_MODEL,
-       T_OPT_LONG };
+       T_OPT_LONG, T_OPT_HEADERS, T_BOOL_FALSE };
 
 typedef struct { const char *name; int type; const char *avro; } Field;
 
@@ -142,6 +162,8 @@ static const Field FIELDS[] = {
     {"event_time", T_OPT_STR, "null|string"},
     {"extra", T_OPT_STR, "null|string"},
     {"producer_timestamp", T_OPT_LONG, "null|long"},
+    {"headers", T_OPT_HEADERS, "null|array<Header{key:string,value:null|bytes}>"},
+    {"headers_truncated", T_BOOL_FALSE, "boolean"},
 };
 #define N_FIELDS (sizeof FIELDS / sizeof FIELDS[0])
 static PyObject *field_keys[N_FIELDS];
@@ -174,6 +196,10 @@ static PyObject *encode_record(PyObject *self, PyObject *rec) {
             case T_OPT_LONG: r = w_opt(&b, v, name, w_long); break;
             case T_OPT_ACL: r = w_opt(&b, v, name, w_acl); break;
             case T_OPT_MODEL: r = w_opt(&b, v, name, w_model); break;
+            case T_OPT_HEADERS: r = w_opt(&b, v, name, w_headers); break;
+            case T_BOOL_FALSE:  /* missing: its default, false */
+                if (!v) { r = put_byte(&b, 0); break; }
+                /* fall through */
             case T_BOOL:
                 if (v != Py_True && v != Py_False) { r = refuse(name, "not a bool"); break; }
                 r = put_byte(&b, v == Py_True);
@@ -397,7 +423,9 @@ PyMODINIT_FUNC PyInit_recordcodec(void) {
     }
     s_name = PyUnicode_InternFromString("name");
     s_version = PyUnicode_InternFromString("version");
-    if (!s_name || !s_version) return NULL;
+    s_key = PyUnicode_InternFromString("key");
+    s_value = PyUnicode_InternFromString("value");
+    if (!s_name || !s_version || !s_key || !s_value) return NULL;
     for (size_t i = 0; i < N_FIELDS; i++) {
         field_keys[i] = PyUnicode_InternFromString(FIELDS[i].name);
         if (!field_keys[i]) return NULL;

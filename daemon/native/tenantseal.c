@@ -8,7 +8,8 @@
  * change-log record and the snapshot record: their encoded bytes, one after the other, are
  * the envelope. Sealed, `vector` holds key id (8) | AES-SIV tag (16) | ciphertext of the
  * envelope, with the associated data "content" NUL collection NUL tenant NUL id, and the
- * other seven are null.
+ * other seven are null. Everything else stays as it is: ids, coordinates, event_id, and the
+ * Kafka headers (they name a batch, for history and rollback, and are not content).
  *
  * seal_record(datum, keys, resolve) -> bytes
  *     A change-log record datum with its content sealed (the datum itself when it is not an
@@ -47,7 +48,7 @@
 #define TAG 16
 #define SIV_KEY 64
 
-enum { T_LONG, T_STR, T_NSTR, T_NLONG, T_BOOL, T_NARR, T_NMODEL };
+enum { T_LONG, T_STR, T_NSTR, T_NLONG, T_BOOL, T_NARR, T_NMODEL, T_NHEADERS };
 
 typedef struct { const char *name; const char *spelled; int type; int content; } Field;
 
@@ -66,6 +67,8 @@ static const Field LOG[] = {
     {"schema", "null|string", T_NSTR, 0}, {"settings", "null|string", T_NSTR, 0},
     {"event_id", "null|string", T_NSTR, 0}, {"event_time", "null|string", T_NSTR, 0},
     {"extra", "null|string", T_NSTR, 1}, {"producer_timestamp", "null|long", T_NLONG, 0},
+    {"headers", "null|array<Header{key:string,value:null|bytes}>", T_NHEADERS, 0},
+    {"headers_truncated", "boolean", T_BOOL, 0},
 };
 #define LOG_N ((int)(sizeof LOG / sizeof LOG[0]))
 enum { LOG_OP = 3, LOG_COLLECTION = 4, LOG_TENANT = 5, LOG_ID = 6, LOG_VECTOR = 8 };
@@ -139,6 +142,7 @@ static int skip(Cur *c, int type) {
     case T_NLONG: return rd_long(c, &v);
     case T_NMODEL: return skip_bytes(c) || skip(c, T_NSTR);
     case T_NARR:
+    case T_NHEADERS:  /* an array of strings, or of {key: string, value: null|bytes} */
         for (;;) {
             int64_t count;
             if (rd_long(c, &count)) return -1;
@@ -149,7 +153,7 @@ static int skip(Cur *c, int type) {
                 count = -count;
             }
             for (int64_t i = 0; i < count; i++)
-                if (skip_bytes(c)) return -1;
+                if (skip_bytes(c) || (type == T_NHEADERS && skip(c, T_NSTR))) return -1;
         }
     }
     return -1;

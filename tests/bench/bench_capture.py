@@ -2,6 +2,10 @@
 the same topic, measured in the same run: confluent-kafka consuming and discarding.
 
     python -m tests.bench.bench_capture [--events-json N] [--events-avro N] [--rounds R]
+                                        [--headers]
+
+``--headers``: every message carries Kafka headers (a batch id and a 16-byte binary trace id),
+which capture keeps in each record.
 
 Rounds alternate baseline and capture; the medians and their ratio are printed as JSON.
 """
@@ -50,6 +54,9 @@ class CoresBusy:
     def __exit__(self, *exc: object) -> None:
         self.cores = (machine_busy()[0] - self.busy0) / (time.monotonic() - self.t0)
 
+
+BENCH_HEADERS: list[tuple[str, bytes | None]] = [("batch", b"ingest-2026-11-25-0042"),
+                                                ("trace", bytes(range(200, 216)))]
 
 FETCH_SETTINGS = ("queued.max.messages.kbytes", "fetch.max.bytes", "max.partition.fetch.bytes",
                   "fetch.queue.backoff.ms")
@@ -125,13 +132,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--stores", default="file,s3")
     ap.add_argument("--python-only", action="store_true",
                     help="capture without the native event codec (the Python parser only)")
+    ap.add_argument("--headers", action="store_true",
+                    help="every message carries two Kafka headers (batch id, binary trace id)")
     args = ap.parse_args(argv)
     configure_logging("warning", "console")  # figures on stdout, nothing else
     results: dict[str, Any] = {}
     with services() as svc:
         for fmt, n in (("json", args.events_json), ("avro", args.events_avro)):
             topic = svc.topic(partitions=3)
-            produce_n(svc.bootstrap, topic, event_pool(fmt), n)
+            produce_n(svc.bootstrap, topic, event_pool(fmt), n,
+                      headers=BENCH_HEADERS if args.headers else None)
             for store in args.stores.split(","):
                 raw, cap, raw_cores, cap_cores = [], [], [], []
                 for r in range(args.rounds):
@@ -153,6 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "raw_consume_cores_busy": round(statistics.median(raw_cores), 2),
                     "capture_cores_busy": round(statistics.median(cap_cores), 2),
                     "native_codec": not args.python_only,
+                    "headers": args.headers,
                 }
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     return results

@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon.changelog.segment import record_datum
 from daemon.events import EventParser
+from daemon.kafka_headers import UNREADABLE, encode_tail
 from daemon.native import eventcodec
 from tests.bench.workload import event_pool
 from tests.component.fakes import FakeMessage
@@ -37,7 +38,8 @@ def codec_path(msgs: list[FakeMessage], fmt: str) -> float:
     formats, dims = {"t": fmt == "avro"}, {"docs": 768}
     began = time.perf_counter()
     for i in range(0, len(msgs), BATCH):
-        results, stop = eventcodec.encode_batch(msgs[i:i + BATCH], 0, formats, dims, 1 << 20)
+        results, stop = eventcodec.encode_batch(msgs[i:i + BATCH], 0, formats, dims, 1 << 20,
+                                                encode_tail, UNREADABLE)
         assert stop == min(BATCH, len(msgs) - i) and None not in results
     return time.perf_counter() - began
 

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from daemon.kafka_headers import UNREADABLE, encode_tail
 from daemon.logs import configure_logging
 from daemon.workload import Workload
 from tests.bench.bench_capture import CoresBusy, capture
@@ -307,7 +308,7 @@ def stages(rounds: int) -> dict[str, Any]:
                 began = time.perf_counter()
                 for i in range(0, len(fake), 1000):
                     eventcodec.encode_batch(fake[i:i + 1000], 0, {"t": False}, {"docs": DIM},
-                                            1 << 24)
+                                            1 << 24, encode_tail, UNREADABLE)
                 times.append((time.perf_counter() - began) / len(fake) * 1e6)
             row["native_codec_encode_batch"] = round(statistics.median(times), 2)
         out[shape] = row

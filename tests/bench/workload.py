@@ -22,9 +22,10 @@ def event_pool(fmt: str, size: int = 500, dim: int = 768, seed: int = 11) -> lis
 
 def produce_n(bootstrap: str, topic: str, pool: list[bytes], n: int,
               rate_per_s: float | None = None, on_delivery=None,  # type: ignore[no-untyped-def]
-              keys: list[bytes] | None = None) -> float:
+              keys: list[bytes] | None = None,
+              headers: list[tuple[str, bytes | None]] | None = None) -> float:
     """Produce n events; returns seconds taken. Keys are ``doc-<i>``, or ``keys`` cycled
-    beside ``pool`` (the i-th value with the i-th key)."""
+    beside ``pool`` (the i-th value with the i-th key); ``headers``: Kafka headers of each."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
                   "compression.type": "none", "queue.buffering.max.kbytes": 262144,
                   "message.max.bytes": 10_000_000})
@@ -33,7 +34,8 @@ def produce_n(bootstrap: str, topic: str, pool: list[bytes], n: int,
         while True:
             try:
                 key = keys[i % len(keys)] if keys else f"doc-{i}".encode()
-                p.produce(topic, pool[i % len(pool)], key, on_delivery=on_delivery)
+                p.produce(topic, pool[i % len(pool)], key, on_delivery=on_delivery,
+                          headers=headers)
                 break
             except BufferError:
                 p.poll(0.01)

@@ -24,6 +24,7 @@ class FakeMessage:
     _key: bytes | None = None
     _ts: int = 0
     _eof: bool = False
+    _headers: list[tuple[str, bytes | None]] | None = None
 
     def topic(self) -> str:
         return self._topic
@@ -42,6 +43,12 @@ class FakeMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (2, self._ts)
+
+    def headers(self) -> Any:
+        return self._headers
+
+    def set_headers(self, headers: Any) -> None:
+        self._headers = headers
 
     def error(self) -> Any:
         if not self._eof:
@@ -67,6 +74,8 @@ class FakeConsumer:
     closed: bool = False
     stamp: int | None = None
     """Every message's timestamp (one producer batch, one LogAppendTime); else 1000 + offset."""
+    headers_at: Callable[[int], list[tuple[str, bytes | None]] | None] | None = None
+    """The Kafka headers of the message at an offset (none without it)."""
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -116,7 +125,8 @@ class FakeConsumer:
             values = self.log[key]
             while pos < len(values) and len(out) < num_messages:
                 out.append(FakeMessage(key[0], key[1], pos, values[pos], f"k{pos}".encode(),
-                                       1_000 + pos if self.stamp is None else self.stamp))
+                                       1_000 + pos if self.stamp is None else self.stamp,
+                                       _headers=self.headers_at(pos) if self.headers_at else None))
                 pos += 1
             self.positions[key] = pos
             if pos == len(values) and key not in self._eof_sent:

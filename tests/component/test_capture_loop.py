@@ -306,12 +306,14 @@ def test_an_idle_partition_is_proven_at_once_after_a_burst(tmp_path: Path) -> No
 def test_capture_timeline_orders_by_capture_time_and_keeps_the_producers(
         tmp_path: Path, native_codec: bool) -> None:
     """capture.timeline = capture: a producer an hour fast does not push events (or the
-    watermark) an hour ahead; its stamp stays in the record; the events are counted."""
+    watermark) an hour ahead; its stamp stays in the record, as do the message's headers; the
+    events are counted."""
     repo = repo_at(tmp_path)
     hour_ahead = int(time.time() * 1000) + 3_600_000
     values: list[bytes | None] = [event(i) for i in range(6)]
     values[3] = b"{broken"  # a quarantined event keeps the Kafka stamp in its entry
-    fake = FakeConsumer({(TOPIC, 0): values}, stamp=hour_ahead)
+    fake = FakeConsumer({(TOPIC, 0): values}, stamp=hour_ahead,
+                        headers_at=lambda o: [("batch", b"b-%d" % o)] * o if o % 2 else None)
     cfg = config(timeline="capture", native_codec=native_codec)
     before = int(time.time() * 1000)
     loop = CaptureLoop(cfg, repo, consumer_factory=lambda s: fake)
@@ -322,6 +324,8 @@ def test_capture_timeline_orders_by_capture_time_and_keeps_the_producers(
     for r in records:
         assert before <= r["timestamp"] <= after, "capture time, not the producer's"
         assert r["producer_timestamp"] == hour_ahead
+        o = r["offset"]  # the headers end the record, after the restamped fields
+        assert r["headers"] == ([{"key": "batch", "value": b"b-%d" % o}] * o if o % 2 else None)
     stamps = [r["timestamp"] for r in records]
     assert stamps == sorted(stamps)
     wm = repo.read_watermark(TOPIC, 0)

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from daemon.audit.diff import PARTS
+from daemon.kafka_headers import MAX_HEADERS
 from daemon.workload import GeneratedEvent, Produced
 from tests.integration.harness import Target, vecwal
 from tests.integration.test_restore import (
@@ -65,7 +66,18 @@ def test_history_and_diff_through_broker_and_s3(s3_target: Target, tmp_path: Pat
                              if e["id"]).most_common(1)[0]
     bad = {"op": "upsert", "collection": coll, "id": rid, "vector": "not a vector"}
     rejected_event = GeneratedEvent(rid.encode(), orjson.dumps(bad), bad)
-    b3, b4 = produce_batches(target, [[*story.batch(100), rejected_event], story.batch(100)])
+    # b3 carries Kafka headers (a batch id, a value that is not UTF-8, a null one), and two
+    # more upserts of the id: one with them, one with more headers than capture keeps
+    last = next(e.event for e in reversed([p.event for p in b1 + b2]) if e.event and
+                (e.event["op"], e.event["collection"], e.event.get("id")) == ("upsert", coll, rid))
+    assert last is not None
+    again = [GeneratedEvent(rid.encode(), orjson.dumps(last), last) for _ in range(2)]
+    third = [*story.batch(100), again[0], rejected_event, again[1]]
+    batch_headers: list[tuple[str, str | bytes | None]] = [
+        ("batch", b"bad-7"), ("trace", b"\xff\x00"), ("note", None)]
+    headers = {id(ev): batch_headers for ev in third}
+    headers[id(again[1])] = [(f"h{i}", b"v") for i in range(MAX_HEADERS + 4)]
+    b3, b4 = produce_batches(target, [third, story.batch(100)], headers=headers)
     capture(cfg, target)
     good: list[Produced] = [p for p in b1 + b2 + b3 + b4 if p.event.value != orjson.dumps(bad)]
     history = to_history(good)
@@ -80,6 +92,24 @@ def test_history_and_diff_through_broker_and_s3(s3_target: Target, tmp_path: Pat
     assert [(r["partition"], r["offset"]) for r in rows if r["status"] == "rejected"] == \
         [(rejected[0].partition, rejected[0].offset)]
     assert [r["timestamp_ms"] for r in rows] == sorted(r["timestamp_ms"] for r in rows)
+    sent = {(p.partition, p.offset): headers.get(id(p.event)) for p in b3}
+    shown_batch = [{"key": "batch", "value": "bad-7", "encoding": "utf-8"},
+                   {"key": "trace", "value": "/wA=", "encoding": "base64"},
+                   {"key": "note", "value": None, "encoding": None}]
+    by_place = {(p.partition, p.offset): p.event.event for p in good}
+    for r in (r for r in rows if r["status"] == "captured"):
+        given = sent.get((r["partition"], r["offset"]))
+        ev = by_place[(r["partition"], r["offset"])] or {}
+        assert r["event_id"] == ev.get("event_id"), r
+        if given is None:
+            assert (r["headers"], r["headers_truncated"]) == (None, False), r
+        elif given is batch_headers:
+            assert (r["headers"], r["headers_truncated"]) == (shown_batch, False), r
+        else:
+            assert r["headers_truncated"] is True, r
+            assert [h["key"] for h in r["headers"]] == [f"h{i}" for i in range(MAX_HEADERS)]
+    assert sum(1 for r in rows if r["headers"]) >= 2, "both upserts with headers are shown"
+    assert sum(1 for r in rows if r["headers_truncated"]) == 1
     some = sorted({(e["collection"], e["id"]) for p in history.events for e in p if e["id"]})
     for other in some[::max(1, len(some) // 6)]:
         got = cli_rows(target, "history", "--config", str(cfg), "--collection", other[0],

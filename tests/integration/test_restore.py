@@ -146,12 +146,14 @@ def to_history(produced: list[Produced]) -> History:
 
 
 def produce_batches(target: Target, batches: list[list[GeneratedEvent]],
-                    pause_s: float = 0.25, chunk: int = 4) -> list[list[Produced]]:
+                    pause_s: float = 0.25, chunk: int = 4,
+                    headers: dict[int, list[tuple[str, str | bytes | None]]] | None = None
+                    ) -> list[list[Produced]]:
     """Each batch through the real broker, a few events per request: the broker stamps a whole
     request with one LogAppendTime, so this spreads the timestamps over many milliseconds
     (with ties left, within a request and across partitions). A millisecond's sleep after each
     request keeps a fast machine from stamping many requests alike; a pause between batches
-    keeps their times apart."""
+    keeps their times apart. ``headers``: Kafka headers of some events, by ``id(event)``."""
     producer = Producer({"bootstrap.servers": target.bootstrap, "linger.ms": 0,
                          "enable.idempotence": True})
     out: list[list[Produced]] = []
@@ -170,6 +172,7 @@ def produce_batches(target: Target, batches: list[list[GeneratedEvent]],
         for j in range(0, len(batch), chunk):
             for ev in batch[j:j + chunk]:
                 producer.produce(target.topic, ev.value, ev.key,
+                                 headers=(headers or {}).get(id(ev)),
                                  on_delivery=partial(report, ev=ev))
             assert producer.flush(30) == 0, "the broker did not take a request"
             time.sleep(0.001)

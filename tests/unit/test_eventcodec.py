@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import fastavro
@@ -19,6 +20,13 @@ from hypothesis import strategies as st
 from daemon.changelog.segment import RECORD_SCHEMA, record_datum
 from daemon.errors import BadEvent
 from daemon.events import CHANGE_EVENT_SCHEMA, EventParser
+from daemon.kafka_headers import (
+    MAX_HEADER_BYTES,
+    MAX_HEADERS,
+    UNREADABLE,
+    encode_tail,
+    message_headers,
+)
 from daemon.sources import ContractSource
 from daemon.workload import BAD_KINDS, Workload, to_avro
 from tests.component.fakes import FakeMessage
@@ -30,9 +38,10 @@ MAX = 1 << 20
 
 
 def message(value: bytes | None, key: bytes | None = b"k", offset: int = 7,
-            topic: str = "t", eof: bool = False) -> FakeMessage:
+            topic: str = "t", eof: bool = False,
+            headers: list[tuple[str, bytes | None]] | None = None) -> FakeMessage:
     """A message of partition 2 (``eof``: one carrying a Kafka error, end of partition)."""
-    return FakeMessage(topic, 2, offset, value, key, 1_700_000_000_123, eof)
+    return FakeMessage(topic, 2, offset, value, key, 1_700_000_000_123, eof, headers)
 
 
 def verdict(msg: FakeMessage, fmt: str, dims: dict[str, int], limit: int = MAX
@@ -41,7 +50,8 @@ def verdict(msg: FakeMessage, fmt: str, dims: dict[str, int], limit: int = MAX
     parser = EventParser(limit, dims)
     try:
         rec = parser.parse_from(ContractSource(fmt), msg.value(), key=msg.key(),
-                                offset=msg.offset(), timestamp=msg.timestamp()[1])
+                                offset=msg.offset(), timestamp=msg.timestamp()[1],
+                                headers=message_headers(msg))
     except BadEvent as bad:
         return bad.reason, bad.detail
     assert rec is not None
@@ -55,7 +65,8 @@ def reference(msg: FakeMessage, fmt: str, dims: dict[str, int]) -> bytes | None:
 
 def native(msgs: list[FakeMessage], fmt: str, dims: dict[str, int]
            ) -> tuple[list[Any], int]:
-    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, dims, MAX)
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, dims, MAX,
+                                            encode_tail, UNREADABLE)
     return results, stop
 
 
@@ -145,7 +156,8 @@ def test_left_to_the_parser() -> None:
         message(good, topic="unknown"),
         message(None),
     ]
-    results, stop = eventcodec.encode_batch(cases, 0, {"t": False}, {}, MAX)
+    results, stop = eventcodec.encode_batch(cases, 0, {"t": False}, {}, MAX, encode_tail,
+                                            UNREADABLE)
     assert stop == len(cases) and results == [None] * len(cases)
     for msg in cases[:-3]:
         assert isinstance(verdict(msg, "json", {}), tuple | bytes)  # the parser judges them
@@ -222,7 +234,8 @@ def test_workload_bad_events_refused_natively(fmt: str) -> None:
     with np.errstate(over="ignore"):
         bad = [w.bad_event(kind) for kind in BAD_KINDS]
     msgs = [message(b.value, b.key, offset=i) for i, b in enumerate(bad)]
-    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {"docs": 16}, limit)
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {"docs": 16}, limit,
+                                            encode_tail, UNREADABLE)
     assert stop == len(msgs)
     for b, msg, got in zip(bad, msgs, results, strict=True):
         want = verdict(msg, fmt, {"docs": 16}, limit)
@@ -268,9 +281,11 @@ def test_pass_stops_after_a_collection_op(fmt: str) -> None:
     up = {"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]}
     put = {"op": "collection.put", "collection": "c", "schema": {"dimension": 3}}
     msgs = [message(enc(up)), message(enc(put)), message(enc(up))]
-    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX)
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX,
+                                            encode_tail, UNREADABLE)
     assert stop == 2 and results[0] is not None and results[1] is None
-    results, stop = eventcodec.encode_batch(msgs, 2, {"t": fmt == "avro"}, {"c": 3}, MAX)
+    results, stop = eventcodec.encode_batch(msgs, 2, {"t": fmt == "avro"}, {"c": 3}, MAX,
+                                            encode_tail, UNREADABLE)
     assert stop == 3 and results[0][4] == "wrong_dimension"  # now
 
 
@@ -288,7 +303,8 @@ def test_an_unreadable_value_stops_the_pass_if_it_may_be_a_collection_op(
     Garbage does not stop it: a flood of it costs no codec call each."""
     after = {"op": "delete", "collection": "c", "id": "x"}
     msgs = [message(value), message(to_avro(after) if fmt == "avro" else orjson.dumps(after))]
-    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX)
+    results, stop = eventcodec.encode_batch(msgs, 0, {"t": fmt == "avro"}, {}, MAX,
+                                            encode_tail, UNREADABLE)
     assert results[0] is None and stop == (1 if stops else 2)
     assert isinstance(verdict(msgs[0], fmt, {}), tuple)  # refused by the parser
 
@@ -467,7 +483,8 @@ def test_duplicate_keys_stop_the_pass(dup: bytes) -> None:
     collection op's. The parser judges it, and the pass stops right after it."""
     up = orjson.dumps({"op": "upsert", "collection": "c", "id": "x", "vector": [1.0, 2.0]})
     results, stop = eventcodec.encode_batch([message(dup), message(up)], 0,
-                                            {"t": False}, {}, MAX)
+                                            {"t": False}, {}, MAX, encode_tail,
+                                            UNREADABLE)
     assert (results, stop) == ([None], 1)
 
 
@@ -484,7 +501,8 @@ def drive(msgs: list[FakeMessage], fmt: str
     start = calls = taken = 0
     while start < len(msgs):
         results, stop = eventcodec.encode_batch(msgs, start, {"t": fmt == "avro"},
-                                                parser.dimensions, MAX)
+                                                parser.dimensions, MAX, encode_tail,
+                                                UNREADABLE)
         calls += 1
         for i, res in enumerate(results, start):
             if res is not None:
@@ -495,7 +513,8 @@ def drive(msgs: list[FakeMessage], fmt: str
             try:
                 out.append(record_datum(parser.parse(m.value(), fmt, key=m.key(),
                                                      offset=m.offset(),
-                                                     timestamp=m.timestamp()[1])))
+                                                     timestamp=m.timestamp()[1],
+                                                     headers=m.headers())))
             except BadEvent as bad:
                 out.append((bad.reason, bad.detail))
         start = stop
@@ -516,14 +535,16 @@ def test_batch_with_a_collection_op_agrees_with_the_parser(fmt: str, barrier_at:
     if barrier_at is not None:  # docs becomes 4-dimensional: later 768-dim upserts are bad
         events[barrier_at] = {"op": "collection.put", "collection": "docs",
                               "schema": {"dimension": 4}}
-    msgs = [message(enc(e), offset=i) for i, e in enumerate(events)]
+    msgs = [message(enc(e), offset=i, headers=[("batch", b"%d" % (i // 50))] if i % 3 else None)
+            for i, e in enumerate(events)]
     got, calls, taken = drive(msgs, fmt)
     serial = EventParser(MAX, {})
     want: list[bytes | tuple[str, str]] = []
     for m in msgs:
         try:
             want.append(record_datum(serial.parse(m.value(), fmt, key=m.key(),
-                                                  offset=m.offset(), timestamp=m.timestamp()[1])))
+                                                  offset=m.offset(), timestamp=m.timestamp()[1],
+                                                  headers=m.headers())))
         except BadEvent as bad:
             want.append((bad.reason, bad.detail))
     assert got == want
@@ -563,3 +584,74 @@ def test_a_stream_of_barriers_is_read_in_linear_time(every: int) -> None:
     assert taken == 1_000 - 1_000 // every
     assert [not isinstance(d, bytes) for d in got] == [v == barrier for v in values]
     assert CountingMessage.looks <= 2 * 1_000 + 16 * calls, CountingMessage.looks
+
+
+def encoder(fmt: str) -> Callable[[dict[str, Any]], bytes]:
+    return to_avro if fmt == "avro" else orjson.dumps
+
+
+HEADERS: list[list[tuple[str, bytes | None]] | None] = [
+    None, [], [("batch", b"b-7")], [("batch", b"b-7"), ("batch", None), ("", b"")],
+    [(f"h{i}", b"v" * i) for i in range(MAX_HEADERS + 4)],
+    [("big", b"x" * (MAX_HEADER_BYTES + 1)), ("small", b"s")],
+    [("\u00e9t\u00e9", "\U0001d11e".encode() * 100)],
+]
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+@pytest.mark.parametrize("headers", HEADERS)
+def test_a_messages_headers_end_its_datum_as_the_parser_keeps_them(
+        fmt: str, headers: list[tuple[str, bytes | None]] | None) -> None:
+    """Headers (none, duplicates, over either bound) end the codec's datum byte for byte as
+    the parser keeps them."""
+    enc = encoder(fmt)
+    w = Workload(seed=3, collections={"docs": 8}, tenants=["acme"])
+    for ev in (w.upsert("docs", "acme", "d1#0"), {"op": "delete", "collection": "docs",
+                                                  "tenant": "acme", "id": "d1"}):
+        assert check_agrees(message(enc(ev), headers=headers), fmt, {"docs": 8}) == "taken"
+
+
+class UndecodableHeaders(FakeMessage):
+    """confluent-kafka on a header key that is not UTF-8: ``headers()`` raises, and would
+    then hand out the half-built list it kept, unless ``set_headers`` replaced it."""
+
+    def headers(self) -> Any:
+        if self._headers is None:
+            self._headers = [("\ufffd", b"half-built")]
+            raise SystemError("<built-in method headers> returned a result with an exception set")
+        return self._headers
+
+
+@pytest.mark.parametrize("fmt", ["json", "avro"])
+def test_headers_the_client_cannot_decode_are_kept_as_truncated(fmt: str) -> None:
+    enc = encoder(fmt)
+    ev = Workload(seed=3, collections={"docs": 8}, tenants=["acme"]).upsert("docs", "acme", "d#0")
+    msg = UndecodableHeaders("t", 2, 7, enc(ev), b"k", 1_700_000_000_123)
+    results, _ = eventcodec.encode_batch([msg], 0, {"t": fmt == "avro"}, {"docs": 8}, MAX,
+                                         encode_tail, UNREADABLE)
+    rec: Any = fastavro.schemaless_reader(io.BytesIO(results[0][6]), RECORD_SCHEMA, None)
+    assert (rec["headers"], rec["headers_truncated"]) == ([], True)
+    assert message_headers(msg) is UNREADABLE, "asked again: what set_headers left"
+    assert results[0][6] == verdict(msg, fmt, {"docs": 8}), "the parser's path keeps the same"
+
+
+HEADER_KEYS = st.text(max_size=8) | st.sampled_from(["batch", "\u00e9t\u00e9", "\ud800x"]) | \
+    st.binary(max_size=8)
+HEADER_VALUES = st.none() | st.binary(max_size=40) | st.binary(min_size=900, max_size=1500) | \
+    st.text(max_size=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(HEADER_KEYS, HEADER_VALUES), max_size=22), st.sampled_from(["json", "avro"]))
+def test_any_headers_end_the_datum_as_the_reference_keeps_them(
+        headers: list[tuple[Any, Any]], fmt: str) -> None:
+    """The codec's own encoding of headers (str keys, bytes or null values) and the reference
+    it falls back to for anything else (bytes keys, text values, keys with surrogates) equal
+    the parser's, across both bounds."""
+    ev = Workload(seed=5, collections={"docs": 8}, tenants=["acme"]).upsert("docs", "acme", "d#0")
+    msg = message(encoder(fmt)(ev), headers=headers)
+    assert check_agrees(msg, fmt, {"docs": 8}) == "taken"
+
+
+def test_the_codec_bounds_headers_as_kafka_headers_does() -> None:
+    assert eventcodec.HEADER_LIMITS == (MAX_HEADERS, MAX_HEADER_BYTES)

@@ -42,6 +42,9 @@ RECORDS = st.fixed_dictionaries({
     "source": OPT_TEXT, "alias": OPT_TEXT, "schema": OPT_TEXT, "settings": OPT_TEXT,
     "event_id": OPT_TEXT, "event_time": OPT_TEXT, "extra": OPT_TEXT,
     "producer_timestamp": st.one_of(st.none(), st.integers(-2**63, 2**63 - 1)),
+    "headers": st.one_of(st.none(), st.lists(st.fixed_dictionaries(
+        {"key": TEXT, "value": st.one_of(st.none(), st.binary(max_size=40))}), max_size=5)),
+    "headers_truncated": st.booleans(),
 })
 
 
@@ -62,6 +65,9 @@ def test_encode_record_is_fastavro_byte_for_byte(record: dict[str, Any]) -> None
     {"offset": 1.5}, {"offset": True}, {"tenant": None}, {"dimension": 2**31},
     {"acl": ("a",)}, {"acl": ["a", 1]}, {"embedding_model": {"name": 1}},
     {"document_is_json": 1}, {"key": "text"}, {"id": "\ud800"},
+    {"headers": ({"key": "a", "value": None},)}, {"headers": [{"key": 1, "value": None}]},
+    {"headers": [{"key": "a", "value": "text"}]}, {"headers": [("a", b"v")]},
+    {"headers_truncated": 1},
 ])
 def test_what_the_writer_does_not_take_goes_to_fastavro(change: dict[str, Any]) -> None:
     assert CODEC is not None
@@ -79,6 +85,20 @@ def test_what_the_writer_does_not_take_goes_to_fastavro(change: dict[str, Any]) 
     except Exception as exc:
         got = type(exc)
     assert got == want
+
+
+def test_headers_fields_left_out_take_their_defaults() -> None:
+    """A record without the newest fields (headers, headers_truncated), or a header without
+    its value, is written with their defaults, as fastavro writes it."""
+    assert CODEC is not None
+    record = {f["name"]: None for f in RECORD_SCHEMA["fields"]
+              if f["name"] not in ("headers", "headers_truncated")}
+    record.update({"offset": 1, "timestamp": 2, "op": "upsert", "collection": "c",
+                   "tenant": "", "document_is_json": False})
+    assert CODEC.encode_record(record) == fastavro_datum(record)
+    assert CODEC.encode_record(record).endswith(b"\x00\x00")
+    record["headers"] = [{"key": "batch"}, {"key": "", "value": b""}]
+    assert CODEC.encode_record(record) == fastavro_datum(record)
 
 
 NUMBERS = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=False, allow_infinity=False),

@@ -48,7 +48,10 @@ def change(op: str) -> st.SearchStrategy[dict[str, Any]]:
         "source": maybe(texts), "alias": maybe(texts), "schema": maybe(texts),
         "settings": maybe(texts), "event_id": maybe(texts), "event_time": maybe(texts),
         "extra": maybe(texts),
-        "producer_timestamp": maybe(st.integers(-(2**63), 2**63 - 1))})
+        "producer_timestamp": maybe(st.integers(-(2**63), 2**63 - 1)),
+        "headers": maybe(st.lists(st.fixed_dictionaries(
+            {"key": texts, "value": maybe(st.binary(max_size=300))}), max_size=3)),
+        "headers_truncated": st.booleans()})
 
 
 ops = st.sampled_from(["upsert", "upsert", "delete", "collection.put", "alias.put",
@@ -219,3 +222,18 @@ def test_segments_written_before_producer_timestamp_fold_to_the_same_rows() -> N
         a, b = old.row(TOPIC, PARTITION), new.row(TOPIC, PARTITION)
         assert (a.raw, a.hash, a.version, a.deleted) == (b.raw, b.hash, b.version, b.deleted)
     assert [r["producer_timestamp"] for r in read_records(KEY, old_data)] == [None] * 3
+
+
+def test_headers_do_not_reach_the_snapshot_row() -> None:
+    """The splice ends at extra: a record's Kafka headers (last in the record) are history's,
+    not the snapshot's, and the scanned record still ends where its headers end."""
+    plain, headed = sample(2), sample(2)
+    headed[0]["headers"] = [{"key": "batch", "value": b"b-1"}, {"key": "batch", "value": None}]
+    headed[1].update(headers=[], headers_truncated=True)
+    for a, b in zip(scan_segment(KEY, encode_segment(KEY, plain)),
+                    scan_segment(KEY, encode_segment(KEY, headed)), strict=True):
+        ra, rb = a.row(TOPIC, PARTITION), b.row(TOPIC, PARTITION)
+        assert (ra.raw, ra.hash, ra.version) == (rb.raw, rb.hash, rb.version)
+    got = [e.event() for e in scan_segment(KEY, encode_segment(KEY, headed))]
+    assert [(e["headers"], e["headers_truncated"]) for e in got] == \
+        [(headed[0]["headers"], False), ([], True)]

@@ -18,6 +18,7 @@ from daemon.capture.timeline import (
 )
 from daemon.changelog.segment import RECORD_SCHEMA, record_datum
 from daemon.events import EventParser
+from daemon.kafka_headers import encode_tail
 
 
 def test_create_time_topics_are_refused_with_the_fix() -> None:
@@ -31,12 +32,15 @@ def test_create_time_topics_are_refused_with_the_fix() -> None:
     check_topics({"b": "CreateTime"}, "capture", "k:9092")
 
 
-@pytest.mark.parametrize("offset", [0, 5, 1 << 40, -(2**63), 2**63 - 1])
-def test_restamp_sets_timestamp_and_producer_timestamp(offset: int) -> None:
+@pytest.mark.parametrize(("offset", "headers"), [
+    (0, None), (5, [("batch", b"b-7"), ("batch", None)]), (1 << 40, []), (-(2**63), None),
+    (2**63 - 1, [("k", b"\x00" * 5000)])])
+def test_restamp_sets_timestamp_and_producer_timestamp(
+        offset: int, headers: list[tuple[str, bytes | None]] | None) -> None:
     rec = EventParser(1 << 20).parse(
         b'{"op":"upsert","collection":"c","id":"x","vector":[1,2],"extra_field":1}', "json",
-        key=b"x", offset=offset, timestamp=1_700_000_000_000 + 3_600_000)
-    datum = restamp(record_datum(rec), 1_700_000_000_123, rec["timestamp"])
+        key=b"x", offset=offset, timestamp=1_700_000_000_000 + 3_600_000, headers=headers)
+    datum = restamp(record_datum(rec), 1_700_000_000_123, rec["timestamp"], encode_tail(headers))
     got = fastavro.schemaless_reader(io.BytesIO(datum), RECORD_SCHEMA, None)
     want = {**rec, "timestamp": 1_700_000_000_123, "producer_timestamp": rec["timestamp"]}
     assert got == want
