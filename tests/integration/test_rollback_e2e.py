@@ -1,8 +1,9 @@
-"""Undo a bad batch end to end through the real broker: produce good writes, a bad batch,
-more good writes; capture; roll back into the same topic; capture the corrective events; a
-restore of everything captured equals a plain replay of the stream without the bad batch, and
-so does a Qdrant collection fed by the topic (a small consumer: the live engine the corrective
-events repair in place)."""
+"""Undo a bad batch end to end through the real broker: produce good writes, a bad batch
+(its messages tagged with a Kafka header, as pipelines tag a batch), more good writes;
+capture; roll back into the same topic; capture the corrective events; a restore of
+everything captured equals a plain replay of the stream without the bad batch, and so does a
+Qdrant collection fed by the topic (a small consumer: the live engine the corrective events
+repair in place)."""
 
 from __future__ import annotations
 
@@ -100,19 +101,22 @@ def test_bad_batch_undone_through_capture(file_target: Target, kafka_topic: Any,
               "schema": {"dimension": 4, "metric": "cosine"}}
     good1, bad, good2 = events(rng, 80, "good"), events(rng, 30, "bad"), events(rng, 40, "later")
     producer = Producer({"bootstrap.servers": target.bootstrap})
-    for ev in [schema, *good1, *bad, *good2]:
-        producer.produce(target.topic, orjson.dumps(ev), ev.get("id", "docs").encode())
+    batches = [("setup", [schema]), ("nightly-41", good1), ("nightly-42", bad),
+               ("nightly-43", good2)]
+    for batch, evs in batches:  # each batch's messages carry its id, as pipelines tag them
+        for ev in evs:
+            producer.produce(target.topic, orjson.dumps(ev), ev.get("id", "docs").encode(),
+                             headers=[("batch", batch.encode()), ("pipeline", b"embedder")])
     assert producer.flush(30) == 0
-    first_bad = 1 + len(good1)  # offsets of the only partition, the schema at 0
     cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=1.0)
     vecwal("run", "--config", str(cfg), "--until-caught-up")
 
-    done = vecwal("rollback", "--config", str(cfg), "--exclude", "--offsets",
-                  f"{target.topic}/0={first_bad}-{first_bad + len(bad) - 1}",
+    done = vecwal("rollback", "--config", str(cfg), "--exclude", "--header", "batch=nightly-42",
                   "--into", f"kafka:{target.topic}", "--json")
     out = json.loads(done.stdout)
     want = replay([*good1, *good2])
     now = replay([*good1, *bad, *good2])
+    assert out["report"]["excluded_events"] == len(bad)  # found by the header the log kept
     assert out["emitted"]["records"] == out["report"]["changed"] == sum(
         1 for k in want.keys() | now.keys() if want.get(k) != now.get(k)) > 0
 
