@@ -120,6 +120,15 @@ class QdrantEngine:
             if offset is None:
                 return
 
+    def fetch(self, collection: str, keys: list[str]
+              ) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
+        """The points of these keys, as ``scan`` gives them (keys the engine lacks left
+        out): reconciliation re-reads the few whose normalised vector hashed otherwise."""
+        for i in range(0, len(keys), 1024):
+            for p in self.client.retrieve(collection, ids=list[Any](keys[i:i + 1024]),
+                                          with_payload=True, with_vectors=True):
+                yield str(p.id), dict(p.payload or {}), np.asarray(p.vector, dtype=np.float32)
+
     def finish(self) -> None:
         pass
 
