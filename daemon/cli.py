@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli_jobs import add_command as add_jobs_command
 
     add_jobs_command(sub, _open_repository)
+    from daemon.cli_reconcile import add_command as add_reconcile_command
+
+    add_reconcile_command(sub, _open_repository)
     add_check_mapping_command(sub)  # reads Kafka only: never opens the store
     from daemon.cli_keys import add_commands as add_key_commands
     from daemon.cli_keys import add_forget_command

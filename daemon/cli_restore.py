@@ -55,6 +55,9 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     r.add_argument("--allow-incomplete", action="store_true",
                    help="restore past the valid-through time")
     r.add_argument("--dry-run", action="store_true", help="print the plan, move no data")
+    r.add_argument("--preview", action="store_true",
+                   help="qdrant:/milvus:: compare the engine with the state to restore and "
+                        "print what would be added, removed and changed; write nothing")
     r.add_argument("--no-validate", action="store_true")
     r.add_argument("--workers", type=int, default=0,
                    help="processes writing buckets into a dir: sink (default: one per CPU "
@@ -144,7 +147,7 @@ def make_sink(spec: str, config: Config, **options: Any) -> Sink:
 def _cmd_restore(args: argparse.Namespace, open_repository: Any) -> int:
     config = load_cli_config(args.config)
     repo: Repository = open_repository(config)
-    if args.dry_run:  # a plan, not a job: no record
+    if args.dry_run or args.preview:  # a plan or a comparison, not a job: no record
         return _restore(args, config, repo, None)
     with job_run(args, repo, "restore") as job:
         return job.exit_code(_restore(args, config, repo, job))
@@ -171,6 +174,12 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
     # --workers N is honoured as given; by default one per CPU, for large restores only.
     workers = Workers(args.workers, store_opener(config), min_bytes=0) if args.workers > 0 \
         else Workers(os.cpu_count() or 1, store_opener(config))
+    if args.preview:
+        from daemon.cli_reconcile import preview
+
+        plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
+                         allow_incomplete=args.allow_incomplete)
+        return preview(args, config, repo, plan)
     bars = ExitStack()  # closed before the report is printed
     shown = bars.enter_context(progress_bars(args.json or args.dry_run))
     try:

@@ -18,8 +18,10 @@ How, per collection (``Comparison``):
    bucket by bucket) are hashed alike and looked up: absent is ``missing``, equal hashes are
    the same record, different hashes are ``changed`` in those parts. The keys looked up are
    removed; what remains at the end is ``extra``.
-3. An engine that keeps cosine vectors normalised (Qdrant) is compared with the state's vector
-   normalised in float32. Where those bytes differ anyway, the point is re-read by its key
+3. An engine that keeps cosine vectors normalised (Qdrant) may give back the vector as written
+   or normalised (qdrant-client's local mode normalises in memory but gives back the vectors
+   as uploaded once the directory is opened again): both the state's bytes and its vector
+   normalised in float32 are taken. Where neither matches, the point is re-read by its key
    (``fetch``) and compared within float32 rounding (``same_vector``, as validation does),
    so a server that rounds its normalisation otherwise does not show as drift.
 
@@ -65,19 +67,20 @@ def part_hashes(vector: bytes, document: Any, metadata: Any, model: Any, source:
     return _h(vector) + _h(payload) + _h(orjson.dumps(acl))
 
 
-def state_hashes(rec: dict[str, Any], normalise: bool) -> bytes:
+def state_hashes(rec: dict[str, Any]) -> bytes:
     """``part_hashes`` of a state record (a snapshot record dict: metadata and source as
-    JSON text, the vector as bytes), its vector normalised when ``normalise``."""
-    vec = rec.get("vector") or b""
-    if normalise and vec:
-        v = np.frombuffer(vec, dtype="<f4")
-        norm = np.linalg.norm(v)
-        if norm > 0:
-            vec = (v / norm).astype("<f4").tobytes()
+    JSON text, the vector as bytes)."""
     meta, src = rec.get("metadata"), rec.get("source")
-    return part_hashes(vec, rec.get("document"), None if meta is None else orjson.loads(meta),
-                       rec.get("embedding_model"), None if src is None else orjson.loads(src),
-                       rec.get("acl"))
+    return part_hashes(rec.get("vector") or b"", rec.get("document"),
+                       None if meta is None else orjson.loads(meta), rec.get("embedding_model"),
+                       None if src is None else orjson.loads(src), rec.get("acl"))
+
+
+def normalised_hash(vector: bytes) -> bytes:
+    """The vector hash of ``vector`` normalised in float32 (as a cosine engine keeps it)."""
+    v = np.frombuffer(vector, dtype="<f4")
+    norm = np.linalg.norm(v)
+    return _h((v / norm).astype("<f4").tobytes() if norm > 0 else vector)
 
 
 def engine_hashes(fields: dict[str, Any], vector: np.ndarray) -> bytes:
@@ -202,13 +205,18 @@ class Comparison:
             if got is None:
                 drift.add("missing", tenant, ident)
                 continue
-            want = state_hashes(rec, normalises)
+            want = state_hashes(rec)
             if got[1] == want:
                 continue
             parts = differing(got[1], want)
-            if normalises and parts[0] == "vector":  # rounding? re-read it (step 3)
-                recheck.append((tenant, ident, got[0], rec.get("vector") or b"", parts))
-            else:
+            if normalises and parts[0] == "vector":  # written or normalised (step 3)
+                vec = rec.get("vector") or b""
+                if got[1][:8] == normalised_hash(vec):
+                    parts = parts[1:]
+                else:  # rounding? re-read it
+                    recheck.append((tenant, ident, got[0], vec, parts))
+                    continue
+            if parts:
                 drift.add("changed", tenant, ident, parts)
         drift.state_records += count
         return WrittenState(count, "0" * 32, per_tenant)
@@ -240,7 +248,9 @@ class Comparison:
                 got.update((k, v) for k, _, v in fetch(side.target, keys))
         for tenant, ident, key, vec, parts in recheck:
             have = got.get(key)
-            if have is not None and same_vector(have, np.frombuffer(vec, dtype="<f4"), True):
+            want = np.frombuffer(vec, dtype="<f4")
+            if have is not None and (same_vector(have, want, True)
+                                     or same_vector(have, want, False)):
                 parts = parts[1:]
             if parts:
                 drift.add("changed", tenant, ident, parts)
