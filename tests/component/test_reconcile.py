@@ -122,7 +122,7 @@ def test_reconcile_and_preview(repo_config: tuple[Repository, Path],
     repo, cfg = repo_config
     kind, spec = restored
     want, _ = oracle(generate(SEED, EVENTS), plan_now(repo).until_ms or 0)
-    engine = open_engine(spec)
+    engine: Any = open_engine(spec)  # its client, to write around vecwal
     try:
         # The restored engine: no drift, every record compared.
         clean = reconcile(repo, [TOPIC], engine, Scope())
