@@ -152,17 +152,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from daemon.drill import DrillScheduler
     from daemon.jobs.watch import JobWatch
     from daemon.lifecycle.scheduler import PruneScheduler
+    from daemon.reconcile_scheduler import ReconcileScheduler
     from daemon.snapshot.scheduler import CompactionScheduler
 
     jobs = JobWatch(repo.store, metrics)  # the job metrics, from the records in the store
     scheduler = CompactionScheduler(config, repo, metrics, jobs.publish)
     drills = DrillScheduler(config, repo, metrics, jobs.publish)
     pruner = PruneScheduler(config, repo, metrics, jobs.publish)
+    reconciler = ReconcileScheduler(config, repo, metrics)
     if not args.until_caught_up:
         jobs.start()
         scheduler.start()
         drills.start()
         pruner.start()
+        reconciler.start()
     try:
         return loop.run(until_caught_up=args.until_caught_up)
     finally:
@@ -170,6 +173,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scheduler.stop()
         drills.stop()
         pruner.stop()
+        reconciler.stop()
         if server is not None:
             server.stop()
 

@@ -21,6 +21,9 @@ import pytest
 from daemon.audit.reconcile import against_plan, reconcile
 from daemon.changelog.repository import Repository
 from daemon.config import load_config
+from daemon.errors import ConfigError
+from daemon.metrics import Metrics
+from daemon.reconcile_scheduler import ReconcileScheduler
 from daemon.objectstore import open_store
 from daemon.restore.executor import execute
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
@@ -233,3 +236,17 @@ def test_reconcile_cli_clean_and_refusals(repo_config: tuple[Repository, Path],
                               f"dir:{tmp_path / 'd'}", "--preview")
     assert code == 1 and "--preview compares with a vector database" in err
     assert not (tmp_path / "d").exists()
+
+    # Scheduled in `vecwal run`: the drift per collection and kind as gauges.
+    config = load_config(str(cfg), {"VECWAL_RECONCILE_INTERVAL_S": "3600",
+                                    "VECWAL_RECONCILE_ENGINE": spec,
+                                    "VECWAL_RECONCILE_COLLECTIONS": "img,docs"})
+    metrics = Metrics()
+    result = ReconcileScheduler(config, repo, metrics).run_once()
+    assert result is not None
+    drift = {(c, k): metrics.registry.get_sample_value(
+        "vecwal_reconcile_drift_records", {"collection": c, "kind": k})
+        for c in ("img", "docs") for k in ("extra", "missing", "changed")}
+    assert drift == {**dict.fromkeys(drift, 0.0), ("docs", "missing"): out["missing"]}
+    with pytest.raises(ConfigError, match=r"\[reconcile\]"):
+        load_config(str(cfg), {"VECWAL_RECONCILE_INTERVAL_S": "60"})
