@@ -5,7 +5,8 @@
 
 The repository is a snapshot of N records (``bench_restore.write_snapshot`` with
 ``bench_engines.UniquePool``: the workload's payload, a distinct unit vector each), restored
-once into the engine (not timed). Then per round, in one process, in alternating order (scroll first in even rounds):
+once into the engine (not timed). Then per round, in one process, in alternating order
+(scroll first in even rounds):
 
 - scroll (the baseline): the engine's own read-all of the collection through its client, in
   pages of the size ``Engine.scan`` uses, payloads and vectors included, every point touched:

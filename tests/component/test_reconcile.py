@@ -23,8 +23,8 @@ from daemon.changelog.repository import Repository
 from daemon.config import load_config
 from daemon.errors import ConfigError
 from daemon.metrics import Metrics
-from daemon.reconcile_scheduler import ReconcileScheduler
 from daemon.objectstore import open_store
+from daemon.reconcile_scheduler import ReconcileScheduler
 from daemon.restore.executor import execute
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
 from daemon.restore.sinks.engine import EngineSink
