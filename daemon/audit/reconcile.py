@@ -23,9 +23,11 @@ How, per collection (``Comparison``):
 3. An engine that keeps cosine vectors normalised (Qdrant) may give back the vector as written
    or normalised (qdrant-client's local mode normalises in memory but gives back the vectors
    as uploaded once the directory is opened again): both the state's bytes and its vector
-   normalised in float32 are taken. Where neither matches, the point is re-read by its key
-   (``fetch``) and compared within float32 rounding (``same_vector``, as validation does),
-   so a server that rounds its normalisation otherwise does not show as drift.
+   normalised in float32 are taken. Where neither matches and the engine can re-read points
+   by key (``fetch``: Qdrant, Chroma), the point is re-read and compared within float32
+   rounding (``same_vector``, as validation does), so an engine that rounds (a Qdrant server
+   normalising otherwise, Chroma's local store in the last bit) does not show as drift. Milvus,
+   LanceDB and pgvector give back the float32 values as written: their bytes are compared.
 
 The same record restored by vecwal hashes equal on both sides: the payload parts are what
 ``to_payload`` stores as plain fields, which a pipeline writing the same layout also writes.
@@ -96,15 +98,17 @@ def differing(a: Hashes, b: Hashes) -> list[str]:
     return [p for p, x, y in zip(PARTS, a, b, strict=True) if x != y]
 
 
-def _parts(got: Hashes, want: Hashes, norm: int | None) -> list[str] | None:
+def _parts(got: Hashes, want: Hashes, norm: int | None, recheck: bool) -> list[str] | None:
     """The parts in which an engine point (``got``) differs from the state record (``want``);
-    ``norm``: the record's normalised vector hash, for an engine that normalises. None: only
-    the vector differs from both forms, so it needs comparing within rounding."""
+    ``norm``: the record's normalised vector hash, for an engine that normalises. None: the
+    vector differs from both forms and the engine can be re-read (``recheck``), to compare it
+    within float32 rounding."""
     parts = differing(got, want)
-    if norm is not None and parts and parts[0] == "vector":
-        if got[0] == norm:
+    if parts and parts[0] == "vector":
+        if norm is not None and got[0] == norm:
             return parts[1:]
-        return None
+        if recheck:
+            return None
     return parts
 
 
@@ -214,6 +218,7 @@ class Comparison:
         was fed (count and tenants; no digest)."""
         drift, side, recheck = self._open[collection]
         normalises = self.normalises(collection)
+        can_recheck = hasattr(self.engine, "fetch")
         held, tenants = side.held, self.tenants
         count = 0
         per_tenant: dict[str, int] = {}
@@ -232,7 +237,7 @@ class Comparison:
                 continue
             vec = rec.get("vector") or b""
             norm = normalised_hash(vec) if normalises and got[1][0] != want[0] else None
-            parts = _parts(got[1], want, norm)
+            parts = _parts(got[1], want, norm, can_recheck)
             if parts is None:  # rounding? re-read it (step 3)
                 recheck.append((tenant, ident, got[0], vec, differing(got[1], want)))
             elif parts:
@@ -242,7 +247,7 @@ class Comparison:
 
     def close(self, collection: str) -> CollectionDrift:
         drift, side, recheck = self._open.pop(collection)
-        self._recheck(side, drift, recheck)
+        self._recheck(side, drift, recheck, self.normalises(collection))
         for (tenant, ident), _ in side.held.items():
             drift.add("extra", tenant, ident)
         for key in side.unkeyed:
@@ -256,9 +261,10 @@ class Comparison:
             self.close(name)
         return self.done
 
-    def _recheck(self, side: EngineSide, drift: CollectionDrift, recheck: list[Any]) -> None:
-        """The points whose normalised vector hashed otherwise, re-read and compared within
-        float32 rounding; an engine without ``fetch`` reports them as they hashed."""
+    def _recheck(self, side: EngineSide, drift: CollectionDrift, recheck: list[Any],
+                 normalises: bool) -> None:
+        """The points whose vector hashed otherwise, re-read and compared within float32
+        rounding (as written, or normalised where the engine normalises)."""
         fetch = getattr(self.engine, "fetch", None)
         got: dict[str, np.ndarray] = {}
         if fetch is not None:
@@ -268,8 +274,8 @@ class Comparison:
         for tenant, ident, key, vec, parts in recheck:
             have = got.get(key)
             want = np.frombuffer(vec, dtype="<f4")
-            if have is not None and (same_vector(have, want, True)
-                                     or same_vector(have, want, False)):
+            if have is not None and (same_vector(have, want, False) or (
+                    normalises and same_vector(have, want, True))):
                 parts = parts[1:]
             if parts:
                 drift.add("changed", tenant, ident, parts)
