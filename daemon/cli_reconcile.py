@@ -62,7 +62,7 @@ def _cmd_reconcile(args: argparse.Namespace, open_repository: Any) -> int:
     engine = open_engine(args.engine)
     try:
         result = reconcile(repo, config.kafka.topics, engine, scope, rename,
-                           open_store=open_store_of(config))
+                           open_store=open_store_of(config), pause_gc=True)
     finally:
         engine.close()
     code = DRIFT_EXIT if result.drift else 0
@@ -87,7 +87,7 @@ def preview(args: argparse.Namespace, config: Config, repo: Any, plan: Any) -> i
     engine = open_engine(args.into)
     try:
         result = against_plan(repo, plan, engine, parse_rename(args.rename),
-                              open_store=open_store_of(config))
+                              open_store=open_store_of(config), pause_gc=True)
     finally:
         engine.close()
     if args.json:

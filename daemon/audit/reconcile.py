@@ -386,11 +386,21 @@ class Reconciliation:
 
 def against_plan(repo: Repository, plan: RestorePlan, engine: Engine,
                  rename: dict[str, str] | None = None, prefix: str = "",
-                 open_store: Callable[[], ObjectStore] | None = None) -> Reconciliation:
+                 open_store: Callable[[], ObjectStore] | None = None,
+                 pause_gc: bool = False) -> Reconciliation:
     """Compare ``engine`` with the state ``plan`` restores (``restore --preview``): the
     restore machinery streams it (``executor.execute``) into a ``ComparingSink``, so it is the
     state a restore would write, record for record; nothing is written. ``open_store``: a
-    repository with per-tenant keys (records opened with their tenant's key on the way)."""
+    repository with per-tenant keys (records opened with their tenant's key on the way).
+
+    ``pause_gc``: pause Python's cyclic garbage collector meanwhile (the CLI, a process of
+    its own). The comparison keeps only acyclic dicts and tuples, but it allocates enough of
+    them to set off full collections, and each walks every object the process holds: an
+    embedded engine's whole collection (Qdrant local mode keeps every payload as Python
+    objects), a third of the time at 30,000 x 768 (docs/performance.md). Not in `vecwal run`,
+    where capture runs beside it."""
+    import gc
+
     began = time.monotonic()
     sink = ComparingSink(engine, plan.scope.tenants, rename, prefix,
                          also=plan.scope.collections or ())
@@ -399,18 +409,27 @@ def against_plan(repo: Repository, plan: RestorePlan, engine: Engine,
         from daemon.restore.sinks.opening import opening_sink
 
         wrapped = opening_sink(sink, open_store)
-    execute(repo, plan, wrapped)
+    paused = pause_gc and gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        execute(repo, plan, wrapped)
+    finally:
+        if paused:
+            gc.enable()
     return Reconciliation(engine.name, plan, dict(sink.comparison.done),
                           time.monotonic() - began)
 
 
 def reconcile(repo: Repository, topics: list[str], engine: Engine, scope: Scope,
               rename: dict[str, str] | None = None,
-              open_store: Callable[[], ObjectStore] | None = None) -> Reconciliation:
+              open_store: Callable[[], ObjectStore] | None = None,
+              pause_gc: bool = False) -> Reconciliation:
     """Drift of ``engine`` from the backup: compared with the state at the repository's
-    valid-through time (``--to now``), for the collections and tenants of ``scope``."""
+    valid-through time (``--to now``), for the collections and tenants of ``scope``
+    (``pause_gc``: as ``against_plan``)."""
     from daemon.restore.target import parse_target
 
     target = parse_target("now", int(time.time() * 1000))
     plan = make_plan(gather(repo, topics, target), target, scope)
-    return against_plan(repo, plan, engine, rename, open_store=open_store)
+    return against_plan(repo, plan, engine, rename, open_store=open_store, pause_gc=pause_gc)

@@ -5,8 +5,8 @@
 
 The repository is a snapshot of N records (``bench_restore.write_snapshot`` with
 ``bench_engines.UniquePool``: the workload's payload, a distinct unit vector each), restored
-once into the engine (not timed). Then per round, in one process, in alternating order
-(scroll first in even rounds):
+once into the engine (not timed). Then per round, in one process, the three steps below, in
+an order rotated by round:
 
 - scroll (the baseline): the engine's own read-all of the collection through its client, in
   pages of the size ``Engine.scan`` uses, payloads and vectors included, every point touched:
@@ -14,12 +14,16 @@ once into the engine (not timed). Then per round, in one process, in alternating
   batch_size=8192)`` over every field;
 - reconcile: ``daemon.audit.reconcile.reconcile`` of the same collection against the backup's
   state at valid-through (the engine scanned and hashed, the snapshot read and decoded by the
-  restore machinery, the comparison); it must find no drift.
+  restore machinery, the comparison); it must find no drift. As the CLI runs it, with the
+  cyclic garbage collector paused (``pause_gc``);
+- reconcile_gc: the same with the collector running, as the scheduled reconcile in
+  `vecwal run` does. (The scroll runs with it, as a client would.)
 
-The ratio is the scroll's median time over reconcile's median (1.0: reconcile as fast as the
-engine can be read; the goal is >= 0.8). Engines: ``qdrant-memory`` (qdrant-client local
-mode in memory: a directory-backed local collection is loaded into the same memory structures
-when opened, and loading one commits SQLite per point), ``milvus`` (Milvus Lite, a .db file).
+``ratio`` is the scroll's median time over reconcile's median (1.0: reconcile as fast as the
+engine can be read; the goal is >= 0.8); ``ratio_gc`` the same for reconcile_gc. Engines:
+``qdrant-memory`` (qdrant-client local mode in memory: a directory-backed local collection is
+loaded into the same memory structures when opened, and loading one commits SQLite per
+point), ``milvus`` (Milvus Lite, a .db file).
 Figures on stdout as JSON, progress on stderr; method and numbers in docs/performance.md.
 """
 
@@ -66,6 +70,9 @@ def own_scroll(engine: Any, name: str) -> int:
             return n
 
 
+STEPS = ("scroll", "reconcile", "reconcile_gc")
+
+
 def run_engine(kind: str, work: Path, repo_path: Path, rounds: int) -> dict[str, Any]:
     from daemon.audit.reconcile import reconcile
     from daemon.changelog.repository import Repository
@@ -75,35 +82,35 @@ def run_engine(kind: str, work: Path, repo_path: Path, rounds: int) -> dict[str,
 
     spec = "qdrant::memory:" if kind == "qdrant-memory" else f"milvus:{work / 'r.db'}"
     sink, restored = timed_restore(spec, str(repo_path), False)
-    say(f"{kind}: restored {restored['records']:,} records in {restored['rto_s']:.1f}s")
+    n = restored["records"]
+    say(f"{kind}: restored {n:,} records in {restored['rto_s']:.1f}s")
     engine = sink.engine
     name = next(iter(sink.truth))
     repo = Repository(open_store(f"file://{repo_path}"))
-    scroll_s, reconcile_s = [], []
+    times: dict[str, list[float]] = {step: [] for step in STEPS}
     try:
         for r in range(rounds):
-            for step in ("scroll", "reconcile") if r % 2 == 0 else ("reconcile", "scroll"):
+            for step in STEPS[r % 3:] + STEPS[:r % 3]:  # each step first in some round
                 began = time.monotonic()
                 if step == "scroll":
-                    n = own_scroll(engine, name)
-                    scroll_s.append(time.monotonic() - began)
-                    assert n == restored["records"], (n, restored["records"])
-                    continue
-                result = reconcile(repo, [TOPIC], engine, Scope())
-                reconcile_s.append(time.monotonic() - began)
-                c = result.collections[name]
-                assert result.drift == 0 and \
-                    c.state_records == c.engine_records == restored["records"], result.to_dict()
-            say(f"{kind} round {r}: scroll {scroll_s[-1]:.2f}s, reconcile {reconcile_s[-1]:.2f}s")
+                    assert own_scroll(engine, name) == n
+                else:
+                    result = reconcile(repo, [TOPIC], engine, Scope(),
+                                       pause_gc=step == "reconcile")
+                    c = result.collections[name]
+                    assert result.drift == 0 and c.state_records == c.engine_records == n, \
+                        result.to_dict()
+                times[step].append(time.monotonic() - began)
+            say(f"{kind} round {r}: " + ", ".join(f"{s} {t[-1]:.2f}s" for s, t in times.items()))
     finally:
         sink.close()
-    n = restored["records"]
-    return {"records": n, "restore_s": round(restored["rto_s"], 2),
-            "scroll_s": [round(s, 3) for s in scroll_s],
-            "reconcile_s": [round(s, 3) for s in reconcile_s],
-            "scroll_per_s": round(n / median(scroll_s)),
-            "reconcile_per_s": round(n / median(reconcile_s)),
-            "ratio": round(median(scroll_s) / median(reconcile_s), 3)}
+    out: dict[str, Any] = {"records": n, "restore_s": round(restored["rto_s"], 2)}
+    for step, t in times.items():
+        out[f"{step}_s"] = [round(x, 3) for x in t]
+        out[f"{step}_per_s"] = round(n / median(t))
+    out["ratio"] = round(median(times["scroll"]) / median(times["reconcile"]), 3)
+    out["ratio_gc"] = round(median(times["scroll"]) / median(times["reconcile_gc"]), 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
