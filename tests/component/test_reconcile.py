@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from daemon.audit.reconcile import against_plan, reconcile
+from daemon.audit.reconcile import against_plan, compare, reconcile
 from daemon.changelog.repository import Repository
 from daemon.config import load_config
 from daemon.errors import ConfigError
@@ -269,5 +269,19 @@ def test_other_embedded_engines_reconcile_clean(repo_config: tuple[Repository, P
         got = reconcile(repo, [TOPIC], engine, Scope())
         assert got.drift == 0 and sum(c.state_records for c in got.collections.values()) > 0, \
             got.to_dict()
+
+        # ``compare``, for a caller that builds the state itself (rollback): the oracle's
+        # replay is the same state; one record's acl changed in it is reported.
+        want, catalog = oracle(generate(SEED, EVENTS), plan_now(repo).until_ms or 0)
+        names = sorted({k[0] for k in want})
+        states = {n: [dict(r, tenant=k[1], id=k[2]) for k, r in sorted(want.items())
+                      if k[0] == n] for n in names}
+        assert all(c.drift == 0 for c in compare(engine, states.items(), catalog).values())
+        first = states[names[0]][0]
+        first["acl"] = ["someone-else"]
+        drift = compare(engine, states.items(), catalog)[names[0]]
+        assert drift.samples["changed"] == [
+            {"tenant": first["tenant"], "id": first["id"], "parts": ["acl"]}]
+        assert drift.drift == 1
     finally:
         engine.close()
