@@ -164,13 +164,12 @@ class EngineSide:
         self.unkeyed: list[str] = []
 
     def read(self) -> int:
-        """Scroll the collection (nothing when it does not exist); the points read."""
+        """Scroll the collection (nothing when it does not exist); the points read in scope
+        (of the tenants asked, and those without a tenant or id)."""
         if not self.engine.exists(self.target):
             return 0
         tenants, held = self.tenants, self.held
-        n = 0
         for key, fields, vec in self.engine.scan(self.target):
-            n += 1
             tenant, ident = fields.get("tenant"), fields.get("id")
             if not isinstance(tenant, str) or not isinstance(ident, str):
                 self.unkeyed.append(key)
@@ -178,7 +177,7 @@ class EngineSide:
             if tenants is not None and tenant not in tenants:
                 continue
             held[(tenant, ident)] = (key, engine_hashes(fields, vec))
-        return n
+        return len(held) + len(self.unkeyed)
 
 
 class Comparison:
@@ -313,6 +312,8 @@ class ComparingSink:
     engine sink would (``EngineSink.target``)."""
 
     parallel_safe = False
+    writes = False
+    """The executor logs "collection compared", not "restored"."""
 
     def __init__(self, engine: Engine, tenants: frozenset[str] | None = None,
                  rename: dict[str, str] | None = None, prefix: str = "",
