@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     from daemon.cli_jobs import add_command as add_jobs_command
 
     add_jobs_command(sub, _open_repository)
+    from daemon.cli_reconcile import add_command as add_reconcile_command
+
+    add_reconcile_command(sub, _open_repository)
     add_check_mapping_command(sub)  # reads Kafka only: never opens the store
     from daemon.cli_keys import add_commands as add_key_commands
     from daemon.cli_keys import add_forget_command
@@ -151,17 +154,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from daemon.drill import DrillScheduler
     from daemon.jobs.watch import JobWatch
     from daemon.lifecycle.scheduler import PruneScheduler
+    from daemon.reconcile_scheduler import ReconcileScheduler
     from daemon.snapshot.scheduler import CompactionScheduler
 
     jobs = JobWatch(repo.store, metrics)  # the job metrics, from the records in the store
     scheduler = CompactionScheduler(config, repo, metrics, jobs.publish)
     drills = DrillScheduler(config, repo, metrics, jobs.publish)
     pruner = PruneScheduler(config, repo, metrics, jobs.publish)
+    reconciler = ReconcileScheduler(config, repo, metrics)
     if not args.until_caught_up:
         jobs.start()
         scheduler.start()
         drills.start()
         pruner.start()
+        reconciler.start()
     try:
         return loop.run(until_caught_up=args.until_caught_up)
     finally:
@@ -169,6 +175,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         scheduler.stop()
         drills.stop()
         pruner.stop()
+        reconciler.stop()
         if server is not None:
             server.stop()
 

@@ -26,9 +26,9 @@ def job_run(args: argparse.Namespace, repo: Repository, kind: str) -> JobRun:
 
 def job_unless_dry_run(args: argparse.Namespace, repo: Repository, kind: str,
                        run: Callable[[JobRun | None], int]) -> int:
-    """``run`` with the command's job record, or with None for ``--dry-run`` (a plan, not a
-    job: no record); the exit code."""
-    if args.dry_run:
+    """``run`` with the command's job record, or with None for ``--dry-run`` and
+    ``--preview`` (a plan or a comparison, not a job: no record); the exit code."""
+    if args.dry_run or getattr(args, "preview", False):
         return run(None)
     with job_run(args, repo, kind) as job:
         return job.exit_code(run(job))

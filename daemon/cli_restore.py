@@ -61,6 +61,9 @@ def add_commands(sub: Any, open_repository: Any) -> None:
     r.add_argument("--allow-incomplete", action="store_true",
                    help="restore past the valid-through time")
     r.add_argument("--dry-run", action="store_true", help="print the plan, move no data")
+    r.add_argument("--preview", action="store_true",
+                   help="qdrant:/milvus:: compare the engine with the state to restore and "
+                        "print what would be added, removed and changed; write nothing")
     r.add_argument("--no-validate", action="store_true")
     r.add_argument("--workers", type=int, default=0,
                    help="processes writing buckets into a dir: sink (default: one per CPU "
@@ -170,6 +173,12 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
         job.scope(collections=args.collection, tenants=args.tenant, target=args.to,
                   target_ms=target.time_ms)
     workers = restore_workers(args.workers, config)
+    if args.preview:
+        from daemon.cli_reconcile import preview
+
+        plan = make_plan(gather(repo, config.kafka.topics, target), target, scope,
+                         allow_incomplete=args.allow_incomplete)
+        return preview(args, config, repo, plan)
     bars = ExitStack()  # closed before the report is printed
     shown = bars.enter_context(progress_bars(args.json or args.dry_run))
     try:

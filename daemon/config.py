@@ -144,6 +144,19 @@ class DrillConfig:
 
 
 @dataclass(frozen=True)
+class ReconcileConfig:
+    interval_s: float = 0.0
+    """How often `vecwal run` compares the live engine with the backup (``vecwal reconcile``)
+    and exports ``vecwal_reconcile_drift_records``; 0 (the default) disables."""
+    engine: str = ""
+    """The live engine: qdrant:URL_OR_PATH, milvus:URI, pgvector:..., chroma:..., lancedb:PATH."""
+    collections: list[str] = field(default_factory=list)
+    """The collections to compare (at least one when scheduled)."""
+    tenants: list[str] = field(default_factory=list)
+    """Only these tenants (empty: all)."""
+
+
+@dataclass(frozen=True)
 class RetentionConfig:
     window: str = ""
     """Every instant in this past stays restorable (a duration: "14d"); empty: keep all."""
@@ -214,6 +227,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     compaction: CompactionConfig = field(default_factory=CompactionConfig)
     drill: DrillConfig = field(default_factory=DrillConfig)
+    reconcile: ReconcileConfig = field(default_factory=ReconcileConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     encryption: EncryptionConfig = field(default_factory=EncryptionConfig)
@@ -228,6 +242,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "capture": CaptureConfig,
     "compaction": CompactionConfig,
     "drill": DrillConfig,
+    "reconcile": ReconcileConfig,
     "retention": RetentionConfig,
     "jobs": JobsConfig,
     "encryption": EncryptionConfig,

@@ -91,6 +91,14 @@ def validate(config: Config) -> None:
     if d.into.partition(":")[0] not in ("qdrant", "milvus", "dir") or ":" not in d.into:
         raise ConfigError(f"{src}: [drill] into is {d.into!r}",
                           'use "qdrant::memory:", "qdrant:PATH_OR_URL", "milvus:PATH.db" or "dir:PATH"')
+    rc = config.reconcile
+    if rc.interval_s < 0 or (rc.interval_s > 0 and not (
+            rc.engine.partition(":")[2] and rc.collections)):
+        raise ConfigError(f"{src}: [reconcile] needs interval_s >= 0 (0 disables), and when "
+                          f"scheduled an engine and collections (got {rc.engine!r}, "
+                          f"{rc.collections})",
+                          'e.g. interval_s = 3600, engine = "qdrant:http://qdrant:6333", '
+                          'collections = ["docs"]')
     _validate_retention(config)
     _validate_encryption(config)
     if config.log.level.lower() not in ("debug", "info", "warning", "error"):

@@ -79,6 +79,14 @@ class Metrics:
             "RTO of the newest restore drill: plan, load and validation, wall time", registry=r)
         self.drills = Counter("vecwal_drills", "Restore drills run by this process", ["result"],
                               registry=r)
+        self.reconcile_drift = Gauge(
+            "vecwal_reconcile_drift_records",
+            "Records in which the live engine differs from the backup at valid-through, at the "
+            "last scheduled reconcile: kind extra (only in the engine), missing (only in the "
+            "backup), changed", ["collection", "kind"], registry=r)
+        self.last_reconcile_time = Gauge(
+            "vecwal_last_reconcile_timestamp_seconds",
+            "When the last scheduled reconcile finished", registry=r)
         self.repository_bytes = Gauge(
             "vecwal_repository_bytes", "Bytes the repository holds, by kind, at the last prune",
             ["kind"], registry=r)

@@ -191,7 +191,8 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
     written: dict[str, WrittenState] = {}
     for name, collection_parts in parts.items():
         written[name] = combine_written(collection_parts)
-        log.info("collection restored", collection=name, records=written[name].records,
+        log.info("collection restored" if getattr(sink, "writes", True)
+                 else "collection compared", collection=name, records=written[name].records,
                  sink=sink.name)
     sink.finish()
     screen.log_new("restore")

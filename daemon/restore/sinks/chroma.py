@@ -223,6 +223,20 @@ class ChromaEngine:
                 return
             offset += len(ids)
 
+    def fetch(self, collection: str, keys: list[str]
+              ) -> Iterator[tuple[str, dict[str, Any], np.ndarray]]:
+        """The points of these keys, as ``scan`` gives them (keys Chroma lacks left out):
+        reconciliation re-reads the few whose vector hashed otherwise (Chroma's local store
+        gives some back a bit off)."""
+        self._drain()
+        col = self._collection(collection)
+        for i in range(0, len(keys), PAGE):
+            page = col.get(ids=keys[i:i + PAGE], include=["embeddings", "metadatas", "documents"])
+            vectors = np.asarray(page["embeddings"], dtype=np.float32)
+            for j, key in enumerate(page["ids"]):
+                yield str(key), from_metadata(page["metadatas"][j], page["documents"][j]), \
+                    vectors[j]
+
     def finish(self) -> None:
         self._drain()
 

@@ -350,11 +350,7 @@ class EngineSink:
                 out.unknown.append(key)
                 rec["vector"] = got.astype("<f4").tobytes()
             else:
-                want = vectors[row]
-                if cosine:
-                    norm = float(np.linalg.norm(want))
-                    want = want / norm if norm > 0 else want
-                if got.shape == want.shape and np.allclose(got, want, rtol=1e-5, atol=1e-6):
+                if same_vector(got, vectors[row], cosine):
                     rec["vector"] = vectors[row].astype("<f4").tobytes()
                 else:
                     out.vector_mismatch.append(key)
@@ -365,6 +361,15 @@ class EngineSink:
             tenants[rec["tenant"]] = tenants.get(rec["tenant"], 0) + 1
         out.state = WrittenState(digest.count, digest.hex, dict(sorted(tenants.items())))
         return out
+
+
+def same_vector(got: np.ndarray, want: np.ndarray, cosine: bool) -> bool:
+    """Whether the engine's vector ``got`` is the written ``want``: equal within float32
+    rounding, to ``want`` normalised when the engine normalises cosine vectors (``cosine``)."""
+    if cosine:
+        norm = float(np.linalg.norm(want))
+        want = want / norm if norm > 0 else want
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-5, atol=1e-6))
 
 
 def to_payload(rec: dict[str, Any]) -> dict[str, Any]:

@@ -6,17 +6,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from daemon.config import Config
 from daemon.errors import VecwalError
 from daemon.restore.sinks import Sink
-from daemon.restore.sinks.engine import Progress
-
-if TYPE_CHECKING:
-    from daemon.restore.sinks.milvus import MilvusEngine
-    from daemon.restore.sinks.pgvector import PgvectorEngine
-    from daemon.restore.sinks.qdrant import QdrantEngine
+from daemon.restore.sinks.engine import Engine, Progress
 
 SPECS = ("dir:PATH, kafka:TOPIC, qdrant:URL_OR_PATH, milvus:URI, chroma:URL_OR_PATH or "
          "pgvector:postgresql://USER:PASSWORD@HOST:PORT/DB, or lancedb:PATH")
@@ -55,53 +49,57 @@ def _open_sink(spec: str, config: Config, *, replace: bool, rename: dict[str, st
 
         return DirSink(Path(where), workers=workers, parallel_min_bytes=parallel_min_bytes,
                        file_mode=parse_file_mode(config.storage.file_mode))
-    if kind == "lancedb":
-        from daemon.restore.sinks.engine import EngineSink
-        from daemon.restore.sinks.lancedb import LanceDBEngine
-
-        if "://" in where:
-            raise VecwalError(f"--into {spec!r}: lancedb: takes a local directory",
-                              "use lancedb:/path/to/dir (LanceDB Cloud and object-store URIs "
-                              "are not supported)")
-        return EngineSink(LanceDBEngine(where), replace=replace, rename=rename,
-                          progress=progress, prefix=prefix)
     if kind == "kafka":
         from daemon.restore.sinks.kafka import KafkaSink
 
         sink: Sink = KafkaSink(config.kafka.bootstrap_servers, where,
                                fmt=config.kafka.format_of(where), client=config.kafka.client)
         return sink
-    if kind == "chroma":
-        from daemon.restore.sinks.chroma import ChromaEngine
-        from daemon.restore.sinks.engine import EngineSink
-
-        return EngineSink(ChromaEngine(where), replace=replace, rename=rename,
-                          progress=progress, prefix=prefix)
     if kind in ENGINES:
         from daemon.restore.sinks.engine import EngineSink
 
-        if kind == "qdrant":
-            from daemon.restore.sinks.qdrant import QdrantEngine
-
-            engine: QdrantEngine | MilvusEngine | PgvectorEngine = QdrantEngine(where)
-        elif kind == "pgvector":
-            from daemon.restore.sinks.pgvector import PgvectorEngine
-
-            if not where.startswith(("postgresql://", "postgres://")):
-                raise VecwalError(f"--into {spec!r}: pgvector: takes a PostgreSQL URL",
-                                  "use pgvector:postgresql://USER:PASSWORD@HOST:5432/DB (the "
-                                  "password may come from PGPASSWORD or ~/.pgpass instead)")
-            engine = PgvectorEngine(where)
-        else:
-            from daemon.restore.sinks.milvus import MilvusEngine
-
-            if not where.startswith(("http://", "https://")) and not where.endswith(".db"):
-                raise VecwalError(f"--into {spec!r}: a local Milvus Lite file must end in .db",
-                                  "use milvus:/path/restore.db or milvus:http://host:19530")
-            engine = MilvusEngine(where)
-        return EngineSink(engine, replace=replace, rename=rename, progress=progress,
+        return EngineSink(open_engine(spec), replace=replace, rename=rename, progress=progress,
                           prefix=prefix)
     raise VecwalError(f"--into {spec!r} is not a sink", f"use {SPECS}")
+
+
+def open_engine(spec: str) -> Engine:
+    """The engine adapter of an engine spec (``qdrant:``, ``milvus:``, ``pgvector:``,
+    ``chroma:``, ``lancedb:``), for a sink or to read a live collection (reconcile)."""
+    kind, sep, where = spec.partition(":")
+    if kind not in ENGINES or not (sep and where):
+        raise VecwalError(f"{spec!r} is not a vector database",
+                          f"use one of {', '.join(e + ':' for e in ENGINES)} with its location")
+    if kind == "lancedb":
+        from daemon.restore.sinks.lancedb import LanceDBEngine
+
+        if "://" in where:
+            raise VecwalError(f"{spec!r}: lancedb: takes a local directory",
+                              "use lancedb:/path/to/dir (LanceDB Cloud and object-store URIs "
+                              "are not supported)")
+        return LanceDBEngine(where)
+    if kind == "chroma":
+        from daemon.restore.sinks.chroma import ChromaEngine
+
+        return ChromaEngine(where)
+    if kind == "qdrant":
+        from daemon.restore.sinks.qdrant import QdrantEngine
+
+        return QdrantEngine(where)
+    if kind == "pgvector":
+        from daemon.restore.sinks.pgvector import PgvectorEngine
+
+        if not where.startswith(("postgresql://", "postgres://")):
+            raise VecwalError(f"{spec!r}: pgvector: takes a PostgreSQL URL",
+                              "use pgvector:postgresql://USER:PASSWORD@HOST:5432/DB (the "
+                              "password may come from PGPASSWORD or ~/.pgpass instead)")
+        return PgvectorEngine(where)
+    from daemon.restore.sinks.milvus import MilvusEngine
+
+    if not where.startswith(("http://", "https://")) and not where.endswith(".db"):
+        raise VecwalError(f"{spec!r}: a local Milvus Lite file must end in .db",
+                          "use milvus:/path/restore.db or milvus:http://host:19530")
+    return MilvusEngine(where)
 
 
 def shown_spec(spec: str) -> str:
