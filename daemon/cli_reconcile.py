@@ -73,9 +73,10 @@ def _cmd_reconcile(args: argparse.Namespace, open_repository: Any) -> int:
     return code
 
 
-def preview(args: argparse.Namespace, config: Config, repo: Any, plan: Any) -> int:
-    """``restore --preview``: what the restore of ``plan`` would change in the engine of
-    ``args.into``, written nowhere."""
+def preview(args: argparse.Namespace, config: Config, repo: Any, plan: Any,
+            command: str = "restore") -> int:
+    """``restore --preview`` (and ``rollback --preview``, ``command``): what the restore of
+    ``plan`` would change in the engine of ``args.into``, written nowhere."""
     from daemon.audit.reconcile import against_plan
     from daemon.restore.sinks.open import open_engine, parse_rename
 
@@ -86,7 +87,7 @@ def preview(args: argparse.Namespace, config: Config, repo: Any, plan: Any) -> i
                           "for dir: and kafka: use --dry-run")
     engine = open_engine(args.into)
     try:
-        result = against_plan(repo, plan, engine, parse_rename(args.rename),
+        result = against_plan(repo, plan, engine, parse_rename(getattr(args, "rename", None)),
                               open_store=open_store_of(config), pause_gc=True)
     finally:
         engine.close()
@@ -95,7 +96,7 @@ def preview(args: argparse.Namespace, config: Config, repo: Any, plan: Any) -> i
         out["labels"] = PREVIEW_LABELS
         emit_json(out)
     else:
-        print_comparison(result, PREVIEW_LABELS, "the restore would change")
+        print_comparison(result, PREVIEW_LABELS, f"the {command} would change")
     return 0
 
 

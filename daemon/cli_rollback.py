@@ -78,6 +78,10 @@ def add_commands(sub: Any, open_repository: Any) -> None:
                                   "(the full rolled-back state); not needed with --dry-run")
     r.add_argument("--dry-run", action="store_true",
                    help="print what would change, write nothing")
+    r.add_argument("--preview", action="store_true",
+                   help="compare the engine of --into (qdrant:, milvus:, ...) with the "
+                        "rolled-back state: added, removed, changed per collection and "
+                        "tenant; write nothing")
     r.add_argument("--allow-incomplete", action="store_true",
                    help="roll back to a --to past the valid-through time")
     r.add_argument("--no-validate", action="store_true")
@@ -93,7 +97,7 @@ class NoSink(VecwalError):
 
 def _cmd_rollback(args: argparse.Namespace, open_repository: Any) -> int:
     if not args.dry_run and not args.into:
-        raise NoSink("rollback needs --into SINK, or --dry-run",
+        raise NoSink("rollback needs --into SINK (with --preview too), or --dry-run",
                           "kafka:TOPIC for corrective events, or dir:/qdrant:/milvus:... for "
                           "the full rolled-back state")
     config = load_cli_config(args.config)
@@ -154,6 +158,10 @@ def _rollback(args: argparse.Namespace, config: Config, repo: Repository,
     from daemon.snapshot.compactor import stop_offset
 
     filt, plan = _plan(args, config, repo)
+    if args.preview:  # the full rolled-back state compared with the engine, written nowhere
+        from daemon.cli_reconcile import preview
+
+        return preview(args, config, repo, plan, command="rollback")
     if job is not None:
         job.scope(collections=args.collection, tenants=args.tenant, target=args.to,
                   target_ms=plan.until_ms)

@@ -97,3 +97,34 @@ def test_refusal_exit_code(setup: tuple[Path, Repository, History]) -> None:
     t1, t2, _ = bounds(history)
     bad = vecwal("rollback", "--config", str(cfg), "--between", str(t2), str(t1), "--dry-run")
     assert bad.returncode == 2 and "after the second" in bad.stderr
+
+
+def test_preview_into_an_engine_counts_what_the_rollback_changes(
+        setup: tuple[Path, Repository, History], tmp_path: Path) -> None:
+    """``rollback --preview --into qdrant:PATH`` over an engine holding the current state: the
+    records it would add, remove and change are the dry run's restored, removed and reverted;
+    nothing is written (a second preview says the same) and no job is recorded."""
+    cfg, _, history = setup
+    t1, t2, _ = bounds(history)
+    engine = f"qdrant:{tmp_path / 'qdrant'}"
+    assert vecwal("restore", "--config", str(cfg), "--to", "now", "--into", engine,
+                  "--json").returncode == 0
+    report = json.loads(vecwal("rollback", "--config", str(cfg), "--between", str(t1), str(t2),
+                               "--dry-run", "--json").stdout)["report"]
+    jobs_before = json.loads(vecwal("jobs", "--config", str(cfg), "--json").stdout)["jobs"]
+    previews = []
+    for _ in range(2):
+        done = vecwal("rollback", "--config", str(cfg), "--between", str(t1), str(t2),
+                      "--into", engine, "--preview", "--json")
+        assert done.returncode == 0, done.stderr
+        previews.append(json.loads(done.stdout))
+    got = previews[0]
+    assert (got["missing"], got["extra"], got["changed"]) == \
+        (report["restored"], report["removed"], report["reverted"])
+    assert got["drift"] == report["changed"] > 0
+    assert previews[1]["drift"] == got["drift"], "the preview wrote into the engine"
+    assert json.loads(vecwal("jobs", "--config", str(cfg), "--json").stdout)["jobs"] == \
+        jobs_before
+    refused = vecwal("rollback", "--config", str(cfg), "--between", str(t1), str(t2),
+                     "--into", f"dir:{tmp_path / 'd'}", "--preview")
+    assert refused.returncode != 0 and "--dry-run" in refused.stderr
