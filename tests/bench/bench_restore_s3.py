@@ -19,6 +19,9 @@ round, every measurement in a child process of its own:
   parallelism as the restore: ``--workers`` processes, each reading its share of the bucket
   files (bucket modulo workers, as the restore's shards) with ``DEPTH`` ranged GETs of
   ``PART_BYTES`` in flight through a plain boto3 client, bytes discarded;
+* **GET and write baseline**: the same GETs, each object's parts written to a local file as
+  they arrive (``atomic_write``, not durable, the tree synced at the end): a copy of the
+  bucket files to local disk, which a restore to ``dir:`` cannot beat on this machine;
 * **restore**: plan, ``execute`` to ``dir:`` with ``--workers`` worker processes (the CLI's
   path), validation timed apart (``bench_restore.child_restore``); peak RSS of the process
   tree (the child and its workers, sampled every 20 ms);
@@ -48,6 +51,7 @@ from typing import Any
 
 import orjson
 
+from daemon.atomic import atomic_write, make_dirs, sync_tree
 from daemon.changelog.repository import Repository
 from daemon.logs import configure_logging
 from daemon.objectstore import open_store
@@ -76,37 +80,55 @@ def opener(bucket: str, endpoint: str) -> Any:
 
 # -- children ----------------------------------------------------------------------------------
 def child_get(bucket: str, endpoint: str, objects: list[tuple[str, int, int]],
-              workers: int) -> dict[str, Any]:
+              workers: int, write_dir: str | None = None) -> dict[str, Any]:
     """The GET baseline: ``workers`` processes, each its share of ``objects`` (key, size,
-    bucket number) by bucket modulo ``workers``, ``DEPTH`` ranged GETs in flight."""
+    bucket number) by bucket modulo ``workers``, ``DEPTH`` ranged GETs in flight. With
+    ``write_dir``, each object's parts are also written to a file there as they arrive (as
+    the restore writes a bucket copied whole: ``atomic_write`` of the parts, not durable,
+    the tree synced at the end): a copy to local disk, the restore's own ceiling here."""
     import multiprocessing
 
     shares = [[(k, s) for k, s, b in objects if b % workers == w] for w in range(workers)]
+    if write_dir is not None:
+        make_dirs(Path(write_dir))
     ctx = multiprocessing.get_context("spawn")
     began = time.monotonic()
     with ctx.Pool(workers) as procs:
-        got = procs.starmap(_get_share, [(bucket, endpoint, share) for share in shares])
+        got = procs.starmap(_get_share, [(bucket, endpoint, share, write_dir)
+                                         for share in shares])
+    if write_dir is not None:
+        sync_tree(Path(write_dir))
     seconds = time.monotonic() - began
+    if write_dir is not None:
+        shutil.rmtree(write_dir)
     return {"bytes": sum(got), "seconds": seconds, "workers": workers, "depth": DEPTH,
-            "part_bytes": PART_BYTES}
+            "part_bytes": PART_BYTES, "written": write_dir is not None}
 
 
-def _get_share(bucket: str, endpoint: str, share: list[tuple[str, int]]) -> int:
+def _get_share(bucket: str, endpoint: str, share: list[tuple[str, int]],
+               write_dir: str | None) -> int:
     import boto3
     from botocore.config import Config
 
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           config=Config(max_pool_connections=DEPTH * 2))
 
-    def get(key: str, start: int, length: int) -> int:
+    def get(key: str, start: int, length: int) -> bytes:
         body = client.get_object(Bucket=bucket, Key=f"repo/{key}",
                                  Range=f"bytes={start}-{start + length - 1}")["Body"]
-        return len(body.read())
+        return body.read()
 
-    ranges = [(k, start, min(PART_BYTES, size - start))
-              for k, size in share for start in range(0, size, PART_BYTES)]
+    def ranges(k: str, size: int) -> list[tuple[str, int, int]]:
+        return [(k, start, min(PART_BYTES, size - start)) for start in range(0, size, PART_BYTES)]
+
     with ThreadPoolExecutor(DEPTH) as pool:  # map keeps DEPTH in flight, in order
-        return sum(pool.map(lambda r: get(*r), ranges))
+        if write_dir is None:
+            return sum(len(b) for b in pool.map(lambda r: get(*r),
+                                                [r for k, size in share for r in ranges(k, size)]))
+        for k, size in share:
+            atomic_write(Path(write_dir) / k.replace("/", "_"),
+                         pool.map(lambda r: get(*r), ranges(k, size)), durable=False)
+        return sum(size for _, size in share)
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -156,12 +178,16 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
     spec = orjson.dumps({"bucket": bucket, "endpoint": endpoint, "objects": objects,
                          "workers": args.workers}).decode()
     gets: list[dict[str, Any]] = []
+    copies: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     old: list[dict[str, Any]] = []
     for r in range(args.rounds):
         gets.append(spawn(["--child", "get", "--spec", spec]))
         g = gets[-1]
         say(f"round {r}: GET baseline {g['bytes'] / g['seconds'] / 1e6:,.0f} MB/s")
+        copies.append(spawn(["--child", "get", "--spec", spec, "--out", str(work / "copy")]))
+        c = copies[-1]
+        say(f"round {r}: GET and write baseline {c['bytes'] / c['seconds'] / 1e6:,.0f} MB/s")
         order = [("after", after, REPO), ("before", old, before)]
         for label, runs, cwd in order if r % 2 == 0 else order[::-1]:  # alternate who's first
             if cwd is None:
@@ -176,6 +202,7 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
     repo.store.delete_many([i.key for i in repo.store.list("")])  # GBs: free the disk
     repo.store.close()
     get_mbps = median([g["bytes"] / g["seconds"] / 1e6 for g in gets])
+    copy_mbps = median([c["bytes"] / c["seconds"] / 1e6 for c in copies])
 
     def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if not runs:
@@ -187,6 +214,7 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
                     [r["validate_s"] for r in runs]), 2),
                 "mb_per_s": round(mbps), "records_per_s": round(runs[0]["records"] / ex),
                 "ratio_to_get_baseline": round(mbps / get_mbps, 3),
+                "ratio_to_get_write_baseline": round(mbps / copy_mbps, 3),
                 "ratio_per_round": [round((r["bytes_read"] / r["execute_s"] / 1e6)
                                           / (g["bytes"] / g["seconds"] / 1e6), 3)
                                     for r, g in zip(runs, gets, strict=True)],
@@ -197,6 +225,9 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
             "log_events": built.log_events, "log_bytes": built.log_bytes,
             "get_baseline_mb_per_s": round(get_mbps),
             "get_baseline_per_round": [round(g["bytes"] / g["seconds"] / 1e6) for g in gets],
+            "get_write_baseline_mb_per_s": round(copy_mbps),
+            "get_write_baseline_per_round": [round(c["bytes"] / c["seconds"] / 1e6)
+                                             for c in copies],
             "after": summary(after), "before": summary(old)}
 
 
@@ -223,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         spec = orjson.loads(args.spec)
         if args.child == "get":
             res = child_get(spec["bucket"], spec["endpoint"],
-                            [tuple(o) for o in spec["objects"]], spec["workers"])
+                            [tuple(o) for o in spec["objects"]], spec["workers"], args.out)
         else:
             res = child_restore("", args.out, None, "now", spec["workers"],
                                 opener(spec["bucket"], spec["endpoint"]))
