@@ -85,11 +85,28 @@ class TenantSealer:
         if rec.get("op", "upsert") != "upsert" or rec.get("id") is None:
             return rec
         tenant = rec.get("tenant") or ""
-        key = self.keys.current(rec["collection"], tenant)
-        sealed = key.cipher.encrypt(envelope(rec),
-                                    [associated_data(rec["collection"], tenant, rec["id"])])
-        rec.update(dict.fromkeys(CONTENT_FIELDS[1:]), vector=key.id + sealed)
+        sealed = self.seal_bytes(rec["collection"], tenant, envelope(rec),
+                                 associated_data(rec["collection"], tenant, rec["id"]))
+        rec.update(dict.fromkeys(CONTENT_FIELDS[1:]), vector=sealed)
         return rec
+
+    def seal_bytes(self, collection: str, tenant: str, plain: bytes, ad: bytes) -> bytes:
+        """``plain`` sealed under the tenant's current key: key id (8 bytes) | AES-SIV(plain,
+        ``ad``). Records (``seal``) and quarantine entries
+        (``daemon.changelog.quarantine.seal_entry``) are sealed so."""
+        key = self.keys.current(collection, tenant)
+        return key.id + key.cipher.encrypt(plain, [ad])
+
+    def open_bytes(self, collection: str, tenant: str, sealed: bytes, ad: bytes) -> bytes:
+        """What ``seal_bytes`` sealed. Raises :class:`TenantForgotten` when the key it names
+        was destroyed, EncryptionKeyError when it cannot be had otherwise, IntegrityError
+        when the bytes do not open (changed, or moved to another ``ad``)."""
+        key = self.keys.key(collection, tenant, bytes(sealed[:KEY_ID_BYTES]))
+        try:
+            return key.cipher.decrypt(bytes(sealed[KEY_ID_BYTES:]), [ad])
+        except InvalidTag:
+            raise IntegrityError(f"content of tenant {tenant!r} of {collection!r} does not "
+                                 "open under its key", "it was changed or moved") from None
 
     def open(self, rec: dict[str, Any]) -> dict[str, Any]:
         """``rec`` with its content opened (in place; returned). Raises
