@@ -151,3 +151,14 @@ def test_an_object_of_format_1_written_before_is_read() -> None:
     with pytest.raises(IntegrityError, match="has 9 fields"):
         SegmentQuarantine.decode(QuarantineKey.of_segment(SEG), MAGIC + struct.pack(
             "<I", len(sealed_row)) + sealed_row + _zstd().compress(b"r100{doc}{x}"))
+
+
+def test_an_event_naming_a_collection_but_no_id_is_sealed_too(tmp_path: Path) -> None:
+    """A `missing_field` upsert still carries the tenant's document and vector."""
+    no_id = QuarantineEntry(TOPIC, 2, 100, 1_100, "missing_field", "upsert needs 'id'", None,
+                            orjson.dumps({"op": "upsert", "collection": "docs",
+                                          "tenant": "acme", "document": SECRET.decode()}))
+    (sealed,) = QuarantineSealer(sealer_at(tmp_path), {TOPIC: ContractSource("json")}).seal(
+        [no_id])
+    assert (sealed.collection, sealed.tenant, sealed.record_id) == ("docs", "acme", None)
+    assert sealed.value is None and SECRET not in (sealed.sealed or b"")
