@@ -39,7 +39,8 @@ QUARANTINE_FORMAT = 1
 SEALED_FORMAT = 2
 """The format of an object that holds at least one sealed entry (rows of nine fields)."""
 KEY_ID_BYTES = 8
-"""A sealed blob starts with the id of the tenant key that sealed it (as sealed records do)."""
+"""A sealed blob starts with the id of the tenant key that sealed it (as sealed records do),
+then a 12-byte nonce, then the AES-256-GCM ciphertext and tag."""
 _SEALED_HEAD = struct.Struct("<iii")
 MAGIC = b"VWQUAR1\n"
 _LENGTH = struct.Struct("<I")
@@ -90,12 +91,13 @@ class QuarantineEntry:
 
 class EntryCipher(Protocol):
     """Seals bytes under a tenant's current key and opens them with the key they name
-    (``daemon.keys.sealing.TenantSealer``): ``seal_bytes`` returns key id | ciphertext;
-    ``open_bytes`` raises ``TenantForgotten`` when the key was destroyed."""
+    (``daemon.keys.sealing.TenantSealer``): ``seal_random`` returns key id | nonce |
+    AES-256-GCM ciphertext; ``open_random`` raises ``TenantForgotten`` when the key was
+    destroyed."""
 
-    def seal_bytes(self, collection: str, tenant: str, plain: bytes, ad: bytes) -> bytes: ...
+    def seal_random(self, collection: str, tenant: str, plain: bytes, ad: bytes) -> bytes: ...
 
-    def open_bytes(self, collection: str, tenant: str, sealed: bytes, ad: bytes) -> bytes: ...
+    def open_random(self, collection: str, tenant: str, sealed: bytes, ad: bytes) -> bytes: ...
 
 
 def entry_associated_data(e: QuarantineEntry, collection: str, tenant: str) -> bytes:
@@ -105,25 +107,36 @@ def entry_associated_data(e: QuarantineEntry, collection: str, tenant: str) -> b
 
 def seal_entry(e: QuarantineEntry, collection: str, tenant: str, record_id: str | None,
                cipher: EntryCipher) -> QuarantineEntry:
-    """``e`` sealed under the tenant's key: detail, raw key and raw value in one blob
-    (lengths as three i32, -1 for None, then the bytes)."""
+    """``e`` sealed under the tenant's key: detail, raw key and raw value in one blob. Its
+    plaintext: one byte (0: stored, 1: zstd at ``ZSTD_LEVEL``), then, compressed so, the
+    lengths as three i32 (-1 for None) and the bytes (compressed before it is sealed: the
+    object's own compression cannot shrink ciphertext)."""
     detail = e.detail.encode()
     plain = b"".join((_SEALED_HEAD.pack(len(detail), _n(e.key), _n(e.value)), detail,
                       e.key or b"", e.value or b""))
-    blob = cipher.seal_bytes(collection, tenant, plain, entry_associated_data(e, collection, tenant))
+    level = ZSTD_LEVEL
+    plain = b"\0" + plain if level is None else b"\1" + _zstd().compress(plain, level=level)
+    blob = cipher.seal_random(collection, tenant, plain,
+                              entry_associated_data(e, collection, tenant))
     return replace(e, detail="", key=None, value=None, collection=collection, tenant=tenant,
                    record_id=record_id, sealed=blob)
 
 
 def open_entry(e: QuarantineEntry, cipher: EntryCipher) -> QuarantineEntry:
     """``e`` opened (attribution kept, ``sealed`` None); an unsealed entry as it is. Raises
-    what ``cipher.open_bytes`` raises, and IntegrityError for a blob that is not one."""
+    what ``cipher.open_random`` raises, and IntegrityError for a blob that is not one."""
     if e.sealed is None:
         return e
     assert e.collection is not None and e.tenant is not None
-    plain = cipher.open_bytes(e.collection, e.tenant, e.sealed,
-                              entry_associated_data(e, e.collection, e.tenant))
+    plain = cipher.open_random(e.collection, e.tenant, e.sealed,
+                               entry_associated_data(e, e.collection, e.tenant))
     try:
+        if plain[:1] == b"\1":
+            plain = _zstd().decompress(plain[1:])
+        elif plain[:1] == b"\0":
+            plain = plain[1:]
+        else:
+            raise ValueError(f"compression {plain[:1]!r} is unknown")
         detail_n, key_n, value_n = _SEALED_HEAD.unpack_from(plain)
         view = memoryview(plain)
         at = _SEALED_HEAD.size + detail_n
@@ -132,7 +145,7 @@ def open_entry(e: QuarantineEntry, cipher: EntryCipher) -> QuarantineEntry:
         value, at = _take(view, at, None if value_n < 0 else value_n)
         if at != len(plain) or detail_n < 0:
             raise ValueError("its lengths do not add up")
-    except (ValueError, struct.error) as exc:
+    except (ValueError, struct.error, _zstd().ZstdError) as exc:
         raise IntegrityError(f"sealed quarantine entry {e.topic}/{e.partition}@{e.offset} is "
                              f"not one: {exc}", "the entry was changed; run `vecwal verify "
                              "--deep`") from None
@@ -140,13 +153,13 @@ def open_entry(e: QuarantineEntry, cipher: EntryCipher) -> QuarantineEntry:
 
 
 def same_event(a: QuarantineEntry, b: QuarantineEntry) -> bool:
-    """Whether two entries hold the same rejected event (a re-upload's check): equal, or both
-    sealed under different keys of the same tenant (a key made after ``vecwal forget``), whose
-    contents cannot be compared."""
+    """Whether two entries hold the same rejected event (a re-upload's check): equal, or
+    both sealed with the same coordinates, reason and attribution: sealing is randomized
+    (a retry in one process uploads the entries it sealed once; a range captured again
+    after a crash is sealed anew), and sealed contents cannot be compared without keys."""
     if a == b:
         return True
     return a.sealed is not None and b.sealed is not None \
-        and a.sealed[:KEY_ID_BYTES] != b.sealed[:KEY_ID_BYTES] \
         and replace(a, sealed=None) == replace(b, sealed=None)
 
 
@@ -167,7 +180,13 @@ class SegmentQuarantine:
         if k.per_event:
             (entry,) = self.entries
             return entry.to_json()
-        sealed = any(e.sealed is not None for e in self.entries)
+        raw: list[bytes] = []
+        for e in self.entries:
+            raw += (e.key or b"", e.value or b"") if e.sealed is None else (e.sealed,)
+        payload = b"".join(raw)
+        sealed = sum(len(e.sealed) for e in self.entries if e.sealed is not None)
+        if sealed * 2 > len(payload):
+            level = None  # mostly ciphertext (each sealed entry compressed before it was sealed)
         header = orjson.dumps({
             "format": SEALED_FORMAT if sealed else QUARANTINE_FORMAT,
             "topic": k.topic, "partition": k.partition,
@@ -175,10 +194,6 @@ class SegmentQuarantine:
             "compression": "none" if level is None else "zstd",
             "entries": [_row(e) for e in self.entries],
         })
-        raw: list[bytes] = []
-        for e in self.entries:
-            raw += (e.key or b"", e.value or b"") if e.sealed is None else (e.sealed,)
-        payload = b"".join(raw)
         if level is not None:
             payload = _zstd().compress(payload, level=level)
         return b"".join((MAGIC, _LENGTH.pack(len(header)), header, payload))
@@ -237,7 +252,7 @@ def _entries(key: QuarantineKey, data: bytes) -> list[QuarantineEntry]:
             raise ValueError(f"an entry has {len(row)} fields")
         offset, timestamp, reason, _, _, sealed_n, coll, tenant, record_id = row
         blob, at = _take(view, at, sealed_n)
-        if blob is None or len(blob) <= KEY_ID_BYTES or not isinstance(coll, str) \
+        if blob is None or len(blob) <= KEY_ID_BYTES + 28 or not isinstance(coll, str) \
                 or not isinstance(tenant, str):
             raise ValueError("a sealed entry lacks its blob or attribution")
         out.append(QuarantineEntry(key.topic, key.partition, int(offset), int(timestamp),

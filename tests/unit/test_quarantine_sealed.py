@@ -14,6 +14,7 @@ import pytest
 
 from daemon.audit.rejected import QuarantineScan, rejected_events
 from daemon.capture.sealing import QuarantineSealer
+from daemon.changelog import quarantine
 from daemon.changelog.keys import QuarantineKey, SegmentKey
 from daemon.changelog.quarantine import (
     MAGIC,
@@ -66,7 +67,8 @@ def test_sealed_entries_round_trip_and_hide_their_bytes(tmp_path: Path) -> None:
     data = SegmentQuarantine(key, sealed).encode()
     (n,) = struct.unpack_from("<I", data, len(MAGIC))
     head = orjson.loads(data[len(MAGIC) + 4:len(MAGIC) + 4 + n])
-    payload = _zstd().decompress(data[len(MAGIC) + 4 + n:])
+    assert head["compression"] == "none", "mostly ciphertext: not compressed again"
+    payload = data[len(MAGIC) + 4 + n:]
     assert SECRET not in payload and b"{tor" in payload, "only the unattributable in clear"
     assert b"vector has 2" not in data + payload, "the detail is sealed too"
     assert head["format"] == 2
@@ -74,7 +76,9 @@ def test_sealed_entries_round_trip_and_hide_their_bytes(tmp_path: Path) -> None:
     assert head["entries"][0][6:] == ["docs", "acme", "r100"]
     back = list(SegmentQuarantine.decode(key, data).entries)
     assert back == sealed
-    assert data == SegmentQuarantine(key, sealed).encode(), "deterministic (AES-SIV)"
+    assert data == SegmentQuarantine(key, sealed).encode(), "entries sealed once encode alike"
+    assert sealed[0].sealed != seal_entry(plain[0], "docs", "acme", "r100", sealer).sealed, \
+        "a random nonce each time"
     opened = [open_entry(e, sealer) for e in back]
     assert [replace(o, collection=None, tenant=None, record_id=None) for o in opened] == plain
     assert opened[3].key is None and opened[0].detail == "vector has 2 dimensions (r100)"
@@ -162,3 +166,15 @@ def test_an_event_naming_a_collection_but_no_id_is_sealed_too(tmp_path: Path) ->
         [no_id])
     assert (sealed.collection, sealed.tenant, sealed.record_id) == ("docs", "acme", None)
     assert sealed.value is None and SECRET not in (sealed.sealed or b"")
+
+
+@pytest.mark.parametrize("level", [None, 1])
+def test_sealed_plaintext_is_compressed_at_the_objects_level(
+        tmp_path: Path, level: int | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(quarantine, "ZSTD_LEVEL", level)
+    sealer = sealer_at(tmp_path)
+    e = event(100, "acme", doc=SECRET * 50)
+    sealed = seal_entry(e, "docs", "acme", "r100", sealer)
+    assert sealed.sealed is not None and e.value is not None
+    assert (len(sealed.sealed) < len(e.value) / 4) == (level is not None)
+    assert open_entry(sealed, sealer).value == e.value
