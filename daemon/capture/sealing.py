@@ -19,7 +19,7 @@ from typing import Any
 
 import fastavro
 
-from daemon.changelog.quarantine import QuarantineEntry, seal_entry
+from daemon.changelog.quarantine import QuarantineEntry, seal_entry, sealer_compressor
 from daemon.changelog.repository import Repository
 from daemon.changelog.segment import RECORD_SCHEMA, record_datum
 from daemon.config import Config
@@ -72,13 +72,14 @@ class QuarantineSealer:
     def seal(self, entries: list[QuarantineEntry]) -> list[QuarantineEntry]:
         """``entries``, each sealed under its tenant's key when its raw value names its
         collection (already sealed ones as they are)."""
-        out = []
+        out, compressor = [], sealer_compressor()
         for e in entries:
             source = self.sources.get(e.topic)
             who = None if e.sealed is not None or source is None else \
                 attribute(source, e.key, e.value)
             if who is not None and who.collection is not None and who.tenant is not None:
-                e = seal_entry(e, who.collection, who.tenant, who.record_id, self.sealer)
+                e = seal_entry(e, who.collection, who.tenant, who.record_id, self.sealer,
+                               compressor)
             out.append(e)
         return out
 

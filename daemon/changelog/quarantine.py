@@ -27,7 +27,7 @@ import struct
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -106,20 +106,28 @@ def entry_associated_data(e: QuarantineEntry, collection: str, tenant: str) -> b
 
 
 def seal_entry(e: QuarantineEntry, collection: str, tenant: str, record_id: str | None,
-               cipher: EntryCipher) -> QuarantineEntry:
+               cipher: EntryCipher, compressor: Any = None) -> QuarantineEntry:
     """``e`` sealed under the tenant's key: detail, raw key and raw value in one blob. Its
     plaintext: one byte (0: stored, 1: zstd at ``ZSTD_LEVEL``), then, compressed so, the
     lengths as three i32 (-1 for None) and the bytes (compressed before it is sealed: the
-    object's own compression cannot shrink ciphertext)."""
+    object's own compression cannot shrink ciphertext). ``compressor``: a zstd compressor at
+    that level to reuse (``sealer_compressor``; one thread at a time)."""
     detail = e.detail.encode()
     plain = b"".join((_SEALED_HEAD.pack(len(detail), _n(e.key), _n(e.value)), detail,
                       e.key or b"", e.value or b""))
-    level = ZSTD_LEVEL
-    plain = b"\0" + plain if level is None else b"\1" + _zstd().compress(plain, level=level)
+    if compressor is None:
+        compressor = sealer_compressor()
+    plain = b"\0" + plain if compressor is False else \
+        b"\1" + compressor.compress(plain, compressor.FLUSH_FRAME)
     blob = cipher.seal_random(collection, tenant, plain,
                               entry_associated_data(e, collection, tenant))
     return replace(e, detail="", key=None, value=None, collection=collection, tenant=tenant,
                    record_id=record_id, sealed=blob)
+
+
+def sealer_compressor() -> Any:
+    """A zstd compressor at ``ZSTD_LEVEL`` for ``seal_entry`` (False: store uncompressed)."""
+    return False if ZSTD_LEVEL is None else _zstd().ZstdCompressor(level=ZSTD_LEVEL)
 
 
 def open_entry(e: QuarantineEntry, cipher: EntryCipher) -> QuarantineEntry:
