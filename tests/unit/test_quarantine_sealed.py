@@ -178,3 +178,15 @@ def test_sealed_plaintext_is_compressed_at_the_objects_level(
     assert sealed.sealed is not None and e.value is not None
     assert (len(sealed.sealed) < len(e.value) / 4) == (level is not None)
     assert open_entry(sealed, sealer).value == e.value
+
+
+def test_a_key_missing_without_an_erasure_is_an_error_not_a_skip(tmp_path: Path) -> None:
+    sealer = sealer_at(tmp_path)
+    repo = Repository(open_store(f"file://{tmp_path / 'store'}"))
+    sealed = [seal_entry(event(100, "acme"), "docs", "acme", "r100", sealer)]
+    repo.put_quarantine(SegmentQuarantine(QuarantineKey.of_segment(SEG), sealed))
+    store = sealer.keys.store
+    store.delete_many([i.key for i in store.list("keys/tenants/")])  # lost, not forgotten
+    fresh = TenantSealer(TenantKeys(store, sealer.keys.kek, "repo-1"))
+    with pytest.raises(EncryptionKeyError, match="no erasure is recorded"):
+        list(rejected_events(repo, TOPIC, QuarantineScan(), sealer=fresh))
