@@ -20,6 +20,7 @@ from daemon.restore.target import RestoreTarget
 
 if TYPE_CHECKING:
     from daemon.audit.diff import Diff
+    from daemon.keys.sealing import TenantSealer
     from daemon.restore.planner import Scope
 
 FORMATS = ("table", "json", "csv")
@@ -103,12 +104,7 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
     query = HistoryQuery(args.collection, args.record_id, args.tenant,
                          _time(args.since, "--since"), _time(args.until, "--until"))
     began = time.monotonic()
-    sealer = None
-    if config.encryption.per_tenant_keys:
-        from daemon.keys.sealing import TenantSealer
-        from daemon.keys.tenants import TenantKeys
-
-        sealer = TenantSealer(TenantKeys.of(repo.store))
+    sealer = _tenant_sealer(config, repo)
     with progress_bars(args.format == "json") as shown:
         result = history(repo, config.kafka.topics, query, method=args.method,
                          sources=sources_for(config.kafka), sealer=sealer, progress=shown)
@@ -132,6 +128,16 @@ def _cmd_history(args: argparse.Namespace, open_repository: Any) -> int:
               "are not shown; `vecwal list` shows every gap", file=sys.stderr)
     _warn_unreadable(s.unreadable_quarantine, "shown")
     return 0
+
+
+def _tenant_sealer(config: Any, repo: Repository) -> TenantSealer | None:
+    """The repository's per-tenant keys, when it has them."""
+    if not config.encryption.per_tenant_keys:
+        return None
+    from daemon.keys.sealing import TenantSealer
+    from daemon.keys.tenants import TenantKeys
+
+    return TenantSealer(TenantKeys.of(repo.store))
 
 
 def _warn_unreadable(keys: Iterable[str], done: str) -> None:
@@ -250,22 +256,29 @@ def _cmd_quarantine(args: argparse.Namespace, open_repository: Any) -> int:
     lo, hi = _time(args.since, "--since"), _time(args.until, "--until")
     partitions = set(args.partition) if args.partition else None
     scan, reasons = QuarantineScan(), Counter[str]()
+    sealer = _tenant_sealer(config, repo)
     out = sys.stdout
     for topic in args.topic or config.kafka.topics:
-        for e in rejected_events(repo, topic, scan, partitions):
+        for e in rejected_events(repo, topic, scan, partitions, sealer):
             if (args.reason and e.reason not in args.reason) or (lo is not None and
                     e.timestamp < lo) or (hi is not None and e.timestamp > hi):
                 continue
             reasons[e.reason] += 1
+            forgotten = e.sealed is not None  # its tenant's key is destroyed: no content
             out.write(orjson.dumps({
                 "topic": e.topic, "partition": e.partition, "offset": e.offset,
                 "timestamp_ms": e.timestamp, "time": iso_ms(e.timestamp), "reason": e.reason,
-                "detail": e.detail,
+                "detail": None if forgotten else e.detail,
                 "key_b64": None if e.key is None else base64.b64encode(e.key).decode(),
                 "value_b64": None if e.value is None else base64.b64encode(e.value).decode(),
+                "collection": e.collection, "tenant": e.tenant, "forgotten": forgotten,
             }).decode() + "\n")
     by_reason = ", ".join(f"{r} {n:,}" for r, n in sorted(reasons.items())) or "none"
+    gone = sum(scan.forgotten.values())
+    erased = "" if not gone else (
+        f"; {gone:,} of forgotten tenants listed without their content ("
+        + ", ".join(f"{c}/{t}" for c, t in sorted(scan.forgotten)) + ")")
     print(f"{sum(reasons.values()):,} rejected events ({by_reason}) from {scan.objects:,} "
-          "quarantine objects", file=sys.stderr)
+          f"quarantine objects{erased}", file=sys.stderr)
     _warn_unreadable(scan.unreadable, "listed")
     return 0

@@ -42,7 +42,7 @@ from daemon.keys.tenants import TenantForgotten
 from daemon.objectstore.prefetch import prefetched
 from daemon.progress import Progress
 from daemon.snapshot.datafile import Version
-from daemon.sources import ContractSource, Source
+from daemon.sources import Attribution, ContractSource, Source, attribute
 
 METHODS = ("index", "sidecar", "scan")
 
@@ -119,7 +119,7 @@ def history(repo: Repository, topics: Sequence[str], query: HistoryQuery,
             for rec in _partition_events(repo, topic, wm.partition, query, method, stats,
                                          progress):
                 found.setdefault((topic, wm.partition, rec["offset"]), rec)
-    rejected = _quarantined(repo, topics, query, sources or {}, stats)
+    rejected = _quarantined(repo, topics, query, sources or {}, stats, sealer)
     ordered = sorted(found.items(), key=lambda kv: _version(kv[0], kv[1]))
     rows: list[dict[str, Any]] = []
     previous: dict[str, dict[str, Any] | None] = {}
@@ -344,15 +344,17 @@ _JSON = ContractSource("json")
 # -- quarantined events -----------------------------------------------------------------------
 
 def _quarantined(repo: Repository, topics: Sequence[str], query: HistoryQuery,
-                 sources: Mapping[str, Source], stats: HistoryStats) -> list[dict[str, Any]]:
+                 sources: Mapping[str, Source], stats: HistoryStats,
+                 sealer: TenantSealer | None = None) -> list[dict[str, Any]]:
     """Rejected events attributable to the id: the raw value parses and names the collection
-    and id (and tenant, when asked); or it does not parse and the Kafka key is the id.
-    Quarantine objects of both layouts are read (``rejected_events``); an unreadable one is
-    named in ``stats``."""
+    and id (and tenant, when asked); or it does not parse and the Kafka key is the id; or it
+    is sealed under its tenant's key and names them in clear (``sealer`` opens it; a
+    forgotten tenant's is listed without its content). Quarantine objects of both layouts
+    are read (``rejected_events``); an unreadable one is named in ``stats``."""
     rows = []
     for topic in topics:
         scan = QuarantineScan()
-        for entry in rejected_events(repo, topic, scan):
+        for entry in rejected_events(repo, topic, scan, sealer=sealer):
             row = _rejected_row(entry, sources.get(topic) or _JSON, query)
             if row is not None:
                 rows.append(row)
@@ -366,7 +368,12 @@ def _rejected_row(entry: QuarantineEntry, source: Source, query: HistoryQuery
                   ) -> dict[str, Any] | None:
     from daemon.status import iso_ms
 
-    who = _attribute(entry, source)
+    forgotten = entry.sealed is not None  # its tenant's key is destroyed: names only
+    if forgotten:
+        who = None if entry.record_id is None else \
+            Attribution(entry.collection, entry.tenant, entry.record_id, None)
+    else:
+        who = attribute(source, entry.key, entry.value)
     if who is None or who.record_id != query.record_id \
             or who.collection not in (None, query.collection):
         return None
@@ -376,30 +383,7 @@ def _rejected_row(entry: QuarantineEntry, source: Source, query: HistoryQuery
     row.update(time=iso_ms(entry.timestamp), timestamp_ms=entry.timestamp, topic=entry.topic,
                partition=entry.partition, offset=entry.offset, status="rejected", op=who.op,
                collection=who.collection, tenant=who.tenant, id=who.record_id,
-               reason=f"{entry.reason}: {entry.detail}")
+               reason=f"{entry.reason}: " + ("the tenant's key was destroyed (vecwal forget): "
+                                             "its content is erased" if forgotten
+                                             else entry.detail))
     return row
-
-
-@dataclass(frozen=True)
-class _Attribution:
-    collection: str | None
-    """None: the raw value did not parse; the Kafka key named the id."""
-    tenant: str | None
-    record_id: str
-    op: str | None
-
-
-def _attribute(entry: QuarantineEntry, source: Source) -> _Attribution | None:
-    ev = source.identify(entry.key, entry.value)
-    if isinstance(ev, dict) and isinstance(ev.get("id"), str):
-        coll, tenant, op = ev.get("collection"), ev.get("tenant"), ev.get("op")
-        return _Attribution(coll if isinstance(coll, str) else None,
-                            tenant if isinstance(tenant, str) else "", ev["id"],
-                            op if isinstance(op, str) else None)
-    if ev is None and entry.key is not None:  # the value names nothing: the key may
-        try:
-            key = entry.key.decode()
-        except UnicodeDecodeError:
-            return None
-        return _Attribution(None, None, key, None)
-    return None

@@ -1,6 +1,7 @@
 """make_durable: steps 4 and 5 of capture's commit order (``daemon/capture/loop.py``) for one
 sealed segment, on an upload thread: its quarantine object, the segment, its sidecar, then the
-partition's watermark."""
+partition's watermark. With per-tenant keys the rejected events are sealed first, here (once:
+a retry uploads the same entries)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import structlog
 
+from daemon.capture.sealing import QuarantineSealer
 from daemon.capture.segment_buffer import SealedSegment
 from daemon.changelog.keys import QuarantineKey
 from daemon.changelog.quarantine import SegmentQuarantine
@@ -17,10 +19,14 @@ from daemon.changelog.watermark import Watermark
 log = structlog.get_logger("vecwal.capture")
 
 
-def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark) -> float:
+def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark,
+                 sealer: QuarantineSealer | None = None) -> float:
     """Steps 4 and 5 of the commit order, for one sealed segment (framed and hashed here, on
-    the upload thread, the first time). Returns the seconds the store took."""
+    the upload thread, the first time; its rejected events sealed under their tenants' keys
+    by ``sealer``). Returns the seconds the store took."""
     data, sidecar = seg.frame()
+    if sealer is not None and seg.quarantine:
+        seg.quarantine = sealer.seal(seg.quarantine)
     # The raw bytes of the segment's rejected events: one object, named by its range.
     rejected = SegmentQuarantine(QuarantineKey.of_segment(seg.key), seg.quarantine)
     began = time.monotonic()

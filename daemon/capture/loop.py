@@ -56,7 +56,7 @@ from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
 from daemon.capture.partition import PartitionState
 from daemon.capture.rejected import RejectedEvents
-from daemon.capture.sealing import capture_sealer
+from daemon.capture.sealing import capture_sealer, quarantine_sealer
 from daemon.capture.seeding import DimensionSeeder
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
 from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics, restamp
@@ -122,7 +122,7 @@ class CaptureLoop:
         """Wall time just before the consume() call whose messages are being handled."""
         self._next_tick = 0.0
         self.first_message_at: float | None = None
-        self.rejected = RejectedEvents(self.metrics)  # quarantined, counted, logged
+        self.rejected = RejectedEvents(self.metrics, None, quarantine_sealer(self._sealer, self.sources))
 
     # -- public -----------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -322,7 +322,7 @@ class CaptureLoop:
         valid = ps.valid_through_after(seg, self._margin_ms, wall_ms(),
                                        last_ms_closed=self._capture_timeline)
         wm = self._watermark(ps, seg.key.end, valid, seg.key.avro)
-        ps.in_flight = self._pool.submit(make_durable, self.repo, seg, wm)
+        ps.in_flight = self._pool.submit(make_durable, self.repo, seg, wm, self.rejected.sealer)
         ps.in_flight_kind, ps.in_flight_valid_ms = "segment", valid
 
     def _collect(self, ps: PartitionState) -> None:

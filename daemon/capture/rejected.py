@@ -4,7 +4,8 @@ segment's quarantine (raw key and value, Kafka coordinates, reason, detail), cou
 ``vecwal_quarantined_events_total`` and logged, rate limited (``QuarantineLog``).
 
 A flood of bad events goes through here one by one, so it holds each (topic, reason)'s
-counter rather than looking its labels up per event.
+counter rather than looking its labels up per event. With per-tenant keys, ``sealer`` seals
+the entries of a segment when it is made durable (``make_durable``), off the loop thread.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 from typing import Any
 
 from daemon.capture.quarantine_log import QuarantineLog
+from daemon.capture.sealing import QuarantineSealer
 from daemon.capture.segment_buffer import OpenSegment
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.metrics import Metrics
 
 
 class RejectedEvents:
-    def __init__(self, metrics: Metrics, log: QuarantineLog | None = None) -> None:
+    def __init__(self, metrics: Metrics, log: QuarantineLog | None = None,
+                 sealer: QuarantineSealer | None = None) -> None:
         self.metrics = metrics
         self.log = log or QuarantineLog()
+        self.sealer = sealer
         self._counters: dict[tuple[str, str], Any] = {}
 
     def keep(self, segment: OpenSegment, entry: QuarantineEntry, size: int, now: float) -> None:

@@ -22,7 +22,7 @@ from daemon.changelog.keys import (
     watermark_key,
     watermark_prefix,
 )
-from daemon.changelog.quarantine import SegmentQuarantine
+from daemon.changelog.quarantine import SegmentQuarantine, same_event
 from daemon.changelog.segment import read_records
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
@@ -75,14 +75,16 @@ class Repository:
 
     def put_quarantine(self, quarantine: SegmentQuarantine) -> None:
         """Create-only. An object already there with the same events is success even when its
-        bytes differ (another zstd version may compress them differently)."""
+        bytes differ (another zstd version may compress them differently, or a tenant key
+        made after ``vecwal forget`` sealed them: ``same_event``)."""
 
         def same(stored: bytes) -> bool:
             try:
                 held = SegmentQuarantine.decode(quarantine.key, stored).entries
             except IntegrityError:
                 return False
-            return list(held) == list(quarantine.entries)
+            return len(held) == len(quarantine.entries) and all(
+                same_event(a, b) for a, b in zip(held, quarantine.entries, strict=True))
 
         self.put_immutable(quarantine.key.object_key, quarantine.encode(), same)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterable
 from functools import cache
 from types import ModuleType
@@ -46,6 +47,7 @@ CONTENT_FIELDS = ("vector", "sparse_indices", "sparse_values", "document", "meta
 SEALED_FIELDS = CONTENT_FIELDS
 KEY_ID_BYTES = 8
 TAG_BYTES = 16
+NONCE_BYTES = 12
 
 
 def _content_types(schema_name: str) -> list[dict[str, Any]]:
@@ -85,11 +87,36 @@ class TenantSealer:
         if rec.get("op", "upsert") != "upsert" or rec.get("id") is None:
             return rec
         tenant = rec.get("tenant") or ""
-        key = self.keys.current(rec["collection"], tenant)
-        sealed = key.cipher.encrypt(envelope(rec),
-                                    [associated_data(rec["collection"], tenant, rec["id"])])
-        rec.update(dict.fromkeys(CONTENT_FIELDS[1:]), vector=key.id + sealed)
+        sealed = self.seal_bytes(rec["collection"], tenant, envelope(rec),
+                                 associated_data(rec["collection"], tenant, rec["id"]))
+        rec.update(dict.fromkeys(CONTENT_FIELDS[1:]), vector=sealed)
         return rec
+
+    def seal_bytes(self, collection: str, tenant: str, plain: bytes, ad: bytes) -> bytes:
+        """``plain`` sealed under the tenant's current key, deterministically (records):
+        key id (8 bytes) | AES-SIV(plain, ``ad``)."""
+        key = self.keys.current(collection, tenant)
+        return key.id + key.cipher.encrypt(plain, [ad])
+
+    def seal_random(self, collection: str, tenant: str, plain: bytes, ad: bytes) -> bytes:
+        """``plain`` sealed under the tenant's current key with a random nonce (rejected
+        events, ``daemon.changelog.quarantine.seal_entry``): key id (8 bytes) | nonce (12) |
+        AES-256-GCM(plain, ``ad``) with its tag (16)."""
+        key = self.keys.current(collection, tenant)
+        nonce = os.urandom(NONCE_BYTES)
+        return b"".join((key.id, nonce, key.gcm.encrypt(nonce, plain, ad)))
+
+    def open_random(self, collection: str, tenant: str, sealed: bytes, ad: bytes) -> bytes:
+        """What ``seal_random`` sealed. Raises :class:`TenantForgotten` when the key it names
+        was destroyed, EncryptionKeyError when it cannot be had otherwise, IntegrityError
+        when the bytes do not open (changed, or moved to another ``ad``)."""
+        key = self.keys.key(collection, tenant, bytes(sealed[:KEY_ID_BYTES]))
+        at = KEY_ID_BYTES + NONCE_BYTES
+        try:
+            return key.gcm.decrypt(bytes(sealed[KEY_ID_BYTES:at]), bytes(sealed[at:]), ad)
+        except InvalidTag:
+            raise IntegrityError(f"content of tenant {tenant!r} of {collection!r} does not "
+                                 "open under its key", "it was changed or moved") from None
 
     def open(self, rec: dict[str, Any]) -> dict[str, Any]:
         """``rec`` with its content opened (in place; returned). Raises

@@ -154,6 +154,40 @@ class DebeziumSource:
         return Decoded(event, "json", extra, mapped=True)
 
 
+@dataclass(frozen=True)
+class Attribution:
+    """Whose record a message (a rejected one, mostly) names."""
+
+    collection: str | None
+    """None: the value names no collection (it did not parse, or the Kafka key named the id)."""
+    tenant: str | None
+    """"" (the default tenant) when a parsed value names none; None with ``collection`` None."""
+    record_id: str | None
+    """None: the value names a collection but no id (a ``missing_field`` event)."""
+    op: str | None
+
+
+def attribute(source: Source, key: bytes | None, value: bytes | None) -> Attribution | None:
+    """Whose record the message names, as ``source.identify`` tells it; when the value names
+    nothing, a UTF-8 Kafka key is taken for the id. None: nothing names a record or a
+    collection. ``vecwal history`` attributes rejected events so, and capture seals those
+    that name a collection under the tenant's key."""
+    ev = source.identify(key, value)
+    if isinstance(ev, dict) and (isinstance(ev.get("id"), str)
+                                 or isinstance(ev.get("collection"), str)):
+        coll, tenant, rid, op = ev.get("collection"), ev.get("tenant"), ev.get("id"), ev.get("op")
+        return Attribution(coll if isinstance(coll, str) else None,
+                           tenant if isinstance(tenant, str) else "",
+                           rid if isinstance(rid, str) else None,
+                           op if isinstance(op, str) else None)
+    if ev is None and key is not None:  # the value names nothing: the key may
+        try:
+            return Attribution(None, None, key.decode(), None)
+        except UnicodeDecodeError:
+            return None
+    return None
+
+
 def _identified(source: Source, key: bytes | None, value: bytes | None
                 ) -> dict[str, Any] | None:
     """The decoded event's naming fields, or None when it does not decode."""
@@ -234,11 +268,13 @@ def native_topics(kafka: KafkaConfig) -> dict[str, bool]:
 
 
 __all__ = [
+    "Attribution",
     "ContractSource",
     "DebeziumSource",
     "Decoded",
     "MappedSource",
     "Source",
+    "attribute",
     "native_topics",
     "sources_for",
 ]

@@ -4,6 +4,7 @@ with bad events among the good ones, and capture must not fall behind.
     python -m tests.bench.bench_quarantine [--events N] [--rounds R] [--stores file,s3]
                                            [--format json|avro] [--layouts segment,per_event]
                                            [--per-kind] [--zstd-levels 1,-3]
+                                           [--per-tenant-keys]
 
 Two topics of 3 partitions: N good 768-dim upserts alone, and the same N good events with N
 malformed ones interleaved (good, bad, good, bad...: every kind daemon/workload.py makes, in
@@ -15,8 +16,11 @@ malformed event, ``tests/component/legacy.py``, and a log line for each, swapped
 run). ``--per-kind`` adds one topic per kind of malformed event (N good + N of that kind),
 captured as capture is. ``--zstd-levels`` adds the mixed topic again with the quarantine
 objects compressed at each other level (``daemon.changelog.quarantine.ZSTD_LEVEL`` patched for
-that run; ``none``: not compressed), an A/B in the same rounds. Each run is timed from its first
-message to every event durable.
+that run; ``none``: not compressed), an A/B in the same rounds. ``--per-tenant-keys`` adds the
+good and the mixed topic again into an encrypted repository with ``per_tenant_keys`` (every
+good record's content and every attributable rejected event sealed under its tenant's key);
+the malformed event's cost there is against the good topic with per-tenant keys. Each run is
+timed from its first message to every event durable.
 
 Printed as JSON: per store and layout the median seconds, and the cost of one malformed event
 against one good event, ``((t_mixed - t_good) / N) / (t_good / N)``; the goal is at most 2.
@@ -36,6 +40,7 @@ import tempfile
 import time
 import uuid
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -50,6 +55,7 @@ from daemon.capture.quarantine_log import QuarantineLog
 from daemon.changelog import quarantine
 from daemon.changelog.repository import Repository
 from daemon.config import config_from_mapping
+from daemon.keys.opener import open_encrypted
 from daemon.logs import configure_logging
 from daemon.objectstore import open_store
 from daemon.workload import BAD_KINDS, Workload
@@ -59,6 +65,7 @@ from tests.component.legacy import make_durable_per_event
 
 DIM = 768
 LAYOUTS = ("segment", "per_event")
+PTK_GOOD, PTK_MIXED = "good, per-tenant keys", "segment, per-tenant keys"
 
 
 def bad_pool(fmt: str, limit: int, size: int = 500) -> list[bytes]:
@@ -73,22 +80,31 @@ def bad_pool(fmt: str, limit: int, size: int = 500) -> list[bytes]:
 
 
 def capture(svc: Services, topic: str, fmt: str, good: int, bad: int, store: str,
-            layout: str, limit: int, log_path: Path, zstd_level: int | str | None = "as is"
-            ) -> float:
+            layout: str, limit: int, log_path: Path, zstd_level: int | str | None = "as is",
+            per_tenant_keys: bool = False) -> float:
     """Seconds from the first message consumed to every event durable."""
     work = Path(tempfile.mkdtemp(prefix="bench-repo-", dir=svc.workdir))
     if store == "s3":
         url, endpoint = f"s3://{svc.bucket()}/repo", svc.s3_endpoint
     else:
-        url, endpoint = f"file://{work}", ""
+        url, endpoint = f"file://{work / 'repo'}", ""
+    encryption: dict[str, Any] = {}
+    repo = Repository(open_store(url, endpoint_url=endpoint or None))
+    if per_tenant_keys:
+        kek = work / "kek"
+        kek.write_bytes(os.urandom(32))
+        kek.chmod(0o600)
+        encryption = {"enabled": True, "kek": f"keyfile:{kek}", "per_tenant_keys": True}
+        repo = Repository(open_encrypted(partial(open_store, url, endpoint_url=endpoint or None),
+                                         f"keyfile:{kek}", per_tenant_keys=True))
     cfg = config_from_mapping({
         "kafka": {"bootstrap_servers": svc.bootstrap, "topics": [topic],
                   "group_id": f"q-{uuid.uuid4().hex[:6]}", "format": fmt},
         "storage": {"url": url, "endpoint_url": endpoint},
         "metrics": {"listen": ""},
         "capture": {"max_event_bytes": limit, "dimensions": {"docs": DIM}},
+        **({"encryption": encryption} if encryption else {}),
     }, environ={})
-    repo = Repository(open_store(url, endpoint_url=endpoint or None))
     loop = CaptureLoop(cfg, repo)
     with ExitStack() as stack, open(log_path, "w") as log_file:
         structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log_file))
@@ -126,6 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--layouts", default=",".join(LAYOUTS))
     ap.add_argument("--zstd-levels", default="",
                     help="also the mixed topic with quarantine objects at these zstd levels")
+    ap.add_argument("--per-tenant-keys", action="store_true",
+                    help="also the good and the mixed topic with [encryption] per_tenant_keys")
     ap.add_argument("--per-kind", action="store_true",
                     help="also one topic per kind of malformed event (N good + N of that kind), "
                          "captured as capture is")
@@ -146,8 +164,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return topic
 
         mixed = topic_of(bad)
-        modes = {"good": (topic_of([]), 0, "segment"),
+        good_topic = topic_of([])
+        modes = {"good": (good_topic, 0, "segment"),
                  **{m: (mixed, n, m) for m in args.layouts.split(",")}}
+        if args.per_tenant_keys:
+            modes |= {PTK_GOOD: (good_topic, 0, "segment"), PTK_MIXED: (mixed, n, "segment")}
         levels: dict[str, int | None] = {
             f"segment, zstd {lv}": None if lv == "none" else int(lv)
             for lv in args.zstd_levels.split(",") if lv}
@@ -162,11 +183,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for mode, (topic, bad_n, layout) in modes.items():
                     log_path = svc.workdir / f"{store}-{r}.log"
                     times[mode].append(capture(svc, topic, fmt, n, bad_n, store, layout, limit,
-                                               log_path, levels.get(mode, "as is")))
+                                               log_path, levels.get(mode, "as is"),
+                                               mode in (PTK_GOOD, PTK_MIXED)))
                     lines[mode] = log_path.read_bytes().count(b"\n")
                 print(f"{fmt}/{store} round {r}: " + ", ".join(
                     f"{m} {t[-1]:.2f}s" for m, t in times.items()), file=sys.stderr)
             t_good = statistics.median(times.pop("good"))
+            t_good_ptk = statistics.median(times[PTK_GOOD]) if PTK_GOOD in times else None
             out: dict[str, Any] = {
                 "events_good": n, "events_malformed": n, "rounds": args.rounds,
                 "good_alone_s": round(t_good, 3), "good_event_us": round(t_good / n * 1e6, 1),
@@ -174,9 +197,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
             for mode, ts in times.items():
                 t = statistics.median(ts)
+                base = t_good_ptk if mode == PTK_MIXED and t_good_ptk else t_good
                 out[mode] = {"mixed_s": round(t, 3),
-                             "malformed_event_us": round((t - t_good) / n * 1e6, 1),
-                             "cost_ratio": round((t - t_good) / t_good, 2),
+                             "malformed_event_us": round((t - base) / n * 1e6, 1),
+                             "cost_ratio": round((t - base) / base, 2),
                              "log_lines": lines[mode]}
             results[f"{fmt}/{store}"] = out
     print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())

@@ -19,9 +19,11 @@ def put_per_event(repo: Repository, entry: QuarantineEntry) -> None:
     repo.put_quarantine(SegmentQuarantine(key, [entry]))
 
 
-def make_durable_per_event(repo: Repository, seg: SealedSegment, watermark: Watermark) -> float:
+def make_durable_per_event(repo: Repository, seg: SealedSegment, watermark: Watermark,
+                           sealer: object = None) -> float:
     """``daemon.capture.loop.make_durable`` before: a PUT per rejected event, then the
-    segment, its sidecar and the watermark."""
+    segment, its sidecar and the watermark (``sealer``: taken as ``make_durable`` takes it,
+    unused: the per-event layout predates sealed entries)."""
     data, sidecar = seg.frame()
     began = time.monotonic()
     for entry in seg.quarantine:

@@ -6,6 +6,7 @@ is captured under a new key and restorable."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections import Counter
@@ -33,6 +34,13 @@ def _restore(cfg: Path, out: Path) -> tuple[dict[str, Any], Counter[str]]:
     assert report["validation"]["ok"], report["validation"]
     got, _catalog = read_dir_sink(out)
     return report, Counter(tenant for _coll, tenant, _id in got)
+
+
+def _rejected_values(cfg: Path) -> tuple[list[bytes], str]:
+    """The raw values `vecwal quarantine` exports, and its summary line."""
+    done = vecwal("quarantine", "--config", str(cfg))
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    return [base64.b64decode(x["value_b64"]) for x in lines if x["value_b64"]], done.stderr
 
 
 def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: str) -> None:
@@ -64,6 +72,8 @@ def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: s
                     and p.event.event.get("op") == "upsert"]
     assert len(acme_vectors) > 50
     assert not any(v[:64] in opened for v in acme_vectors)  # nor the vectors' bytes
+    rejected, _ = _rejected_values(cfg)  # acme's wrong-dimension upsert, sealed under its key
+    assert any(b"for acme" in v for v in rejected)
 
     vecwal("forget", "--config", str(cfg), "--tenant", "acme", "--reason", "contract ended",
            "--yes")
@@ -74,6 +84,8 @@ def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: s
         ("docs", "acme"), ("images", "acme")]
     exported = b"".join(p.read_bytes() for p in (tmp_path / "after").rglob("*") if p.is_file())
     assert b"for acme" not in exported
+    rejected, summary = _rejected_values(cfg)
+    assert not any(b"for acme" in v for v in rejected) and "1 of forgotten tenants" in summary
     drill = vecwal("drill", "--config", str(cfg), "--into", f"dir:{tmp_path / 'drill'}",
                    "--json", check=False)
     assert drill.returncode == 0, drill.stderr
