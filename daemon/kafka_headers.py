@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from daemon.avro_long import avro_long
+
 MAX_HEADERS = 16
 """At most this many headers of a message are kept."""
 MAX_HEADER_BYTES = 4096
@@ -100,21 +102,6 @@ def bound(raw: RawHeaders) -> tuple[list[Header] | None, bool]:
     return [{"key": k.decode(), "value": v} for k, v in kept], truncated
 
 
-def _long(n: int) -> bytes:
-    """A non-negative Avro long (zigzag varint). Not ``snapshot.datafile.avro_long``: this
-    module is below the snapshot layer (``events`` imports it)."""
-    z = n << 1
-    if z < 0x80:
-        return _SMALL[z >> 1]
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_SMALL = [bytes((n << 1,)) for n in range(64)]
 
 
 def encode_tail(raw: RawHeaders) -> bytes:
@@ -125,11 +112,11 @@ def encode_tail(raw: RawHeaders) -> bytes:
     kept, truncated = _kept(raw)
     parts = [b"\x02"]
     if kept:
-        parts.append(_long(len(kept)))
+        parts.append(avro_long(len(kept)))
         for k, v in kept:
             if v is None:
-                parts += (_long(len(k)), k, b"\x00")
+                parts += (avro_long(len(k)), k, b"\x00")
             else:
-                parts += (_long(len(k)), k, b"\x02", _long(len(v)), v)
+                parts += (avro_long(len(k)), k, b"\x02", avro_long(len(v)), v)
     parts.append(b"\x00\x01" if truncated else b"\x00\x00")
     return b"".join(parts)

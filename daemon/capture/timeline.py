@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import structlog
 
+from daemon.avro_long import avro_long
 from daemon.capture.partition import PartitionState
 from daemon.errors import VecwalError
-from daemon.snapshot.datafile import avro_long
 
 log = structlog.get_logger("vecwal.capture")
 

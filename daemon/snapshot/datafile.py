@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import fastavro
 import xxhash
 
+from daemon.avro_long import avro_long
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import load_schema, schema_text
 from daemon.snapshot import rowindex
@@ -305,25 +306,6 @@ def container_block(pieces: Sequence[P], count: int, size: int, codec: str,
     return [avro_long(count) + avro_long(size), *data, sync]
 
 
-def avro_long(n: int) -> bytes:
-    """``n`` as an Avro long (zigzag varint). Lengths of ids and short strings are one byte:
-    those come from a table, as hot loops (validation, splicing) ask for one per record."""
-    if -64 <= n < 64:
-        return _ONE_BYTE[n]
-    return _encode_long(n)
-
-
-def _encode_long(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_ONE_BYTE = {n: _encode_long(n) for n in range(-64, 64)}
 
 
 def _long_len(n: int) -> int:

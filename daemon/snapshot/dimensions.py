@@ -26,8 +26,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import structlog
 
+from daemon.avro_long import avro_long
 from daemon.changelog.scan_loop import varint
-from daemon.snapshot.datafile import Row, avro_long, read_rows
+from daemon.snapshot.datafile import Row, read_rows
 from daemon.snapshot.manifest import DataFile, Manifest
 from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.state import (

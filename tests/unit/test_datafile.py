@@ -139,7 +139,7 @@ def test_record_hash_needs_no_version_and_equals_the_row_hash(rec: dict[str, Any
 
 @given(n=st.integers(-(2**63), 2**63 - 1) | st.integers(-200, 200))
 def test_avro_long_is_avros_encoding_of_a_long(n: int) -> None:
-    from daemon.snapshot.datafile import avro_long
+    from daemon.avro_long import avro_long
 
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, "long", n)

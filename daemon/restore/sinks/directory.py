@@ -20,12 +20,12 @@ import numpy as np
 import orjson
 
 from daemon.atomic import PRIVATE_FILE_MODE, atomic_write, dir_mode, make_dirs, sync_tree
+from daemon.avro_long import avro_long
 from daemon.errors import IntegrityError, VecwalError
 from daemon.restore.sinks import WrittenState, combine_written
 from daemon.snapshot.datafile import (
     Row,
     SourceFile,
-    avro_long,
     content_hash_bytes,
     encode_records,
     encode_rows,
