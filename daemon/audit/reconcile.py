@@ -399,7 +399,9 @@ def against_plan(repo: Repository, plan: RestorePlan, engine: Engine,
     them to set off full collections, and each walks every object the process holds: an
     embedded engine's whole collection (Qdrant local mode keeps every payload as Python
     objects), a third of the time at 30,000 x 768 (docs/performance.md). Not in `vecwal run`,
-    where capture runs beside it."""
+    where capture runs beside it: there what the process holds before the comparison (the
+    engine's collection among it) is frozen instead (``gc.freeze``: the collections still
+    run, on what is allocated meanwhile, but do not walk it) and thawed after."""
     import gc
 
     began = time.monotonic()
@@ -413,11 +415,15 @@ def against_plan(repo: Repository, plan: RestorePlan, engine: Engine,
     paused = pause_gc and gc.isenabled()
     if paused:
         gc.disable()
+    else:
+        gc.freeze()
     try:
         execute(repo, plan, wrapped)
     finally:
         if paused:
             gc.enable()
+        else:
+            gc.unfreeze()
     return Reconciliation(engine.name, plan, dict(sink.comparison.done),
                           time.monotonic() - began)
 
