@@ -221,6 +221,19 @@ def disk_needed(records: int, log_events: int, dim: int) -> int:
     return int(3 * (records + log_events) * per * 1.1)
 
 
+def warm(root: Path) -> None:
+    """Read every file of ``root`` (into the page cache) before a restore reads it, so each
+    variant starts from the same place: this VM's kernel pages out memory not touched for
+    about a minute (DAMON, `kdamond`, action pageout, min age 12 x 5 s), and a repository's
+    files are a round apart, so without this some restores read from the disk and others
+    not, by chance."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with path.open("rb", buffering=0) as f:
+                while f.read(8 << 20):
+                    pass
+
+
 def tree_bytes(root: Path) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
 
@@ -270,6 +283,7 @@ def run_restore(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                    "--workers", str(args.workers)]
             if variant != "plain":
                 cmd += ["--kek", kek] + (["--per-tenant"] if variant == "tenant" else [])
+            warm(roots[variant])
             res, _ = spawn(cmd, MODULE)
             assert res["records"] == expected, (variant, res["records"], expected)
             layouts.setdefault(variant, layout(dest))
