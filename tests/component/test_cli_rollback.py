@@ -128,3 +128,22 @@ def test_preview_into_an_engine_counts_what_the_rollback_changes(
     refused = vecwal("rollback", "--config", str(cfg), "--between", str(t1), str(t2),
                      "--into", f"dir:{tmp_path / 'd'}", "--preview")
     assert refused.returncode != 0 and "--dry-run" in refused.stderr
+
+
+def test_into_an_engine_is_validated_and_differs_from_now_by_the_changes(
+        setup: tuple[Path, Repository, History], tmp_path: Path) -> None:
+    """The full rolled-back state into a new Qdrant collection is validated as a restore is;
+    reconciled against the backup's state now, it differs by exactly the records the rollback
+    changes (exit 6, drift == the dry run's count)."""
+    cfg, _, history = setup
+    t1, t2, _ = bounds(history)
+    engine = f"qdrant:{tmp_path / 'rolled'}"
+    done = vecwal("rollback", "--config", str(cfg), "--between", str(t1), str(t2),
+                  "--into", engine, "--json")
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["restore"]["validation"]["ok"]
+    drift = vecwal("reconcile", "--config", str(cfg), "--engine", engine, "--json",
+                   *[a for c in sorted(out["restore"]["collections"]) for a in ("--collection", c)])
+    assert drift.returncode == 6, drift.stderr
+    assert json.loads(drift.stdout)["drift"] == out["report"]["changed"] > 0
