@@ -49,7 +49,7 @@ from daemon.objectstore import ObjectStore
 from daemon.restore.executor import execute
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
 from daemon.restore.sinks import Sink, WrittenState
-from daemon.restore.sinks.engine import Engine, metric_of, same_vector
+from daemon.restore.sinks.engine import Engine, metric_of, same_vector, target_name
 
 KINDS = ("extra", "missing", "changed")
 PARTS = ("vector", "payload", "acl")
@@ -328,7 +328,8 @@ class ComparingSink:
         self._current: str | None = None
 
     def target(self, collection: str) -> str:
-        return self.rename.get(collection, self.prefix + collection)
+        """Where a restore with the same ``rename`` and ``prefix`` writes ``collection``."""
+        return target_name(collection, self.rename, self.prefix)
 
     def begin(self) -> None:
         pass

@@ -57,6 +57,12 @@ def point_key(tenant: str, record_id: str) -> str:
     return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
+def target_name(collection: str, rename: dict[str, str], prefix: str) -> str:
+    """The engine collection a backed-up collection is restored as (and compared with):
+    its ``--rename`` target, else ``prefix`` (a drill's scratch prefix) and its name."""
+    return rename.get(collection, prefix + collection)
+
+
 def metric_of(schema: dict[str, Any]) -> str:
     raw = str(schema.get("metric", "cosine")).lower()
     if raw not in _METRIC_ALIASES:
@@ -190,7 +196,7 @@ class EngineSink:
         """Time spent inside the engine's insert calls."""
 
     def target(self, collection: str) -> str:
-        return self.rename.get(collection, self.prefix + collection)
+        return target_name(collection, self.rename, self.prefix)
 
     # -- the Sink protocol ---------------------------------------------------------------
     def begin(self) -> None:
