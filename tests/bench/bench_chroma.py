@@ -37,7 +37,7 @@ import orjson
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
 from tests.bench.bench_restore import median, say, spawn, write_snapshot
-from tests.bench.engine_runs import in_workdir, snapshot_rows, timed_restore
+from tests.bench.engine_runs import in_workdir, size_arguments, snapshot_rows, timed_restore
 
 ENGINES = ("chroma-server", "chroma-path")
 MODULE = "tests.bench.bench_chroma"
@@ -82,11 +82,7 @@ def child_limit(where: str, repo_path: str, name: str) -> dict[str, Any]:
 # -- the parent --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--engines", default="chroma-server")
-    ap.add_argument("--workdir", default=None)
+    size_arguments(ap, "chroma-server")
     ap.add_argument("--child", choices=["restore", "limit"], help=argparse.SUPPRESS)
     ap.add_argument("--where", help=argparse.SUPPRESS)
     ap.add_argument("--repo", help=argparse.SUPPRESS)

@@ -46,7 +46,7 @@ import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_restore import Pool, median, say, spawn, write_snapshot
-from tests.bench.engine_runs import snapshot_rows, timed_restore
+from tests.bench.engine_runs import size_arguments, snapshot_rows, timed_restore
 
 ENGINES = ("milvus", "milvus-server", "qdrant-memory", "qdrant-path")
 MODULE = "tests.bench.bench_engines"
@@ -164,13 +164,9 @@ def child_limit(engine: str, repo_path: str, scratch: str) -> dict[str, Any]:
 # -- the parent --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--engines", default=",".join(ENGINES))
+    size_arguments(ap, ",".join(ENGINES))
     ap.add_argument("--path-records", type=int, default=10_000,
                     help="records for qdrant-path (local mode on disk commits per point)")
-    ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", choices=["restore", "limit"], help=argparse.SUPPRESS)
     ap.add_argument("--engine", help=argparse.SUPPRESS)
     ap.add_argument("--repo", help=argparse.SUPPRESS)

@@ -37,7 +37,7 @@ import orjson
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
 from tests.bench.bench_restore import median, say, spawn, write_snapshot
-from tests.bench.engine_runs import in_workdir, snapshot_rows, timed_restore
+from tests.bench.engine_runs import in_workdir, size_arguments, snapshot_rows, timed_restore
 
 MODULE = "tests.bench.bench_lancedb"
 
@@ -84,10 +84,7 @@ def child_limit(scratch: str, repo_path: str) -> dict[str, Any]:
 # -- the parent --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--workdir", default=None)
+    size_arguments(ap)
     ap.add_argument("--child", choices=["restore", "limit"], help=argparse.SUPPRESS)
     ap.add_argument("--repo", help=argparse.SUPPRESS)
     ap.add_argument("--scratch", help=argparse.SUPPRESS)

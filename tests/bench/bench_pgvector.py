@@ -39,7 +39,7 @@ import orjson
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
 from tests.bench.bench_restore import median, say, spawn, write_snapshot
-from tests.bench.engine_runs import snapshot_rows, timed_restore
+from tests.bench.engine_runs import size_arguments, snapshot_rows, timed_restore
 
 MODULE = "tests.bench.bench_pgvector"
 
@@ -107,12 +107,9 @@ def child_limit(dsn: str, repo_path: str) -> dict[str, Any]:
 # -- the parent --------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--rounds", type=int, default=3)
+    size_arguments(ap)
     ap.add_argument("--dsn", default=None, help="a server to use (its postgres database); "
                                                 "default: start deploy/local's")
-    ap.add_argument("--workdir", default=None)
     ap.add_argument("--child", choices=["restore", "limit"], help=argparse.SUPPRESS)
     ap.add_argument("--repo", help=argparse.SUPPRESS)
     ap.add_argument("--validate", action="store_true", help=argparse.SUPPRESS)

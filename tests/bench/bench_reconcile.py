@@ -39,7 +39,7 @@ import orjson
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
 from tests.bench.bench_restore import TOPIC, median, say, write_snapshot
-from tests.bench.engine_runs import in_workdir
+from tests.bench.engine_runs import in_workdir, size_arguments
 
 ENGINES = ("qdrant-memory", "milvus")
 PAGE = 8192
@@ -115,11 +115,7 @@ def run_engine(kind: str, work: Path, repo_path: Path, rounds: int) -> dict[str,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--records", type=int, default=100_000)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--engines", default=",".join(ENGINES))
-    ap.add_argument("--workdir", default=None)
+    size_arguments(ap, ",".join(ENGINES))
     args = ap.parse_args(argv)
     configure_logging("warning", "console")
 

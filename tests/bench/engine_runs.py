@@ -1,9 +1,11 @@
-"""What the engine benchmarks (bench_engines, bench_chroma, bench_lancedb, bench_pgvector)
-share: a timed restore of a snapshot into a sink, validated when asked, and the snapshot's
-rows read into memory for the engine's own bulk load (the baseline each restore is held to)."""
+"""What the engine benchmarks (bench_engines, bench_chroma, bench_lancedb, bench_pgvector,
+bench_reconcile) share: their size and rounds arguments, a timed restore of a snapshot into a
+sink, validated when asked, and the snapshot's rows read into memory for the engine's own
+bulk load (the baseline each restore is held to)."""
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import tempfile
 import time
@@ -15,6 +17,17 @@ from typing import Any
 import numpy as np
 
 from tests.bench.bench_restore import TOPIC
+
+
+def size_arguments(ap: argparse.ArgumentParser, engines: str | None = None) -> None:
+    """``--records``, ``--dim``, ``--rounds`` and ``--workdir`` (and ``--engines``, default
+    ``engines``, when given): what every engine benchmark is sized by."""
+    ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--workdir", default=None)
+    if engines is not None:
+        ap.add_argument("--engines", default=engines)
 
 
 def timed_restore(spec: str, repo_path: str, validate_too: bool,
