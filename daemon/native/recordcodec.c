@@ -94,13 +94,19 @@ static int w_opt(Buf *b, PyObject *v, const char *field, Writer w) {  /* ["null"
     return w(b, v, field);
 }
 
-static int w_acl(Buf *b, PyObject *v, const char *field) {
+/* An Avro array of a list's items, each written by `item`: one block of them (its count
+ * first, none when empty), then the end block. */
+static int w_array(Buf *b, PyObject *v, const char *field, Writer item) {
     if (!PyList_CheckExact(v)) return refuse(field, "not a list");
     Py_ssize_t n = PyList_GET_SIZE(v);
     if (n && put_long(b, n)) return -1;
     for (Py_ssize_t i = 0; i < n; i++)
-        if (w_str(b, PyList_GET_ITEM(v, i), field)) return -1;
+        if (item(b, PyList_GET_ITEM(v, i), field)) return -1;
     return put_byte(b, 0);
+}
+
+static int w_acl(Buf *b, PyObject *v, const char *field) {
+    return w_array(b, v, field, w_str);
 }
 
 static PyObject *s_name, *s_version, *s_key, *s_value;
@@ -123,12 +129,7 @@ static int w_header(Buf *b, PyObject *v, const char *field) {
 }
 
 static int w_headers(Buf *b, PyObject *v, const char *field) {
-    if (!PyList_CheckExact(v)) return refuse(field, "not a list");
-    Py_ssize_t n = PyList_GET_SIZE(v);
-    if (n && put_long(b, n)) return -1;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (w_header(b, PyList_GET_ITEM(v, i), field)) return -1;
-    return put_byte(b, 0);
+    return w_array(b, v, field, w_header);
 }
 
 enum { T_LONG, T_OPT_BYTES, T_STR, T_OPT_STR, T_OPT_INT, T_BOOL, T_OPT_ACL, T_OPT_MODEL,
