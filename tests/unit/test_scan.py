@@ -97,7 +97,8 @@ def spliced_equals_encoded(data: bytes, key: SegmentKey = KEY) -> int:
 
 
 @pytest.mark.parametrize("codec", CODECS)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(recs=segments())
 def test_spliced_rows_equal_row_of(codec: str, recs: list[dict[str, Any]]) -> None:
     assert spliced_equals_encoded(encode_segment(KEY, recs, codec)) == len(recs)
