@@ -58,6 +58,7 @@ from daemon.errors import ConfigError, ObjectExists, ObjectNotFound, StoreError,
 from daemon.objectstore import ObjectInfo, check_key, check_prefix
 from daemon.objectstore.permissions import denied_hint
 from daemon.objectstore.s3lock import ObjectLockMixin, lock_mode
+from daemon.objectstore.s3multipart import DEFAULT_PART_SIZE, DEFAULT_THRESHOLD, MIN_PART_SIZE, put_in_parts
 from daemon.objectstore.s3tls import check_tls_settings, tls_mistake
 
 if TYPE_CHECKING:
@@ -151,8 +152,10 @@ class S3Store(ObjectLockMixin):
     on every put. ``object_lock`` (``"governance"`` or ``"compliance"``) locks every
     create-only put of an immutable key for ``lock_s`` seconds (see s3lock).
     ``page_size`` caps keys per ListObjectsV2 call (1..1000; small values are for
-    tests). ``ca_bundle`` (PEM) verifies an https endpoint signed by a private CA; TLS
-    mistakes are StoreErrors naming the setting (:mod:`~daemon.objectstore.s3tls`).
+    tests). A put larger than ``multipart_threshold`` goes in parts of ``part_size``
+    (:mod:`~daemon.objectstore.s3multipart`). ``ca_bundle`` (PEM) verifies an https
+    endpoint signed by a private CA; TLS mistakes are StoreErrors naming the setting
+    (:mod:`~daemon.objectstore.s3tls`).
     The timeouts and ``max_attempts`` bound how long one operation can block
     before it raises :class:`StoreUnavailable`; ``max_pool_connections`` caps the
     connections kept for concurrent operations from many threads.
@@ -174,6 +177,8 @@ class S3Store(ObjectLockMixin):
         object_lock: str | None = None,
         lock_s: float = 0.0,
         page_size: int = MAX_PAGE_SIZE,
+        multipart_threshold: int = DEFAULT_THRESHOLD,
+        part_size: int = DEFAULT_PART_SIZE,
         connect_timeout: float = 3.0,
         read_timeout: float = 30.0,
         max_attempts: int = 3,
@@ -207,6 +212,9 @@ class S3Store(ObjectLockMixin):
             )
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be in 1..{MAX_PAGE_SIZE}, got {page_size}")
+        if part_size < MIN_PART_SIZE or multipart_threshold < part_size:
+            raise ValueError(f"need {MIN_PART_SIZE} <= part_size <= multipart_threshold, "
+                             f"got {part_size} and {multipart_threshold}")
         self._bucket = bucket
         self._root = f"{prefix}/" if prefix else ""
         self._endpoint_url = endpoint_url
@@ -216,6 +224,8 @@ class S3Store(ObjectLockMixin):
         self._lock_mode = lock_mode(object_lock, lock_s)
         self._lock_s = lock_s
         self._page_size = page_size
+        self._multipart_threshold = multipart_threshold
+        self._part_size = part_size
         self._closed = False
         self._region = (
             region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
@@ -278,7 +288,10 @@ class S3Store(ObjectLockMixin):
                 request["SSEKMSKeyId"] = self._sse_kms_key_id
         with self._translated("writing", key):
             try:
-                self._client.put_object(**request)
+                if len(data) > self._multipart_threshold:
+                    put_in_parts(self._client, dict(request), data, self._part_size)
+                else:
+                    self._client.put_object(**request)
             except ClientError as exc:
                 precondition_failed = _code(exc) == "PreconditionFailed" or _status(exc) == 412
                 if create_only and precondition_failed:

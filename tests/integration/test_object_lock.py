@@ -45,9 +45,9 @@ def open_lock_store(seaweedfs_service: Any, seaweedfs_lock_bucket: str
     """Factory: open_lock_store(mode="governance", lock_s=60) on a lock-enabled bucket."""
     stores: list[S3Store] = []
 
-    def open_(mode: str | None = "governance", lock_s: float = 60.0) -> S3Store:
+    def open_(mode: str | None = "governance", lock_s: float = 60.0, **options: Any) -> S3Store:
         store = S3Store(seaweedfs_lock_bucket, PREFIX, endpoint_url=seaweedfs_service.endpoint_url,
-                        object_lock=mode, lock_s=lock_s if mode else 0.0)
+                        object_lock=mode, lock_s=lock_s if mode else 0.0, **options)
         stores.append(store)
         return store
 
@@ -83,6 +83,21 @@ def test_create_only_put_is_locked_for_lock_s(open_lock_store: Callable[..., S3S
     assert store.retain_until("manifests/plain-overwrite.json") is None
     with pytest.raises(ObjectNotFound):
         store.retain_until("segments/missing")
+
+
+def test_a_create_only_put_in_parts_is_locked_too(open_lock_store: Callable[..., S3Store],
+                                                  seaweedfs_client: Any, seaweedfs_lock_bucket: str) -> None:
+    """A bucket file over the multipart threshold (s3multipart) is locked like a one-PUT
+    object: the lock goes on CreateMultipartUpload, each part carries its Content-MD5."""
+    store = open_lock_store("governance", 3600, multipart_threshold=5 << 20, part_size=5 << 20)
+    data = bytes(range(256)) * (11 << 12)  # 11 MiB: three parts
+    store.put(SEGMENT, data, create_only=True)
+    assert store.get(SEGMENT) == data
+    until = store.retain_until(SEGMENT)
+    assert until is not None and until > now_ms() + 3_500_000
+    with pytest.raises(ObjectLocked):
+        store.delete(SEGMENT)
+    assert store.get(SEGMENT) == data
 
 
 @pytest.mark.parametrize("mode", ["governance", "compliance"])

@@ -98,11 +98,17 @@ def _conditions_hold(condition: dict[str, Any], context: dict[str, str]) -> bool
     IAM (no ...IfExists operators are used)."""
     for operator, pairs in condition.items():
         for key, expected in pairs.items():
+            if operator == "Null":
+                if (key not in context) != (expected == "true"):
+                    return False
+                continue
             if key not in context:
                 return False
             got = context[key]
             if operator == "StringLike":
                 ok = any(fnmatch.fnmatchcase(got, e) for e in _list(expected))
+            elif operator == "Bool":
+                ok = got == expected
             elif operator == "NumericGreaterThan":
                 ok = float(got) > float(expected)
             else:
@@ -272,6 +278,7 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("s3:GetObject", REPOSITORY_FILE), ("s3:PutObject", REPOSITORY_FILE),
         ("s3:PutObject", SEG.avro), ("s3:PutObject", SEG.sidecar), ("s3:PutObject", QUARANTINE),
         ("s3:PutObjectRetention", SEG.avro), ("s3:PutObjectRetention", QUARANTINE),
+        ("s3:AbortMultipartUpload", SEG.avro),
         ("s3:PutObject", watermark_key("vectors.ingest", 3)),
         ("s3:GetObject", SEG.avro), ("s3:GetObject", QUARANTINE), ("s3:GetObject", MANIFEST),
         ("s3:GetObject", watermark_key("vectors.ingest", 3)),
@@ -288,6 +295,7 @@ NEEDS: dict[str, list[tuple[str, str]]] = {
         ("s3:PutObject", rejected_key("0001764000000000-abcd")), ("s3:PutObject", INDEX),
         ("s3:PutObjectRetention", DATA), ("s3:PutObjectRetention", MANIFEST),
         ("s3:PutObjectRetention", INDEX), ("s3:PutObject", LEASE),
+        ("s3:AbortMultipartUpload", DATA), ("s3:AbortMultipartUpload", INDEX),
     ],
     # vecwal prune --confirm, pin, unpin
     "prune": [
@@ -349,7 +357,13 @@ def test_the_bucket_policy_forbids_overwrites_wherever_vecwal_only_creates() -> 
     records) and keys/ (a rotation); everything else is created once (If-None-Match)."""
     document = rendered("bucket-policy")
     deny = next(st for st in statements(document) if st["Sid"] == "NoOverwriteOfImmutableObjects")
-    assert deny["Condition"] == {"Null": {"s3:if-none-match": "true"}}
+    # A PutObject or CompleteMultipartUpload (object-creating) without If-None-Match is
+    # refused; the multipart steps that cannot carry the header (CreateMultipartUpload,
+    # UploadPart: daemon.objectstore.s3multipart) are not, and the completion carries it.
+    creating, part = {"s3:ObjectCreationOperation": "true"}, {"s3:ObjectCreationOperation": "false"}
+    assert not _conditions_hold(deny["Condition"], {**creating, "s3:if-none-match": "*"})
+    assert _conditions_hold(deny["Condition"], creating)
+    assert not _conditions_hold(deny["Condition"], part)
     covered = [k for k in EVERY_KEY if any(
         fnmatch.fnmatchcase(f"arn:aws:s3:::backups/team/vecwal/{k}", r)
         for r in _list(deny["Resource"]))]
