@@ -10,8 +10,8 @@ For each size (N records, or N+M: N records and M log events after the snapshot,
 (``bench_restore.write_snapshot`` and ``write_log`` on an ``s3://`` store: the bucket files
 and manifest as the compactor writes them, segments of about 32 MiB), with ``--buckets`` 64
 for every size: a collection keeps the bucket count of its first compaction, so its bucket
-files grow with it (55 MB each at 1M records, 110 MB at 2M; vecwal puts a file in one PUT,
-and s3proxy refused a 220 MB one: MaxMessageLengthExceeded). Without log events
+files grow with it (55 MB each at 1M records, 110 MB at 2M, 220 MB at 4M: over 64 MiB a
+file goes up in parts, ``objectstore.s3multipart``; s3proxy refuses one PUT over 128 MiB). Without log events
 every bucket is copied whole; with them every bucket is merged with its changes. Then, each
 round, every measurement in a child process of its own:
 
@@ -22,11 +22,17 @@ round, every measurement in a child process of its own:
 * **GET and write baseline**: the same GETs, each object's parts written to a local file as
   they arrive (``atomic_write``, not durable, the tree synced at the end): a copy of the
   bucket files to local disk, which a restore to ``dir:`` cannot beat on this machine;
+* **write baseline**: the local disk's own bandwidth for the restore's output: files of the
+  same sizes written from one buffer in memory by ``--workers`` processes as the copy writes
+  them, the tree synced at the end (no S3);
 * **restore**: plan, ``execute`` to ``dir:`` with ``--workers`` worker processes (the CLI's
   path), validation timed apart (``bench_restore.child_restore``); peak RSS of the process
   tree (the child and its workers, sampled every 20 ms);
 * **before** (with ``--before REF``): the same restore with the library of commit REF
   (``git archive REF daemon``, the built native modules copied in), to compare in one run.
+
+Outputs go under ``--out-root`` (default: the work directory, on the disk); ``/dev/shm``
+puts them in memory (tmpfs), which shows what the restore reaches when writing costs no disk.
 
 The S3 server is the environment's (``AWS_ENDPOINT_URL_S3``) or the one deploy/local launches
 (``tests/bench/services.py``). It runs on the same machine and competes for its cores. Its
@@ -131,6 +137,31 @@ def _get_share(bucket: str, endpoint: str, share: list[tuple[str, int]],
         return sum(size for _, size in share)
 
 
+def child_write(objects: list[tuple[str, int, int]], workers: int, write_dir: str) -> dict[str, Any]:
+    """The write baseline: the bucket files' sizes written from memory to ``write_dir``
+    (``atomic_write``, not durable, then the tree synced), ``workers`` processes."""
+    import multiprocessing
+
+    shares = [[(k, s) for k, s, b in objects if b % workers == w] for w in range(workers)]
+    make_dirs(Path(write_dir))
+    began = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(workers) as procs:
+        got = procs.starmap(_write_share, [(share, write_dir) for share in shares])
+    sync_tree(Path(write_dir))
+    seconds = time.monotonic() - began
+    shutil.rmtree(write_dir)
+    return {"bytes": sum(got), "seconds": seconds, "workers": workers}
+
+
+def _write_share(share: list[tuple[str, int]], write_dir: str) -> int:
+    part = memoryview(os.urandom(PART_BYTES))
+    for k, size in share:
+        atomic_write(Path(write_dir) / k.replace("/", "_"),
+                     (part[:min(PART_BYTES, size - start)] for start in range(0, size, PART_BYTES)),
+                     durable=False)
+    return sum(size for _, size in share)
+
+
 # -- the run -----------------------------------------------------------------------------------
 def spawn(args: list[str], cwd: Path = REPO) -> dict[str, Any]:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -177,7 +208,9 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
         f"{built.buckets} buckets, log {built.log_bytes / 1e6:.0f} MB")
     spec = orjson.dumps({"bucket": bucket, "endpoint": endpoint, "objects": objects,
                          "workers": args.workers}).decode()
+    out_root = Path(args.out_root) if args.out_root else work
     gets: list[dict[str, Any]] = []
+    writes: list[dict[str, Any]] = []
     copies: list[dict[str, Any]] = []
     after: list[dict[str, Any]] = []
     old: list[dict[str, Any]] = []
@@ -185,14 +218,17 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
         gets.append(spawn(["--child", "get", "--spec", spec]))
         g = gets[-1]
         say(f"round {r}: GET baseline {g['bytes'] / g['seconds'] / 1e6:,.0f} MB/s")
-        copies.append(spawn(["--child", "get", "--spec", spec, "--out", str(work / "copy")]))
+        writes.append(spawn(["--child", "write", "--spec", spec, "--out", str(out_root / "written")]))
+        w = writes[-1]
+        say(f"round {r}: write baseline {w['bytes'] / w['seconds'] / 1e6:,.0f} MB/s")
+        copies.append(spawn(["--child", "get", "--spec", spec, "--out", str(out_root / "copy")]))
         c = copies[-1]
         say(f"round {r}: GET and write baseline {c['bytes'] / c['seconds'] / 1e6:,.0f} MB/s")
         order = [("after", after, REPO), ("before", old, before)]
         for label, runs, cwd in order if r % 2 == 0 else order[::-1]:  # alternate who's first
             if cwd is None:
                 continue
-            dest = work / f"out-{label}"
+            dest = out_root / f"out-{label}"
             runs.append(spawn(["--child", "restore", "--spec", spec, "--out", str(dest)], cwd))
             shutil.rmtree(dest, ignore_errors=True)
             res = runs[-1]
@@ -226,6 +262,9 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
             "get_baseline_mb_per_s": round(get_mbps),
             "get_baseline_per_round": [round(g["bytes"] / g["seconds"] / 1e6) for g in gets],
             "get_write_baseline_mb_per_s": round(copy_mbps),
+            "write_baseline_mb_per_s": round(median([w["bytes"] / w["seconds"] / 1e6 for w in writes])),
+            "write_baseline_per_round": [round(w["bytes"] / w["seconds"] / 1e6) for w in writes],
+            "out_root": str(out_root),
             "get_write_baseline_per_round": [round(c["bytes"] / c["seconds"] / 1e6)
                                              for c in copies],
             "after": summary(after), "before": summary(old)}
@@ -245,7 +284,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--before", default=None,
                     help="a commit whose library restores too, for a before/after")
-    ap.add_argument("--child", choices=["get", "restore"], help=argparse.SUPPRESS)
+    ap.add_argument("--out-root", default=None,
+                    help="where the restores and copies write (default: the work directory; "
+                         "/dev/shm: in memory, to see the restore without the disk)")
+    ap.add_argument("--child", choices=["get", "write", "restore"], help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -255,6 +297,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.child == "get":
             res = child_get(spec["bucket"], spec["endpoint"],
                             [tuple(o) for o in spec["objects"]], spec["workers"], args.out)
+        elif args.child == "write":
+            res = child_write([tuple(o) for o in spec["objects"]], spec["workers"], args.out)
         else:
             res = child_restore("", args.out, None, "now", spec["workers"],
                                 opener(spec["bucket"], spec["endpoint"]))
