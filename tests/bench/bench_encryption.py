@@ -297,7 +297,8 @@ def run_restore(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             runs[variant].append(res)
         say(f"round {r} ({order[0]} first): " + ", ".join(
             f"{v} {expected / runs[v][-1]['execute_s']:,.0f} records/s (execute "
-            f"{runs[v][-1]['execute_s']:.2f}s, CPU {runs[v][-1]['cpu_execute_s']:.2f}s, peak RSS "
+            f"{runs[v][-1]['execute_s']:.2f}s, CPU {runs[v][-1]['cpu_execute_s']:.2f}s "
+            f"{runs[v][-1]['usage_execute']}, peak RSS "
             f"{runs[v][-1]['peak_rss_tree_execute_mb']} MB)" for v in variants))
     for v in variants[1:]:  # per-tenant: the same files, bytes differ only in sealed content
         assert layouts["plain"].keys() == layouts[v].keys(), v
@@ -313,6 +314,7 @@ def run_restore(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "validate_s": round(median([x["validate_s"] for x in rs]), 2),
             "rto_s": round(median([x["plan_s"] + x["execute_s"] for x in rs]), 2),
             "cpu_execute_s": round(median([x["cpu_execute_s"] for x in rs]), 2),
+            "usage_execute_per_round": [x["usage_execute"] for x in rs],
             "records_per_s": round(expected / exec_s),
             "bytes_read": rs[0]["bytes_read"],
             "rchar_execute": rs[0]["rchar_execute"],
