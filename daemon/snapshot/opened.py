@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from daemon.buffers import ReusedBuffer
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten
@@ -24,7 +25,7 @@ class FileOpener:
         self.sealer = sealer
         self._native = native()
         self._keys: dict[bytes, bytes | None] = {}
-        self._into: bytearray | None = None
+        self._into = ReusedBuffer()
 
     def _resolve(self, key_id: bytes, collection: bytes, tenant: bytes) -> bytes | None:
         try:
@@ -43,10 +44,7 @@ class FileOpener:
         keep = np.ones(len(index), dtype=bool)
         lengths, content_lens, hashes = [], [], []
         out = DataFileWriter(codec)
-        need = memoryview(data).nbytes  # the opened rows take less than the sealed
-        if self._into is None or len(self._into) < need:
-            self._into = bytearray(need)
-        into, at = memoryview(self._into), 0
+        into, at = self._into.view(memoryview(data).nbytes), 0  # opened rows take less
         for first, block in zip(index.block_starts, src.blocks, strict=False):
             try:
                 used, lens, clens, digests, gone = self._native.open_rows(

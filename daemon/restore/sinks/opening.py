@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from daemon.buffers import ReusedBuffer
 from daemon.keys.sealing import TenantSealer
 from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import ObjectStore
@@ -35,7 +36,7 @@ class _Held:
 
     sealer: TenantSealer
     opener: FileOpener | None = None
-    joined: bytearray | None = None
+    joined: ReusedBuffer = field(default_factory=ReusedBuffer)
 
 
 _HELD: dict[str, _Held] = {}
@@ -110,15 +111,11 @@ class OpeningFileSink(OpeningSink):
                                      WrittenState(enc.records, enc.digest, enc.tenants))
 
     def _join(self, pieces: list[Piece]) -> memoryview:
-        """The pieces one after the other, in a buffer kept from bucket to bucket: a new one
-        each time would cost a page fault per 4 KB (the file is opened into the opener's own
-        buffer, so nothing refers to this one once the file is opened). Spans of an
-        encrypted file are decrypted straight into it."""
-        total = sum(piece_length(p) for p in pieces)
-        held = self._held
-        if held.joined is None or len(held.joined) < total:
-            held.joined = bytearray(total)
-        view = memoryview(held.joined)[:total]
+        """The pieces one after the other, in a buffer kept from bucket to bucket
+        (``buffers.ReusedBuffer``: a new one each time would cost a page fault per 4 KB; the
+        file is opened into the opener's own buffer, so nothing refers to this one once the
+        file is opened). Spans of an encrypted file are decrypted straight into it."""
+        view = self._held.joined.view(sum(piece_length(p) for p in pieces))
         copy_pieces(pieces, view)
         return view
 
