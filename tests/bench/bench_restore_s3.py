@@ -254,6 +254,12 @@ def measure(size: int, log_events: int, args: argparse.Namespace, env: Any, work
                 "ratio_per_round": [round((r["bytes_read"] / r["execute_s"] / 1e6)
                                           / (g["bytes"] / g["seconds"] / 1e6), 3)
                                     for r, g in zip(runs, gets, strict=True)],
+                # what bounds a restore to dir: here: the GETs or writing its output,
+                # whichever was slower in that round
+                "ratio_to_slower_baseline_per_round": [
+                    round((r["bytes_read"] / r["execute_s"])
+                          / min(g["bytes"] / g["seconds"], w["bytes"] / w["seconds"]), 3)
+                    for r, g, w in zip(runs, gets, writes, strict=True)],
                 "peak_rss_tree_mb": max(r["peak_rss_tree_execute_mb"] for r in runs),
                 "peak_rss_tree_mb_per_round": [r["peak_rss_tree_execute_mb"] for r in runs]}
 
