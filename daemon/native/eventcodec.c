@@ -329,11 +329,41 @@ static int load_dims(Ctx *cx, PyObject *dims) {
     return 0;
 }
 
-static PyObject *encode_batch(PyObject *self, PyObject *args) {
+/* A tuple of n new references (each may be NULL: then all are released and NULL returned). */
+static PyObject *pack(PyObject **fields, int n) {
+    int failed = 0;
+    for (int f = 0; f < n; f++)
+        if (!fields[f]) failed = 1;
+    PyObject *tup = failed ? NULL : PyTuple_New(n);
+    if (!tup) {
+        for (int f = 0; f < n; f++) Py_XDECREF(fields[f]);
+        return NULL;
+    }
+    for (int f = 0; f < n; f++) PyTuple_SET_ITEM(tup, f, fields[f]);
+    return tup;
+}
+
+/* A bad event the codec refused: QuarantineEntry's fields, in its order. */
+static PyObject *refused_tuple(const Item *it, const char *detail) {
+    PyObject *fields[8] = {
+        Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
+        PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
+        Py_NewRef(s_reasons[it->op]),
+        PyUnicode_DecodeUTF8(detail, (Py_ssize_t)it->id_n, "strict"),
+        Py_NewRef(it->key), Py_NewRef(it->value),
+    };
+    return pack(fields, 8);
+}
+
+static PyObject *build_events(Item *items, Py_ssize_t stop, const Buf *out, const Buf *names);
+static PyObject *build_runs(Item *items, Py_ssize_t start, Py_ssize_t stop, const Buf *out,
+                            const Buf *names);
+
+static PyObject *encode(PyObject *args, int runs) {
     PyObject *msgs, *formats, *dims, *headers_tail, *unreadable;
     Py_ssize_t start, max_bytes;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!nO!O!nOO:encode_batch", &PyList_Type, &msgs, &start,
+    if (!PyArg_ParseTuple(args, runs ? "O!nO!O!nOO:encode_runs" : "O!nO!O!nOO:encode_batch",
+                          &PyList_Type, &msgs, &start,
                           &PyDict_Type, &formats, &PyDict_Type, &dims, &max_bytes,
                           &headers_tail, &unreadable))
         return NULL;
@@ -388,64 +418,9 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
     }
     if (nomem) { PyErr_NoMemory(); goto done; }
-    list = PyList_New(stop);
+    list = runs ? build_runs(items, start, stop, &out, &names)
+                : build_events(items, stop, &out, &names);
     if (!list) goto done;
-    PyObject *last_coll = NULL;
-    const char *last_coll_p = NULL;
-    size_t last_coll_n = 0;
-    for (Py_ssize_t i = 0; i < stop; i++) {
-        Item *it = &items[i];
-        const char *cp = names.p + it->names_off;
-        if (it->deferred == REJECT) {  /* QuarantineEntry's fields, in its order */
-            PyObject *tup = PyTuple_New(8);
-            if (!tup) goto done;
-            PyList_SET_ITEM(list, i, tup);
-            PyObject *fields[8] = {
-                Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
-                PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
-                Py_NewRef(s_reasons[it->op]),
-                PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->id_n, "strict"),
-                Py_NewRef(it->key), Py_NewRef(it->value),
-            };
-            int failed = 0;
-            for (int f = 0; f < 8; f++) {
-                if (!fields[f]) failed = 1;
-                PyTuple_SET_ITEM(tup, f, fields[f] ? fields[f] : Py_NewRef(Py_None));
-            }
-            if (failed) { Py_XDECREF(last_coll); goto done; }
-            continue;
-        }
-        if (it->deferred) {
-            Py_INCREF(Py_None);
-            PyList_SET_ITEM(list, i, Py_None);
-            continue;
-        }
-        if (!last_coll || last_coll_n != it->coll_n || memcmp(last_coll_p, cp, it->coll_n) != 0) {
-            Py_XDECREF(last_coll);
-            last_coll = PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->coll_n, "strict");
-            if (!last_coll) goto done;
-            last_coll_p = cp;
-            last_coll_n = it->coll_n;
-        }
-        PyObject *tup = PyTuple_New(10);
-        if (!tup) goto done;
-        PyList_SET_ITEM(list, i, tup);  /* the list owns it: filled below, freed with it */
-        PyObject *fields[10] = {
-            Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
-            PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
-            Py_NewRef(it->key), PyLong_FromSsize_t(PyBytes_GET_SIZE(it->value)),
-            PyBytes_FromStringAndSize(out.p + it->out_off, (Py_ssize_t)it->out_len),
-            Py_NewRef(it->op == OP_UPSERT ? s_upsert : s_delete), Py_NewRef(last_coll),
-            PyUnicode_DecodeUTF8(cp + it->coll_n, (Py_ssize_t)it->id_n, "strict"),
-        };
-        int failed = 0;
-        for (int f = 0; f < 10; f++) {
-            if (!fields[f]) failed = 1;
-            PyTuple_SET_ITEM(tup, f, fields[f] ? fields[f] : Py_NewRef(Py_None));
-        }
-        if (failed) { Py_XDECREF(last_coll); goto done; }
-    }
-    Py_XDECREF(last_coll);
     result = Py_BuildValue("(On)", list, start + stop);
 done:
     Py_XDECREF(list);
@@ -470,6 +445,138 @@ done:
     return result;
 }
 
+/* Per message of the pass: its Encoded tuple, its Refused tuple or None (encode_batch). */
+static PyObject *build_events(Item *items, Py_ssize_t stop, const Buf *out, const Buf *names) {
+    PyObject *list = PyList_New(stop), *last_coll = NULL;
+    if (!list) return NULL;
+    const char *last_coll_p = NULL;
+    size_t last_coll_n = 0;
+    for (Py_ssize_t i = 0; i < stop; i++) {
+        Item *it = &items[i];
+        const char *cp = names->p + it->names_off;
+        PyObject *entry;
+        if (it->deferred == REJECT) {
+            entry = refused_tuple(it, cp);
+        } else if (it->deferred) {
+            entry = Py_NewRef(Py_None);
+        } else {
+            if (!last_coll || last_coll_n != it->coll_n ||
+                memcmp(last_coll_p, cp, it->coll_n) != 0) {
+                Py_XDECREF(last_coll);
+                last_coll = PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->coll_n, "strict");
+                if (!last_coll) { Py_DECREF(list); return NULL; }
+                last_coll_p = cp;
+                last_coll_n = it->coll_n;
+            }
+            PyObject *fields[10] = {
+                Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
+                PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
+                Py_NewRef(it->key), PyLong_FromSsize_t(PyBytes_GET_SIZE(it->value)),
+                PyBytes_FromStringAndSize(out->p + it->out_off, (Py_ssize_t)it->out_len),
+                Py_NewRef(it->op == OP_UPSERT ? s_upsert : s_delete), Py_NewRef(last_coll),
+                PyUnicode_DecodeUTF8(cp + it->coll_n, (Py_ssize_t)it->id_n, "strict"),
+            };
+            entry = pack(fields, 10);
+        }
+        if (!entry) {
+            Py_XDECREF(last_coll);
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, entry);
+    }
+    Py_XDECREF(last_coll);
+    return list;
+}
+
+/* Whether encoded b continues a's run: the same topic, partition and collection, a later
+ * offset. */
+static int same_run(const Item *a, const Item *b, const Buf *names) {
+    if (b->deferred || b->partition != a->partition || b->offset <= a->offset ||
+        b->coll_n != a->coll_n ||
+        memcmp(names->p + a->names_off, names->p + b->names_off, a->coll_n) != 0)
+        return 0;
+    if (a->topic == b->topic) return 1;
+    if (!PyUnicode_CheckExact(a->topic) || !PyUnicode_CheckExact(b->topic)) return 0;
+    return PyUnicode_Compare(a->topic, b->topic) == 0;
+}
+
+/* The Run of items[0:n]: (first, topic, partition, collection, offsets, timestamps,
+ * value_sizes, datums, ops, ids), the lists parallel, one entry per message. */
+static PyObject *run_tuple(const Item *items, Py_ssize_t n, Py_ssize_t first, const Buf *out,
+                           const Buf *names) {
+    PyObject *lists[6];
+    for (int l = 0; l < 6; l++) lists[l] = PyList_New(n);
+    int failed = 0;
+    for (int l = 0; l < 6; l++)
+        if (!lists[l]) failed = 1;
+    for (Py_ssize_t k = 0; k < n && !failed; k++) {
+        const Item *it = &items[k];
+        const char *cp = names->p + it->names_off;
+        PyObject *v[6] = {
+            PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
+            PyLong_FromSsize_t(PyBytes_GET_SIZE(it->value)),
+            PyBytes_FromStringAndSize(out->p + it->out_off, (Py_ssize_t)it->out_len),
+            Py_NewRef(it->op == OP_UPSERT ? s_upsert : s_delete),
+            PyUnicode_DecodeUTF8(cp + it->coll_n, (Py_ssize_t)it->id_n, "strict"),
+        };
+        for (int l = 0; l < 6; l++) {
+            if (!v[l]) failed = 1;
+            PyList_SET_ITEM(lists[l], k, v[l]);  /* NULL slots are fine to free */
+        }
+    }
+    if (failed) {
+        for (int l = 0; l < 6; l++) Py_XDECREF(lists[l]);
+        return NULL;
+    }
+    PyObject *fields[10] = {
+        PyLong_FromSsize_t(first), Py_NewRef(items[0].topic),
+        PyLong_FromLongLong(items[0].partition),
+        PyUnicode_DecodeUTF8(names->p + items[0].names_off, (Py_ssize_t)items[0].coll_n,
+                             "strict"),
+        lists[0], lists[1], lists[2], lists[3], lists[4], lists[5],
+    };
+    return pack(fields, 10);
+}
+
+/* The pass as runs (encode_runs): each run of encoded messages as its Run, a message the
+ * Python parser must decide as its index in the batch, a refused one as its Refused tuple. */
+static PyObject *build_runs(Item *items, Py_ssize_t start, Py_ssize_t stop, const Buf *out,
+                            const Buf *names) {
+    PyObject *list = PyList_New(0);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0, j; i < stop; i = j) {
+        Item *it = &items[i];
+        PyObject *entry;
+        j = i + 1;
+        if (it->deferred == REJECT) {
+            entry = refused_tuple(it, names->p + it->names_off);
+        } else if (it->deferred) {
+            entry = PyLong_FromSsize_t(start + i);
+        } else {
+            while (j < stop && same_run(&items[j - 1], &items[j], names)) j++;
+            entry = run_tuple(it, j - i, start + i, out, names);
+        }
+        if (!entry || PyList_Append(list, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(entry);
+    }
+    return list;
+}
+
+static PyObject *encode_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    return encode(args, 0);
+}
+
+static PyObject *encode_runs(PyObject *self, PyObject *args) {
+    (void)self;
+    return encode(args, 1);
+}
+
 static PyMethodDef methods[] = {
     {"encode_batch", encode_batch, METH_VARARGS,
      "encode_batch(messages, start, formats, dimensions, max_event_bytes, headers_tail, "
@@ -484,6 +591,16 @@ static PyMethodDef methods[] = {
      "headers_truncated: null and false for a message without headers, else "
      "``headers_tail(message.headers())`` (bytes); headers the client cannot decode are "
      "replaced by ``unreadable`` (set_headers) and encoded as it. Call again from ``stop``."},
+    {"encode_runs", encode_runs, METH_VARARGS,
+     "encode_runs(messages, start, formats, dimensions, max_event_bytes, headers_tail, "
+     "unreadable) -> (items, stop)\n\n"
+     "What encode_batch says of messages[start:stop], in order, with its encoded messages "
+     "gathered in runs: consecutive messages of one topic, partition and collection, offsets "
+     "rising, each run one tuple (first, topic, partition, collection, offsets, timestamps, "
+     "value_sizes, datums, ops, ids) of parallel lists, ``first`` the index of its first "
+     "message in ``messages``. A refused message is its 8-tuple, a message the Python parser "
+     "must decide its index (int). Capture adds a run to a segment with per-run, not "
+     "per-event, Python."},
     {NULL, NULL, 0, NULL},
 };
 
