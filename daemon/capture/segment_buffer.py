@@ -95,28 +95,14 @@ class OpenSegment:
     def add(self, datum: builtins.bytes, offset: int, timestamp: int, op: str, collection: str,
             record_id: str | None, size: int, now: float) -> None:
         """One valid event: its record ``datum`` and what the sidecar says of it."""
-        self.datums.append(datum)
-        self.bytes += size
-        self.value_bytes += size
-        if self.min_timestamp is None or timestamp < self.min_timestamp:
-            self.min_timestamp = timestamp
-        if self.max_timestamp is None or timestamp > self.max_timestamp:
-            self.max_timestamp = timestamp
-        self.ops[op] = self.ops.get(op, 0) + 1
-        if record_id is not None:
-            ids = self.ids.get(collection)
-            if ids is None:
-                ids = self.ids[collection] = set()
-            ids.add(record_id)
-        self.end = offset + 1
-        if self.opened_at is None:
-            self.opened_at = now
+        self.add_run([datum], offset, [timestamp], [size], [op], collection,
+                     [] if record_id is None else [record_id], now)
 
     def add_run(self, datums: list[builtins.bytes], last_offset: int, timestamps: list[int],
                 sizes: list[int], ops: list[str], collection: str, record_ids: list[str],
                 now: float) -> None:
         """Valid events of one collection at once (parallel lists, offset order, ending at
-        ``last_offset``): the same segment and sidecar as ``add`` of each in turn."""
+        ``last_offset``): the same segment and sidecar as adding each in turn."""
         self.datums += datums
         size = sum(sizes)
         self.bytes += size
@@ -128,10 +114,11 @@ class OpenSegment:
             self.max_timestamp = high
         for op in dict.fromkeys(ops):  # in the order they first appear, as add counts them
             self.ops[op] = self.ops.get(op, 0) + ops.count(op)
-        ids = self.ids.get(collection)
-        if ids is None:
-            ids = self.ids[collection] = set()
-        ids.update(record_ids)
+        if record_ids:  # an event without an id names no collection in the id filter
+            ids = self.ids.get(collection)
+            if ids is None:
+                ids = self.ids[collection] = set()
+            ids.update(record_ids)
         self.end = last_offset + 1
         if self.opened_at is None:
             self.opened_at = now

@@ -108,7 +108,8 @@ def test_runs_say_what_encode_batch_says(spec: list[Any], start: int) -> None:
 def model_take(ps: PartitionState, events: list[tuple[Any, ...]], msgs: list[FakeMessage],
                seen_ms: int, now: float, cfg: CaptureConfig, future: FutureStamps,
                timeline: bool, sealed: list[SealedSegment]) -> None:
-    """The per-event loop of ``CaptureLoop._take`` before runs (one Encoded tuple each)."""
+    """The per-event loop of ``CaptureLoop._take`` before runs (one Encoded tuple each, added
+    by ``added``)."""
     for i, (_t, _p, offset, timestamp, _key, size, datum, op, coll, rid) in enumerate(events):
         if offset < ps.open.end:
             continue
@@ -118,9 +119,27 @@ def model_take(ps: PartitionState, events: list[tuple[Any, ...]], msgs: list[Fak
             captured = CaptureClock.stamp(ps, seen_ms)
             datum, timestamp = restamp(datum, captured, timestamp, message_tail(msgs[i])), \
                 captured
-        ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
+        added(ps.open, datum, offset, timestamp, op, coll, rid, size, now)
         if ps.open.full(cfg):
             seal(ps, now, sealed, timeline)
+
+
+def added(seg: OpenSegment, datum: bytes, offset: int, timestamp: int, op: str, coll: str,
+          rid: str | None, size: int, now: float) -> None:
+    """``OpenSegment.add`` as it was before runs, one event at a time: the reference."""
+    seg.datums.append(datum)
+    seg.bytes += size
+    seg.value_bytes += size
+    if seg.min_timestamp is None or timestamp < seg.min_timestamp:
+        seg.min_timestamp = timestamp
+    if seg.max_timestamp is None or timestamp > seg.max_timestamp:
+        seg.max_timestamp = timestamp
+    seg.ops[op] = seg.ops.get(op, 0) + 1
+    if rid is not None:
+        seg.ids.setdefault(coll, set()).add(rid)
+    seg.end = offset + 1
+    if seg.opened_at is None:
+        seg.opened_at = now
 
 
 def seal(ps: PartitionState, now: float, sealed: list[SealedSegment], timeline: bool) -> None:
