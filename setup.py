@@ -12,7 +12,8 @@ setup(
             "daemon.native.eventcodec",
             sources=["daemon/native/eventcodec.c", "daemon/native/yyjson/yyjson.c"],
             depends=[f"daemon/native/{h}.h" for h in (
-                "codec_text", "refusals", "codec_record", "codec_json", "codec_avro")],
+                "codec_text", "refusals", "codec_record", "codec_json", "codec_avro",
+                "codec_results")],
             include_dirs=["daemon/native"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
         ),

@@ -32,7 +32,9 @@ def make_durable(repo: Repository, seg: SealedSegment, watermark: Watermark,
     began = time.monotonic()
     if seg.quarantine:
         repo.put_quarantine(rejected)  # create-only; identical is success
-    repo.put_segment(seg.key, data)  # create-only; identical is success
+    # create-only; identical is success. The sidecar's digest goes with it: S3 checks the
+    # body against it, so what is stored is what the sidecar describes.
+    repo.put_segment(seg.key, data, bytes.fromhex(sidecar.sha256))
     repo.put_sidecar(sidecar)
     repo.write_watermark(watermark)  # last: readers trust it only after the segment exists
     took = time.monotonic() - began

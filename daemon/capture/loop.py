@@ -56,10 +56,11 @@ from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
 from daemon.capture.partition import PartitionState
 from daemon.capture.rejected import RejectedEvents
+from daemon.capture.runs import RunIntake
 from daemon.capture.sealing import capture_sealer, quarantine_sealer
 from daemon.capture.seeding import DimensionSeeder
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
-from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics, restamp
+from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.repository import Repository, writer_identity
 from daemon.changelog.watermark import Watermark
@@ -67,7 +68,7 @@ from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
 from daemon.events import EventParser
 from daemon.kafka_client import check_brokers, explain
-from daemon.kafka_headers import UNREADABLE, encode_tail, message_headers, message_tail
+from daemon.kafka_headers import UNREADABLE, encode_tail, message_headers
 from daemon.kafka_logging import ErrorLog, with_logger
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
@@ -109,6 +110,7 @@ class CaptureLoop:
         self._avro_topics = native_topics(config.kafka)  # the rest go to the Python parser
         self.sources = sources_for(config.kafka)  # topic -> how its messages decode
         self._sealer = capture_sealer(config, repo)  # per-tenant keys: content sealed
+        self._runs = RunIntake(self.cfg, self._future, self._capture_timeline, self._sealer)
         self._flow = FlowControl(self.cfg.max_buffer_bytes, self.cfg.retry_max_backoff_s,
                                  self.metrics)
         self.partitions: dict[TP, PartitionState] = {}
@@ -183,43 +185,28 @@ class CaptureLoop:
 
     def _take(self, msgs: list[Message], now: float) -> None:
         """Steps 2 and 3 for one batch, in offset order. The native codec encodes the plain
-        upserts and deletes, refuses the common bad events (a QuarantineEntry's fields, in
-        the parser's words) and leaves the rest (None) to ``_on_other``; it stops after an
-        event that may change a collection's dimension, so the next ones are checked
-        against what the Python parser learned from it."""
+        upserts and deletes, in runs of one partition and collection (``RunIntake``),
+        refuses the common bad events (a QuarantineEntry's fields, in the parser's words)
+        and leaves the rest (their index) to ``_on_other``; it stops after an event that may
+        change a collection's dimension, so the next ones are checked against what the
+        Python parser learned from it."""
         codec, start = self._codec, 0
         while start < len(msgs):
             if codec is None:
-                results: list[Any] = [None] * (len(msgs) - start)
+                items: list[Any] = list(range(start, len(msgs)))
                 stop = len(msgs)
             else:
-                results, stop = codec.encode_batch(msgs, start, self._avro_topics,
-                                                   self.parser.dimensions,
-                                                   self.cfg.max_event_bytes, encode_tail,
-                                                   UNREADABLE)
-            partitions, cfg, seen_ms = self.partitions, self.cfg, self._consumed_at_ms
-            future, capture_timeline = self._future, self._capture_timeline
-            for i, res in enumerate(results, start):
-                if res is None:
-                    self._on_other(msgs[i], now)
-                    continue
-                if len(res) == 8:
-                    self._on_refused(QuarantineEntry(*res), now)
-                    continue
-                topic, partition, offset, timestamp, _key, size, datum, op, coll, rid = res
-                ps = partitions.get((topic, partition))
-                if ps is None or offset < ps.open.end:
-                    continue  # revoked meanwhile, or a redelivery of what is already covered
-                if timestamp > seen_ms:
-                    future.check(ps, offset, timestamp, seen_ms)
-                if capture_timeline:  # the producer's stamp goes beside capture's
-                    captured = CaptureClock.stamp(ps, seen_ms)
-                    tail = message_tail(msgs[i])  # the datum's end, after the stamp
-                    datum, timestamp = restamp(datum, captured, timestamp, tail), captured
-                datum = self._sealer.datum(datum) if self._sealer is not None else datum
-                ps.open.add(datum, offset, timestamp, op, coll, rid, size, now)
-                if ps.open.full(cfg):  # size limits hold per event, not per batch
-                    self._seal(ps, now, "size")
+                items, stop = codec.encode_runs(msgs, start, self._avro_topics,
+                                                self.parser.dimensions,
+                                                self.cfg.max_event_bytes, encode_tail,
+                                                UNREADABLE)
+            for item in items:
+                if type(item) is int:
+                    self._on_other(msgs[item], now)
+                elif len(item) == 8:
+                    self._on_refused(QuarantineEntry(*item), now)
+                elif (ps := self.partitions.get((item[1], item[2]))) is not None:
+                    self._runs.take(ps, item, msgs, self._consumed_at_ms, now, self._seal)
             start = stop
 
     def _on_refused(self, entry: QuarantineEntry, now: float) -> None:

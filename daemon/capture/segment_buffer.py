@@ -11,7 +11,9 @@ coverage has no holes.
 from __future__ import annotations
 
 import builtins
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from daemon.changelog.keys import SegmentKey
@@ -93,22 +95,42 @@ class OpenSegment:
     def add(self, datum: builtins.bytes, offset: int, timestamp: int, op: str, collection: str,
             record_id: str | None, size: int, now: float) -> None:
         """One valid event: its record ``datum`` and what the sidecar says of it."""
-        self.datums.append(datum)
+        self.add_run([datum], offset, [timestamp], [size], [op], collection,
+                     [] if record_id is None else [record_id], now)
+
+    def add_run(self, datums: list[builtins.bytes], last_offset: int, timestamps: list[int],
+                sizes: list[int], ops: list[str], collection: str, record_ids: list[str],
+                now: float) -> None:
+        """Valid events of one collection at once (parallel lists, offset order, ending at
+        ``last_offset``): the same segment and sidecar as adding each in turn."""
+        self.datums += datums
+        size = sum(sizes)
         self.bytes += size
         self.value_bytes += size
-        if self.min_timestamp is None or timestamp < self.min_timestamp:
-            self.min_timestamp = timestamp
-        if self.max_timestamp is None or timestamp > self.max_timestamp:
-            self.max_timestamp = timestamp
-        self.ops[op] = self.ops.get(op, 0) + 1
-        if record_id is not None:
+        low, high = min(timestamps), max(timestamps)
+        if self.min_timestamp is None or low < self.min_timestamp:
+            self.min_timestamp = low
+        if self.max_timestamp is None or high > self.max_timestamp:
+            self.max_timestamp = high
+        for op in dict.fromkeys(ops):  # in the order they first appear, as add counts them
+            self.ops[op] = self.ops.get(op, 0) + ops.count(op)
+        if record_ids:  # an event without an id names no collection in the id filter
             ids = self.ids.get(collection)
             if ids is None:
                 ids = self.ids[collection] = set()
-            ids.add(record_id)
-        self.end = offset + 1
+            ids.update(record_ids)
+        self.end = last_offset + 1
         if self.opened_at is None:
             self.opened_at = now
+
+    def fitting(self, sizes: list[int], lo: int, hi: int, cfg: CaptureConfig) -> int:
+        """How far the events ``lo..hi-1`` (Kafka value ``sizes``) go in before the segment
+        is full: ``hi``, or one past the event that fills it (records or bytes, as ``full``
+        counts them after each ``add``)."""
+        room = cfg.segment_max_records - len(self.datums) - len(self.quarantine)
+        end = min(hi, lo + max(room, 1))
+        filled = bisect_left(list(accumulate(sizes[lo:end])), cfg.segment_max_bytes - self.bytes)
+        return min(end, lo + filled + 1)
 
     def add_record(self, record: dict[str, Any], size: int, now: float) -> None:
         """One valid event as the Python parser gives it (a change-log record)."""

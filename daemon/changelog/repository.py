@@ -52,14 +52,17 @@ class Repository:
 
     # -- immutable objects ----------------------------------------------------------------
     def put_immutable(self, key: str, data: bytes,
-                      same: Callable[[bytes], bool] | None = None) -> None:
+                      same: Callable[[bytes], bool] | None = None,
+                      sha256: bytes | None = None) -> None:
         """Create-only put; an identical existing object is success, a different one is not
-        (unless ``same`` says the stored bytes hold the same content)."""
+        (unless ``same`` says the stored bytes hold the same content). ``sha256``: the
+        digest of ``data``, when the caller has it (``ObjectStore.put``)."""
         try:
-            self.store.put(key, data, create_only=True)
+            self.store.put(key, data, create_only=True, sha256=sha256)
         except ObjectExists:
             stored = self.store.get(key)
-            if hashlib.sha256(stored).digest() != hashlib.sha256(data).digest() and \
+            digest = sha256 if sha256 is not None else hashlib.sha256(data).digest()
+            if hashlib.sha256(stored).digest() != digest and \
                     not (same is not None and same(stored)):
                 raise IntegrityError(
                     f"{key} already exists in {self.store.url} with different content",
@@ -67,8 +70,9 @@ class Repository:
                     "other writer and compare both with `vecwal verify --deep`",
                 ) from None
 
-    def put_segment(self, key: SegmentKey, data: bytes) -> None:
-        self.put_immutable(key.avro, data)
+    def put_segment(self, key: SegmentKey, data: bytes, sha256: bytes | None = None) -> None:
+        """``sha256``: the segment's digest, when known (its sidecar's)."""
+        self.put_immutable(key.avro, data, sha256=sha256)
 
     def put_sidecar(self, sidecar: Sidecar) -> None:
         self.put_immutable(sidecar.key.sidecar, sidecar.to_json())

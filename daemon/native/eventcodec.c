@@ -25,7 +25,8 @@
  * One translation unit in parts, included in order: codec_text.h (buffers, Avro primitives,
  * UTF-8, JSON text as orjson writes it), the Event gathered here, refusals.h (bad events in the
  * parser's words), codec_record.h (the datum), codec_json.h and codec_avro.h (the two input
- * formats); the batch and the module follow.
+ * formats); the batch, codec_results.h (the answers: per message, or in runs for
+ * encode_runs), and the module follow.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -329,11 +330,13 @@ static int load_dims(Ctx *cx, PyObject *dims) {
     return 0;
 }
 
-static PyObject *encode_batch(PyObject *self, PyObject *args) {
+#include "codec_results.h"
+
+static PyObject *encode(PyObject *args, int runs) {
     PyObject *msgs, *formats, *dims, *headers_tail, *unreadable;
     Py_ssize_t start, max_bytes;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "O!nO!O!nOO:encode_batch", &PyList_Type, &msgs, &start,
+    if (!PyArg_ParseTuple(args, runs ? "O!nO!O!nOO:encode_runs" : "O!nO!O!nOO:encode_batch",
+                          &PyList_Type, &msgs, &start,
                           &PyDict_Type, &formats, &PyDict_Type, &dims, &max_bytes,
                           &headers_tail, &unreadable))
         return NULL;
@@ -388,64 +391,9 @@ static PyObject *encode_batch(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
     }
     if (nomem) { PyErr_NoMemory(); goto done; }
-    list = PyList_New(stop);
+    list = runs ? build_runs(items, start, stop, &out, &names)
+                : build_events(items, stop, &out, &names);
     if (!list) goto done;
-    PyObject *last_coll = NULL;
-    const char *last_coll_p = NULL;
-    size_t last_coll_n = 0;
-    for (Py_ssize_t i = 0; i < stop; i++) {
-        Item *it = &items[i];
-        const char *cp = names.p + it->names_off;
-        if (it->deferred == REJECT) {  /* QuarantineEntry's fields, in its order */
-            PyObject *tup = PyTuple_New(8);
-            if (!tup) goto done;
-            PyList_SET_ITEM(list, i, tup);
-            PyObject *fields[8] = {
-                Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
-                PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
-                Py_NewRef(s_reasons[it->op]),
-                PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->id_n, "strict"),
-                Py_NewRef(it->key), Py_NewRef(it->value),
-            };
-            int failed = 0;
-            for (int f = 0; f < 8; f++) {
-                if (!fields[f]) failed = 1;
-                PyTuple_SET_ITEM(tup, f, fields[f] ? fields[f] : Py_NewRef(Py_None));
-            }
-            if (failed) { Py_XDECREF(last_coll); goto done; }
-            continue;
-        }
-        if (it->deferred) {
-            Py_INCREF(Py_None);
-            PyList_SET_ITEM(list, i, Py_None);
-            continue;
-        }
-        if (!last_coll || last_coll_n != it->coll_n || memcmp(last_coll_p, cp, it->coll_n) != 0) {
-            Py_XDECREF(last_coll);
-            last_coll = PyUnicode_DecodeUTF8(cp, (Py_ssize_t)it->coll_n, "strict");
-            if (!last_coll) goto done;
-            last_coll_p = cp;
-            last_coll_n = it->coll_n;
-        }
-        PyObject *tup = PyTuple_New(10);
-        if (!tup) goto done;
-        PyList_SET_ITEM(list, i, tup);  /* the list owns it: filled below, freed with it */
-        PyObject *fields[10] = {
-            Py_NewRef(it->topic), PyLong_FromLongLong(it->partition),
-            PyLong_FromLongLong(it->offset), PyLong_FromLongLong(it->timestamp),
-            Py_NewRef(it->key), PyLong_FromSsize_t(PyBytes_GET_SIZE(it->value)),
-            PyBytes_FromStringAndSize(out.p + it->out_off, (Py_ssize_t)it->out_len),
-            Py_NewRef(it->op == OP_UPSERT ? s_upsert : s_delete), Py_NewRef(last_coll),
-            PyUnicode_DecodeUTF8(cp + it->coll_n, (Py_ssize_t)it->id_n, "strict"),
-        };
-        int failed = 0;
-        for (int f = 0; f < 10; f++) {
-            if (!fields[f]) failed = 1;
-            PyTuple_SET_ITEM(tup, f, fields[f] ? fields[f] : Py_NewRef(Py_None));
-        }
-        if (failed) { Py_XDECREF(last_coll); goto done; }
-    }
-    Py_XDECREF(last_coll);
     result = Py_BuildValue("(On)", list, start + stop);
 done:
     Py_XDECREF(list);
@@ -470,6 +418,16 @@ done:
     return result;
 }
 
+static PyObject *encode_batch(PyObject *self, PyObject *args) {
+    (void)self;
+    return encode(args, 0);
+}
+
+static PyObject *encode_runs(PyObject *self, PyObject *args) {
+    (void)self;
+    return encode(args, 1);
+}
+
 static PyMethodDef methods[] = {
     {"encode_batch", encode_batch, METH_VARARGS,
      "encode_batch(messages, start, formats, dimensions, max_event_bytes, headers_tail, "
@@ -484,6 +442,16 @@ static PyMethodDef methods[] = {
      "headers_truncated: null and false for a message without headers, else "
      "``headers_tail(message.headers())`` (bytes); headers the client cannot decode are "
      "replaced by ``unreadable`` (set_headers) and encoded as it. Call again from ``stop``."},
+    {"encode_runs", encode_runs, METH_VARARGS,
+     "encode_runs(messages, start, formats, dimensions, max_event_bytes, headers_tail, "
+     "unreadable) -> (items, stop)\n\n"
+     "What encode_batch says of messages[start:stop], in order, with its encoded messages "
+     "gathered in runs: consecutive messages of one topic, partition and collection, offsets "
+     "rising, each run one tuple (first, topic, partition, collection, offsets, timestamps, "
+     "value_sizes, datums, ops, ids) of parallel lists, ``first`` the index of its first "
+     "message in ``messages``. A refused message is its 8-tuple, a message the Python parser "
+     "must decide its index (int). Capture adds a run to a segment with per-run, not "
+     "per-event, Python."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -97,7 +97,8 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         """Store ``data`` under ``key``.
 
         Without ``create_only`` an existing object is replaced atomically: concurrent
@@ -114,6 +115,12 @@ class ObjectStore(Protocol):
 
         Once ``put`` returns, the object is durable and visible to ``get``, ``head`` and
         ``list`` from any client (read-after-write consistency).
+
+        ``sha256``, when the caller has it already, is the SHA-256 digest of ``data``. A
+        backend may have the server check the body against it (S3: ``x-amz-checksum-sha256``
+        on a single PUT, in place of the CRC32 botocore would compute); a body that does not
+        match is refused (StoreError) and nothing is stored. A backend that stores other
+        bytes than ``data`` (encryption) or checks nothing in transit ignores it.
         """
         ...
 

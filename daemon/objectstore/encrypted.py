@@ -101,11 +101,12 @@ class EncryptedStore:
         raise AttributeError(name)
 
     # -- writing ----------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         check_key(key)  # before the key is bound into the seal
         if is_plain(key):
-            self.inner.put(key, data, create_only=create_only)
-            return
+            self.inner.put(key, data, create_only=create_only, sha256=sha256)
+            return  # sealed bytes are not data: their digest is the inner store's to make
         self.inner.put(key, self.seal(key, data), create_only=create_only)
 
     def seal(self, key: str, data: bytes | bytearray | memoryview) -> bytearray:

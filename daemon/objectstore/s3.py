@@ -32,6 +32,7 @@ Object Lock (``object_lock``: what is locked, deleting every version, retention)
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import urllib.parse
@@ -273,12 +274,17 @@ class S3Store(ObjectLockMixin):
         endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
         return f"S3Store({self.url!r}{endpoint})"
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         request: PutObjectRequestTypeDef = {
             "Bucket": self._bucket,
             "Key": self._object_key(key),
             "Body": data,  # type: ignore[typeddict-item]  # botocore takes any bytes-like body
         }
+        if sha256 is not None and len(data) <= self._multipart_threshold:
+            # The server checks the body against the caller's digest (the sidecar's), and
+            # botocore, given a checksum, computes no CRC32 of its own.
+            request["ChecksumSHA256"] = base64.b64encode(sha256).decode("ascii")
         if create_only:
             request["IfNoneMatch"] = "*"
             self._add_lock(key, data, request)

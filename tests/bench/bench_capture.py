@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -115,8 +116,12 @@ def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
     }, environ={})
     opened = store_opener(cfg)() if encryption else open_store(url, endpoint_url=endpoint or None)
     loop = CaptureLoop(cfg, Repository(opened))
-    assert loop.run(until_caught_up=True) == 0
-    done = time.monotonic()
+    try:
+        assert loop.run(until_caught_up=True) == 0
+        done = time.monotonic()
+    finally:
+        if store != "s3":  # as the archiver's output: GBs, and pages the next run may reuse
+            shutil.rmtree(url.removeprefix("file://"), ignore_errors=True)
     captured = loop.metrics.registry.get_sample_value("vecwal_events_captured_total",
                                                       {"topic": topic})
     assert captured == n, (captured, n)

@@ -175,8 +175,9 @@ def spawn(args: list[str], cwd: Path = REPO) -> dict[str, Any]:
         return orjson.loads(out.read().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def before_tree(ref: str, work: Path) -> Path:
-    """The library of commit ``ref`` beside this benchmark's harness, to run a restore with."""
+def before_tree(ref: str, work: Path, harness: Path = Path(__file__)) -> Path:
+    """The library of commit ``ref`` beside a benchmark's ``harness`` (this one's by default),
+    to run it with."""
     root = work / f"before-{ref}"
     root.mkdir()
     archive = subprocess.run(["git", "archive", "--format=tar", ref, "daemon", "schemas", "tests"],
@@ -188,7 +189,7 @@ def before_tree(ref: str, work: Path) -> Path:
     tar_path.unlink()
     for so in (REPO / "daemon").rglob("*.so"):  # built in place, not in git
         shutil.copy2(so, root / so.relative_to(REPO))
-    shutil.copy2(Path(__file__), root / "tests" / "bench" / Path(__file__).name)
+    shutil.copy2(harness, root / "tests" / "bench" / harness.name)
     return root
 
 

@@ -166,9 +166,10 @@ class FlakyStore:
             self.failed_calls += 1
             raise StoreUnavailable("injected outage", "wait")
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         self._check()
-        self.inner.put(key, data, create_only=create_only)
+        self.inner.put(key, data, create_only=create_only, sha256=sha256)
 
     def get(self, key: str) -> bytes:
         self._check()

@@ -146,10 +146,11 @@ def test_resume_position_comes_from_the_store(tmp_path: Path) -> None:
 class RacingStore(FlakyStore):
     """A zombie writer stores different bytes under a segment key just before we do."""
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         if key.endswith(".avro"):
             self.inner.put(key, b"a zombie writer's different bytes", create_only=True)
-        self.inner.put(key, data, create_only=create_only)
+        self.inner.put(key, data, create_only=create_only, sha256=sha256)
 
 
 def test_a_different_object_under_a_segment_key_is_an_integrity_error(tmp_path: Path) -> None:
@@ -169,9 +170,10 @@ class RecordingStore(FlakyStore):
         super().__init__(inner)
         self.puts: list[str] = []
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         self.puts.append(key)
-        super().put(key, data, create_only=create_only)
+        super().put(key, data, create_only=create_only, sha256=sha256)
 
 
 def test_quarantine_is_one_object_written_before_its_segment_and_counted(

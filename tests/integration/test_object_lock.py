@@ -4,6 +4,7 @@ behave on a versioned, lock-enabled bucket."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,6 +84,16 @@ def test_create_only_put_is_locked_for_lock_s(open_lock_store: Callable[..., S3S
     assert store.retain_until("manifests/plain-overwrite.json") is None
     with pytest.raises(ObjectNotFound):
         store.retain_until("segments/missing")
+
+
+def test_a_locked_put_carries_the_callers_sha256_too(open_lock_store: Callable[..., S3Store]
+                                                     ) -> None:
+    """Capture's segment PUT: the lock's Content-MD5 and the sidecar's SHA-256 together."""
+    store = open_lock_store("governance", 3600)
+    data = b"segment bytes" * 1000
+    store.put(SEGMENT, data, create_only=True, sha256=hashlib.sha256(data).digest())
+    assert store.get(SEGMENT) == data
+    assert store.retain_until(SEGMENT) is not None
 
 
 def test_a_create_only_put_in_parts_is_locked_too(open_lock_store: Callable[..., S3Store],

@@ -17,6 +17,7 @@ does not implement :class:`daemon.objectstore.ObjectStore`.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import random
 import socket
@@ -251,6 +252,17 @@ def test_create_only_on_existing_key_keeps_original(store: ObjectStore) -> None:
     with pytest.raises(ObjectExists):
         store.put("plain", b"intruder", create_only=True)
     assert store.get("plain") == b"original"
+
+
+def test_put_with_the_datas_sha256(store: ObjectStore) -> None:
+    """A caller's digest of the data may go with it (capture gives each segment its
+    sidecar's): the object stored is the data, create-only as ever."""
+    data = os.urandom(5000)
+    store.put("segments/k.avro", data, create_only=True, sha256=hashlib.sha256(data).digest())
+    assert store.get("segments/k.avro") == data
+    with pytest.raises(ObjectExists):
+        store.put("segments/k.avro", data, create_only=True,
+                  sha256=hashlib.sha256(data).digest())
 
 
 @pytest.mark.parametrize("round_", range(3))
@@ -898,6 +910,24 @@ def test_s3_wrong_credentials_is_a_store_error_with_a_hint(
                 assert secret not in f"{info.value} {info.value.hint}"
         finally:
             store.close()
+
+
+@pytest.mark.integration
+def test_s3_a_body_that_does_not_match_the_callers_sha256_is_refused(
+    s3_service: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The real S3 server checks the body against the digest sent with it (the check that
+    replaces botocore's CRC32): a mismatch stores nothing."""
+    _isolate_aws_env(monkeypatch, tmp_path, s3_service.access_key, s3_service.secret_key)
+    store = open_store(f"s3://{s3_bucket}/repo", endpoint_url=s3_service.endpoint_url)
+    try:
+        with pytest.raises(StoreError):
+            store.put("segments/k.avro", b"what was framed", create_only=True,
+                      sha256=hashlib.sha256(b"what the sidecar says").digest())
+        with pytest.raises(ObjectNotFound):
+            store.get("segments/k.avro")
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("where", ["moto", pytest.param("s3", marks=pytest.mark.integration)])

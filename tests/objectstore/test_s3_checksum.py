@@ -3,6 +3,8 @@ keeps failing: against moto, with the body's read made to fail."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,3 +62,24 @@ def test_reads_that_keep_failing_are_a_transient_error(store: S3Store,
     torn_reads(store, monkeypatch, CHECKSUM_ATTEMPTS)
     with pytest.raises(StoreUnavailable, match="checksum"):
         store.get("k")
+
+
+def test_a_callers_sha256_replaces_botocores_crc32(store: S3Store) -> None:
+    """Given the data's SHA-256, the PUT carries it for the server to check and botocore
+    computes no CRC32 of its own; without it, botocore's CRC32 goes as before."""
+    sent: list[dict[str, str]] = []
+    store._client.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **_: sent.append({k.lower(): v if isinstance(v, str) else v.decode()
+                                          for k, v in request.headers.items()}))
+    data = b"segment bytes" * 100
+    store.put("a", data, create_only=True, sha256=hashlib.sha256(data).digest())
+    store.put("b", data, create_only=True)
+    with_digest, without = sent
+    assert with_digest["x-amz-checksum-sha256"] == base64.b64encode(
+        hashlib.sha256(data).digest()).decode()
+    assert not [h for h in with_digest.items() if "crc32" in " ".join(h)]
+    # botocore's own: a header, or (https, as here) a trailer after a chunked body
+    assert "crc32" in without.get("x-amz-checksum-crc32", without.get("x-amz-trailer", ""))
+    assert "x-amz-checksum-sha256" not in without
+    assert store.get("a") == store.get("b") == data

@@ -127,9 +127,10 @@ class KillingStore(FlakyStore):
             self.dead = True
             raise Killed
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         self._write()
-        super().put(key, data, create_only=create_only)
+        super().put(key, data, create_only=create_only, sha256=sha256)
 
     def delete(self, key: str) -> None:
         self._write()

@@ -117,7 +117,8 @@ class RefusingStore:
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
 
-    def put(self, key: str, data: bytes, *, create_only: bool = False) -> None:
+    def put(self, key: str, data: bytes, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
         raise StoreError("the store is down", "")
 
     def __getattr__(self, name: str) -> object:
