@@ -3,10 +3,12 @@ assignment waits for the store.
 
 Two reasons pause consumption. The buffer: above ``capture.max_buffer_bytes`` of events held
 in memory every partition is paused, and resumed below half of it. A source that does not
-answer (the schema registry): the partition is *held*, that is sought back to the event it
-could not decode and paused, then resumed after a capped exponential backoff. The held
-event and every later one of that partition are read again; none is quarantined or skipped,
-and nothing past them is committed, so a restart loses nothing either.
+answer (the schema registry), or, with per-tenant keys, a new tenant's key that cannot be
+made (the key service or the store does not answer): the partition is *held*, that is
+sought back to the event it could not take and paused, then resumed after a capped
+exponential backoff. The held event and every later one of that partition are read again;
+none is quarantined or skipped, and nothing past them is committed, so a restart loses
+nothing either. Other partitions go on.
 """
 
 from __future__ import annotations

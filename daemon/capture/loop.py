@@ -65,7 +65,7 @@ from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.repository import Repository, writer_identity
 from daemon.changelog.watermark import Watermark
 from daemon.config import Config
-from daemon.errors import BadEvent, IntegrityError, StoreError, VecwalError
+from daemon.errors import BadEvent, IntegrityError, StoreError, StoreUnavailable, VecwalError
 from daemon.events import EventParser
 from daemon.kafka_client import check_brokers, explain
 from daemon.kafka_headers import UNREADABLE, encode_tail, message_headers
@@ -200,14 +200,24 @@ class CaptureLoop:
                                                 self.parser.dimensions,
                                                 self.cfg.max_event_bytes, encode_tail,
                                                 UNREADABLE)
+            held = self._flow.held  # partitions to read again from an offset (rarely any)
             for item in items:
                 if type(item) is int:
                     self._on_other(msgs[item], now)
                 elif len(item) == 8:
                     self._on_refused(QuarantineEntry(*item), now)
-                elif (ps := self.partitions.get((item[1], item[2]))) is not None:
-                    self._runs.take(ps, item, msgs, self._consumed_at_ms, now, self._seal)
+                elif (ps := self.partitions.get(key := (item[1], item[2]))) is not None:
+                    if held and not self._flow.admits(key, item[4][0]):
+                        continue  # fetched before its partition was sought back: comes again
+                    if self._runs.take(ps, item, msgs, self._consumed_at_ms, now, self._seal,
+                                       self._hold) and held:
+                        self._flow.decoded(key)
             start = stop
+
+    def _hold(self, ps: PartitionState, offset: int, error: Exception) -> None:
+        """Read ``ps`` again from ``offset`` later: what it needs does not answer now."""
+        assert self._consumer is not None
+        self._flow.hold(self._consumer, (ps.topic, ps.partition), offset, error)
 
     def _on_refused(self, entry: QuarantineEntry, now: float) -> None:
         """A bad event the codec refused (a native topic's: never held)."""
@@ -255,9 +265,10 @@ class CaptureLoop:
             if record is not None and self._capture_timeline:  # the producer's stamp beside
                 record["producer_timestamp"] = timestamp
                 record["timestamp"] = CaptureClock.stamp(ps, self._consumed_at_ms)
-        except RegistryUnavailable as exc:  # not the event's fault: read it again later
-            assert self._consumer is not None
-            self._flow.hold(self._consumer, (topic, partition), offset, exc)
+            if record is not None and self._sealer is not None:  # per-tenant keys: sealed
+                record = self._sealer.record(record)
+        except (RegistryUnavailable, StoreUnavailable) as exc:  # not the event's fault: the
+            self._hold(ps, offset, exc)  # registry, or the tenant's key: read it again later
             return
         except BadEvent as bad:
             self.rejected.keep(ps.open, QuarantineEntry(topic, partition, offset, timestamp,
@@ -267,8 +278,8 @@ class CaptureLoop:
             if record is None:  # carries no change (a tombstone after a Debezium delete)
                 ps.open.skip(offset, now)
                 self.metrics.skipped.labels(topic, "tombstone").inc()
-            else:  # per-tenant keys: the content sealed first
-                ps.open.add_record(self._sealer.record(record) if self._sealer else record, size, now)
+            else:
+                ps.open.add_record(record, size, now)
         self._flow.decoded((topic, partition))
         if ps.open.full(self.cfg):  # size limits hold per event, not per batch
             self._seal(ps, now, "size")

@@ -192,7 +192,8 @@ def test_segments_from_runs_are_the_per_event_ones(spec: list[Any], max_records:
     want: list[SealedSegment] = []
     RunIntake(cfg, FutureStamps(5, lambda _t: None), timeline, None).take(
         got_ps, items[0], msgs, seen_ms, 1.0,
-        lambda ps, now, _why: seal(ps, now, got, timeline))
+        lambda ps, now, _why: seal(ps, now, got, timeline),
+        lambda _ps, _offset, exc: pytest.fail(f"held without a sealer: {exc}"))
     model_take(want_ps, per_event, msgs, seen_ms, 1.0, cfg, FutureStamps(5, lambda _t: None),
                timeline, want)
     assert summary(got, got_ps) == summary(want, want_ps)
