@@ -3,6 +3,7 @@ replays fixed partitions, and object stores that fail on purpose."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -197,3 +198,31 @@ class FlakyStore:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def run_through_outage(loop: Any, fake: FakeConsumer, outage_seen: Callable[[], bool],
+                       end_outage: Callable[[], None]) -> tuple[bool, list[tuple[str, int, int]]]:
+    """``loop.run(until_caught_up=True)`` (which must return 0) while a thread waits until
+    ``outage_seen()`` (30 s at most), keeps the outage on 0.3 s more, notes the commits made
+    so far, then ``end_outage()``; always, so a failed expectation reports instead of
+    hanging. Returns whether the outage was seen in time, and those commits."""
+    seen: dict[str, Any] = {"in_time": False, "commits": []}
+
+    def watch() -> None:
+        try:
+            deadline = time.monotonic() + 30.0
+            while not outage_seen() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            seen["in_time"] = outage_seen()
+            time.sleep(0.3)  # the outage lasts a while after it is noticed: retries fail too
+            seen["commits"] = list(fake.commits)
+        finally:
+            end_outage()
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        assert loop.run(until_caught_up=True) == 0
+    finally:
+        t.join()
+    return seen["in_time"], seen["commits"]

@@ -7,8 +7,6 @@ encrypted file:// repository, and a KEK that refuses while it is "down"."""
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from daemon.keys.opener import open_encrypted
 from daemon.keys.sealing import TenantSealer
 from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import open_store
-from tests.component.fakes import FakeConsumer
+from tests.component.fakes import FakeConsumer, run_through_outage
 
 TOPIC = "ingest"
 
@@ -33,7 +31,7 @@ class FlakyKek:
     """The repository's KEK, refusing to make new keys while ``down`` (KMS unreachable)."""
 
     def __init__(self, inner: object) -> None:
-        self.inner, self.down, self.refused = inner, True, 0
+        self.inner, self.down, self.refused = inner, False, 0
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
@@ -72,31 +70,27 @@ def test_a_key_service_outage_holds_the_partition_and_loses_nothing(tmp_path: Pa
                     "retry_max_backoff_s": 0.2, "native_codec": native},
         "metrics": {"listen": ""},
     }, environ={})
-    # partition 0: tenant a from the start; partition 1: tenant b after 30 events of a
+    # Tenant a's key exists before the outage; tenant b's first event (partition 1, offset
+    # 30, after 30 events of a) needs a new key while the key service is down.
+    flaky.down = False
+    TenantKeys.of(store).current("c", "a")
+    flaky.down = True
     fake = FakeConsumer({(TOPIC, 0): [event("a", i) for i in range(60)],
                          (TOPIC, 1): [event("a", i) for i in range(60, 90)]
                          + [event("b", i) for i in range(40)]})
     loop = CaptureLoop(cfg, repo, consumer_factory=lambda _s: fake)
-    seen: dict[str, object] = {}
 
-    def end_outage_once_held() -> None:
-        try:  # the outage always ends, so a failed expectation reports instead of hanging
-            deadline = time.monotonic() + 30.0
-            while len(fake.seeks) < 2 and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(0.3)  # the key service stays down a while: retries are refused too
-            seen["held"] = sorted({(t, p) for t, p, _ in fake.seeks})
-            seen["commits_while_down"] = list(fake.commits)
-        finally:
-            flaky.down = False
+    def end_outage() -> None:
+        flaky.down = False
 
-    t = threading.Thread(target=end_outage_once_held)
-    t.start()
-    assert loop.run(until_caught_up=True) == 0
-    t.join()
-    assert seen["held"] == [(TOPIC, 0), (TOPIC, 1)], "the first event of each partition needs a key"
-    assert flaky.refused >= 3, "held partitions are retried while the key service is down"
-    assert seen["commits_while_down"] == []
+    held, commits_while_down = run_through_outage(
+        loop, fake, lambda: len(fake.seeks) >= 2 and (TOPIC, 0, 60) in fake.commits, end_outage)
+    assert held, "partition 1 held and retried, partition 0 captured, while the KMS is down"
+    assert set(fake.seeks) == {(TOPIC, 1, 30)}, \
+        "only tenant b's first event waits for the key service, each retry from it"
+    assert flaky.refused >= 2, "a held partition is retried while the key service is down"
+    # While it is held, partition 1 commits nothing past the held event.
+    assert max(off for _t, p, off in commits_while_down if p == 1) == 30
     # Every event once, in order, sealed under its tenant's key: opened, the content is there.
     sealer = TenantSealer(TenantKeys.of(store))
     for partition, want in ((0, [f"a-{i}" for i in range(60)]),

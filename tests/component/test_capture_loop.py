@@ -22,7 +22,7 @@ from daemon.changelog.segment import encode_segment
 from daemon.config import Config, config_from_mapping
 from daemon.errors import IntegrityError
 from daemon.objectstore import ObjectStore, open_store
-from tests.component.fakes import FakeConsumer, FlakyStore
+from tests.component.fakes import FakeConsumer, FlakyStore, run_through_outage
 
 TOPIC = "ingest"
 
@@ -98,25 +98,14 @@ def test_store_outage_pauses_consumption_commits_nothing_and_loses_nothing(
     fake = OutageAfterAssign({(TOPIC, 0): [event(i, dim=64) for i in range(400)]}, flaky)
     cfg = config(segment_max_records=20, segment_max_bytes=2048, max_buffer_bytes=8192)
     loop = CaptureLoop(cfg, repo, consumer_factory=lambda s: fake)
-    seen: dict[str, object] = {}
 
-    def end_outage_once_paused() -> None:
-        try:  # the outage always ends, so a failed expectation reports instead of hanging
-            deadline = time.monotonic() + 30.0
-            while (not flaky.down or fake.pause_calls < 1) and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(0.3)  # the store stays down a while after the pause
-            seen["paused"] = fake.pause_calls >= 1
-            seen["commits_while_down"] = list(fake.commits)
-        finally:
-            flaky.down = False
+    def end_outage() -> None:
+        flaky.down = False
 
-    t = threading.Thread(target=end_outage_once_paused)
-    t.start()
-    assert loop.run(until_caught_up=True) == 0
-    t.join()
-    assert seen["paused"], "consumption must pause at the buffer bound"
-    assert seen["commits_while_down"] == [], "nothing may be committed while the store is down"
+    paused, commits_while_down = run_through_outage(
+        loop, fake, lambda: flaky.down and fake.pause_calls >= 1, end_outage)
+    assert paused, "consumption must pause at the buffer bound"
+    assert commits_while_down == [], "nothing may be committed while the store is down"
     assert flaky.failed_calls > 0
     assert [r["offset"] for r in read_partition(repo, TOPIC, 0)] == list(range(400))
     assert fake.committed_offsets[(TOPIC, 0)] == 400
