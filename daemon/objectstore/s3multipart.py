@@ -1,8 +1,9 @@
 """Objects too large for one PUT go to S3 in parts.
 
 S3 takes at most 5 GB in one PutObject, and S3-compatible servers take much less (s3proxy,
-the local server of the tests, refuses a PUT over 128 MiB with MaxMessageLengthExceeded; a
-collection's bucket files pass that once it holds a few million records). Above
+the local server of the tests, refused single PUTs of 130 MiB and 140 MB with
+MaxMessageLengthExceeded; a collection's bucket files pass that once it holds a few million
+records). Above
 ``S3Store``'s ``multipart_threshold`` a put becomes a multipart upload of ``part_size``
 parts sent ``PART_WORKERS`` at a time, slices of the caller's buffer (nothing copied).
 

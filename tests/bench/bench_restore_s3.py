@@ -11,7 +11,7 @@ For each size (N records, or N+M: N records and M log events after the snapshot,
 and manifest as the compactor writes them, segments of about 32 MiB), with ``--buckets`` 64
 for every size: a collection keeps the bucket count of its first compaction, so its bucket
 files grow with it (55 MB each at 1M records, 110 MB at 2M, 220 MB at 4M: over 64 MiB a
-file goes up in parts, ``objectstore.s3multipart``; s3proxy refuses one PUT over 128 MiB). Without log events
+file goes up in parts, ``objectstore.s3multipart``; s3proxy refused one PUT of 130 MiB). Without log events
 every bucket is copied whole; with them every bucket is merged with its changes. Then, each
 round, every measurement in a child process of its own:
 
