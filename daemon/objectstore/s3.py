@@ -27,7 +27,9 @@ Observed server differences, handled here so callers see one behaviour:
   succeeds or gets the definitive 412 (ObjectExists).
 
 Object Lock (``object_lock``: what is locked, deleting every version, retention) is in
-:mod:`daemon.objectstore.s3lock`.
+:mod:`daemon.objectstore.s3lock`; what each S3 failure means (StoreError, StoreUnavailable
+or ObjectNotFound, and the hint) in :mod:`daemon.objectstore.s3errors`; uploads in parts in
+:mod:`daemon.objectstore.s3multipart`.
 """
 
 from __future__ import annotations
@@ -37,30 +39,20 @@ import contextlib
 import os
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import urllib3.exceptions
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    CredentialRetrievalError,
-    FlexibleChecksumError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError, ProfileNotFound
 
-from daemon.errors import ConfigError, ObjectExists, ObjectNotFound, StoreError, StoreUnavailable
+from daemon.errors import ConfigError, ObjectExists, StoreError
 from daemon.objectstore import ObjectInfo, check_key, check_prefix
 from daemon.objectstore.permissions import denied_hint
+from daemon.objectstore.s3errors import StoreFacts, client_error, error_code, http_status, transport_error
 from daemon.objectstore.s3lock import ObjectLockMixin, lock_mode
 from daemon.objectstore.s3multipart import DEFAULT_PART_SIZE, DEFAULT_THRESHOLD, MIN_PART_SIZE, put_in_parts
-from daemon.objectstore.s3tls import check_tls_settings, tls_mistake
+from daemon.objectstore.s3tls import check_tls_settings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -74,67 +66,6 @@ SSE_MODES = ("AES256", "aws:kms")
 MAX_PAGE_SIZE = 1000  # S3's own maximum for ListObjectsV2
 DELETE_BATCH = 1000  # S3's own maximum for DeleteObjects
 
-_THROTTLING = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "TooManyRequests",
-        "TooManyRequestsException",
-        "RequestLimitExceeded",
-        "BandwidthLimitExceeded",
-        "ProvisionedThroughputExceededException",
-    }
-)
-_TRANSIENT = frozenset(
-    {
-        "InternalError",
-        "ServiceUnavailable",
-        "RequestTimeout",
-        "RequestTimeoutException",
-        "PriorRequestNotComplete",
-        "OperationAborted",
-        "XMinioServerNotInitialized",
-    }
-)
-_CREDENTIALS = frozenset(
-    {
-        "AccessDenied",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "ExpiredToken",
-        "InvalidToken",
-        "TokenRefreshRequired",
-        "InvalidSecurity",
-        "MissingSecurityHeader",
-        "InvalidClientTokenId",
-        "UnrecognizedClientException",
-        "AccountProblem",
-        "AllAccessDisabled",
-        "NotSignedUp",
-        "KMS.AccessDeniedException",
-    }
-)
-_WRONG_REGION = frozenset(
-    {
-        "PermanentRedirect",
-        "AuthorizationHeaderMalformed",
-        "IllegalLocationConstraintException",
-        "AuthorizationQueryParametersError",
-    }
-)
-
-_CREDENTIALS_HINT = (
-    "check the credentials vecwal runs with (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-    "AWS_PROFILE or the instance role)"
-)
-_UNREACHABLE_HINT = (
-    "check that the S3 endpoint is up and reachable from this host (storage.endpoint_url, "
-    "DNS, firewall, proxy); vecwal retries with backoff meanwhile"
-)
 
 
 CHECKSUM_ATTEMPTS = 3
@@ -231,6 +162,8 @@ class S3Store(ObjectLockMixin):
         self._region = (
             region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
         )
+        self._facts = StoreFacts(bucket, self._region, sse, self._lock_mode is not None,
+                                 endpoint_url, ca_bundle)
         config = Config(
             region_name=self._region,
             connect_timeout=connect_timeout,
@@ -299,7 +232,7 @@ class S3Store(ObjectLockMixin):
                 else:
                     self._client.put_object(**request)
             except ClientError as exc:
-                precondition_failed = _code(exc) == "PreconditionFailed" or _status(exc) == 412
+                precondition_failed = error_code(exc) == "PreconditionFailed" or http_status(exc) == 412
                 if create_only and precondition_failed:
                     raise ObjectExists(
                         f"object {key!r} already exists in {self.url}",
@@ -343,7 +276,7 @@ class S3Store(ObjectLockMixin):
                     Range=f"bytes={start}-{start + length - 1}",
                 )
             except ClientError as exc:
-                if _code(exc) == "InvalidRange" or _status(exc) == 416:
+                if error_code(exc) == "InvalidRange" or http_status(exc) == 416:
                     return b""  # the range starts at or past the end of the object
                 raise
         if status == 200:
@@ -461,98 +394,10 @@ class S3Store(ObjectLockMixin):
         try:
             yield
         except ClientError as exc:
-            self._raise_client_error(exc, action, key, missing_is_not_found)
+            raise client_error(exc, action, self._where(key), self._facts, self._redact,
+                               missing_is_not_found=missing_is_not_found) from exc
         except (BotoCoreError, OSError, urllib3.exceptions.HTTPError) as exc:
-            self._raise_transport_error(exc, action, key)
-
-    def _raise_client_error(
-        self, exc: ClientError, action: str, key: str, missing_is_not_found: bool
-    ) -> NoReturn:
-        code = _code(exc)
-        status = _status(exc)
-        server_message = str(exc.response.get("Error", {}).get("Message") or "").strip()
-        what = f"{action} {self._where(key)}"
-        detail = f"{code or 'error'} (HTTP {status or '?'})"
-        message = self._redact(f"{what} failed: {detail}" + (f": {server_message}" if server_message else ""))
-
-        def fail(kind: type[StoreError], hint: str) -> NoReturn:
-            raise kind(message, hint) from exc
-
-        if code == "NoSuchBucket":
-            fail(
-                StoreError,
-                f"create bucket {self._bucket!r} (vecwal never creates buckets) or fix "
-                "storage.url / storage.endpoint_url",
-            )
-        if missing_is_not_found and (code in ("NoSuchKey", "NotFound") or status == 404):
-            fail(
-                ObjectNotFound,
-                "check the key, and that storage.url points at the right repository",
-            )
-        if code in ("PreconditionFailed",) or status == 412:
-            fail(StoreError, "a conditional request failed; this is expected for create-only puts")
-        if code == "InvalidRange" or status == 416:
-            fail(StoreError, "the requested byte range is outside the object")
-        if code in _THROTTLING or status == 429:
-            fail(StoreUnavailable, "the S3 service is throttling requests; vecwal backs off")
-        if code == "ConditionalRequestConflict":
-            fail(
-                StoreUnavailable,
-                "a concurrent conditional write of the same key was in flight; retry",
-            )
-        if code == "RequestTimeTooSkewed":
-            fail(StoreError, "this host's clock is off by minutes; synchronize it (NTP)")
-        if code in _WRONG_REGION or status == 301:
-            fail(
-                StoreError,
-                f"the bucket is not in region {self._region!r}; set storage.region (or "
-                "AWS_REGION) to the bucket's region",
-            )
-        if code.startswith("KMS.") or (self._sse == "aws:kms" and "KMS" in server_message):
-            fail(
-                StoreError,
-                "check storage.sse_kms_key_id and that the credentials may use that KMS key",
-            )
-        if code == "AccessDenied" or (status == 403 and code not in _CREDENTIALS):
-            fail(StoreError, denied_hint(action, self._lock_mode is not None))
-        if code in _CREDENTIALS or status in (401, 403):
-            fail(StoreError, _CREDENTIALS_HINT)
-        if code == "NotImplemented" or status == 501:
-            fail(
-                StoreError,
-                "the S3 server does not implement a feature vecwal asked for: unset "
-                "storage.sse if set; create-only puts need If-None-Match support",
-            )
-        if code in _TRANSIENT or status == 408 or status >= 500:
-            fail(StoreUnavailable, "the S3 service reported a transient error; vecwal retries")
-        fail(StoreError, "unexpected S3 error; check the request in the S3 server's logs")
-
-    def _raise_transport_error(self, exc: BaseException, action: str, key: str) -> NoReturn:
-        reason = self._redact(str(exc) or type(exc).__name__)
-        message = f"{action} {self._where(key)} failed: {reason}"
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
-            raise StoreError(
-                message,
-                "no usable AWS credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
-                "AWS_PROFILE, or give the host an instance role",
-            ) from exc
-        tls_hint = tls_mistake(exc, self._endpoint_url, self._ca_bundle)
-        if tls_hint is not None:  # not an outage: retrying would hang on it
-            raise StoreError(message, tls_hint) from exc
-        if isinstance(exc, FlexibleChecksumError):
-            raise StoreUnavailable(message, "the object's bytes kept failing their checksum "
-                                   "in transit; retry, and check the network or the server "
-                                   "if it persists") from exc
-        transport = (
-            ConnectionError,
-            HTTPClientError,
-            IncompleteReadError,
-            OSError,
-            urllib3.exceptions.HTTPError,
-        )
-        if isinstance(exc, transport):
-            raise StoreUnavailable(message, _UNREACHABLE_HINT) from exc
-        raise StoreError(message, "unexpected S3 client error; this may be a bug") from exc
+            raise transport_error(exc, action, self._where(key), self._facts, self._redact) from exc
 
     def _where(self, key: str) -> str:
         location = f"{self.url}/{key}" if key != "/" else self.url
@@ -580,12 +425,6 @@ class S3Store(ObjectLockMixin):
         return text
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code") or "")
-
-
-def _status(exc: ClientError) -> int:
-    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
 def _sse_mode(sse: str) -> ServerSideEncryptionType:
