@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from daemon.spans import Piece, Span
+from daemon.spans import HeadLast, Piece, Span
 
 __all__ = [
     "PRIVATE_DIR_MODE",
@@ -76,12 +76,15 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX)
 
 
-def atomic_write(path: Path, data: bytes | bytearray | memoryview | Iterable[Piece], *,
-                 durable: bool = True, mode: int = PRIVATE_FILE_MODE) -> None:
+def atomic_write(path: Path,
+                 data: bytes | bytearray | memoryview | Iterable[Piece] | HeadLast, *,
+                 durable: bool = True, mode: int = PRIVATE_FILE_MODE) -> bool:
     """Replace ``path`` with ``data`` (bytes, or pieces written in order) atomically and
     durably. Pieces that are not a sequence (an iterator of a ranged read's parts) are
     written as they come, so the file need never be in memory whole; a piece may be a
-    :class:`~daemon.spans.Span`, copied out as it is written.
+    :class:`~daemon.spans.Span`, copied out as it is written. A
+    :class:`~daemon.spans.HeadLast` has its body written first and its head last, into the
+    bytes left for it; when its head is None, nothing is written (False is returned).
 
     Readers see the old content or the new content, never a partial file; once this
     returns, the new content survives a crash. The parent directory must exist (see
@@ -98,6 +101,8 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview | Iterable[Pie
     # 1. Write the bytes to a fresh temporary file next to the target and fsync them
     #    (or, not durable, only start their write-back).
     tmp = _write_temp(path, data, durable, mode)
+    if tmp is None:
+        return False
     try:
         # 2. Rename it over the target: atomic on POSIX, readers never see a torn file.
         os.replace(tmp, path)
@@ -107,6 +112,7 @@ def atomic_write(path: Path, data: bytes | bytearray | memoryview | Iterable[Pie
     # 3. fsync the directory so the rename (the new directory entry) is itself durable.
     if durable:
         fsync_directory(path.parent)
+    return True
 
 
 def sync_tree(root: Path) -> None:
@@ -136,6 +142,7 @@ def create_exclusive(path: Path, data: bytes | bytearray, *, mode: int = PRIVATE
     """
     # 1. Write the complete content to a temporary file and fsync it.
     tmp = _write_temp(path, data, True, mode)
+    assert tmp is not None  # bytes always make a file
     try:
         # 2. Hard-link it under the target name: link(2) fails with EEXIST, atomically,
         #    when the name is taken, so no existing file can ever be overwritten.
@@ -227,8 +234,9 @@ def clean_stale_temp_files(root: Path, *, min_age_seconds: float = STALE_TEMP_AG
     return removed
 
 
-def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[Piece],
-                durable: bool, mode: int) -> Path:
+def _write_temp(path: Path,
+                data: bytes | bytearray | memoryview | Iterable[Piece] | HeadLast,
+                durable: bool, mode: int) -> Path | None:
     """Write ``data`` to a new temp file beside ``path`` with permissions ``mode``, fsync it
     (or, not ``durable``, start its write-back), return its path."""
     tmp = path.with_name(
@@ -240,13 +248,13 @@ def _write_temp(path: Path, data: bytes | bytearray | memoryview | Iterable[Piec
     fd = os.open(tmp, flags, mode)
     try:
         os.fchmod(fd, mode)
-        pieces: Iterable[Piece] = \
-            [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
-        if isinstance(pieces, Sequence):
-            _write_all(fd, pieces)
-        else:  # an iterator: each piece written before the next is taken
-            for piece in pieces:
-                _write_all(fd, [piece])
+        if isinstance(data, HeadLast):
+            if not _write_head_last(fd, data):
+                os.close(fd)
+                _unlink_quietly(tmp)
+                return None
+        else:
+            _write_body(fd, [data] if isinstance(data, (bytes, bytearray, memoryview)) else data)
         # The data must be on disk before the name points at it, or a crash could leave
         # the new name holding an empty or partial file.
         if durable:
@@ -298,6 +306,30 @@ def _write_all(fd: int, data: Sequence[Piece]) -> None:
             used += n
             start += n
     _writev_all(fd, views)
+
+
+def _write_body(fd: int, pieces: Iterable[Piece]) -> None:
+    if isinstance(pieces, Sequence):
+        _write_all(fd, pieces)
+    else:  # an iterator: each piece written before the next is taken
+        for piece in pieces:
+            _write_all(fd, [piece])
+
+
+def _write_head_last(fd: int, data: HeadLast) -> bool:
+    """The body after ``head_size`` bytes left empty, then the head into them; False when
+    there is no head (no file after all)."""
+    os.lseek(fd, data.head_size, os.SEEK_SET)
+    _write_body(fd, data.body)
+    head = data.head()
+    if head is None:
+        return False
+    if len(head) != data.head_size:
+        raise ValueError(f"a head of {len(head)} bytes for a gap of {data.head_size}")
+    view, at = memoryview(head), 0
+    while at < len(view):
+        at += os.pwrite(fd, view[at:], at)
+    return True
 
 
 def _writev_all(fd: int, views: list[memoryview]) -> None:

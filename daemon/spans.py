@@ -13,7 +13,9 @@ A data file's pieces may mix plain buffers (bytes, memoryviews) and spans; ``len
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
@@ -86,3 +88,56 @@ def copy_pieces(pieces: Iterable[Piece], out: memoryview) -> int:
             out[at:at + n] = memoryview(piece).cast("B")
         at += n
     return at
+
+
+class PiecesSource:
+    """The pieces one after the other, as one ``RangeSource``: a file assembled from pieces
+    (a bucket written by runs of a base's rows) read block by block without joining it.
+    A range that spans pieces is copied out of each in turn."""
+
+    def __init__(self, pieces: Iterable[Piece]) -> None:
+        self._pieces = [p if isinstance(p, Span) else memoryview(p).cast("B") for p in pieces]
+        self._starts: list[int] = []
+        at = 0
+        for p in self._pieces:
+            self._starts.append(at)
+            at += len(p)
+        self._size = at
+
+    def __len__(self) -> int:
+        return self._size
+
+    def copy_into(self, offset: int, out: memoryview) -> None:
+        n = len(out)
+        if offset < 0 or offset + n > self._size:
+            raise ValueError(f"bytes [{offset}, {offset + n}) outside {self._size}")
+        k, done = bisect.bisect_right(self._starts, offset) - 1, 0
+        while done < n:
+            piece, lo = self._pieces[k], offset + done - self._starts[k]
+            take = min(len(piece) - lo, n - done)
+            if isinstance(piece, Span):
+                piece.copy_into(lo, out[done:done + take])
+            else:
+                out[done:done + take] = piece[lo:lo + take]
+            done += take
+            k += 1
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        out = bytearray(length)
+        self.copy_into(offset, memoryview(out))
+        return bytes(out)
+
+
+@dataclass
+class HeadLast:
+    """A file whose first ``head_size`` bytes are known only once the rest is made (a data
+    file's header holds the index of rows that are opened as they are written): the writer
+    leaves them out, writes ``body``'s pieces as they come (each written before the next is
+    taken, so the body may reuse its buffers), then writes ``head()`` over the gap. A head of
+    None means no file after all (nothing in the body was worth keeping): the target is left
+    as it was."""
+
+    head_size: int
+    body: Iterable[Piece]
+    head: Callable[[], bytes | None]

@@ -259,10 +259,36 @@ class DataFileWriter:
         if len(built) != sum(self._blocks):
             raise ValueError(f"the index has {len(built)} rows, the blocks {sum(self._blocks)}")
         records, digest, tenants = built.summary()
-        header = container_header({"avro.schema": SCHEMA_TEXT.encode(),
-                                   "avro.codec": self.codec.encode(), **built.encode(self._blocks)})
+        header = file_header(built, self._blocks, self.codec)
         return EncodedFile([header, *self._chunks], len(built), records, digest, tenants,
                            len(header))
+
+
+PAD_KEY = "vecwal.pad"
+"""The metadata entry that fills a header to the size it was given room for (its value is
+spaces; readers ignore it)."""
+
+
+def file_header(index: IndexColumns, blocks: list[int], codec: str,
+                size: int | None = None) -> bytes:
+    """A data file's header: its schema, codec and row index (``blocks``: rows per block);
+    ``size`` bytes exactly when given (a padding entry makes up the difference, which must
+    be 0 or at least ``len(PAD_KEY) + 3``)."""
+    meta = {"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": codec.encode(),
+            **index.encode(blocks)}
+    header = container_header(meta)
+    if size is None or size == len(header):
+        return header
+    gap = size - len(header)
+    for key in (PAD_KEY, PAD_KEY + "_"):  # a longer key for a gap no value length fits
+        entry = len(avro_long(len(key))) + len(key)
+        for width in range(1, 6):
+            n = gap - entry - width
+            if n >= 0 and len(avro_long(n)) == width:
+                padded = container_header({**meta, key: b" " * n})
+                if len(padded) == size:
+                    return padded
+    raise ValueError(f"a header of {len(header)} bytes cannot be padded to {size}")
 
 
 def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> EncodedFile:
@@ -474,6 +500,10 @@ class SourceFile:
         if self._blocks is None:
             self._blocks = list(self._read_blocks())
         return self._blocks
+
+    def iter_blocks(self) -> Iterator[bytes | memoryview | Span]:
+        """Each block as ``blocks`` has them, read as they are asked for and not kept."""
+        return iter(self._blocks) if self._blocks is not None else self._read_blocks()
 
     def _read_blocks(self) -> Iterator[bytes | memoryview | Span]:
         index, where = self.index, self.where

@@ -3,10 +3,17 @@ each with its content opened (``daemon.keys.sealing``), a forgotten tenant's row
 and a row index that says so (new lengths, content lengths and content hashes). What a
 restore to a directory writes, since the files it would otherwise copy hold sealed content.
 
-With the C sealer each block's rows are opened in one call, which also gives their lengths and
-content hashes, with no Python object per row; without it, row by row through the reference."""
+With the C sealer a file is opened as it is written (``FileOpener.opening``): one block at a
+time is read (from a sealed object, decrypted as it is copied out), its rows opened in one
+call that also gives their lengths and content hashes, and handed to the writer, so the
+memory a file takes is two blocks' worth (about 4 MB), not the file's size twice, and every
+byte is still in the CPU's cache when it is written. The header, which indexes the opened
+rows, is written last (``spans.HeadLast``) into room left for it (``OpeningFile``). Without
+the C sealer, row by row through the reference (``open``)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -14,18 +21,34 @@ from daemon.buffers import ReusedBuffer
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten
-from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFile
+from daemon.snapshot.datafile import (
+    DataFileWriter,
+    EncodedFile,
+    Row,
+    SourceFile,
+    container_block,
+    file_header,
+)
 from daemon.snapshot.rowindex import IndexColumns, RowIndex
+from daemon.snapshot.written import WrittenState
+from daemon.spans import HeadLast, Piece, RangeSource, Span
 
 
 class FileOpener:
-    """Opens data files with one repository's tenant keys, keeping the keys it looked up."""
+    """Opens data files with one repository's tenant keys, keeping the keys it looked up and
+    the two block-sized buffers it opens into."""
 
     def __init__(self, sealer: TenantSealer) -> None:
         self.sealer = sealer
         self._native = native()
         self._keys: dict[bytes, bytes | None] = {}
+        self._block = ReusedBuffer()
         self._into = ReusedBuffer()
+
+    @property
+    def native(self) -> bool:
+        """Whether files are opened as they are written (the C sealer), not whole."""
+        return self._native is not None
 
     def _resolve(self, key_id: bytes, collection: bytes, tenant: bytes) -> bytes | None:
         try:
@@ -33,35 +56,24 @@ class FileOpener:
         except TenantForgotten:
             return None
 
-    def open(self, data: bytes | memoryview, where: str, codec: str = "null") -> EncodedFile:
-        """The file opened. With the C sealer its rows are views of a buffer this opener
-        keeps from file to file (new memory for every file costs a page fault per 4 KB):
-        write the file out before opening the next."""
-        src = SourceFile(data, where)
+    def opening(self, data: bytes | memoryview | RangeSource, where: str,
+                codec: str = "null") -> OpeningFile:
+        """``data``, a data file, to be opened as it is written (the C sealer only). One
+        file at a time: its buffers are the opener's."""
         if self._native is None:
-            return self._open_rows(src, codec)
-        index = src.index
-        keep = np.ones(len(index), dtype=bool)
-        lengths, content_lens, hashes = [], [], []
-        out = DataFileWriter(codec)
-        into, at = self._into.view(memoryview(data).nbytes), 0  # opened rows take less
-        for first, block in zip(index.block_starts, src.blocks, strict=False):
-            try:
-                used, lens, clens, digests, gone = self._native.open_rows(
-                    block, into[at:], self._keys, self._resolve)
-            except ValueError as exc:
-                raise IntegrityError(f"{where}: a row of the block at row {first}: {exc}",
-                                     "the file was changed; restore from another snapshot"
-                                     ) from None
-            for g in gone:
-                keep[first + g] = False
-            lengths.append(lens)
-            content_lens.append(clens)
-            hashes.append(digests)
-            out.put(into[at:at + used], len(lens) // 4)
-            at += used
-        return out.finish(_opened_columns(index, keep, b"".join(lengths),
-                                          b"".join(content_lens), b"".join(hashes)))
+            raise RuntimeError("opening as written needs the C sealer (daemon.native)")
+        return OpeningFile(self, SourceFile(data, where), codec)
+
+    def open(self, data: bytes | memoryview, where: str, codec: str = "null") -> EncodedFile:
+        """The file opened, whole in memory (what ``opening`` writes, gathered)."""
+        if self._native is None:
+            return self._open_rows(SourceFile(data, where), codec)
+        opening = self.opening(data, where, codec)
+        body = [bytes(p) if not isinstance(p, Span) else p for p in opening.file.body]
+        head = opening.file.head() or b""  # no live record: the caller writes no file
+        state = opening.state()
+        return EncodedFile([head, *body], opening.rows, state.records, state.digest,
+                           state.tenants, len(head))
 
     def _open_rows(self, src: SourceFile, codec: str) -> EncodedFile:
         """The reference: each row decoded, opened and encoded again."""
@@ -72,6 +84,87 @@ class FileOpener:
             except TenantForgotten:
                 continue
         return out.finish()
+
+
+class OpeningFile:
+    """One data file being opened: ``file`` for the writer (its body opened block by block
+    as it is written, its header last), then ``state()``. ``records`` (live rows, before any
+    is found to be a forgotten key's) is known before: a file with none need not be written.
+
+    The header's room is what it takes with every row kept (a row's index entry has a fixed
+    width). Rows sealed under a destroyed key are found only as their block is opened (a
+    tenant forgotten and written to again has rows under its new key); their header is
+    shorter, and a padding entry in its metadata fills the room (``file_header``)."""
+
+    def __init__(self, opener: FileOpener, src: SourceFile, codec: str) -> None:
+        self._opener, self._src, self._codec = opener, src, codec
+        self._where = src.where
+        index = src.index
+        self._keep = np.ones(len(index), dtype=bool)
+        self._blocks: list[int] = []
+        self.records = int((~index.deleted.astype(bool)).sum())
+        self._lengths: list[bytes] = []
+        self._content_lens: list[bytes] = []
+        self._hashes: list[bytes] = []
+        self._columns: IndexColumns | None = None
+        n = len(index)
+        room = file_header(_opened_columns(index, self._keep, bytes(4 * n), bytes(4 * n),
+                                           bytes(16 * n)), index.blocks, codec)
+        self.file = HeadLast(len(room), self._body(), self._head)
+
+    def _body(self) -> Iterator[Piece]:
+        """Each block, opened into the opener's buffer: written (the caller takes the next
+        piece only then) before the next block is opened into it."""
+        opener, starts = self._opener, self._src.index.block_starts
+        op = opener._native
+        assert op is not None
+        for k, block in enumerate(self._src.iter_blocks()):
+            n = len(block)
+            if isinstance(block, Span):
+                view = opener._block.view(n)
+                block.copy_into(0, view)
+            else:
+                view = memoryview(block)
+            into = opener._into.view(n)  # opened rows take less
+            first = starts[k]
+            try:
+                used, lens, clens, digests, gone = op.open_rows(view, into, opener._keys,
+                                                                opener._resolve)
+            except ValueError as exc:
+                raise IntegrityError(f"{self._where}: a row of the block at row {first}: {exc}",
+                                     "the file was changed; restore from another snapshot"
+                                     ) from None
+            for g in gone:
+                self._keep[first + g] = False
+            kept = starts[k + 1] - first - len(gone)
+            if not kept:
+                continue  # every row under a destroyed key
+            self._blocks.append(kept)
+            self._lengths.append(lens)
+            self._content_lens.append(clens)
+            self._hashes.append(digests)
+            yield from container_block([into[:used]], kept, used, self._codec)
+
+    def _head(self) -> bytes | None:
+        """The header, or None when no live record is left (no file, as for any bucket
+        without records)."""
+        self._columns = _opened_columns(
+            self._src.index, self._keep, b"".join(self._lengths), b"".join(self._content_lens),
+            b"".join(self._hashes))
+        if not self._columns.summary()[0]:
+            return None
+        return file_header(self._columns, self._blocks, self._codec, size=self.file.head_size)
+
+    @property
+    def rows(self) -> int:
+        """Rows kept (tombstones included); once the file is written."""
+        return int(self._keep.sum())
+
+    def state(self) -> WrittenState:
+        """What the written file holds; once it is written."""
+        if self._columns is None:
+            raise RuntimeError(f"{self._where}: the opened file's state before it was written")
+        return WrittenState(*self._columns.summary())
 
 
 def _opened_columns(index: RowIndex, keep: np.ndarray, lengths: bytes, content_lens: bytes,

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from daemon.snapshot.written import WrittenState, combine_written
-from daemon.spans import Piece
+from daemon.spans import HeadLast, Piece
 
 __all__ = ["FileSink", "RowSink", "Sink", "WrittenState", "combine_written"]
 
@@ -50,8 +50,9 @@ class RowSink(Protocol):
 class FileSink(Protocol):
     """A sink that takes whole data files: a snapshot's file for a bucket nothing changed,
     or one written for it (``data`` may come in pieces, to be written in order; an iterator
-    of pieces, a ranged read's parts, is consumed as it is written, never held whole)."""
+    of pieces, a ranged read's parts, is consumed as it is written, never held whole; a
+    ``spans.HeadLast``, a file opened as it is written, has its head written last)."""
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Iterable[Piece],
+                   data: bytes | Iterable[Piece] | HeadLast,
                    state: WrittenState) -> WrittenState: ...

@@ -32,7 +32,7 @@ from daemon.snapshot.datafile import (
     key_prefix,
 )
 from daemon.snapshot.rowindex import digest_of, tenant_counts
-from daemon.spans import Piece
+from daemon.spans import HeadLast, Piece
 
 
 class DirSink:
@@ -74,7 +74,7 @@ class DirSink:
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_file(self, collection: str, bucket: int,
-                   data: bytes | Iterable[Piece],
+                   data: bytes | Iterable[Piece] | HeadLast,
                    state: WrittenState) -> WrittenState:
         """A data file in this sink's format: a snapshot's the log did not touch, or one
         written for this bucket (``restore.runs``)."""

@@ -4,7 +4,8 @@ are left out. Bucket files and rows are not taken whole (their content is sealed
 executor hands this sink records; validation reads back what the sink underneath holds, which
 is what was written: the opened records. A sink that takes whole data files
 (``OpeningFileSink``, the directory) gets them opened: each bucket file, copied or written by
-runs as for a plain repository, has its rows opened block by block (``snapshot.opened``).
+runs as for a plain repository, has its rows opened block by block as it is written
+(``snapshot.opened``): nothing of a bucket's size is held in memory.
 
 Picklable (a restore's worker processes get it with each bucket): each process opens the
 tenant keys itself, from ``open_store``, once: the copies of one sink a process unpickles
@@ -15,16 +16,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from daemon.buffers import ReusedBuffer
 from daemon.keys.sealing import TenantSealer
 from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import ObjectStore
 from daemon.restore.sinks import FileSink, Sink, WrittenState
 from daemon.snapshot.opened import FileOpener
-from daemon.spans import Piece, copy_pieces, piece_length
+from daemon.spans import Piece, PiecesSource, RangeSource, Span
 
 _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes", "parallel_safe",
                         "load_seconds"})
@@ -32,11 +32,11 @@ _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "note
 
 @dataclass
 class _Held:
-    """What one sink's copies in a process share: the opened keys and the buffers."""
+    """What one sink's copies in a process share: the opened keys and the opener (with its
+    buffers)."""
 
     sealer: TenantSealer
     opener: FileOpener | None = None
-    joined: ReusedBuffer = field(default_factory=ReusedBuffer)
 
 
 _HELD: dict[str, _Held] = {}
@@ -100,24 +100,43 @@ class OpeningFileSink(OpeningSink):
         held = self._held
         if held.opener is None:
             held.opener = FileOpener(held.sealer)
-        pieces: list[Piece] = [data] if isinstance(data, (bytes, memoryview)) else list(data)
-        one = pieces[0] if len(pieces) == 1 else None
-        whole = one if isinstance(one, (bytes, memoryview)) else self._join(pieces)
-        enc = held.opener.open(whole, f"{collection} bucket {bucket}", self.codec)
-        if not enc.records:
-            return WrittenState()
+        where = f"{collection} bucket {bucket}"
+        source = _as_source(data)
         inner: FileSink = self.inner  # type: ignore[assignment]  # opening_sink checked it
-        return inner.write_file(collection, bucket, enc.chunks,
-                                     WrittenState(enc.records, enc.digest, enc.tenants))
+        if not held.opener.native:  # the reference: the file opened whole, then written
+            enc = held.opener.open(_whole(source), where, self.codec)
+            if not enc.records:
+                return WrittenState()
+            return inner.write_file(collection, bucket, enc.chunks,
+                                    WrittenState(enc.records, enc.digest, enc.tenants))
+        opening = held.opener.opening(source, where, self.codec)
+        if not opening.records:
+            return WrittenState()
+        inner.write_file(collection, bucket, opening.file, WrittenState())
+        return opening.state()
 
-    def _join(self, pieces: list[Piece]) -> memoryview:
-        """The pieces one after the other, in a buffer kept from bucket to bucket
-        (``buffers.ReusedBuffer``: a new one each time would cost a page fault per 4 KB; the
-        file is opened into the opener's own buffer, so nothing refers to this one once the
-        file is opened). Spans of an encrypted file are decrypted straight into it."""
-        view = self._held.joined.view(sum(piece_length(p) for p in pieces))
-        copy_pieces(pieces, view)
-        return view
+
+def _as_source(data: bytes | Iterable[Piece]) -> bytes | memoryview | RangeSource:
+    """A file given in pieces as one source its blocks are read from, without joining it:
+    an opened sealed object is its own source."""
+    if isinstance(data, (bytes, memoryview)):
+        return data
+    pieces = list(data)
+    if len(pieces) == 1:
+        one = pieces[0]
+        if isinstance(one, (bytes, memoryview)):
+            return one
+        if isinstance(one, Span) and one.offset == 0 and one.length == len(one.source):
+            return one.source
+    return PiecesSource(pieces)
+
+
+def _whole(source: bytes | memoryview | RangeSource) -> bytes | memoryview:
+    if isinstance(source, (bytes, memoryview)):
+        return source
+    out = bytearray(len(source))
+    source.copy_into(0, memoryview(out))
+    return memoryview(out)
 
 
 def opening_sink(inner: Sink, open_store: Callable[[], ObjectStore]) -> OpeningSink:
