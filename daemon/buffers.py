@@ -1,13 +1,12 @@
-"""``ReusedBuffer``: one large scratch buffer a process keeps from file to file.
+"""``ReusedBuffer``: a scratch buffer a process keeps from file to file.
 
-A restore with per-tenant keys opens every bucket file (about 110 MB at 1M records in 32
-buckets) into a buffer of its size, and joins a bucket's pieces into another. A new
-``bytearray`` per file costs a zero-fill and a page fault per 4 KiB every time; one kept and
-grown to the largest file still pays both each time it grows, and bucket files differ by a
-few percent, so it grew several times per process (measured: 340 MB allocated per 110 MB
-buffer). This buffer is an anonymous mapping grown with a quarter of headroom: never
-zero-filled by hand (the kernel's zero pages are faulted in on first touch only, so the
-headroom costs nothing until it is used), and grown at most once or twice per process.
+A restore with per-tenant keys opens every bucket file a block at a time: each block is
+decrypted into one buffer and its rows opened into another (``snapshot.opened``). A new
+``bytearray`` per block costs a zero-fill and a page fault per 4 KiB every time; one kept and
+grown to the largest block still pays both each time it grows. This buffer is an anonymous
+mapping grown with a quarter of headroom: never zero-filled by hand (the kernel's zero pages
+are faulted in on first touch only, so the headroom costs nothing until it is used), and
+grown at most once or twice per process.
 
 On the VMs these figures were measured on, memory the kernel had returned to the host
 (virtio-balloon free page reporting) costs about 20 us per 4 KiB page on first touch, so a
@@ -19,8 +18,8 @@ from __future__ import annotations
 import mmap
 
 HEADROOM = 1.25
-"""A grown buffer's size over what was asked: bucket files of one collection differ by a
-few percent, so the second-largest rarely needs another growth."""
+"""A grown buffer's size over what was asked: blocks of one collection differ by a few
+percent, so the second-largest rarely needs another growth."""
 
 
 class ReusedBuffer:
