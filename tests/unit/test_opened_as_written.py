@@ -20,6 +20,7 @@ from daemon.keys.tenants import TenantForgotten, TenantKey
 from daemon.snapshot.datafile import (
     PAD_KEY,
     Row,
+    SourceFile,
     decode_records,
     encode_rows,
     file_header,
@@ -193,3 +194,17 @@ def test_a_head_of_the_wrong_size_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     assert atomic_write(target, HeadLast(4, iter([b"bo", b"dy"]), lambda: b"head"))
     assert target.read_bytes() == b"headbody"
+
+
+def test_the_opener_holds_a_block_not_the_file(tmp_path: Path) -> None:
+    """Memory per file is a block's, whatever the file's size: its buffers grow to the
+    largest block (with headroom), not to the file."""
+    keys = RotatingKeys()
+    data = sealed_file(keys, 5000)  # five blocks
+    opener = FileOpener(TenantSealer(keys))  # type: ignore[arg-type]
+    opening = opener.opening(Bytes(data), "f")
+    assert atomic_write(tmp_path / "f", opening.file, durable=False)
+    block = max(len(b) for b in SourceFile(data, "f").blocks)
+    assert block * 4 < len(data)
+    assert block <= opener._block.capacity <= 1.25 * block + 4096
+    assert opener._into.capacity <= 1.25 * block + 4096
