@@ -13,6 +13,7 @@ Rounds alternate baseline and capture; the medians and their ratio are printed a
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -116,10 +117,15 @@ def capture(svc: Services, topic: str, fmt: str, n: int, store: str,
     }, environ={})
     opened = store_opener(cfg)() if encryption else open_store(url, endpoint_url=endpoint or None)
     loop = CaptureLoop(cfg, Repository(opened))
+    # as `vecwal run` does right before its loop (daemon.cli): what start-up made, out of
+    # the cyclic GC's full collections; unfrozen after, for the rest of this process
+    gc.collect()
+    gc.freeze()
     try:
         assert loop.run(until_caught_up=True) == 0
         done = time.monotonic()
     finally:
+        gc.unfreeze()
         if store != "s3":  # as the archiver's output: GBs, and pages the next run may reuse
             shutil.rmtree(url.removeprefix("file://"), ignore_errors=True)
     captured = loop.metrics.registry.get_sample_value("vecwal_events_captured_total",
