@@ -208,3 +208,17 @@ def test_the_opener_holds_a_block_not_the_file(tmp_path: Path) -> None:
     assert block * 4 < len(data)
     assert block <= opener._block.capacity <= 1.25 * block + 4096
     assert opener._into.capacity <= 1.25 * block + 4096
+
+
+@pytest.mark.parametrize("codec", ["deflate", "zstandard"])
+def test_a_compressed_file_opens_as_the_reference(tmp_path: Path, codec: str) -> None:
+    keys = RotatingKeys()
+    sealer = TenantSealer(keys)  # type: ignore[arg-type]
+    data = sealed_file(keys, 2500, rekey_at=900)
+    src = SourceFile(data, "f")
+    packed = encode_rows(list(src.index.rows_with(src.raws())), codec).data
+    opening = FileOpener(sealer).opening(Bytes(packed), "f", codec)
+    assert atomic_write(tmp_path / "f", opening.file, durable=False)
+    out = (tmp_path / "f").read_bytes()
+    assert read_index(out, "f").codec == codec
+    assert list(decode_records(out, "f")) == list(decode_records(reference(keys, data).data, "r"))
