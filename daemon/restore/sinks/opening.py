@@ -118,7 +118,8 @@ class OpeningFileSink(OpeningSink):
 
 def _as_source(data: bytes | Iterable[Piece]) -> bytes | memoryview | RangeSource:
     """A file given in pieces as one source its blocks are read from, without joining it:
-    an opened sealed object is its own source."""
+    an opened sealed object is its own source. The parts of a ranged read (S3) are taken
+    first, all of them: a bucket copied whole from S3 is held once, as a merged one is."""
     if isinstance(data, (bytes, memoryview)):
         return data
     pieces = list(data)
