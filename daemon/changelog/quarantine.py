@@ -31,9 +31,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from daemon.avro_container import zstd as _zstd
 from daemon.changelog.keys import QuarantineKey
 from daemon.errors import IntegrityError
-from daemon.snapshot.datafile import _zstd
 
 QUARANTINE_FORMAT = 1
 SEALED_FORMAT = 2

@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 
 import fastavro
 
+from daemon.avro_container import decompress
 from daemon.avro_long import avro_long
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.scan_loop import EMITTED, Damage, length, scan_records, varint
@@ -69,7 +70,7 @@ from daemon.changelog.segment import (
 )
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import schema_fingerprint
-from daemon.snapshot.datafile import Row, content_hash, decompress
+from daemon.snapshot.datafile import Row, content_hash
 from daemon.snapshot.state import record_from_event
 
 MAGIC = b"Obj\x01"

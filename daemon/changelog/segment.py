@@ -16,11 +16,11 @@ from typing import Any
 
 import fastavro
 
+from daemon.avro_container import container_block, container_header
 from daemon.changelog.keys import SegmentKey
 from daemon.errors import IntegrityError
 from daemon.native.records import record_codec
 from daemon.schemas_loader import load_schema, schema_fingerprint, schema_text
-from daemon.snapshot.datafile import container_block, container_header
 
 SEGMENT_FORMAT = "1"
 RECORD_SCHEMA_FILE = "changelog_record.avsc"

@@ -23,15 +23,17 @@ import bisect
 import hashlib
 import io
 import json
-import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import cache, cached_property
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import Any
 
 import fastavro
 import xxhash
 
+from daemon.avro_container import MAGIC, compress, decompress, long_len
+from daemon.avro_container import container_block as _block
+from daemon.avro_container import container_header as _header
 from daemon.avro_long import avro_long
 from daemon.errors import IntegrityError
 from daemon.schemas_loader import load_schema, schema_text
@@ -41,13 +43,10 @@ from daemon.spans import Piece, RangeSource, Span, copy_pieces, piece_length
 
 SNAPSHOT_SCHEMA = load_schema("snapshot_record.avsc")
 DIGEST_MOD = 1 << 128
-MAGIC = b"Obj\x01"
 SYNC = b"vecwal-snapshot!"
 BLOCK_RECORDS = 1024
 VERSION_FIELDS = ("last_offset", "last_timestamp", "last_partition", "last_topic")
 
-
-P = TypeVar("P", bound=Piece)
 
 SCHEMA_TEXT = schema_text("snapshot_record.avsc")
 # Row.of and the content hash rely on it: the version is the record's tail.
@@ -110,8 +109,8 @@ class Row:
                    rec["last_offset"])
         # The version fields come last: their encoded length, from their values.
         topic_len = len(rec["last_topic"].encode())
-        content_len = len(raw) - (_long_len(rec["last_offset"]) + _long_len(version[0])
-                                  + _long_len(version[2]) + _long_len(topic_len) + topic_len)
+        content_len = len(raw) - (long_len(rec["last_offset"]) + long_len(version[0])
+                                  + long_len(version[2]) + long_len(topic_len) + topic_len)
         return cls((rec["tenant"], rec["id"]), version, raw, content_len,
                    content_hash(raw[:content_len]), bool(rec.get("deleted")), rec)
 
@@ -219,7 +218,7 @@ class DataFileWriter:
     blocks hold about ``BLOCK_RECORDS`` rows."""
 
     def __init__(self, codec: str = "null") -> None:
-        _compress(b"", codec)  # an unknown codec fails before any work
+        compress(b"", codec)  # an unknown codec fails before any work
         self.codec = codec
         self.index = RowIndexBuilder()
         self._chunks: list[Piece] = []
@@ -246,8 +245,8 @@ class DataFileWriter:
     def _flush(self) -> None:
         if not self._pending_rows:
             return
-        self._chunks += container_block(self._pending, self._pending_rows, self._pending_size,
-                                        self.codec)
+        self._chunks += _block(self._pending, self._pending_rows, self._pending_size,
+                               self.codec, SYNC)
         self._blocks.append(self._pending_rows)
         self._pending.clear()
         self._pending_rows = self._pending_size = 0
@@ -276,16 +275,16 @@ def file_header(index: IndexColumns, blocks: list[int], codec: str,
     be 0 or at least ``len(PAD_KEY) + 3``)."""
     meta = {"avro.schema": SCHEMA_TEXT.encode(), "avro.codec": codec.encode(),
             **index.encode(blocks)}
-    header = container_header(meta)
+    header = _header(meta, SYNC)
     if size is None or size == len(header):
         return header
     gap = size - len(header)
     for key in (PAD_KEY, PAD_KEY + "_"):  # a longer key for a gap no value length fits
-        entry = len(avro_long(len(key))) + len(key)
+        entry = long_len(len(key)) + len(key)
         for width in range(1, 6):
             n = gap - entry - width
-            if n >= 0 and len(avro_long(n)) == width:
-                padded = container_header({**meta, key: b" " * n})
+            if n >= 0 and long_len(n) == width:
+                padded = _header({**meta, key: b" " * n}, SYNC)
                 if len(padded) == size:
                     return padded
     raise ValueError(f"a header of {len(header)} bytes cannot be padded to {size}")
@@ -303,74 +302,6 @@ def encode_rows(rows: Iterable[Row | dict[str, Any]], codec: str = "null") -> En
 def encode_records(records: Iterable[dict[str, Any]], codec: str = "null") -> EncodedFile:
     """Encode (already sorted) record dicts; counts, per-tenant counts and digest come along."""
     return encode_rows(records, codec)
-
-
-def container_header(meta: dict[str, bytes], sync: bytes = SYNC) -> bytes:
-    """The header of an Avro object container file: magic, metadata map, sync marker."""
-    out = bytearray(MAGIC)
-    out += avro_long(len(meta))
-    for k, v in meta.items():
-        kb = k.encode()
-        out += avro_long(len(kb)) + kb + avro_long(len(v)) + v
-    out += avro_long(0) + sync
-    return bytes(out)
-
-
-def container_block(pieces: Sequence[P], count: int, size: int, codec: str,
-                    sync: bytes = SYNC) -> list[P | bytes]:
-    """One block of an Avro object container file: ``count`` records whose bytes are
-    ``pieces`` (``size`` bytes in all), compressed by ``codec``, then the sync marker. With
-    the null codec the pieces are kept as they are (no copy)."""
-    data: list[P | bytes]
-    if codec == "null":
-        data = list(pieces)
-    else:
-        joined = bytearray(size)
-        copy_pieces(pieces, memoryview(joined))
-        data = [_compress(joined, codec)]
-        size = len(data[0])
-    return [avro_long(count) + avro_long(size), *data, sync]
-
-
-
-
-def _long_len(n: int) -> int:
-    """Bytes of ``n`` as an Avro (zigzag varint) long."""
-    z = (n << 1) ^ (n >> 63)
-    return max(1, (z.bit_length() + 6) // 7)
-
-
-def _compress(data: bytes | bytearray, codec: str) -> bytes:
-    """One block's bytes in ``codec`` (null, deflate or zstandard)."""
-    if codec == "null":
-        return bytes(data)
-    if codec == "deflate":
-        c = zlib.compressobj(wbits=-15)
-        return c.compress(data) + c.flush()
-    if codec == "zstandard":
-        return _zstd().compress(data)  # type: ignore[no-any-return]
-    raise ValueError(f"unknown codec {codec!r}")
-
-
-def decompress(data: bytes | memoryview, codec: str) -> bytes | memoryview:
-    if codec == "null":
-        return data
-    if codec == "deflate":
-        return zlib.decompress(data, wbits=-15)
-    if codec == "zstandard":
-        return _zstd().decompress(data)  # type: ignore[no-any-return]
-    raise IntegrityError(f"unknown codec {codec!r}", "use the vecwal version that wrote the file")
-
-
-@cache
-def _zstd() -> Any:
-    """The zstd module (looked up once: a failed import searches the path every time)."""
-    import importlib
-
-    try:
-        return importlib.import_module("compression.zstd")
-    except ImportError:
-        return importlib.import_module("backports.zstd")
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -17,16 +17,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from daemon.avro_container import container_block
 from daemon.buffers import ReusedBuffer
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten
 from daemon.snapshot.datafile import (
+    SYNC,
     DataFileWriter,
     EncodedFile,
     Row,
     SourceFile,
-    container_block,
     file_header,
 )
 from daemon.snapshot.rowindex import IndexColumns, RowIndex
@@ -143,7 +144,7 @@ class OpeningFile:
             self._lengths.append(lens)
             self._content_lens.append(clens)
             self._hashes.append(digests)
-            yield from container_block([into[:used]], kept, used, self._codec)
+            yield from container_block([into[:used]], kept, used, self._codec, SYNC)
 
     def _head(self) -> bytes | None:
         """The header, or None when no live record is left (no file, as for any bucket

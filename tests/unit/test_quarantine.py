@@ -13,6 +13,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from daemon.avro_container import zstd as _zstd
 from daemon.capture.quarantine_log import QuarantineLog
 from daemon.changelog import quarantine
 from daemon.changelog.keys import QuarantineKey, SegmentKey, quarantine_key
@@ -20,7 +21,6 @@ from daemon.changelog.quarantine import MAGIC, QuarantineEntry, SegmentQuarantin
 from daemon.changelog.repository import Repository
 from daemon.errors import IntegrityError
 from daemon.objectstore import open_store
-from daemon.snapshot.datafile import _zstd
 from tests.component.legacy import put_per_event
 
 SEG = SegmentKey("ingest.v1", 2, 100, 250)

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from daemon.audit.rejected import QuarantineScan, rejected_events
+from daemon.avro_container import zstd as _zstd
 from daemon.capture.sealing import QuarantineSealer
 from daemon.changelog import quarantine
 from daemon.changelog.keys import QuarantineKey, SegmentKey
@@ -29,7 +30,6 @@ from daemon.keys import LocalKek
 from daemon.keys.sealing import TenantSealer
 from daemon.keys.tenants import TenantForgotten, TenantKeys
 from daemon.objectstore import open_store
-from daemon.snapshot.datafile import _zstd
 from daemon.sources import ContractSource
 
 TOPIC = "ingest.v1"
