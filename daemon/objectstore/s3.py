@@ -52,6 +52,7 @@ from daemon.objectstore.permissions import denied_hint
 from daemon.objectstore.s3errors import StoreFacts, client_error, error_code, http_status, transport_error
 from daemon.objectstore.s3lock import ObjectLockMixin, lock_mode
 from daemon.objectstore.s3multipart import DEFAULT_PART_SIZE, DEFAULT_THRESHOLD, MIN_PART_SIZE, put_in_parts
+from daemon.objectstore.s3signing import use_known_payload_signer
 from daemon.objectstore.s3tls import check_tls_settings
 
 if TYPE_CHECKING:
@@ -179,6 +180,7 @@ class S3Store(ObjectLockMixin):
             self._session = boto3.session.Session(profile_name=profile, region_name=self._region)
             self._client: S3Client = self._session.client("s3", endpoint_url=endpoint_url, config=config,
                                                           verify=ca_bundle)
+            use_known_payload_signer(self._client)  # a body with its SHA-256 is hashed once
         except ProfileNotFound:
             raise ConfigError(
                 f"AWS profile {profile!r} is not defined",
