@@ -11,7 +11,8 @@ checksum botocore sends an unsigned payload and hashes nothing.)
 it signs the payload: the same value, so the signature and what the server checks are
 unchanged (a body that does not hash to it is refused, by its checksum and by its signature).
 Requests without the header are signed exactly as before. It is chosen per request through
-botocore's ``choose-signer`` event, only where botocore would sign with plain ``s3v4``."""
+botocore's ``choose-signer`` event, only where botocore's own choice
+(``botocore.handlers.set_operation_specific_signer``, asked first) is plain ``s3v4``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import botocore.auth
 from botocore.auth import S3SigV4Auth
+from botocore.handlers import set_operation_specific_signer
 
 SIGNER = "vecwal-s3v4"
 CHECKSUM_HEADER = "x-amz-checksum-sha256"
@@ -43,14 +45,19 @@ class KnownPayloadSigV4(S3SigV4Auth):
         return str(super().payload(request))
 
 
-def _choose(signature_version: Any = None, **_: Any) -> str | None:
-    """The known-payload signer where botocore would use plain S3 SigV4; else botocore's."""
-    return SIGNER if signature_version == "s3v4" else None
+def _choose(context: Any, signing_name: str, signature_version: Any = None,
+            **kwargs: Any) -> Any:
+    """The known-payload signer where botocore would sign with plain S3 SigV4, else what
+    botocore chooses. Registered first, so it asks botocore's own choice (which may also set
+    the request's context, e.g. an unsigned payload) and only renames plain ``s3v4``."""
+    chosen = set_operation_specific_signer(context=context, signing_name=signing_name,
+                                           signature_version=signature_version, **kwargs)
+    return SIGNER if (chosen if chosen is not None else signature_version) == "s3v4" else chosen
 
 
 def use_known_payload_signer(client: Any) -> None:
     """Sign ``client``'s PutObject and UploadPart requests with :class:`KnownPayloadSigV4`."""
     botocore.auth.AUTH_TYPE_MAPS.setdefault(SIGNER, KnownPayloadSigV4)
     for operation in ("PutObject", "UploadPart"):
-        client.meta.events.register(f"choose-signer.s3.{operation}", _choose,
-                                    unique_id=f"vecwal-known-payload-{operation}")
+        client.meta.events.register_first(f"choose-signer.s3.{operation}", _choose,
+                                          unique_id=f"vecwal-known-payload-{operation}")

@@ -32,35 +32,38 @@ def signed(body: bytes, checksum: bytes | None, url: str = "http://127.0.0.1:9/b
 
 
 @pytest.fixture
-def hashed_sizes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The sizes of everything botocore's signer hashes."""
-    sizes: list[int] = []
-    real = botocore.auth.sha256
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The URLs of the PUTs whose body botocore's signer hashed (``SigV4Auth.payload``, the
+    one place it reads a body to sign it)."""
+    urls: list[str] = []
+    real = botocore.auth.SigV4Auth.payload
 
-    def spy(data: bytes = b"") -> Any:
-        sizes.append(len(data))
-        return real(data)
+    def spy(self: Any, request: Any) -> str:
+        if request.method == "PUT":
+            urls.append(request.url)
+        return str(real(self, request))
 
-    monkeypatch.setattr(botocore.auth, "sha256", spy)
-    return sizes
+    monkeypatch.setattr(botocore.auth.SigV4Auth, "payload", spy)
+    return urls
 
 
-def test_the_payload_hash_is_the_checksum_given(hashed_sizes: list[int]) -> None:
+def test_the_payload_hash_is_the_checksum_given(hashed: list[str]) -> None:
     body = os.urandom(100_000)
     digest = hashlib.sha256(body).digest()
     assert signed(body, digest) == digest.hex()
-    assert len(body) not in hashed_sizes  # the body was not hashed again
+    assert hashed == []  # the body was not hashed again
 
 
-def test_without_a_checksum_the_body_is_hashed_as_before(hashed_sizes: list[int]) -> None:
+def test_without_a_checksum_the_body_is_hashed_as_before(hashed: list[str]) -> None:
     body = os.urandom(100_000)
     assert signed(body, None) == hashlib.sha256(body).hexdigest()
-    assert len(body) in hashed_sizes
+    assert len(hashed) == 1
 
 
-def test_a_checksum_that_is_not_a_sha256_is_not_trusted(hashed_sizes: list[int]) -> None:
+def test_a_checksum_that_is_not_a_sha256_is_not_trusted(hashed: list[str]) -> None:
     body = os.urandom(1000)
     assert signed(body, b"short") == hashlib.sha256(body).hexdigest()
+    assert len(hashed) == 1
 
 
 @pytest.fixture(params=["s3", "seaweedfs"])
@@ -83,13 +86,15 @@ def real_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.integration
 def test_a_body_with_its_digest_is_stored_signed_by_it(real_store: S3Store,
-                                                       hashed_sizes: list[int]) -> None:
+                                                       hashed: list[str]) -> None:
     body = os.urandom(3 << 20)
     real_store.put("segments/a.avro", body, create_only=True, sha256=hashlib.sha256(body).digest())
     assert real_store.get("segments/a.avro") == body
-    assert len(body) not in hashed_sizes
     real_store.put("state/w.json", b"{}")  # no digest given: signed as before
     assert real_store.get("state/w.json") == b"{}"
+    puts = [u for u in hashed if "/signing/" in u]
+    assert not any(u.endswith("segments/a.avro") for u in puts)  # signed by its digest
+    assert any(u.endswith("state/w.json") for u in puts)  # the spy sees what is hashed
 
 
 @pytest.mark.integration
