@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from daemon.keys.opener import open_encrypted
-from daemon.objectstore import open_store
 from daemon.workload import Workload, produce
 from tests.integration.harness import Target, vecwal
 from tests.integration.test_restore import read_dir_sink
@@ -43,15 +42,20 @@ def _rejected_values(cfg: Path) -> tuple[list[bytes], str]:
     return [base64.b64decode(x["value_b64"]) for x in lines if x["value_b64"]], done.stderr
 
 
-def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: str) -> None:
+def test_capture_restore_forget(target: Target, tmp_path: Path, group_id: str,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """On both stores: a restore from S3 reads its bucket files by ranged GETs, from
+    ``file://`` maps them, and both open them as they write them."""
+    for name, value in target.env.items():  # the S3 server's credentials, for every command
+        monkeypatch.setenv(name, value)
     kek = tmp_path / "kek"
     kek.write_bytes(os.urandom(32))
     kek.chmod(0o600)
     w = Workload(seed=41, collections=dict(DIMS), tenants=["acme", "globex", "initech"])
     events = [*w.preamble(), *w.events(500)]
     events.append(w.bad_event("wrong_dimension"))  # the Python parser's path too
-    produced = produce(file_target.bootstrap, file_target.topic, events)
-    cfg = file_target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
+    produced = produce(target.bootstrap, target.topic, events)
+    cfg = target.write_config(tmp_path / "vecwal.toml", group_id, segment_max_age_s=0.5,
                                    dimensions=DIMS)
     cfg.write_text(cfg.read_text() + f'\n[encryption]\nenabled = true\nkek = "keyfile:{kek}"\n'
                    "per_tenant_keys = true\n")
@@ -62,8 +66,7 @@ def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: s
     exported = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*.avro"))
     assert b"for acme" in exported and b"for globex" in exported
 
-    repo_url = file_target.storage_url
-    store = open_encrypted(lambda: open_store(repo_url), f"keyfile:{kek}")
+    store = open_encrypted(lambda: target.repository().store, f"keyfile:{kek}")
     opened = b"".join(store.get(i.key) for i in store.list("") if not i.key.startswith("keys/"))
     assert b"for acme" not in opened and b"for globex" not in opened
     assert b"g:acme" not in opened  # ACLs are sealed too
@@ -92,7 +95,7 @@ def test_capture_restore_forget(file_target: Target, tmp_path: Path, group_id: s
 
     # What acme sends after the erasure is new data, under a new key.
     later = Workload(seed=42, collections=dict(DIMS), tenants=["acme"])
-    produce(file_target.bootstrap, file_target.topic, later.events(60))
+    produce(target.bootstrap, target.topic, later.events(60))
     vecwal("run", "--config", str(cfg), "--until-caught-up")
     _report, again = _restore(cfg, tmp_path / "again")
     assert again["acme"] > 0 and again["globex"] == before["globex"]
