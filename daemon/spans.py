@@ -14,7 +14,8 @@ A data file's pieces may mix plain buffers (bytes, memoryviews) and spans; ``len
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -141,3 +142,65 @@ class HeadLast:
     head_size: int
     body: Iterable[Piece]
     head: Callable[[], bytes | None]
+
+
+class Parts:
+    """An object's bytes as consecutive parts that arrive in order (a ranged read's), with
+    the object's size: iterated once, by a writer, or read as a ``ForwardSource``."""
+
+    def __init__(self, parts: Iterable[bytes], size: int) -> None:
+        self._parts = iter(parts)
+        self.size = size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._parts
+
+
+class ForwardSource:
+    """``Parts`` as a ``RangeSource`` for a reader that moves forward (a data file read block
+    by block: its framing, a little ahead of the block, then the block): only the parts
+    still needed are held. A part is let go once it ends before both this read and the one
+    before it; reading what was let go is a ``ValueError``."""
+
+    def __init__(self, parts: Parts) -> None:
+        self._parts = iter(parts)
+        self._size = parts.size
+        self._held: deque[tuple[int, bytes]] = deque()  # (start, part), in order
+        self._end = 0  # where the next part begins
+        self._last = 0  # the previous read's offset
+
+    def __len__(self) -> int:
+        return self._size
+
+    def copy_into(self, offset: int, out: memoryview) -> None:
+        n = len(out)
+        if offset < 0 or offset + n > self._size:
+            raise ValueError(f"bytes [{offset}, {offset + n}) outside {self._size}")
+        floor = min(offset, self._last)
+        while self._held and self._held[0][0] + len(self._held[0][1]) <= floor:
+            self._held.popleft()
+        self._last = offset
+        if offset < (self._held[0][0] if self._held else self._end):
+            raise ValueError(f"bytes from {offset} were let go: the source reads forward")
+        while self._end < offset + n:
+            part = next(self._parts, None)
+            if part is None:
+                raise ValueError(f"the parts end at {self._end}, before {offset + n}")
+            self._held.append((self._end, part))
+            self._end += len(part)
+        done = 0
+        for start, part in self._held:
+            if done == n:
+                break
+            lo = offset + done - start
+            if lo >= len(part):
+                continue
+            take = min(len(part) - lo, n - done)
+            out[done:done + take] = part[lo:lo + take]
+            done += take
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        out = bytearray(length)
+        self.copy_into(offset, memoryview(out))
+        return bytes(out)

@@ -39,7 +39,7 @@ from daemon.snapshot.manifest import BucketState, DataFile
 from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes
-from daemon.spans import RangeSource, whole
+from daemon.spans import Parts, RangeSource, whole
 
 log = structlog.get_logger("vecwal.restore")
 
@@ -245,7 +245,8 @@ def fetch_and_restore(store: ObjectStore, job: BucketJob, sink: Sink,
             for f in _files(job)], sink)
     old = job.old
     if job.copyable and old is not None and isinstance(sink, FileSink):  # as restore_bucket
-        return sink.write_file(job.collection, job.bucket, next(files),
+        return sink.write_file(job.collection, job.bucket,
+                               Parts(next(files), sum(f.bytes for f in _files(job))),
                                WrittenState(old.records, old.digest, dict(old.tenants))), []
     datas: list[bytes | memoryview] = [memoryview(joined(next(files), f.bytes))
                                        for f in _files(job)]

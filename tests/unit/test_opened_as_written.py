@@ -27,7 +27,7 @@ from daemon.snapshot.datafile import (
     read_index,
 )
 from daemon.snapshot.opened import FileOpener, _opened_columns
-from daemon.spans import HeadLast, PiecesSource, Span
+from daemon.spans import ForwardSource, HeadLast, Parts, PiecesSource, Span
 from tests.unit.test_tenantseal import snapshot_record
 
 pytestmark = pytest.mark.skipif(native() is None, reason="the C sealer is not built")
@@ -61,7 +61,8 @@ class RotatingKeys:
 
 
 def sealed_file(keys: RotatingKeys, n: int, *, rekey_at: int | None = None,
-                tenants: tuple[str, ...] = ("acme", "globex", "initech")) -> bytes:
+                tenants: tuple[str, ...] = ("acme", "globex", "initech"),
+                vector_bytes: int = 64) -> bytes:
     """A data file of n sealed rows (three blocks at 2,500), tenants taking turns; at
     ``rekey_at`` globex is forgotten and gets a new key for its later rows."""
     sealer = TenantSealer(keys)  # type: ignore[arg-type]
@@ -73,8 +74,8 @@ def sealed_file(keys: RotatingKeys, n: int, *, rekey_at: int | None = None,
         rec = {f["name"]: None for f in RECORD_SCHEMA["fields"]}
         rec.update(offset=i, timestamp=i, op="upsert",
                    collection="docs", tenant=tenant, id=f"r{i:05d}", document_is_json=False,
-                   vector=os.urandom(64), document=f"doc {i} of {tenant}", acl=[f"g:{tenant}"],
-                   dimension=16)
+                   vector=os.urandom(vector_bytes), document=f"doc {i} of {tenant}", acl=[f"g:{tenant}"],
+                   dimension=vector_bytes // 4)
         rows.append(Row.of(snapshot_record(sealer.seal(rec), i)))
     return encode_rows(sorted(rows, key=lambda r: r.key)).data
 
@@ -222,3 +223,41 @@ def test_a_compressed_file_opens_as_the_reference(tmp_path: Path, codec: str) ->
     out = (tmp_path / "f").read_bytes()
     assert read_index(out, "f").codec == codec
     assert list(decode_records(out, "f")) == list(decode_records(reference(keys, data).data, "r"))
+
+
+def test_a_file_arriving_in_parts_opens_as_the_file_whole(tmp_path: Path) -> None:
+    """A bucket copied whole from S3 arrives as the parts of ranged GETs: it is opened as
+    they arrive, holding only the parts its blocks still need."""
+    keys = RotatingKeys()
+    data = sealed_file(keys, 8000, rekey_at=2100, vector_bytes=1024)
+    assert written(tmp_path, keys, data, "whole")[0]
+    part = 64 << 10
+    source = ForwardSource(Parts((data[a:a + part] for a in range(0, len(data), part)),
+                                 len(data)))
+    held: list[int] = []
+    real = source.copy_into
+
+    def copy_into(offset: int, out: memoryview) -> None:
+        real(offset, out)
+        held.append(sum(len(p) for _, p in source._held))
+
+    source.copy_into = copy_into  # type: ignore[method-assign]
+    assert written(tmp_path, keys, source, "parts")[0]
+    assert (tmp_path / "parts").read_bytes() == (tmp_path / "whole").read_bytes()
+    block = max(len(b) for b in SourceFile(data, "f").blocks)
+    # the header's first read (1 MiB), or two blocks, and the parts they straddle
+    assert max(held) <= max(1 << 20, 2 * block) + 2 * part < len(data) / 3
+
+
+def test_parts_are_read_forward_only() -> None:
+    data = os.urandom(10_000)
+    source = ForwardSource(Parts((data[a:a + 1000] for a in range(0, 10_000, 1000)), 10_000))
+    assert source.read(0, 10) == data[:10] and source.read(0, 2500) == data[:2500]
+    assert source.read(4200, 10) == data[4200:4210]
+    assert source.read(3100, 50) == data[3100:3150]  # one read behind is still held
+    assert source.read(9990, 100) == data[9990:]
+    with pytest.raises(ValueError, match="let go"):
+        source.read(100, 10)
+    short = ForwardSource(Parts(iter([data[:500]]), 1000))
+    with pytest.raises(ValueError, match="end at 500"):
+        short.read(400, 200)

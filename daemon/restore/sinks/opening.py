@@ -24,7 +24,7 @@ from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import ObjectStore
 from daemon.restore.sinks import FileSink, Sink, WrittenState
 from daemon.snapshot.opened import FileOpener
-from daemon.spans import Piece, PiecesSource, RangeSource, Span
+from daemon.spans import ForwardSource, Parts, Piece, PiecesSource, RangeSource, Span
 
 _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes", "parallel_safe",
                         "load_seconds"})
@@ -118,10 +118,12 @@ class OpeningFileSink(OpeningSink):
 
 def _as_source(data: bytes | Iterable[Piece]) -> bytes | memoryview | RangeSource:
     """A file given in pieces as one source its blocks are read from, without joining it:
-    an opened sealed object is its own source. The parts of a ranged read (S3) are taken
-    first, all of them: a bucket copied whole from S3 is held once, as a merged one is."""
+    an opened sealed object is its own source, and the parts of a ranged read (S3) are read
+    as they arrive, only those still needed held."""
     if isinstance(data, (bytes, memoryview)):
         return data
+    if isinstance(data, Parts):  # a ranged read's: read as they arrive
+        return ForwardSource(data)
     pieces = list(data)
     if len(pieces) == 1:
         one = pieces[0]
