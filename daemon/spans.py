@@ -91,7 +91,30 @@ def copy_pieces(pieces: Iterable[Piece], out: memoryview) -> int:
     return at
 
 
-class PiecesSource:
+class _Sized:
+    """What the range sources here share: a size, the bounds check of ``copy_into``, and
+    ``read`` as a ``copy_into`` of a new buffer."""
+
+    _size: int
+
+    def __len__(self) -> int:
+        return self._size
+
+    def copy_into(self, offset: int, out: memoryview) -> None:
+        raise NotImplementedError
+
+    def _check(self, offset: int, n: int) -> None:
+        if offset < 0 or offset + n > self._size:
+            raise ValueError(f"bytes [{offset}, {offset + n}) outside {self._size}")
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self._size - offset))
+        out = bytearray(length)
+        self.copy_into(offset, memoryview(out))
+        return bytes(out)
+
+
+class PiecesSource(_Sized):
     """The pieces one after the other, as one ``RangeSource``: a file assembled from pieces
     (a bucket written by runs of a base's rows) read block by block without joining it.
     A range that spans pieces is copied out of each in turn."""
@@ -105,13 +128,9 @@ class PiecesSource:
             at += len(p)
         self._size = at
 
-    def __len__(self) -> int:
-        return self._size
-
     def copy_into(self, offset: int, out: memoryview) -> None:
         n = len(out)
-        if offset < 0 or offset + n > self._size:
-            raise ValueError(f"bytes [{offset}, {offset + n}) outside {self._size}")
+        self._check(offset, n)
         k, done = bisect.bisect_right(self._starts, offset) - 1, 0
         while done < n:
             piece, lo = self._pieces[k], offset + done - self._starts[k]
@@ -122,12 +141,6 @@ class PiecesSource:
                 out[done:done + take] = piece[lo:lo + take]
             done += take
             k += 1
-
-    def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self._size - offset))
-        out = bytearray(length)
-        self.copy_into(offset, memoryview(out))
-        return bytes(out)
 
 
 @dataclass
@@ -156,7 +169,7 @@ class Parts:
         return self._parts
 
 
-class ForwardSource:
+class ForwardSource(_Sized):
     """``Parts`` as a ``RangeSource`` for a reader that moves forward (a data file read block
     by block: its framing, a little ahead of the block, then the block): only the parts
     still needed are held. A part is let go once it ends before both this read and the one
@@ -169,13 +182,9 @@ class ForwardSource:
         self._end = 0  # where the next part begins
         self._last = 0  # the previous read's offset
 
-    def __len__(self) -> int:
-        return self._size
-
     def copy_into(self, offset: int, out: memoryview) -> None:
         n = len(out)
-        if offset < 0 or offset + n > self._size:
-            raise ValueError(f"bytes [{offset}, {offset + n}) outside {self._size}")
+        self._check(offset, n)
         floor = min(offset, self._last)
         while self._held and self._held[0][0] + len(self._held[0][1]) <= floor:
             self._held.popleft()
@@ -198,9 +207,3 @@ class ForwardSource:
             take = min(len(part) - lo, n - done)
             out[done:done + take] = part[lo:lo + take]
             done += take
-
-    def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self._size - offset))
-        out = bytearray(length)
-        self.copy_into(offset, memoryview(out))
-        return bytes(out)
