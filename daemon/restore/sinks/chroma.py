@@ -48,9 +48,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -58,6 +56,7 @@ import numpy as np
 import orjson
 
 from daemon.errors import VecwalError
+from daemon.restore.sinks.adding import Adder
 from daemon.restore.sinks.engine import BATCH, SEARCH_EF, CollectionSpec, EngineRefused, Where
 
 _SPACE = {"cosine": "cosine", "dot": "ip", "l2": "l2"}
@@ -89,8 +88,7 @@ class ChromaEngine:
         self.name = f"chroma:{where}"
         self.notes: list[str] = []
         self._open: dict[str, Any] = {}
-        self._adder = ThreadPoolExecutor(1, thread_name_prefix="chroma-add")
-        self._pending: deque[Future[None]] = deque()
+        self._adder = Adder("chroma-add", PENDING)
         self._rows: dict[str, tuple[list[str], list[np.ndarray], list[dict[str, Any]]]] = {}
         settings = Settings(anonymized_telemetry=False)
         try:
@@ -163,11 +161,8 @@ class ChromaEngine:
         keys, chunks, payloads = self._rows.pop(collection)
         vectors = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
         for s in range(0, len(keys) - size + 1, size):
-            while len(self._pending) >= PENDING:
-                self._pending.popleft().result()
-            self._pending.append(self._adder.submit(
-                self._add, collection, keys[s:s + size], vectors[s:s + size],
-                payloads[s:s + size]))
+            self._adder.submit(self._add, collection, keys[s:s + size], vectors[s:s + size],
+                               payloads[s:s + size])
         rest = len(keys) - len(keys) % size
         if rest < len(keys):
             self._rows[collection] = (keys[rest:], [vectors[rest:]], payloads[rest:])
@@ -183,8 +178,7 @@ class ChromaEngine:
         """Every gathered row added."""
         for collection in list(self._rows):
             self._submit(collection, max(1, len(self._rows[collection][0])))
-        while self._pending:
-            self._pending.popleft().result()
+        self._adder.drain()
 
     def set_alias(self, alias: str, collection: str) -> None:
         self.notes.append(f"alias {alias} -> {collection} not created: Chroma has no aliases")
@@ -244,7 +238,7 @@ class ChromaEngine:
         try:
             self._drain()
         finally:
-            self._adder.shutdown(wait=True, cancel_futures=True)
+            self._adder.close()
             self._open.clear()
             self.client.close()
 

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -56,6 +55,7 @@ import orjson
 import pyarrow as pa
 
 from daemon.errors import VecwalError
+from daemon.restore.sinks.adding import Adder
 from daemon.restore.sinks.engine import SEARCH_EF, CollectionSpec, EngineRefused, Where
 
 INDEX_MIN_ROWS = 50_000
@@ -93,8 +93,7 @@ class LanceDBEngine:
         """Table -> (index type, partitions), or None: no vector index (known this run)."""
         self.build_seconds = 0.0
         """Time spent building indexes (in ``finish``)."""
-        self._writer: ThreadPoolExecutor | None = None
-        self._writing: Future[Any] | None = None
+        self._adder = Adder("lancedb-add", 1)
         try:
             self.db = lancedb.connect(path)
         except Exception as exc:  # lancedb raises ValueError, OSError, its Rust errors
@@ -166,16 +165,11 @@ class LanceDBEngine:
             return
         data = pa.Table.from_batches(pending)
         self._pending[collection] = []
-        self._wait()
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(1, thread_name_prefix="lancedb-add")
-        self._writing = self._writer.submit(self._open(collection).add, data)
+        self._adder.submit(self._open(collection).add, data)
 
     def _wait(self) -> None:
         """The add in flight finished (its error raised here)."""
-        writing, self._writing = self._writing, None
-        if writing is not None:
-            writing.result()
+        self._adder.drain()
 
     def finish(self) -> None:
         """Every held batch written, then the indexes of each table loaded in this run."""
@@ -263,8 +257,7 @@ class LanceDBEngine:
         try:
             self._wait()
         finally:
-            if self._writer is not None:
-                self._writer.shutdown()
+            self._adder.close()
 
     # -- helpers --------------------------------------------------------------------------
     def _open(self, collection: str) -> Any:

@@ -31,6 +31,7 @@ import numpy as np
 import orjson
 
 from daemon.errors import VecwalError
+from daemon.restore.sinks.adding import Adder
 from daemon.restore.sinks.engine import SEARCH_EF, CollectionSpec, EngineRefused, Where
 
 _METRIC = {"cosine": "COSINE", "dot": "IP", "l2": "L2"}
@@ -46,6 +47,10 @@ SCAN_PAGE_BYTES = 8 << 20
 """About what one page of a server's scan may weigh (a vector and 16 KB of fields per row)."""
 OLDEST = (2, 3)
 NULLABLE_SINCE = (2, 5)
+PENDING = 2
+"""Inserts handed to the inserting thread and not yet done: the restore decodes the next
+batch while pymilvus waits on the server (a server's insert is mostly its own work; Milvus
+Lite's runs in native threads), instead of the two taking turns."""
 
 
 class MilvusEngine:
@@ -61,6 +66,7 @@ class MilvusEngine:
         self.name = f"milvus:{uri}"
         self._index: dict[str, dict[str, Any]] = {}
         self._loaded: set[str] = set()
+        self._adder = Adder("milvus-insert", PENDING)
         self.notes: list[str] = []
         """Index mappings, for the report (the sink takes them after each create)."""
         try:
@@ -92,6 +98,7 @@ class MilvusEngine:
         return bool(self.client.has_collection(collection))
 
     def drop(self, collection: str) -> None:
+        self._adder.drain()
         # describe_collection, not list_aliases: pymilvus' list_aliases asks a 2.3 server
         # about the default database, whatever the client's
         for alias in self.client.describe_collection(collection).get("aliases", []):
@@ -131,7 +138,9 @@ class MilvusEngine:
 
     def insert(self, collection: str, keys: list[str], vectors: np.ndarray,
                payloads: list[dict[str, Any]]) -> None:
-        self.client.insert(collection, self.rows(keys, vectors, payloads))
+        """The rows made (and refused) here; sent by the inserting thread, in order. An
+        insert's error comes out of the next insert, read or ``finish``."""
+        self._adder.submit(self.client.insert, collection, self.rows(keys, vectors, payloads))
 
     def rows(self, keys: list[str], vectors: np.ndarray,
              payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -226,7 +235,9 @@ class MilvusEngine:
             it.close()
 
     def _load(self, collection: str) -> None:
-        """A collection opened again (another process, Milvus Lite reopened) starts released."""
+        """A collection opened again (another process, Milvus Lite reopened) starts released.
+        Every read comes here first: the inserts in flight are done before it."""
+        self._adder.drain()
         if collection not in self._loaded:
             self.client.load_collection(collection)
             self._loaded.add(collection)
@@ -234,6 +245,7 @@ class MilvusEngine:
     def finish(self) -> None:
         """Flush: the segments sealed and persisted, and a server builds their index. A
         server's flush waits for its data node (seconds): the collections are flushed at once."""
+        self._adder.drain()
         names = [c for c in self._index if self.client.has_collection(c)]
         if self.lite or len(names) < 2:
             for collection in names:
@@ -245,6 +257,7 @@ class MilvusEngine:
             list(pool.map(self.client.flush, names))
 
     def close(self) -> None:
+        self._adder.close()
         self.client.close()
         if self.lite:
             # Milvus Lite serves the file from a thread of this process and keeps it locked
