@@ -16,7 +16,8 @@ embedding model, source). Each measurement runs in a child process, alternating 
 - limit: the same records read into memory first (not timed): ids, an n x dim float32 numpy
   array and the same payloads; then only the engine's own bulk load is timed, through the
   client library (Qdrant ``upload_collection``; Milvus ``insert`` of row batches, then
-  ``flush``), same collection settings and batch size as the sink.
+  ``flush`` and, on a server, the wait until its vector index covers every row, as the
+  sink's ``finish`` does), same collection settings and batch size as the sink.
 
 Engines: ``milvus`` (Milvus Lite, a .db file), ``milvus-server`` (Milvus 2.3.5 standalone
 from deploy/local, started once for the run with Milvus' default settings; each measurement
@@ -143,7 +144,7 @@ def child_limit(engine: str, repo_path: str, scratch: str) -> dict[str, Any]:
             else:  # a server before 2.5 takes no nulls: the rows as it stores them
                 rows = m.rows(keys[s:s + BATCH], vectors[s:s + BATCH], payloads[s:s + BATCH])
             m.client.insert(name, rows)
-        m.client.flush(name)
+        m.finish()  # flush; a server: until its vector index covers every row, as a restore
         seconds = time.monotonic() - began
         assert m.count(name) == len(keys)
         m.close()

@@ -47,6 +47,10 @@ SCAN_PAGE_BYTES = 8 << 20
 """About what one page of a server's scan may weigh (a vector and 16 KB of fields per row)."""
 OLDEST = (2, 3)
 NULLABLE_SINCE = (2, 5)
+INDEX_POLL_S = 0.5
+INDEX_STALL_S = 300.0
+"""How long a server's index may go without covering more rows before the restore stops
+waiting for it (``MilvusEngine._wait_indexed``)."""
 PENDING = 2
 """Inserts handed to the inserting thread and not yet done: the restore decodes the next
 batch while pymilvus waits on the server (a server's insert is mostly its own work; Milvus
@@ -244,17 +248,54 @@ class MilvusEngine:
 
     def finish(self) -> None:
         """Flush: the segments sealed and persisted, and a server builds their index. A
-        server's flush waits for its data node (seconds): the collections are flushed at once."""
+        server's flush waits for its data node (seconds): the collections are flushed at once.
+        Then, on a server, wait until the vector index covers every row (``_wait_indexed``)."""
         self._adder.drain()
         names = [c for c in self._index if self.client.has_collection(c)]
         if self.lite or len(names) < 2:
             for collection in names:
                 self.client.flush(collection)
-            return
-        from concurrent.futures import ThreadPoolExecutor
+        else:
+            from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(min(len(names), 8)) as pool:
-            list(pool.map(self.client.flush, names))
+            with ThreadPoolExecutor(min(len(names), 8)) as pool:
+                list(pool.map(self.client.flush, names))
+        if not self.lite:
+            self._wait_indexed(names)
+
+    def _wait_indexed(self, names: list[str]) -> None:
+        """A server indexes flushed segments in the background (its index node), and until
+        then serves their rows by brute force or, while they are still growing segments, by
+        an interim IVF index of lower recall: a search right after the load may miss
+        neighbours the restored index finds. The restore is done when the index covers
+        every row (``describe_index``: indexed and total rows, none pending). It waits as
+        long as the index gains rows; after INDEX_STALL_S without a gain it goes on with a
+        note (validation's kNN probes then say whether searches are as they should be)."""
+        import time
+
+        left = {name: -1 for name in names}
+        gained = time.monotonic()
+        while left:
+            for name in sorted(left):
+                info = self.client.describe_index(name, "vector")
+                if "indexed_rows" not in info:  # a server that does not say: nothing to wait on
+                    del left[name]
+                    continue
+                indexed = int(info["indexed_rows"])
+                if indexed >= int(info["total_rows"]) and not int(info["pending_index_rows"]):
+                    del left[name]
+                elif indexed > left[name]:
+                    left[name], gained = indexed, time.monotonic()
+            if not left:
+                return
+            if time.monotonic() - gained > INDEX_STALL_S:
+                self.notes.append(
+                    f"the vector index of {', '.join(sorted(left))} did not cover every row "
+                    f"after {INDEX_STALL_S:g} s without progress (Milvus indexes in the "
+                    "background): searches use brute force or Milvus' interim index until it "
+                    "does")
+                return
+            time.sleep(INDEX_POLL_S)
 
     def close(self) -> None:
         self._adder.close()
