@@ -129,8 +129,10 @@ def sync_tree(root: Path) -> None:
     fsync_directory(root.parent)
 
 
-def create_exclusive(path: Path, data: bytes | bytearray, *, mode: int = PRIVATE_FILE_MODE) -> bool:
-    """Create ``path`` holding ``data`` unless something already exists there.
+def create_exclusive(path: Path, data: bytes | bytearray | memoryview | Sequence[Piece], *,
+                     mode: int = PRIVATE_FILE_MODE) -> bool:
+    """Create ``path`` holding ``data`` (bytes, or pieces written in order) unless something
+    already exists there.
 
     Returns ``True`` when this call created the file, ``False`` when ``path`` already
     existed (file, directory or anything else) and was left untouched. Atomic against
@@ -142,7 +144,7 @@ def create_exclusive(path: Path, data: bytes | bytearray, *, mode: int = PRIVATE
     """
     # 1. Write the complete content to a temporary file and fsync it.
     tmp = _write_temp(path, data, True, mode)
-    assert tmp is not None  # bytes always make a file
+    assert tmp is not None  # bytes and pieces always make a file
     try:
         # 2. Hard-link it under the target name: link(2) fails with EEXIST, atomically,
         #    when the name is taken, so no existing file can ever be overwritten.

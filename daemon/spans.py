@@ -91,6 +91,42 @@ def copy_pieces(pieces: Iterable[Piece], out: memoryview) -> int:
     return at
 
 
+class Gathered:
+    """Bytes given as plain pieces, in order (a segment: its framing and its records as
+    the codec made them): an object store writes them where it can without joining them
+    (a file: ``writev``), and joins them once where it cannot (an HTTP body). ``len`` is
+    the bytes' length."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces: list[bytes | bytearray | memoryview]) -> None:
+        self.pieces = pieces
+        self.size = sum(len(p) for p in pieces)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def join(self) -> bytes:
+        return b"".join(self.pieces)
+
+    def sha256(self) -> bytes:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for piece in self.pieces:
+            digest.update(piece)
+        return digest.digest()
+
+
+Payload = bytes | bytearray | memoryview | Gathered
+"""What ``ObjectStore.put`` stores: bytes, or bytes given as pieces."""
+
+
+def joined(data: Payload) -> bytes | bytearray | memoryview:
+    """``data`` as one buffer (pieces joined; bytes as they are)."""
+    return data.join() if isinstance(data, Gathered) else data
+
+
 class _Sized:
     """What the range sources here share: a size, the bounds check of ``copy_into``, and
     ``read`` as a ``copy_into`` of a new buffer."""

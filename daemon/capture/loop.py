@@ -358,12 +358,12 @@ class CaptureLoop:
         m.events_captured.labels(ps.topic).inc(seg.count)
         m.bytes_captured.labels(ps.topic).inc(seg.value_bytes)
         m.segments_written.labels(ps.topic).inc()
-        m.segment_bytes.labels(ps.topic).inc(len(seg.data))
+        m.segment_bytes.labels(ps.topic).inc(seg.sidecar.size)
         m.upload_seconds.observe(took)
         log.info("segment durable", topic=ps.topic, partition=ps.partition,
                  from_offset=seg.key.start, to_offset=seg.key.end, object=seg.key.avro,
                  records=seg.count, quarantined=len(seg.quarantine),
-                 bytes=len(seg.data), upload_ms=round(took * 1000, 1),
+                 bytes=seg.sidecar.size, upload_ms=round(took * 1000, 1),
                  age_s=round(time.monotonic() - seg.opened_at, 3))
 
     def _on_store_failure(self, ps: PartitionState, kind: str, exc: Exception) -> None:

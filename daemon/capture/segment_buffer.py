@@ -18,9 +18,10 @@ from typing import Any
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.quarantine import QuarantineEntry
-from daemon.changelog.segment import encode_segment_datums, record_datum
+from daemon.changelog.segment import record_datum, segment_pieces
 from daemon.changelog.sidecar import Sidecar
 from daemon.config import CaptureConfig
+from daemon.spans import Gathered
 
 
 @dataclass
@@ -43,22 +44,25 @@ class SealedSegment:
     buffered_bytes: int
     opened_at: float
     sealed_at: float
-    _framed: tuple[builtins.bytes, Sidecar] | None = None
+    _framed: tuple[Gathered, Sidecar] | None = None
 
-    def frame(self) -> tuple[builtins.bytes, Sidecar]:
-        """The segment's bytes and its sidecar (made on the first call)."""
+    def frame(self) -> tuple[Gathered, Sidecar]:
+        """The segment's bytes, as pieces (its framing and, with the null codec, the datums
+        themselves: no copy of the segment is made to store it in a file), and its sidecar
+        (made on the first call)."""
         if self._framed is None:
-            data = encode_segment_datums(self.key, self.datums, self.min_timestamp,
-                                         self.max_timestamp, self.codec)
+            data = segment_pieces(self.key, self.datums, self.min_timestamp,
+                                  self.max_timestamp, self.codec)
             self._framed = data, Sidecar.of(self.key, self.count, len(self.quarantine),
                                             self.min_timestamp, self.max_timestamp, data,
                                             self.ops, self.ids)
-            self.datums = []  # do not hold the segment twice while it uploads
+            self.datums = []  # the pieces hold them now
         return self._framed
 
     @property
     def data(self) -> builtins.bytes:
-        return self.frame()[0]
+        """The segment's bytes, joined (for inspection: capture stores the pieces)."""
+        return self.frame()[0].join()
 
     @property
     def sidecar(self) -> Sidecar:

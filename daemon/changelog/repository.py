@@ -29,6 +29,7 @@ from daemon.changelog.watermark import Watermark
 from daemon.errors import IntegrityError, ObjectExists, ObjectNotFound
 from daemon.identity import check_encryption, ensure_identity, read_identity
 from daemon.objectstore import ObjectStore
+from daemon.spans import Gathered, Payload
 
 
 class Repository:
@@ -51,7 +52,7 @@ class Repository:
         return ident
 
     # -- immutable objects ----------------------------------------------------------------
-    def put_immutable(self, key: str, data: bytes,
+    def put_immutable(self, key: str, data: Payload,
                       same: Callable[[bytes], bool] | None = None,
                       sha256: bytes | None = None) -> None:
         """Create-only put; an identical existing object is success, a different one is not
@@ -61,7 +62,8 @@ class Repository:
             self.store.put(key, data, create_only=True, sha256=sha256)
         except ObjectExists:
             stored = self.store.get(key)
-            digest = sha256 if sha256 is not None else hashlib.sha256(data).digest()
+            digest = sha256 if sha256 is not None else (
+                data.sha256() if isinstance(data, Gathered) else hashlib.sha256(data).digest())
             if hashlib.sha256(stored).digest() != digest and \
                     not (same is not None and same(stored)):
                 raise IntegrityError(
@@ -70,7 +72,7 @@ class Repository:
                     "other writer and compare both with `vecwal verify --deep`",
                 ) from None
 
-    def put_segment(self, key: SegmentKey, data: bytes, sha256: bytes | None = None) -> None:
+    def put_segment(self, key: SegmentKey, data: Payload, sha256: bytes | None = None) -> None:
         """``sha256``: the segment's digest, when known (its sidecar's)."""
         self.put_immutable(key.avro, data, sha256=sha256)
 

@@ -21,6 +21,7 @@ from daemon.changelog.keys import SegmentKey
 from daemon.errors import IntegrityError
 from daemon.native.records import record_codec
 from daemon.schemas_loader import load_schema, schema_fingerprint, schema_text
+from daemon.spans import Gathered
 
 SEGMENT_FORMAT = "1"
 RECORD_SCHEMA_FILE = "changelog_record.avsc"
@@ -68,6 +69,13 @@ def encode_segment_datums(key: SegmentKey, datums: Sequence[bytes], min_timestam
                           max_timestamp: int | None, codec: str = "null") -> bytes:
     """Avro container bytes for records already encoded (``record_datum``, or capture's native
     codec), in offset order. Blocks hold up to ``SEGMENT_BLOCK_BYTES`` of datums each."""
+    return segment_pieces(key, datums, min_timestamp, max_timestamp, codec).join()
+
+
+def segment_pieces(key: SegmentKey, datums: Sequence[bytes], min_timestamp: int | None,
+                   max_timestamp: int | None, codec: str = "null") -> Gathered:
+    """``encode_segment_datums`` as pieces, not joined: the framing and, with the null codec,
+    the datums themselves (a file store writes them with no copy)."""
     meta = {
         "avro.schema": schema_text(RECORD_SCHEMA_FILE),
         "avro.codec": codec,
@@ -83,14 +91,14 @@ def encode_segment_datums(key: SegmentKey, datums: Sequence[bytes], min_timestam
     }
     sync = hashlib.sha256(key.avro.encode()).digest()[:16]
     header = container_header({k: v.encode() for k, v in meta.items()}, sync)
-    parts: list[bytes | memoryview] = [header]
+    parts: list[bytes | bytearray | memoryview] = [header]
     first, size = 0, 0
     for i, datum in enumerate(datums):
         size += len(datum)
         if size >= SEGMENT_BLOCK_BYTES or i == len(datums) - 1:
             parts += container_block(datums[first:i + 1], i + 1 - first, size, codec, sync)
             first, size = i + 1, 0
-    return b"".join(parts)
+    return Gathered(parts)
 
 
 def read_header(data: bytes, where: str = "segment") -> SegmentHeader:

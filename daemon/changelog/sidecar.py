@@ -13,6 +13,7 @@ import orjson
 
 from daemon.changelog.keys import SegmentKey
 from daemon.errors import IntegrityError
+from daemon.spans import Gathered
 
 SIDECAR_FORMAT = 1
 
@@ -64,12 +65,14 @@ class Sidecar:
 
     @classmethod
     def of(cls, key: SegmentKey, count: int, quarantined: int, min_timestamp: int | None,
-           max_timestamp: int | None, data: bytes, ops: dict[str, int],
+           max_timestamp: int | None, data: bytes | Gathered, ops: dict[str, int],
            ids: dict[str, set[str]]) -> Sidecar:
         return cls(
             topic=key.topic, partition=key.partition, start=key.start, end=key.end,
             count=count, quarantined=quarantined,
             min_timestamp=min_timestamp, max_timestamp=max_timestamp,
-            size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            sha256=(data.sha256() if isinstance(data, Gathered)
+                    else hashlib.sha256(data).digest()).hex(),
             ops=dict(ops), ids={c: sorted(s) for c, s in sorted(ids.items())},
         )

@@ -51,12 +51,14 @@ from typing import Protocol, runtime_checkable
 
 from daemon.atomic import TEMP_PREFIX
 from daemon.errors import ConfigError, StoreError
-from daemon.spans import RangeSource
+from daemon.spans import Gathered, Payload, RangeSource
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "Gathered",
     "ObjectInfo",
     "ObjectStore",
+    "Payload",
     "check_key",
     "check_prefix",
     "open_store",
@@ -97,9 +99,10 @@ class ObjectStore(Protocol):
         """
         ...
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+    def put(self, key: str, data: Payload, *, create_only: bool = False,
             sha256: bytes | None = None) -> None:
-        """Store ``data`` under ``key``.
+        """Store ``data`` under ``key``: bytes, or a :class:`~daemon.spans.Gathered` of pieces
+        stored as their concatenation (a file backend writes them as they are, with no join).
 
         Without ``create_only`` an existing object is replaced atomically: concurrent
         readers see the old bytes or the new bytes, never a mix or a partial object.

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from daemon.errors import IntegrityError, StoreError
 from daemon.objectstore import ObjectInfo, ObjectStore, check_key, get_view
 from daemon.objectstore import sealed as sl
+from daemon.spans import Payload, joined
 
 __all__ = ["HEADER_SIZE", "PLAIN_KEYS", "PLAIN_PREFIXES", "EncryptedStore", "RepositoryKeys"]
 
@@ -101,13 +102,13 @@ class EncryptedStore:
         raise AttributeError(name)
 
     # -- writing ----------------------------------------------------------------------------
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+    def put(self, key: str, data: Payload, *, create_only: bool = False,
             sha256: bytes | None = None) -> None:
         check_key(key)  # before the key is bound into the seal
         if is_plain(key):
             self.inner.put(key, data, create_only=create_only, sha256=sha256)
             return  # sealed bytes are not data: their digest is the inner store's to make
-        self.inner.put(key, self.seal(key, data), create_only=create_only)
+        self.inner.put(key, self.seal(key, joined(data)), create_only=create_only)
 
     def seal(self, key: str, data: bytes | bytearray | memoryview) -> bytearray:
         """The sealed bytes ``put`` stores under ``key``."""

@@ -46,6 +46,7 @@ from daemon.atomic import (
 from daemon.errors import ObjectExists, ObjectNotFound, StoreError, StoreUnavailable
 from daemon.filemode import Exposure, check_repository_root, scan_exposure
 from daemon.objectstore import ObjectInfo, check_key, check_prefix
+from daemon.spans import Gathered, Payload
 
 __all__ = ["LocalStore"]
 
@@ -137,16 +138,17 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({self.url!r})"
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+    def put(self, key: str, data: Payload, *, create_only: bool = False,
             sha256: bytes | None = None) -> None:
         path = self._path(key)  # nothing in transit to check: sha256 unused
+        body = data.pieces if isinstance(data, Gathered) else data  # pieces: one writev
         for attempt in range(1, _PUT_ATTEMPTS + 1):
             try:
                 make_dirs(path.parent, mode=self._dir_mode)
                 if not create_only:
-                    atomic_write(path, data, mode=self._file_mode)
+                    atomic_write(path, body, mode=self._file_mode)
                     return
-                if create_exclusive(path, data, mode=self._file_mode):
+                if create_exclusive(path, body, mode=self._file_mode):
                     return
                 if not path.is_dir():
                     raise ObjectExists(

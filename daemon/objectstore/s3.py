@@ -54,6 +54,7 @@ from daemon.objectstore.s3lock import ObjectLockMixin, lock_mode
 from daemon.objectstore.s3multipart import DEFAULT_PART_SIZE, DEFAULT_THRESHOLD, MIN_PART_SIZE, put_in_parts
 from daemon.objectstore.s3signing import use_known_payload_signer
 from daemon.objectstore.s3tls import check_tls_settings
+from daemon.spans import Payload, joined
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -209,28 +210,29 @@ class S3Store(ObjectLockMixin):
         endpoint = f", endpoint_url={self._endpoint_url!r}" if self._endpoint_url else ""
         return f"S3Store({self.url!r}{endpoint})"
 
-    def put(self, key: str, data: bytes | bytearray, *, create_only: bool = False,
+    def put(self, key: str, data: Payload, *, create_only: bool = False,
             sha256: bytes | None = None) -> None:
+        body = joined(data)  # an HTTP body is one buffer
         request: PutObjectRequestTypeDef = {
             "Bucket": self._bucket,
             "Key": self._object_key(key),
-            "Body": data,  # type: ignore[typeddict-item]  # botocore takes any bytes-like body
+            "Body": body,  # type: ignore[typeddict-item]  # botocore takes any bytes-like body
         }
-        if sha256 is not None and len(data) <= self._multipart_threshold:
+        if sha256 is not None and len(body) <= self._multipart_threshold:
             # The server checks the body against the caller's digest (the sidecar's), and
             # botocore, given a checksum, computes no CRC32 of its own.
             request["ChecksumSHA256"] = base64.b64encode(sha256).decode("ascii")
         if create_only:
             request["IfNoneMatch"] = "*"
-            self._add_lock(key, data, request)
+            self._add_lock(key, body, request)
         if self._sse is not None:
             request["ServerSideEncryption"] = _sse_mode(self._sse)
             if self._sse_kms_key_id is not None:
                 request["SSEKMSKeyId"] = self._sse_kms_key_id
         with self._translated("writing", key):
             try:
-                if len(data) > self._multipart_threshold:
-                    put_in_parts(self._client, dict(request), data, self._part_size)
+                if len(body) > self._multipart_threshold:
+                    put_in_parts(self._client, dict(request), body, self._part_size)
                 else:
                     self._client.put_object(**request)
             except ClientError as exc:

@@ -122,7 +122,8 @@ class ObjectLockMixin:
         """"GOVERNANCE", "COMPLIANCE", or None when this store locks nothing."""
         return self._lock_mode
 
-    def _add_lock(self, key: str, data: bytes | bytearray, request: PutObjectRequestTypeDef) -> None:
+    def _add_lock(self, key: str, data: bytes | bytearray | memoryview,
+                  request: PutObjectRequestTypeDef) -> None:
         """Lock a create-only put of an immutable key (the caller checked create_only)."""
         if self._lock_mode is None or is_mutable(key):
             return

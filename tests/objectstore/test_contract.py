@@ -41,7 +41,7 @@ from daemon.errors import (
     StoreError,
     StoreUnavailable,
 )
-from daemon.objectstore import ObjectInfo, ObjectStore, get_view, open_store
+from daemon.objectstore import Gathered, ObjectInfo, ObjectStore, get_view, open_store
 from daemon.objectstore.local import LocalStore
 from daemon.objectstore.s3 import S3Store
 
@@ -263,6 +263,30 @@ def test_put_with_the_datas_sha256(store: ObjectStore) -> None:
     with pytest.raises(ObjectExists):
         store.put("segments/k.avro", data, create_only=True,
                   sha256=hashlib.sha256(data).digest())
+
+
+def test_put_of_pieces_stores_their_concatenation(store: ObjectStore) -> None:
+    """A Gathered payload (capture's segments: framing and records as pieces) is stored as
+    its pieces joined, whatever their number and kinds (more pieces than one writev takes,
+    empty ones, memoryviews), plainly or create-only, with or without the digest."""
+    rng = random.Random(7)
+    pieces: list[bytes | bytearray | memoryview] = [
+        rng.randbytes(rng.choice([0, 1, 17, 3400])) for _ in range(2500)]
+    pieces[10] = memoryview(bytearray(b"a view of a bytearray"))[2:9]
+    pieces[11] = bytearray(b"a bytearray")
+    data = b"".join(pieces)
+    store.put("segments/g.avro", Gathered(list(pieces)), create_only=True,
+              sha256=hashlib.sha256(data).digest())
+    assert store.get("segments/g.avro") == data
+    assert store.head("segments/g.avro").size == len(data)
+    with pytest.raises(ObjectExists):
+        store.put("segments/g.avro", Gathered([b"other"]), create_only=True)
+    assert store.get("segments/g.avro") == data
+    store.put("state/g.json", Gathered([b"{", b"", b'"a": 1', b"}"]))
+    store.put("state/g.json", Gathered([b'{"a": 2}']))
+    assert store.get("state/g.json") == b'{"a": 2}'
+    store.put("empty", Gathered([]))
+    assert store.get("empty") == b""
 
 
 @pytest.mark.parametrize("round_", range(3))

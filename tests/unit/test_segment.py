@@ -76,3 +76,31 @@ def test_open_segment_due_and_seal() -> None:
     assert sealed.sidecar.ids == {"c": ["r0", "r1", "r2"]}
     assert sealed.sidecar.sha256 == hashlib.sha256(sealed.data).hexdigest()
     assert seg.successor().start == 106
+
+
+@pytest.mark.parametrize("codec", ["null", "zstandard"])
+def test_a_sealed_segment_frames_into_pieces_that_are_its_bytes(codec: str) -> None:
+    """Capture stores a segment as pieces (the framing and, with the null codec, the datums
+    themselves, not copied): joined, they are the segment's bytes, decoded back to its
+    records, and its sidecar's size and digest are those of the bytes."""
+    from daemon.changelog.segment import encode_segment_datums, record_datum
+    from daemon.spans import Gathered
+
+    seg = OpenSegment("t", 0, 0)
+    recs = records(3000)
+    for r in recs:
+        seg.add(record_datum(r), int(r["offset"]), int(r["timestamp"]),  # type: ignore[call-overload]
+                "upsert", "c", str(r["id"]), 64, 0.0)
+    sealed = seg.seal(codec, 1.0)
+    datums = list(sealed.datums)
+    pieces, sidecar = sealed.frame()
+    assert isinstance(pieces, Gathered) and len(pieces.pieces) > 1
+    data = pieces.join()
+    assert data == encode_segment_datums(sealed.key, datums, sealed.min_timestamp,
+                                         sealed.max_timestamp, codec)
+    assert [r["id"] for r in decode_segment(data)[1]] == [r["id"] for r in recs]
+    assert sidecar.size == len(data) == len(pieces)
+    assert sidecar.sha256 == hashlib.sha256(data).hexdigest() == pieces.sha256().hex()
+    if codec == "null":  # the datums are pieces as they are: no copy
+        assert any(p is datums[0] for p in pieces.pieces)
+    assert sealed.frame()[0] is pieces and sealed.data == data
