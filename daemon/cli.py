@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", required=True, help="TOML config file")
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--no-kafka", action="store_true", help="read the store only")
+    st.add_argument("--kafka-timeout", type=_seconds, default=10.0, metavar="S",
+                    help="give up on Kafka after S seconds (default 10; the store's part is "
+                         "printed either way)")
     st.set_defaults(handler=_cmd_status)
 
     from daemon.cli_audit import add_commands as add_audit_commands
@@ -186,6 +189,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             server.stop()
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds between 0 and "
+                                         "3600 (e.g. 2.5)")
+    return value
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     from daemon.logs import configure_logging
     from daemon.status import collect_status, kafka_offsets_reader
@@ -193,7 +207,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     configure_logging(config.log.level, config.log.format)
     repo = _open_repository(config)
-    report = collect_status(config, repo, None if args.no_kafka else kafka_offsets_reader(config))
+    report = collect_status(config, repo, None if args.no_kafka
+                            else kafka_offsets_reader(config, timeout=args.kafka_timeout))
     # Kafka unreadable: the store's part is complete, and the exit code says the rest is not
     code = 1 if report.kafka_error else 0
     if args.json:
