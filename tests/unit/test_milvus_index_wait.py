@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from daemon.restore.sinks import milvus
 from daemon.restore.sinks.milvus import MilvusEngine
@@ -36,7 +37,7 @@ class IndexingServer:
 
 def engine_with(client: Any) -> MilvusEngine:
     engine = MilvusEngine.__new__(MilvusEngine)
-    engine.client, engine.notes = client, []
+    engine.client, engine.notes, engine.name = client, [], "milvus:http://127.0.0.1:19530"
     return engine
 
 
@@ -76,3 +77,14 @@ def test_a_server_that_does_not_count_indexed_rows_is_not_waited_on() -> None:
     engine = engine_with(Quiet())
     engine._wait_indexed(["docs"])
     assert engine.notes == []
+
+
+def test_a_long_wait_says_where_the_index_stands() -> None:
+    server = IndexingServer({"docs": 100_000}, step=1_000)  # 100 polls of 0.5 s
+    engine = engine_with(server)
+    with capture_logs() as logs:
+        engine._wait_indexed(["docs"])
+    said = [e for e in logs if e["event"] == "waiting for the server's vector index"]
+    assert 2 <= len(said) <= 50 // milvus.INDEX_LOG_S + 1, said  # every INDEX_LOG_S, not per poll
+    assert said[0]["indexed"]["docs"].endswith("of 100000")
+    assert said[-1]["waited_s"] > said[0]["waited_s"]

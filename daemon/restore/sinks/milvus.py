@@ -29,10 +29,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+import structlog
 
 from daemon.errors import VecwalError
 from daemon.restore.sinks.adding import Adder
 from daemon.restore.sinks.engine import SEARCH_EF, CollectionSpec, EngineRefused, Where
+
+log = structlog.get_logger("vecwal.restore.milvus")
 
 _METRIC = {"cosine": "COSINE", "dot": "IP", "l2": "L2"}
 MAX_TEXT = 65_535
@@ -51,6 +54,8 @@ INDEX_POLL_S = 0.5
 INDEX_STALL_S = 300.0
 """How long a server's index may go without covering more rows before the restore stops
 waiting for it (``MilvusEngine._wait_indexed``)."""
+INDEX_LOG_S = 15.0
+"""How often the wait for a server's index says where it stands (a log line)."""
 PENDING = 2
 """Inserts handed to the inserting thread and not yet done: the restore decodes the next
 batch while pymilvus waits on the server (a server's insert is mostly its own work; Milvus
@@ -274,20 +279,26 @@ class MilvusEngine:
         import time
 
         left = {name: -1 for name in names}
-        gained = time.monotonic()
+        gained = began = said = time.monotonic()
         while left:
+            totals: dict[str, int] = {}
             for name in sorted(left):
                 info = self.client.describe_index(name, "vector")
                 if "indexed_rows" not in info:  # a server that does not say: nothing to wait on
                     del left[name]
                     continue
-                indexed = int(info["indexed_rows"])
-                if indexed >= int(info["total_rows"]) and not int(info["pending_index_rows"]):
+                indexed, totals[name] = int(info["indexed_rows"]), int(info["total_rows"])
+                if indexed >= totals[name] and not int(info["pending_index_rows"]):
                     del left[name]
                 elif indexed > left[name]:
                     left[name], gained = indexed, time.monotonic()
             if not left:
                 return
+            if time.monotonic() - said >= INDEX_LOG_S:  # a long wait says where it stands
+                said = time.monotonic()
+                log.info("waiting for the server's vector index", engine=self.name,
+                         waited_s=round(said - began), indexed={
+                             n: f"{max(left[n], 0)} of {totals.get(n, '?')}" for n in left})
             if time.monotonic() - gained > INDEX_STALL_S:
                 self.notes.append(
                     f"the vector index of {', '.join(sorted(left))} did not cover every row "
