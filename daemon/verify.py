@@ -46,8 +46,9 @@ from daemon.errors import IntegrityError, ObjectNotFound
 from daemon.filemode import Exposed, Exposure
 from daemon.inventory import collect_inventory
 from daemon.objectstore import get_view
+from daemon.rows import content_hash_bytes
 from daemon.snapshot.compactor import list_manifests, read_manifest
-from daemon.snapshot.datafile import SourceFile, content_hash_bytes
+from daemon.snapshot.datafile import SourceFile
 from daemon.snapshot.dimensions import Screen
 from daemon.snapshot.manifest import DataFile, Manifest, ManifestFormatError
 from daemon.snapshot.rejects import LISTED, Rejections, listed_in

@@ -37,8 +37,8 @@ from daemon.progress import Progress
 from daemon.restore.executor import bucket_rows
 from daemon.restore.planner import RestorePlan, Scope, gather, make_plan
 from daemon.restore.target import RestoreTarget
+from daemon.rows import Row
 from daemon.snapshot.compactor import Changes, fold_log, split_by_bucket
-from daemon.snapshot.datafile import Row
 from daemon.snapshot.manifest import BucketState, CollectionState
 from daemon.snapshot.state import BucketChanges, DropTimes
 

@@ -41,7 +41,7 @@ from daemon.keys.sealing import SEALED_FIELDS, TenantSealer
 from daemon.keys.tenants import TenantForgotten
 from daemon.objectstore.prefetch import prefetched
 from daemon.progress import Progress
-from daemon.snapshot.datafile import Version
+from daemon.rows import Version
 from daemon.sources import Attribution, ContractSource, Source, attribute
 
 METHODS = ("index", "sidecar", "scan")

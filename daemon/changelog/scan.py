@@ -69,9 +69,8 @@ from daemon.changelog.segment import (
     read_records,
 )
 from daemon.errors import IntegrityError
+from daemon.rows import Row, content_hash, record_from_event
 from daemon.schemas_loader import schema_fingerprint
-from daemon.snapshot.datafile import Row, content_hash
-from daemon.snapshot.state import record_from_event
 
 MAGIC = b"Obj\x01"
 _TORN_HINT = "restore to a time before this segment, or from a copy"

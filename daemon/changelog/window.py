@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.repository import Repository
@@ -18,7 +18,16 @@ from daemon.objectstore.prefetch import prefetched
 
 if TYPE_CHECKING:
     from daemon.changelog.watermark import Watermark
-    from daemon.snapshot.manifest import Manifest
+
+
+class Cut(Protocol):
+    """Where a base snapshot left off (``snapshot.manifest.Manifest`` is one): the log after
+    it starts at each partition's cut offset."""
+
+    @property
+    def cut_time_ms(self) -> int: ...
+
+    def cut_of(self, topic: str, partition: int) -> int: ...
 
 
 class CoverageGap(VecwalError):
@@ -111,7 +120,7 @@ def offsets_after(windows: list[PartitionWindow], cut: dict[str, dict[str, int]]
         str(w.partition), w.durable_end)) for w in windows}
 
 
-def windows_after(repo: Repository, watermarks: list[Watermark], base: Manifest | None
+def windows_after(repo: Repository, watermarks: list[Watermark], base: Cut | None
                 ) -> list[PartitionWindow]:
     """Each watermarked partition's window from ``base``'s cut (or offset 0) to its
     watermark: the contiguous segments, and the first gap with its time bound."""

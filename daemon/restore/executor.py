@@ -25,6 +25,7 @@ from daemon.progress import Progress
 from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.restore.workers import ShardPool, Workers, shard_count, shard_pool
+from daemon.rows import Row
 from daemon.snapshot.compactor import (
     choose_buckets,
     fold_window,
@@ -33,7 +34,6 @@ from daemon.snapshot.compactor import (
     split_by_bucket,
     stop_offset,
 )
-from daemon.snapshot.datafile import Row
 from daemon.snapshot.dimensions import Screen, bucket_winners, screen_rows
 from daemon.snapshot.manifest import BucketState, DataFile
 from daemon.snapshot.rejects import Rejected, Rejections

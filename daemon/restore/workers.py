@@ -49,8 +49,8 @@ from daemon.objectstore import ObjectStore
 from daemon.objectstore.ranged import RangedReader
 from daemon.progress import Progress
 from daemon.restore.sinks import Sink, WrittenState
+from daemon.rows import Key, Row, Version, key_hash
 from daemon.snapshot.compactor import Skip, WindowFold, fold_window, split_by_bucket
-from daemon.snapshot.datafile import Key, Row, Version, key_hash
 from daemon.snapshot.dimensions import reject_changes
 from daemon.snapshot.rejects import Rejected
 from daemon.snapshot.state import BucketChanges, DropTimes

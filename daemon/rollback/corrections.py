@@ -23,7 +23,7 @@ from typing import Any
 from daemon.objectstore import ObjectStore, get_view
 from daemon.rollback.fold import RecordKey, RollbackFold, message_key, winner_row
 from daemon.rollback.report import RollbackReport
-from daemon.snapshot.datafile import Key, Row, bucket_of
+from daemon.rows import Key, Row, bucket_of
 from daemon.snapshot.dimensions import bucket_winners
 from daemon.snapshot.manifest import Manifest
 from daemon.snapshot.state import Catalog, is_live, rows_for_keys

@@ -24,7 +24,7 @@ from daemon.changelog.window import PartitionWindow, WindowReader
 from daemon.events import RECORD_OPS
 from daemon.progress import Progress
 from daemon.rollback.filters import ExcludeFilter
-from daemon.snapshot.datafile import Row, Version
+from daemon.rows import Row, Version
 from daemon.snapshot.manifest import Manifest
 from daemon.snapshot.state import Catalog
 

@@ -39,16 +39,8 @@ from daemon.errors import VecwalError
 from daemon.events import RECORD_OPS
 from daemon.objectstore import get_view
 from daemon.progress import Progress
-from daemon.snapshot.datafile import (
-    EncodedFile,
-    Key,
-    Row,
-    RowSummary,
-    bucket_of,
-    encode_rows,
-    key_hash,
-    read_index,
-)
+from daemon.rows import Key, Row, RowSummary, bucket_of, key_hash
+from daemon.snapshot.datafile import EncodedFile, encode_rows, read_index
 from daemon.snapshot.dimensions import Screen
 from daemon.snapshot.lease import Lease
 from daemon.snapshot.manifest import (

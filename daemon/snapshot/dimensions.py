@@ -28,18 +28,11 @@ import structlog
 
 from daemon.avro_long import avro_long
 from daemon.changelog.scan_loop import varint
-from daemon.snapshot.datafile import Row, read_rows
+from daemon.rows import RECORD_FIELDS, Row
+from daemon.snapshot.datafile import read_rows
 from daemon.snapshot.manifest import DataFile, Manifest
 from daemon.snapshot.rejects import Rejected, Rejections
-from daemon.snapshot.state import (
-    RECORD_FIELDS,
-    BucketChanges,
-    Catalog,
-    DropTimes,
-    live,
-    merge_rows,
-    overlay,
-)
+from daemon.snapshot.state import BucketChanges, Catalog, DropTimes, live, merge_rows, overlay
 
 log = structlog.get_logger("vecwal.dimensions")
 

@@ -22,14 +22,8 @@ from daemon.buffers import ReusedBuffer
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten
-from daemon.snapshot.datafile import (
-    SYNC,
-    DataFileWriter,
-    EncodedFile,
-    Row,
-    SourceFile,
-    file_header,
-)
+from daemon.rows import Row
+from daemon.snapshot.datafile import SYNC, DataFileWriter, EncodedFile, SourceFile, file_header
 from daemon.snapshot.rowindex import IndexColumns, RowIndex
 from daemon.snapshot.written import WrittenState
 from daemon.spans import HeadLast, Piece, RangeSource, Span

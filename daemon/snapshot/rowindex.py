@@ -30,16 +30,16 @@ import numpy as np
 import orjson
 
 from daemon.errors import IntegrityError
+from daemon.rows import DIGEST_MOD
 
 if TYPE_CHECKING:
-    from daemon.snapshot.datafile import Key, Row, Version
+    from daemon.rows import Key, Row, Version
 
 INDEX_KEY = "vecwal.index"
 INDEX_BIN_KEY = "vecwal.index.bin"
 INDEX_FORMAT = 2
 CONTENT_HASH = "xxh3-128"
-"""The hash row indexes hold (``datafile.content_hash``)."""
-DIGEST_MOD = 1 << 128
+"""The hash row indexes hold (``daemon.rows.content_hash``)."""
 
 # (name, dtype, bytes per row), in the order the binary part holds them: 8-byte columns
 # first, so that every column starts aligned.
@@ -85,7 +85,7 @@ class RowIndex:
         return int.from_bytes(self.hashes[i].tobytes(), "little")
 
     def row(self, i: int, raw: bytes | memoryview | None = None) -> Row:
-        from daemon.snapshot.datafile import Row
+        from daemon.rows import Row
 
         return Row(self.key(i), self.version(i), raw, int(self.content_lens[i]), self.hash(i),
                    bool(self.deleted[i]))
@@ -96,7 +96,7 @@ class RowIndex:
 
     def rows_with(self, raws: Sequence[bytes | memoryview] | None) -> Iterator[Row]:
         """Every row, with ``raws[i]`` as its bytes (None: index-only rows)."""
-        from daemon.snapshot.datafile import Row
+        from daemon.rows import Row
 
         tenants, topics = self.tenants, self.topics
         hashes = self.hashes.tobytes()

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from daemon.snapshot.datafile import DataFileWriter, EncodedFile, Row, SourceFile, read_rows
+from daemon.rows import Row
+from daemon.snapshot.datafile import DataFileWriter, EncodedFile, SourceFile, read_rows
 from daemon.snapshot.manifest import DataFile
 from daemon.snapshot.rowindex import merged_columns
 from daemon.snapshot.state import is_live, overlay

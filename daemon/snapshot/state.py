@@ -18,29 +18,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from daemon.errors import IntegrityError
-from daemon.snapshot.datafile import Key, Row, read_rows, rows_at
+from daemon.rows import Key, Row
+from daemon.snapshot.datafile import read_rows, rows_at
 
 if TYPE_CHECKING:
     from daemon.snapshot.manifest import BucketState
-
-RECORD_FIELDS = (
-    "dimension", "vector", "sparse_indices", "sparse_values", "document", "document_is_json",
-    "metadata", "acl", "embedding_model", "source", "event_id", "event_time", "extra",
-)
-
-
-def record_from_event(ev: dict[str, Any], topic: str, partition: int) -> dict[str, Any]:
-    """A change-log upsert or delete as a snapshot record; deletes carry ``deleted=True``."""
-    rec = {"collection": ev["collection"], "tenant": ev["tenant"], "id": ev["id"]}
-    for name in RECORD_FIELDS:
-        rec[name] = ev.get(name)
-    rec["document_is_json"] = bool(ev.get("document_is_json"))
-    rec["last_offset"], rec["last_timestamp"] = ev["offset"], ev["timestamp"]
-    rec["last_partition"], rec["last_topic"] = partition, topic
-    if ev["op"] == "delete":
-        rec["deleted"] = True
-    return rec
-
 
 @dataclass
 class Catalog:

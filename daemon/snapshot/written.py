@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from daemon.snapshot.datafile import DIGEST_MOD
+from daemon.rows import DIGEST_MOD
 
 
 @dataclass

@@ -37,7 +37,7 @@ import orjson
 from daemon.changelog.repository import Repository
 from daemon.logs import configure_logging
 from daemon.objectstore import open_store
-from daemon.snapshot.datafile import bucket_of
+from daemon.rows import bucket_of
 from daemon.snapshot.manifest import manifest_key
 from tests.bench.bench_restore import (
     TOPIC,

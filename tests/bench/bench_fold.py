@@ -18,8 +18,7 @@ from typing import Any
 from daemon.changelog.keys import SegmentKey
 from daemon.changelog.scan import scan_segment
 from daemon.changelog.segment import encode_segment, read_records
-from daemon.snapshot.datafile import Row
-from daemon.snapshot.state import record_from_event
+from daemon.rows import Row, record_from_event
 from tests.bench.bench_restore import T0, Pool
 
 TOPIC = "ingest"

@@ -36,8 +36,9 @@ from daemon.changelog.segment import encode_segment
 from daemon.changelog.sidecar import Sidecar
 from daemon.changelog.watermark import Watermark
 from daemon.objectstore import open_store
+from daemon.rows import Row
 from daemon.snapshot import known_schemas
-from daemon.snapshot.datafile import Row, encode_rows
+from daemon.snapshot.datafile import encode_rows
 from daemon.snapshot.dimensions import bucket_winners, screen_rows
 from daemon.snapshot.known_schemas import KnownSchemas
 from daemon.snapshot.manifest import DataFile

@@ -55,10 +55,11 @@ from daemon.changelog.watermark import Watermark
 from daemon.events import EventParser
 from daemon.logs import configure_logging
 from daemon.objectstore import ObjectStore, open_store
+from daemon.rows import SNAPSHOT_SCHEMA, bucket_of, record_from_event
 from daemon.snapshot.compactor import choose_buckets, collection_state
-from daemon.snapshot.datafile import SNAPSHOT_SCHEMA, bucket_of, encode_records
+from daemon.snapshot.datafile import encode_records
 from daemon.snapshot.manifest import BucketState, DataFile, Manifest, data_key, manifest_key
-from daemon.snapshot.state import Catalog, record_from_event
+from daemon.snapshot.state import Catalog
 from daemon.workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -578,15 +579,9 @@ def stage_costs(built: Built, scratch: Path) -> dict[str, float]:
     inside fastavro's compiled reader and writer (it books them to their callers)."""
     from daemon.atomic import atomic_write
     from daemon.restore.sinks.directory import read_back_file
+    from daemon.rows import Row, content_hash
     from daemon.snapshot.compactor import read_manifest
-    from daemon.snapshot.datafile import (
-        Row,
-        content_hash,
-        decode_records,
-        encode_rows,
-        read_index,
-        read_rows,
-    )
+    from daemon.snapshot.datafile import decode_records, encode_rows, read_index, read_rows
     from daemon.snapshot.state import live, merge_rows
 
     repo = Repository(open_store(f"file://{built.root}"))

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from daemon.changelog.segment import RECORD_SCHEMA
 from daemon.keys.sealing import TenantSealer
-from daemon.snapshot.datafile import SNAPSHOT_SCHEMA
+from daemon.rows import SNAPSHOT_SCHEMA
 from tests.unit.test_tenantseal import C, FixedKeys, encode, snapshot_record
 
 

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from daemon.restore.sinks.engine import EngineSink, TargetExists, point_key
-from daemon.snapshot.datafile import StateDigest
+from daemon.rows import StateDigest
 
 DIM = 8
 TENANTS = ("acme", "globex", "")

@@ -21,7 +21,7 @@ from daemon.restore.sinks.engine import EngineSink, from_payload, point_key
 from daemon.restore.sinks.open import open_sink
 from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
-from daemon.snapshot.state import RECORD_FIELDS
+from daemon.rows import RECORD_FIELDS
 from tests.component.test_cli_engines import assert_validated
 from tests.integration.harness import Target, vecwal
 from tests.integration.test_restore import (

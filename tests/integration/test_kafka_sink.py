@@ -28,9 +28,10 @@ from daemon.restore.sinks.directory import DirSink
 from daemon.restore.sinks.kafka import HEADER, KafkaSink
 from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
+from daemon.rows import record_from_event
 from daemon.snapshot.compactor import Compactor
 from daemon.snapshot.datafile import decode_records
-from daemon.snapshot.state import Catalog, record_from_event
+from daemon.snapshot.state import Catalog
 from daemon.workload import Workload
 from tests.oracle.history import TOPIC, History, generate, write_log
 

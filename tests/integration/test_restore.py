@@ -22,9 +22,9 @@ from confluent_kafka import Producer
 
 from daemon.changelog.keys import SegmentKey
 from daemon.events import EventParser
+from daemon.rows import RECORD_FIELDS
 from daemon.snapshot.datafile import decode_records
 from daemon.snapshot.manifest import DATA_ROOT, SNAPSHOTS_ROOT, Manifest, manifest_key
-from daemon.snapshot.state import RECORD_FIELDS
 from daemon.workload import GeneratedEvent, Produced, Workload, produce
 from tests.integration.harness import Target, start_vecwal, vecwal
 from tests.oracle.history import History, oracle

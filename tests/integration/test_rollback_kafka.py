@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from daemon.snapshot.state import record_from_event
+from daemon.rows import record_from_event
 from tests.component.test_cli_restore import logged_repository, vecwal
 from tests.component.test_cli_rollback import bounds, kept
 from tests.oracle.history import TOPIC, generate, replay

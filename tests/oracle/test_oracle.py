@@ -20,11 +20,11 @@ from daemon.restore.sinks.directory import DirSink
 from daemon.restore.target import parse_target
 from daemon.restore.validate import validate
 from daemon.restore.workers import Workers
+from daemon.rows import StateDigest, record_from_event
 from daemon.snapshot.compactor import Compactor
-from daemon.snapshot.datafile import StateDigest, decode_records, encode_rows, read_rows
+from daemon.snapshot.datafile import decode_records, encode_rows, read_rows
 from daemon.snapshot.manifest import Manifest
 from daemon.snapshot.rejects import Rejections
-from daemon.snapshot.state import record_from_event
 from tests.oracle.history import TOPIC, History, generate, oracle, replay, write_log
 
 FIELDS = ("vector", "dimension", "document", "document_is_json", "metadata", "acl",

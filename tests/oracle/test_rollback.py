@@ -37,9 +37,9 @@ from daemon.restore.validate import validate
 from daemon.rollback.corrections import resolve
 from daemon.rollback.filters import ExcludeFilter, OffsetRange
 from daemon.rollback.fold import fold_rollback
+from daemon.rows import record_from_event
 from daemon.snapshot.compactor import Compactor, stop_offset
 from daemon.snapshot.datafile import decode_records
-from daemon.snapshot.state import record_from_event
 from tests.oracle.history import TOPIC, History, generate, replay, write_log
 
 FIELDS = ("vector", "dimension", "document", "document_is_json", "metadata", "acl",

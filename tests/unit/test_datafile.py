@@ -13,10 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.errors import IntegrityError
+from daemon.rows import SCHEMA_TEXT, Row, content_hash
 from daemon.snapshot.datafile import (
-    SCHEMA_TEXT,
-    Row,
-    content_hash,
     decode_records,
     encode_rows,
     key_prefix,
@@ -131,7 +129,7 @@ def test_a_batch_of_non_durable_writes_is_synced_together(tmp_path: Path) -> Non
 @settings(max_examples=50, deadline=None)
 @given(rec=records)
 def test_record_hash_needs_no_version_and_equals_the_row_hash(rec: dict[str, Any]) -> None:
-    from daemon.snapshot.datafile import record_hash
+    from daemon.rows import record_hash
 
     content = {k: v for k, v in rec.items() if not k.startswith("last_")}
     assert record_hash(content) == Row.of(rec).hash

@@ -17,15 +17,8 @@ from daemon.atomic import atomic_write
 from daemon.changelog.segment import RECORD_SCHEMA
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten, TenantKey
-from daemon.snapshot.datafile import (
-    PAD_KEY,
-    Row,
-    SourceFile,
-    decode_records,
-    encode_rows,
-    file_header,
-    read_index,
-)
+from daemon.rows import Row
+from daemon.snapshot.datafile import PAD_KEY, SourceFile, decode_records, encode_rows, file_header, read_index
 from daemon.snapshot.opened import FileOpener, _opened_columns
 from daemon.spans import ForwardSource, HeadLast, Parts, PiecesSource, Span
 from tests.unit.test_tenantseal import snapshot_record

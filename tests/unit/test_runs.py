@@ -12,14 +12,8 @@ from hypothesis import strategies as st
 
 from daemon.objectstore.sealed import Header, OpenedObject, seal
 from daemon.restore.executor import bucket_rows
-from daemon.snapshot.datafile import (
-    BLOCK_RECORDS,
-    Row,
-    decode_records,
-    encode_rows,
-    read_index,
-    read_rows,
-)
+from daemon.rows import Row
+from daemon.snapshot.datafile import BLOCK_RECORDS, decode_records, encode_rows, read_index, read_rows
 from daemon.snapshot.manifest import BucketState, DataFile
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes

@@ -17,8 +17,7 @@ from daemon.changelog.keys import SegmentKey
 from daemon.changelog.scan import DecodedEvent, ScannedEvent, scan_segment
 from daemon.changelog.segment import RECORD_SCHEMA, encode_segment, read_records
 from daemon.errors import IntegrityError
-from daemon.snapshot.datafile import Row
-from daemon.snapshot.state import record_from_event
+from daemon.rows import Row, record_from_event
 
 CODECS = ["null", "deflate", "zstandard"]
 TOPIC, PARTITION = "ingest.v1", 7

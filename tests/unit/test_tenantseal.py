@@ -21,13 +21,8 @@ from daemon.changelog.segment import RECORD_SCHEMA
 from daemon.errors import IntegrityError
 from daemon.keys.sealing import CONTENT_FIELDS, TenantSealer, native
 from daemon.keys.tenants import TenantForgotten, TenantKey
-from daemon.snapshot.datafile import (
-    SNAPSHOT_SCHEMA,
-    Row,
-    content_hash_bytes,
-    decode_records,
-    encode_rows,
-)
+from daemon.rows import SNAPSHOT_SCHEMA, Row, content_hash_bytes
+from daemon.snapshot.datafile import decode_records, encode_rows
 from daemon.snapshot.opened import FileOpener
 from tests.unit.test_recordcodec import RECORDS
 

@@ -11,7 +11,7 @@ from daemon.spans import HeadLast, Piece
 __all__ = ["FileSink", "RowSink", "Sink", "WrittenState", "combine_written"]
 
 if TYPE_CHECKING:
-    from daemon.snapshot.datafile import Row
+    from daemon.rows import Row
 
 
 class Sink(Protocol):
@@ -40,7 +40,7 @@ class Sink(Protocol):
 
 @runtime_checkable
 class RowSink(Protocol):
-    """A sink that takes rows as bytes (``daemon.snapshot.datafile.Row``): records the log
+    """A sink that takes rows as bytes (``daemon.rows.Row``): records the log
     did not change are copied, never decoded."""
 
     def write_rows(self, collection: str, bucket: int, rows: Iterable[Row]) -> WrittenState: ...

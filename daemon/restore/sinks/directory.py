@@ -23,14 +23,8 @@ from daemon.atomic import PRIVATE_FILE_MODE, atomic_write, dir_mode, make_dirs, 
 from daemon.avro_long import avro_long
 from daemon.errors import IntegrityError, VecwalError
 from daemon.restore.sinks import WrittenState, combine_written
-from daemon.snapshot.datafile import (
-    Row,
-    SourceFile,
-    content_hash_bytes,
-    encode_records,
-    encode_rows,
-    key_prefix,
-)
+from daemon.rows import Row, content_hash_bytes
+from daemon.snapshot.datafile import SourceFile, encode_records, encode_rows, key_prefix
 from daemon.snapshot.rowindex import digest_of, tenant_counts
 from daemon.spans import HeadLast, Piece
 

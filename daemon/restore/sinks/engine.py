@@ -26,7 +26,7 @@ import orjson
 
 from daemon.errors import VecwalError
 from daemon.restore.sinks import WrittenState
-from daemon.snapshot.datafile import Row, StateDigest
+from daemon.rows import Row, StateDigest
 
 BATCH = 512
 """Points per insert call."""

@@ -86,8 +86,8 @@ from daemon.events import CHANGE_EVENT_SCHEMA, CONTRACT_FIELDS, CONTROL_OPS, Eve
 from daemon.kafka_client import check_brokers
 from daemon.kafka_logging import with_logger
 from daemon.restore.sinks import WrittenState
-from daemon.snapshot.datafile import StateDigest
-from daemon.snapshot.state import Catalog, record_from_event
+from daemon.rows import StateDigest, record_from_event
+from daemon.snapshot.state import Catalog
 
 log = structlog.get_logger("vecwal.restore.kafka")
 
