@@ -155,11 +155,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               "set [metrics] listen to a free host:port, or \"\" to disable") from None
         server.start()
         log.info("metrics endpoint", address=f"http://{server.address}/metrics")
+    from daemon.compaction_scheduler import CompactionScheduler
     from daemon.drill import DrillScheduler
     from daemon.jobs.watch import JobWatch
     from daemon.lifecycle.scheduler import PruneScheduler
     from daemon.reconcile_scheduler import ReconcileScheduler
-    from daemon.snapshot.scheduler import CompactionScheduler
 
     jobs = JobWatch(repo.store, metrics)  # the job metrics, from the records in the store
     scheduler = CompactionScheduler(config, repo, metrics, jobs.publish)

@@ -11,7 +11,7 @@ dropped afterwards; ``dir:PATH`` gets a subdirectory ``PATH/<drill id>`` that is
 ``kafka:`` is refused (a topic cannot be cleaned up). ``qdrant::memory:`` needs no cleanup.
 
 In ``vecwal run`` the DrillScheduler runs one every ``[drill] interval_s`` (0, the default,
-disables), beside compaction (``daemon/snapshot/scheduler.py``)."""
+disables), beside compaction (``daemon/compaction_scheduler.py``)."""
 
 from __future__ import annotations
 

@@ -218,9 +218,9 @@ def test_a_flood_of_bad_events_is_one_object_per_segment_and_a_few_log_lines(
 
 
 def test_scheduled_compaction_writes_snapshots(tmp_path: Path) -> None:
+    from daemon.compaction_scheduler import CompactionScheduler
     from daemon.metrics import Metrics
     from daemon.snapshot.compactor import list_manifests
-    from daemon.snapshot.scheduler import CompactionScheduler
 
     repo = repo_at(tmp_path)
     fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(30)]})

@@ -193,9 +193,9 @@ def test_diff_formats(setup: tuple[Path, Repository, History]) -> None:
 
 
 def test_scheduled_compaction_also_indexes(setup: tuple[Path, Repository, History]) -> None:
+    from daemon.compaction_scheduler import CompactionScheduler
     from daemon.config import load_config
     from daemon.metrics import Metrics
-    from daemon.snapshot.scheduler import CompactionScheduler
 
     cfg, repo, _ = setup
     CompactionScheduler(load_config(str(cfg)), repo, Metrics()).run_once()

@@ -2,7 +2,8 @@
 thread folds the log onto a new snapshot. Several daemons in one group all schedule it; the
 lease lets one at a time work, the others log that it is held and wait for the next turn.
 After a compaction the same thread indexes the segments written since the last turn (the id
-filter index history uses, daemon/audit/idfilter.py); a failure there only costs speed."""
+filter index history uses, daemon/audit/idfilter.py); a failure there only costs speed.
+Above both snapshot and audit, as the other schedulers of `vecwal run` are."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import structlog
 
+from daemon.audit.idfilter import update_index
 from daemon.changelog.repository import Repository
 from daemon.config import Config
 from daemon.errors import VecwalError
@@ -65,8 +67,6 @@ class CompactionScheduler(Periodic):
         self.index_once()
 
     def index_once(self) -> None:
-        from daemon.audit.idfilter import update_index
-
         try:
             with self._job("index") as job:
                 job.begin()
