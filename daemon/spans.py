@@ -14,6 +14,7 @@ A data file's pieces may mix plain buffers (bytes, memoryviews) and spans; ``len
 from __future__ import annotations
 
 import bisect
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -243,3 +244,28 @@ class ForwardSource(_Sized):
             take = min(len(part) - lo, n - done)
             out[done:done + take] = part[lo:lo + take]
             done += take
+
+
+class FileSource(_Sized):
+    """A local file's bytes as a ``RangeSource``, read with ``pread`` as they are copied out:
+    nothing of the file is held in the process (what is read stays in the page cache, which
+    the kernel may reclaim). Owns ``fd`` once given it: ``close`` closes it."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+
+    def copy_into(self, offset: int, out: memoryview) -> None:
+        n = len(out)
+        self._check(offset, n)
+        done = 0
+        while done < n:
+            got = os.preadv(self._fd, [out[done:]], offset + done)
+            if got <= 0:
+                raise ValueError(f"the file ends at {offset + done}, before {offset + n}")
+            done += got
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1

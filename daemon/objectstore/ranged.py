@@ -14,6 +14,8 @@ first part is in hand after one part's transfer, not the whole object's.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,8 +24,9 @@ from operator import itemgetter
 
 from daemon.errors import IntegrityError
 from daemon.objectstore import ObjectStore
+from daemon.spans import FileSource
 
-__all__ = ["DEPTH", "PART_BYTES", "RangedReader", "joined"]
+__all__ = ["DEPTH", "PART_BYTES", "RangedReader", "joined", "spooled"]
 
 PART_BYTES = 8 << 20
 """Bytes per ranged GET: large enough that a request's round trip is small beside its
@@ -118,6 +121,27 @@ class RangedReader:
         pending.append((index, key, start, length,
                         self._pool.submit(self.store.get_range, key, start, length)))
         return True
+
+
+def spooled(parts: Iterable[bytes], size: int, directory: str | os.PathLike[str] | None = None
+            ) -> FileSource:
+    """``size`` bytes from consecutive ``parts`` written to a new unnamed file in
+    ``directory`` (the system's temporary directory when None) as they arrive, to be read
+    back by range: a large object then costs the process no more memory than its parts in
+    flight. The file has no name (``O_TMPFILE`` where the system has it) and is private to
+    its owner; it is gone once the source is closed, or the process ends."""
+    with tempfile.TemporaryFile(dir=directory, buffering=0) as f:
+        at = 0
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                wrote = f.write(view)
+                view = view[wrote:]
+                at += wrote
+        if at != size:
+            raise IntegrityError(f"{at} bytes arrived of {size}",
+                                 "the object changed while it was read; run `vecwal verify`")
+        return FileSource(os.dup(f.fileno()), size)
 
 
 def joined(parts: Iterable[bytes], size: int) -> bytearray:

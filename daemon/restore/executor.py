@@ -5,7 +5,9 @@ holds the log window's winning changes and one bucket at a time.
 Bucket files come mapped from a ``file://`` store; from any other (S3) by ranged GETs, a few
 in flight (``objectstore.ranged``): a bucket nothing changed goes to a file sink part by part
 as the parts arrive, never whole in memory; a bucket merged with changes is assembled from
-its parts, then merged by its row index."""
+its parts, then merged by its row index, and a base file of ``SPOOL_MIN_BYTES`` or more is
+spooled to an unnamed local file as its parts arrive and copied out of it by runs, so memory
+stays flat whatever a bucket grows to."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import structlog
 from daemon.changelog.repository import Repository
 from daemon.changelog.window import offsets_after
 from daemon.objectstore import ObjectStore, get_opened, get_view
-from daemon.objectstore.ranged import RangedReader, joined
+from daemon.objectstore.ranged import RangedReader, joined, spooled
 from daemon.progress import Progress
 from daemon.restore.planner import RestorePlan, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
@@ -39,9 +41,17 @@ from daemon.snapshot.manifest import BucketState, DataFile
 from daemon.snapshot.rejects import Rejected, Rejections
 from daemon.snapshot.runs import write_bucket_runs
 from daemon.snapshot.state import BucketChanges, DropTimes
-from daemon.spans import Parts, RangeSource, whole
+from daemon.spans import FileSource, Parts, RangeSource, whole
 
 log = structlog.get_logger("vecwal.restore")
+
+SPOOL_MIN_BYTES = 64 << 20
+"""A base file at least this large, merged with changes for a sink that takes files and read
+by ranged GETs (S3), goes to a local unnamed file as its parts arrive (``ranged.spooled``,
+beside the sink's output where it says where, ``spool_dir``) instead of into one buffer. A
+collection keeps the bucket count of its first compaction, so its bucket files grow with it:
+in memory, a collection that grew a hundredfold would need a hundredfold buffer per worker.
+Below this size the buffer is cheaper than the extra pass through the page cache."""
 
 
 @dataclass
@@ -236,7 +246,8 @@ def fetch_and_restore(store: ObjectStore, job: BucketJob, sink: Sink,
     not used for a mapped store). A bucket
     copied whole goes to the sink part by part as the parts arrive, so it is never in memory
     whole; a bucket merged with changes is assembled from its parts first (its rows are
-    merged by its row index)."""
+    merged by its row index), its base spooled to a local file instead when it is large
+    (``SPOOL_MIN_BYTES``) and the bucket is written by runs."""
     if hasattr(store, "get_view"):
         copied = isinstance(sink, FileSink) and job.model is None and (
             job.screen_dimension is None or job.old is None)
@@ -248,9 +259,20 @@ def fetch_and_restore(store: ObjectStore, job: BucketJob, sink: Sink,
         return sink.write_file(job.collection, job.bucket,
                                Parts(next(files), sum(f.bytes for f in _files(job))),
                                WrittenState(old.records, old.digest, dict(old.tenants))), []
-    datas: list[bytes | memoryview] = [memoryview(joined(next(files), f.bytes))
-                                       for f in _files(job)]
-    return restore_screened(job, datas, sink)
+    by_runs = isinstance(sink, FileSink) and job.model is None and job.screen_dimension is None
+    spools: list[FileSource] = []
+    try:
+        datas: list[bytes | memoryview | RangeSource] = []
+        for f in _files(job):
+            if by_runs and f.kind == "base" and f.bytes >= SPOOL_MIN_BYTES:
+                spools.append(spooled(next(files), f.bytes, getattr(sink, "spool_dir", None)))
+                datas.append(spools[-1])
+            else:
+                datas.append(memoryview(joined(next(files), f.bytes)))
+        return restore_screened(job, datas, sink)
+    finally:
+        for spool in spools:
+            spool.close()
 
 
 def restore_screened(job: BucketJob, datas: Sequence[bytes | memoryview | RangeSource], sink: Sink

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -242,6 +243,42 @@ def test_ranged_reads_restore_the_same_files(tmp_path: Path) -> None:
                 assert (tmp_path / out / f).read_bytes() == \
                     (tmp_path / f"mapped{n}" / f).read_bytes()
         assert_same(mapped, oracle(history, t)[0])
+
+
+def test_spooled_base_files_restore_the_same_files(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every base file spooled to a local unnamed file as its parts arrive (as large ones
+    are, ``executor.SPOOL_MIN_BYTES``), then copied out of it by runs: the files a mapped
+    ``file://`` restore writes, byte for byte, and nothing of the spools left in the output."""
+    from daemon.restore import executor
+
+    history = generate(14, 300, control_rate=0.03)
+    url = f"file://{tmp_path}/repo"
+    repo = Repository(open_store(url))
+    write_log(repo, history, 14)
+    Compactor(repo, [TOPIC], min_buckets=4, target_bucket_records=4).compact(history.times[60])
+    spooled: list[int] = []
+
+    def counted(parts: Any, size: int, directory: Any = None) -> Any:
+        spooled.append(size)
+        return real(parts, size, directory)
+
+    real = executor.spooled
+    monkeypatch.setattr(executor, "SPOOL_MIN_BYTES", 0)
+    monkeypatch.setattr(executor, "spooled", counted)
+    t = history.times[66]
+    mapped, _ = restore_to(repo, t, tmp_path / "mapped")
+    ranged, _ = restore_to(Repository(UnmappedStore(url)), t,  # type: ignore[arg-type]
+                           tmp_path / "spooled")
+    assert ranged == mapped
+    assert len(spooled) > 1  # the buckets the log changed, each base spooled
+    files = sorted(p.relative_to(tmp_path / "mapped") for p in (tmp_path / "mapped").rglob("*"))
+    assert files == sorted(p.relative_to(tmp_path / "spooled")
+                           for p in (tmp_path / "spooled").rglob("*"))
+    for f in files:
+        if (tmp_path / "mapped" / f).is_file():
+            assert (tmp_path / "spooled" / f).read_bytes() == (tmp_path / "mapped" / f).read_bytes()
+    assert_same(mapped, oracle(history, t)[0])
 
 
 def test_scoped_restore_equals_scoped_replay(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from daemon.atomic import atomic_write
 from daemon.changelog.segment import RECORD_SCHEMA
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten, TenantKey
+from daemon.objectstore.ranged import spooled
 from daemon.rows import Row
 from daemon.snapshot.datafile import PAD_KEY, SourceFile, decode_records, encode_rows, file_header, read_index
 from daemon.snapshot.opened import FileOpener, _opened_columns
@@ -152,6 +153,25 @@ def test_a_file_in_pieces_opens_as_the_file_whole(tmp_path: Path) -> None:
     assert whole_made and made and ranged
     want = (tmp_path / "whole").read_bytes()
     assert (tmp_path / "pieces").read_bytes() == want == (tmp_path / "ranged").read_bytes()
+
+
+def test_a_spooled_file_opens_as_the_file_whole(tmp_path: Path) -> None:
+    """A large base file merged from S3 is spooled to a local file and read back by range
+    (``restore.executor.SPOOL_MIN_BYTES``): opened from there, and from spans of it among
+    the changed rows' bytes, it is the file opened whole."""
+    keys = RotatingKeys()
+    data = sealed_file(keys, 2500, rekey_at=700)
+    assert written(tmp_path, keys, data, "whole")[0]
+    spool = spooled((data[a:a + 65_536] for a in range(0, len(data), 65_536)), len(data),
+                    tmp_path)
+    try:
+        assert written(tmp_path, keys, spool, "spooled")[0]
+        pieces = [data[:4099], Span(spool, 4099, 300_000), data[304_099:]]
+        assert written(tmp_path, keys, PiecesSource(pieces), "pieces")[0]
+    finally:
+        spool.close()
+    want = (tmp_path / "whole").read_bytes()
+    assert (tmp_path / "spooled").read_bytes() == want == (tmp_path / "pieces").read_bytes()
 
 
 def test_pieces_read_across_their_boundaries() -> None:

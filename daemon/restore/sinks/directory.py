@@ -43,6 +43,13 @@ class DirSink:
         self.dir_mode = dir_mode(file_mode)
         self.name = f"dir:{path}"
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where a restore from S3 spools a large bucket file it merges (``restore.executor``):
+        beside the output, which has room for it; the files are unnamed, so nothing of them
+        ever appears in the directory."""
+        return self.path
+
     def begin(self) -> None:
         if self.path.exists() and any(self.path.iterdir()):
             raise VecwalError(f"{self.path} exists and is not empty",
