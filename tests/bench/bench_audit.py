@@ -58,7 +58,7 @@ from daemon.restore.target import parse_target
 from daemon.snapshot.compactor import Compactor, read_manifest
 from daemon.snapshot.manifest import Manifest
 from tests.bench.bench_compaction import changed_ids
-from tests.bench.bench_restore import PartitionLogs, Pool, say, write_log, write_snapshot
+from tests.bench.restore_repo import PartitionLogs, Pool, say, write_log, write_snapshot
 
 TOPIC = "ingest"
 PARTITIONS = 3

@@ -36,8 +36,9 @@ import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import median, say, spawn, write_snapshot
+from tests.bench.bench_restore import spawn
 from tests.bench.engine_runs import in_workdir, size_arguments, snapshot_rows, timed_restore
+from tests.bench.restore_repo import median, say, write_snapshot
 
 ENGINES = ("chroma-server", "chroma-path")
 MODULE = "tests.bench.bench_chroma"

@@ -39,18 +39,8 @@ from daemon.logs import configure_logging
 from daemon.objectstore import open_store
 from daemon.rows import bucket_of
 from daemon.snapshot.manifest import manifest_key
-from tests.bench.bench_restore import (
-    TOPIC,
-    Built,
-    Pool,
-    id_of,
-    peak_rss_mb,
-    say,
-    spawn,
-    tenant_of,
-    write_log,
-    write_snapshot,
-)
+from tests.bench.bench_restore import peak_rss_mb, spawn
+from tests.bench.restore_repo import TOPIC, Built, Pool, id_of, say, tenant_of, write_log, write_snapshot
 
 
 def changed_ids(n: int, count: int, buckets: int, locality: str, hot_buckets: int,

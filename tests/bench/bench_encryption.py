@@ -53,15 +53,8 @@ from daemon.objectstore import sealed as sl
 from daemon.objectstore.encrypted import WRAPPED_SIZE
 from daemon.restore.sinks.opening import opening_sink
 from tests.bench.bench_capture import CoresBusy, capture
-from tests.bench.bench_restore import (
-    Pool,
-    child_restore,
-    mixed_ops,
-    say,
-    spawn,
-    write_log,
-    write_snapshot,
-)
+from tests.bench.bench_restore import child_restore, spawn
+from tests.bench.restore_repo import Pool, mixed_ops, say, write_log, write_snapshot
 from tests.bench.services import services
 from tests.bench.workload import event_pool, produce_n
 

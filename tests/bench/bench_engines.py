@@ -4,7 +4,7 @@ measured in the same run.
     python -m tests.bench.bench_engines [--records 100000] [--dim 768] [--rounds 3]
         [--engines milvus,milvus-server,qdrant-memory,qdrant-path] [--path-records 10000]
 
-The repository is a snapshot of N records (``bench_restore.write_snapshot``, file://), each
+The repository is a snapshot of N records (``restore_repo.write_snapshot``, file://), each
 record with its own random unit vector and the workload's payload (document, metadata, acl,
 embedding model, source). Each measurement runs in a child process, alternating per round:
 
@@ -46,8 +46,9 @@ import numpy as np
 import orjson
 
 from daemon.logs import configure_logging
-from tests.bench.bench_restore import Pool, median, say, spawn, write_snapshot
+from tests.bench.bench_restore import spawn
 from tests.bench.engine_runs import size_arguments, snapshot_rows, timed_restore
+from tests.bench.restore_repo import Pool, median, say, write_snapshot
 
 ENGINES = ("milvus", "milvus-server", "qdrant-memory", "qdrant-path")
 MODULE = "tests.bench.bench_engines"

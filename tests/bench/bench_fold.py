@@ -19,7 +19,7 @@ from daemon.changelog.keys import SegmentKey
 from daemon.changelog.scan import scan_segment
 from daemon.changelog.segment import encode_segment, read_records
 from daemon.rows import Row, record_from_event
-from tests.bench.bench_restore import T0, Pool
+from tests.bench.restore_repo import T0, Pool
 
 TOPIC = "ingest"
 

@@ -42,7 +42,7 @@ from daemon.snapshot.datafile import encode_rows
 from daemon.snapshot.dimensions import bucket_winners, screen_rows
 from daemon.snapshot.known_schemas import KnownSchemas
 from daemon.snapshot.manifest import DataFile
-from tests.bench.bench_restore import T0, Pool, say
+from tests.bench.restore_repo import T0, Pool, say
 
 TOPIC = "ingest"
 

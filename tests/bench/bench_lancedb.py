@@ -3,7 +3,7 @@ measured in the same run.
 
     python -m tests.bench.bench_lancedb [--records 100000] [--dim 768] [--rounds 3]
 
-The repository is a snapshot of N records (``bench_restore.write_snapshot``, file://) with
+The repository is a snapshot of N records (``restore_repo.write_snapshot``, file://) with
 the embedding-like unit vectors of ``bench_engines.UniquePool`` and the workload's payload
 (its catalog: cosine, hnsw m=16 ef_construct=100). Every measurement runs in a child process
 into a fresh directory, alternating per round:
@@ -36,8 +36,9 @@ import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import median, say, spawn, write_snapshot
+from tests.bench.bench_restore import spawn
 from tests.bench.engine_runs import in_workdir, size_arguments, snapshot_rows, timed_restore
+from tests.bench.restore_repo import median, say, write_snapshot
 
 MODULE = "tests.bench.bench_lancedb"
 

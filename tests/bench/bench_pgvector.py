@@ -4,7 +4,7 @@ load of the same rows, measured in the same run on the same server.
     python -m tests.bench.bench_pgvector [--records 100000] [--dim 768] [--rounds 3]
         [--dsn postgresql://USER:PASSWORD@HOST:PORT/postgres]
 
-The repository is a snapshot of N records (``bench_restore.write_snapshot``, file://) with
+The repository is a snapshot of N records (``restore_repo.write_snapshot``, file://) with
 the embedding-like unit vectors of ``bench_engines.UniquePool`` and the workload's payload.
 The server is the project's PostgreSQL 18 + pgvector (deploy/local, the tests' settings:
 ``fsync=off``, ``shared_buffers=64MB``), started here unless ``--dsn`` names one. Every
@@ -38,8 +38,9 @@ import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import median, say, spawn, write_snapshot
+from tests.bench.bench_restore import spawn
 from tests.bench.engine_runs import size_arguments, snapshot_rows, timed_restore
+from tests.bench.restore_repo import median, say, write_snapshot
 
 MODULE = "tests.bench.bench_pgvector"
 

@@ -72,14 +72,14 @@ from daemon.objectstore import ObjectStore, open_store
 from daemon.snapshot.compactor import Compactor
 from daemon.snapshot.manifest import Manifest, data_key, manifest_key
 from daemon.snapshot.state import Catalog
-from tests.bench.bench_restore import (
+from tests.bench.bench_restore import peak_rss_mb
+from tests.bench.restore_repo import (
     COLLECTION,
     PARTITIONS,
     TOPIC,
     PartitionLogs,
     Pool,
     partition_of,
-    peak_rss_mb,
     say,
     write_snapshot,
 )

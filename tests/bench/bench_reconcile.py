@@ -3,7 +3,7 @@
     python -m tests.bench.bench_reconcile [--records 100000] [--dim 768] [--rounds 3]
         [--engines qdrant-memory,milvus]
 
-The repository is a snapshot of N records (``bench_restore.write_snapshot`` with
+The repository is a snapshot of N records (``restore_repo.write_snapshot`` with
 ``bench_engines.UniquePool``: the workload's payload, a distinct unit vector each), restored
 once into the engine (not timed). Then per round, in one process, the three steps below, in
 an order rotated by round:
@@ -38,8 +38,8 @@ import orjson
 
 from daemon.logs import configure_logging
 from tests.bench.bench_engines import UniquePool
-from tests.bench.bench_restore import TOPIC, median, say, write_snapshot
 from tests.bench.engine_runs import in_workdir, size_arguments
+from tests.bench.restore_repo import TOPIC, median, say, write_snapshot
 
 ENGINES = ("qdrant-memory", "milvus")
 PAGE = 8192

@@ -6,8 +6,8 @@ x 768 dims (and optionally log events after it) built on the local S3 server, re
                                            [--workers 2] [--rounds 3] [--before REF]
 
 For each size (N records, or N+M: N records and M log events after the snapshot, the mix of
-``bench_restore.mixed_ops``): a fresh S3 bucket holds the repository
-(``bench_restore.write_snapshot`` and ``write_log`` on an ``s3://`` store: the bucket files
+``restore_repo.mixed_ops``): a fresh S3 bucket holds the repository
+(``restore_repo.write_snapshot`` and ``write_log`` on an ``s3://`` store: the bucket files
 and manifest as the compactor writes them, segments of about 32 MiB), with ``--buckets`` 64
 for every size: a collection keeps the bucket count of its first compaction, so its bucket
 files grow with it (55 MB each at 1M records, 110 MB at 2M, 220 MB at 4M: over 64 MiB a
@@ -62,17 +62,8 @@ from daemon.changelog.repository import Repository
 from daemon.logs import configure_logging
 from daemon.objectstore import open_store
 from daemon.snapshot.manifest import data_key
-from tests.bench.bench_restore import (
-    REPO,
-    Built,
-    Pool,
-    child_restore,
-    median,
-    mixed_ops,
-    say,
-    write_log,
-    write_snapshot,
-)
+from tests.bench.bench_restore import REPO, child_restore
+from tests.bench.restore_repo import Built, Pool, median, mixed_ops, say, write_log, write_snapshot
 
 MODULE = "tests.bench.bench_restore_s3"
 PART_BYTES = 8 << 20  # as daemon.objectstore.ranged (not imported: --before runs old code)

@@ -34,17 +34,9 @@ from typing import Any
 import orjson
 
 from daemon.logs import configure_logging
-from tests.bench.bench_restore import (
-    PARTITIONS,
-    TOPIC,
-    Pool,
-    build,
-    mixed_ops,
-    partition_of,
-    say,
-    spawn,
-)
+from tests.bench.bench_restore import spawn
 from tests.bench.engine_runs import in_workdir
+from tests.bench.restore_repo import PARTITIONS, TOPIC, Pool, build, mixed_ops, partition_of, say
 
 MODULE = "tests.bench.bench_rollback"
 

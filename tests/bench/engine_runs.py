@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.bench.bench_restore import TOPIC
+from tests.bench.restore_repo import TOPIC
 
 
 def size_arguments(ap: argparse.ArgumentParser, engines: str | None = None) -> None:
