@@ -74,6 +74,7 @@ from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
 from daemon.sources import native_topics, sources_for
 from daemon.sources.registry import RegistryUnavailable
+from daemon.sources.registry_check import check_registry
 
 log = structlog.get_logger("vecwal.capture")
 
@@ -137,6 +138,9 @@ class CaptureLoop:
         Returns 0 when everything consumed was made durable, 1 otherwise."""
         if self._consumer_factory is Consumer:  # a wrong password or CA: ConfigError, no hang
             check_brokers(self.config.kafka.bootstrap_servers, self.config.kafka.client)
+            if self.config.kafka.schema_registry_url:  # and the registry's, the same way
+                check_registry(self.config.kafka.schema_registry_url,
+                               self.config.kafka.schema_registry)
         self.repo.ensure_initialized()
         if self._timestamp_types is not None:  # before anything is consumed
             check_topics(self._timestamp_types(), self.cfg.timeline,

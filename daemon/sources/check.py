@@ -150,6 +150,10 @@ def read_sample(config: Config, topic: str, n: int, *, from_end: bool = False,
         from daemon.kafka_client import check_brokers
 
         check_brokers(config.kafka.bootstrap_servers, config.kafka.client)
+        if config.kafka.schema_registry_url:
+            from daemon.sources.registry_check import check_registry
+
+            check_registry(config.kafka.schema_registry_url, config.kafka.schema_registry)
     settings = consumer_settings(config)
     settings.update({  # never the capture group, never a commit
         "group.id": f"vecwal-check-mapping-{uuid.uuid4().hex[:12]}",

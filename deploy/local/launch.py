@@ -66,7 +66,7 @@ CLI (detached services that outlive the command; one directory per service)::
         # (admin, vecwal; random passwords), a throwaway CA: ca_file, sasl_users in service.json
     python deploy/local/launch.py start s3 --dir D [--port N] [--tls]  # --tls: HTTPS, ca_file
     python deploy/local/launch.py start seaweedfs --dir D [--port N]   # N: the S3 port
-    python deploy/local/launch.py start registry --dir D [--port N]    # in memory: empty
+    python deploy/local/launch.py start registry --dir D [--port N] [--tls]  # in memory: empty
     python deploy/local/launch.py start kms --dir D [--port N]         # local-kms; keys in D/data
     python deploy/local/launch.py start postgres --dir D [--port N]    # prints the DSN
     python deploy/local/launch.py start chroma --dir D [--port N]      # Chroma; data in D/data

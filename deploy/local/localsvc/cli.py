@@ -95,7 +95,8 @@ def cmd_start(
         svc = SeaweedFS(d, port, ports=ports, tie_to_parent=False)
     elif service == "registry":
         mport = state.get("management_port") if state else None
-        svc = SchemaRegistry(d, port, management_port=mport, tie_to_parent=False)
+        tls = tls or bool(state and str(state.get("url", "")).startswith("https:"))
+        svc = SchemaRegistry(d, port, management_port=mport, tie_to_parent=False, tls=tls)
     elif service == "postgres":
         svc = PostgresServer(d, port, tie_to_parent=False)
     elif service == "kms":
@@ -196,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bootstrap", help="connect: the Kafka broker (HOST:PORT)")
     p.add_argument("--sasl-ssl", "--tls", dest="tls", action="store_true",
                    help="kafka: a SASL_SSL listener (SCRAM-SHA-512 users, a throwaway CA); "
-                   "s3: HTTPS only; the CA file and credentials are in DIR/service.json")
+                   "s3, registry: HTTPS only; the CA file and credentials are in "
+                   "DIR/service.json")
     p = sub.add_parser("stop", help="stop the service started in DIR")
     p.add_argument("service", choices=SERVICES)
     p.add_argument("--dir", required=True, type=Path)
@@ -211,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             install(tuple(args.only) or INSTALLABLE)
             return 0
         if args.cmd == "start":
-            if args.tls and args.service not in ("kafka", "s3"):
-                ap.error("--sasl-ssl/--tls applies to kafka and s3")
+            if args.tls and args.service not in ("kafka", "s3", "registry"):
+                ap.error("--sasl-ssl/--tls applies to kafka, s3 and registry")
             return cmd_start(args.service, args.dir, args.port, args.timeout, args.bootstrap,
                              args.tls)
         if args.cmd == "stop":

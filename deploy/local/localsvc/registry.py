@@ -9,11 +9,14 @@ The server is the Quarkus "fast-jar" distribution Apicurio publishes on Maven Ce
 
 and run with ``java -jar quarkus-run.jar``. Apicurio 3.x is compiled for Java 21: the runtime
 is the first Java 21+ found in $VECWAL_REGISTRY_JAVA_HOME, $JAVA_HOME, PATH, /usr/lib/jvm/*.
-Storage is in memory: a restart starts with an empty registry (ids begin at 1 again).
+Storage is in memory: a restart starts with an empty registry (ids begin at 1 again). With
+``tls=True`` it serves HTTPS only, its certificate signed by a throwaway CA made at the first
+start (``tls.py``; clients trust ``ca_file``: ``ssl.ca.location`` of SchemaRegistryClient).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import shutil
@@ -32,6 +35,7 @@ from .install import (
 )
 from .process import check_port_free, free_ports, port_open
 from .service import Service
+from .tls import ServerPki, server_pki
 
 REGISTRY_VERSION = "3.3.3"
 REGISTRY_ARTIFACT = f"io.apicurio:apicurio-registry-app:{REGISTRY_VERSION}:tar.gz:all"
@@ -150,17 +154,29 @@ class SchemaRegistry(Service):
         *,
         management_port: int | None = None,
         tie_to_parent: bool = True,
+        tls: bool = False,
     ) -> None:
         super().__init__(workdir, tie_to_parent=tie_to_parent)
         self.port = port
         self.management_port = management_port
+        self.tls = tls
+
+    @property
+    def pki(self) -> ServerPki:
+        """The throwaway CA and server certificate of the HTTPS listener (workdir/tls)."""
+        return server_pki(self.workdir / "tls")
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the registry's certificate (``ssl.ca.location``)."""
+        return self.pki.ca_file
 
     @property
     def url(self) -> str:
         """Base URL for Confluent clients (SchemaRegistryClient({"url": url}))."""
         if self.port is None:
             raise LaunchError("the schema registry has not been started yet (no port)")
-        return f"http://{HOST}:{self.port}{CCOMPAT_PATH}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}{CCOMPAT_PATH}"
 
     def _command(self) -> list[str]:
         assert self.port is not None and self.management_port is not None
@@ -178,6 +194,15 @@ class SchemaRegistry(Service):
             "apicurio.datasource.jdbc.max-size": 10,
             "apicurio.storage.snapshot.location": self.workdir,
         }
+        if self.tls:  # HTTPS only: the plain port is not opened
+            pki = self.pki
+            props.update({
+                "quarkus.http.ssl-port": self.port,
+                "quarkus.http.port": 0,
+                "quarkus.http.insecure-requests": "disabled",
+                "quarkus.http.ssl.certificate.files": pki.cert_file,
+                "quarkus.http.ssl.certificate.key-files": pki.key_file,
+            })
         home = install_registry()
         return [
             registry_java(),
@@ -192,7 +217,16 @@ class SchemaRegistry(Service):
         assert self.port is not None
         if not port_open(self.port):
             return False
-        body = http_get(self.port, f"{CCOMPAT_PATH}/subjects", min(2.0, remaining))
+        if self.tls:
+            conn = http.client.HTTPSConnection(HOST, self.port, timeout=min(2.0, remaining),
+                                               context=self.pki.client_context())
+            try:
+                conn.request("GET", f"{CCOMPAT_PATH}/subjects")
+                body = conn.getresponse().read()
+            finally:
+                conn.close()
+        else:
+            body = http_get(self.port, f"{CCOMPAT_PATH}/subjects", min(2.0, remaining))
         if not body.lstrip().startswith(b"["):  # a JSON array of subject names
             raise ValueError(f"GET {CCOMPAT_PATH}/subjects answered {body[:200]!r}")
         return True
@@ -219,6 +253,7 @@ class SchemaRegistry(Service):
             "port": self.port,
             "management_port": self.management_port,
             "url": self.url,
+            **({"ca_file": str(self.ca_file)} if self.tls else {}),
             "workdir": str(self.workdir),
             "log": str(self.log_path),
             "registry_version": f"Apicurio Registry {REGISTRY_VERSION}",
