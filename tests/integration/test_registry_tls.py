@@ -69,12 +69,18 @@ def test_capture_reads_registry_avro_over_https(
     assert list(repo.list_quarantine(topic)) == []
 
 
+SECRET = "registry-secret-d41d8cd98f00"
+"""A login the registry is given (Apicurio here asks none): it must appear in no output."""
+
+
 def toml(path: Path, bootstrap: str, topic: str, registry: str, ca: str | None) -> Path:
     lines = ["[kafka]", f'bootstrap_servers = "{bootstrap}"', f'topics = ["{topic}"]',
              'group_id = "vecwal-registry-tls"', 'format = "avro-registry"',
-             f'schema_registry_url = "{registry}"', ""]
+             f'schema_registry_url = "{registry}"', "", "[kafka.schema_registry]",
+             f'"basic.auth.user.info" = "vecwal:{SECRET}"']
     if ca is not None:
-        lines += ["[kafka.schema_registry]", f'"ssl.ca.location" = "{ca}"', ""]
+        lines += [f'"ssl.ca.location" = "{ca}"']
+    lines += [""]
     lines += ["[storage]", f'url = "file://{path.parent / "repo"}"', "",
               "[metrics]", 'listen = ""', ""]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +111,7 @@ def test_registry_mistakes_are_named_at_start(
             took, text = time.monotonic() - began, proc.stderr + proc.stdout
             assert proc.returncode == 2, (name, args[0], text)
             assert says in text, (name, args[0], text)
+            assert SECRET not in text, (name, args[0])
             assert took < FAIL_WITHIN_S, f"{name}: {args[0]} took {took:.1f}s to refuse"
         assert not (tmp_path / f"case{n}" / "repo" / "log").exists(), name  # nothing captured
     # and with the CA, the same configuration starts
