@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from daemon.errors import IntegrityError, StoreError
 from daemon.objectstore import ObjectInfo, ObjectStore, check_key, get_view
 from daemon.objectstore import sealed as sl
-from daemon.spans import Payload, joined
+from daemon.spans import Payload
 
 __all__ = ["HEADER_SIZE", "PLAIN_KEYS", "PLAIN_PREFIXES", "EncryptedStore", "RepositoryKeys"]
 
@@ -108,10 +108,10 @@ class EncryptedStore:
         if is_plain(key):
             self.inner.put(key, data, create_only=create_only, sha256=sha256)
             return  # sealed bytes are not data: their digest is the inner store's to make
-        self.inner.put(key, self.seal(key, joined(data)), create_only=create_only)
+        self.inner.put(key, self.seal(key, data), create_only=create_only)
 
-    def seal(self, key: str, data: bytes | bytearray | memoryview) -> bytearray:
-        """The sealed bytes ``put`` stores under ``key``."""
+    def seal(self, key: str, data: Payload) -> bytearray:
+        """The sealed bytes ``put`` stores under ``key`` (pieces sealed without joining them)."""
         key_id, repository_key = self.keys.current()
         data_key = os.urandom(sl.KEY_BYTES)
         nonce = os.urandom(_NONCE)

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from daemon.errors import IntegrityError
+from daemon.spans import Gathered
 
 MAGIC = b"VWS1"
 AES_256_GCM = 1
@@ -88,10 +90,13 @@ HEADER_PEEK = _FIXED.size + 1024
 """Bytes to read from an object's start to hold its header (wrapped keys are far shorter)."""
 
 
-def seal(plaintext: bytes | bytearray | memoryview, object_key: str, data_key: bytes, wrapped_key: bytes,
-         chunk_log2: int = DEFAULT_CHUNK_LOG2) -> bytearray:
+def seal(plaintext: bytes | bytearray | memoryview | Gathered, object_key: str, data_key: bytes,
+         wrapped_key: bytes, chunk_log2: int = DEFAULT_CHUNK_LOG2) -> bytearray:
     """The sealed object of ``plaintext`` stored under ``object_key``. Each chunk is encrypted
-    straight into its place in the output: the plaintext is copied once."""
+    straight into its place in the output: the plaintext is copied once. Given as pieces (a
+    segment's framing and datums, ``spans.Gathered``), a chunk that lies in one piece is
+    encrypted from it, and one that spans pieces from a chunk-sized scratch buffer they are
+    copied into: the pieces are never joined."""
     if len(data_key) != KEY_BYTES:
         raise ValueError("the data key is 32 bytes (AES-256)")
     header = Header(AES_256_GCM, chunk_log2, os.urandom(NONCE_PREFIX), wrapped_key)
@@ -99,16 +104,46 @@ def seal(plaintext: bytes | bytearray | memoryview, object_key: str, data_key: b
     aad = _aad(object_key, head)
     aead = AESGCM(data_key)
     size, stride = header.chunk_size, header.chunk_size + TAG
-    view = memoryview(plaintext)
-    count = max(1, -(-len(view) // size))
-    out = bytearray(len(head) + len(view) + count * TAG)
+    total = len(plaintext)
+    count = max(1, -(-total // size))
+    out = bytearray(len(head) + total + count * TAG)
     out[:len(head)] = head
     target = memoryview(out)[len(head):]
-    for i in range(count):
-        piece = view[i * size:(i + 1) * size]
+    chunks = _chunks(plaintext.pieces, size) if isinstance(plaintext, Gathered) else (
+        memoryview(plaintext)[i * size:(i + 1) * size] for i in range(count))
+    for i, piece in enumerate(chunks):
         aead.encrypt_into(_nonce(header, i, i == count - 1), piece, aad,
                           target[i * stride:i * stride + len(piece) + TAG])
     return out
+
+
+def _chunks(pieces: list[bytes | bytearray | memoryview], size: int) -> Iterator[memoryview]:
+    """The bytes of ``pieces`` one after the other, cut into chunks of ``size`` (the last may be
+    shorter; one empty chunk for no bytes, as an empty object has). A chunk inside one piece is
+    a view of it; one across pieces is gathered into a reused scratch buffer, valid until the
+    next chunk is taken."""
+    scratch = memoryview(bytearray(size))
+    used = 0
+    produced = False
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        at = 0
+        while at < len(view):
+            if used == 0 and len(view) - at >= size:
+                yield view[at:at + size]
+                produced = True
+                at += size
+                continue
+            take = min(size - used, len(view) - at)
+            scratch[used:used + take] = view[at:at + take]
+            used += take
+            at += take
+            if used == size:
+                yield scratch
+                produced = True
+                used = 0
+    if used or not produced:
+        yield scratch[:used]
 
 
 def sealed_size(plaintext_length: int, header_size: int, chunk_log2: int) -> int:

@@ -52,6 +52,7 @@ from daemon.objectstore import ObjectStore, open_store
 from daemon.objectstore import sealed as sl
 from daemon.objectstore.encrypted import WRAPPED_SIZE
 from daemon.restore.sinks.opening import opening_sink
+from daemon.spans import Gathered
 from tests.bench.bench_capture import CoresBusy, capture
 from tests.bench.bench_restore import child_restore, spawn
 from tests.bench.restore_repo import Pool, mixed_ops, say, write_log, write_snapshot
@@ -135,6 +136,13 @@ def seal_rates(size: int = 32 * MiB, reps: int = 7) -> dict[str, Any]:
             else:
                 aead.decrypt_into(nonce, c, aad, p)
 
+    # A segment as capture hands it over: its datums as pieces (3,200 bytes each), sealed
+    # joined first (before 2026-12-07) or from the pieces (spans.Gathered).
+    datums = [memoryview(data)[a:a + 3200] for a in range(0, size, 3200)]
+    out["seal_joined_pieces_mb_per_s"] = rate(
+        lambda: sl.seal(b"".join(datums), "log/t/p=00000/a.avro", data_key, wrapped))
+    out["seal_pieces_mb_per_s"] = rate(
+        lambda: sl.seal(Gathered(list(datums)), "log/t/p=00000/a.avro", data_key, wrapped))
     out["aes_gcm_encrypt_mb_per_s"] = rate(functools.partial(crypt, True))
     out["aes_gcm_decrypt_mb_per_s"] = rate(functools.partial(crypt, False))
     with tempfile.TemporaryDirectory(prefix="vecwal-bench-seal-") as tmp:
@@ -150,6 +158,8 @@ def seal_rates(size: int = 32 * MiB, reps: int = 7) -> dict[str, Any]:
             out[f"store_put_{name}_mb_per_s"] = rate(functools.partial(store.put,
                                                                         "data/docs/b1.avro", data))
             store.close()
+    say(f"seal of a segment's pieces {out['seal_pieces_mb_per_s']:,} MB/s, joined first "
+        f"{out['seal_joined_pieces_mb_per_s']:,} MB/s")
     say(f"seal {out['seal_mb_per_s']:,} MB/s, open {out['open_mb_per_s']:,} MB/s (AES-GCM "
         f"alone {out['aes_gcm_encrypt_mb_per_s']:,} / {out['aes_gcm_decrypt_mb_per_s']:,}; "
         f"copy {out['copy_mb_per_s']:,}, allocation {out['alloc_mb_per_s']:,}); file:// get "

@@ -100,3 +100,32 @@ def test_not_sealed_and_unknown_versions_are_named() -> None:
     blob[4] = 9
     with pytest.raises(IntegrityError, match="algorithm 9"):
         open_all(bytes(blob), "k", KEY)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lengths=st.lists(st.integers(0, 2600), max_size=12), seed=st.integers(0, 255))
+def test_pieces_seal_as_their_concatenation(lengths: list[int], seed: int) -> None:
+    """A segment given as pieces (``spans.Gathered``) is sealed without joining them: it
+    opens to their concatenation and has its size, whatever the pieces' lengths against the
+    chunk size (pieces shorter than, longer than, and ending on a chunk; empty ones)."""
+    from daemon.spans import Gathered
+
+    pieces = [bytes((seed + k + i) % 251 for i in range(n)) for k, n in enumerate(lengths)]
+    data = b"".join(pieces)
+    key = "log/t/p=00000/a.avro"
+    blob = seal(Gathered([memoryview(p) if i % 2 else p for i, p in enumerate(pieces)]),
+                key, KEY, WRAPPED, LOG2)
+    assert len(blob) == len(seal(data, key, KEY, WRAPPED, LOG2))
+    assert open_all(bytes(blob), key, KEY) == data
+
+
+def test_pieces_on_chunk_boundaries_seal_as_their_concatenation() -> None:
+    from daemon.spans import Gathered
+
+    size = 1 << LOG2
+    for lengths in ([size], [size, size], [size - 1, 1, size], [1, size - 1], [3 * size + 5],
+                    [0, 0], [], [size, 0, 7], [5, size + 10], [size - 1, 2 * size, 1]):
+        pieces = [os.urandom(n) for n in lengths]
+        blob = seal(Gathered(pieces), "k", KEY, WRAPPED, LOG2)
+        assert open_all(bytes(blob), "k", KEY) == b"".join(pieces), lengths
+        assert len(blob) == len(seal(b"".join(pieces), "k", KEY, WRAPPED, LOG2)), lengths
