@@ -9,7 +9,10 @@ row, the medians of 7 timings of:
 - ``open_rows``, the rows' AES-SIV checked 8 at a time (``siv_lanes.h``), as restores run it;
 - ``open_rows`` with OpenSSL's AES-SIV one row at a time (``set_lanes(False)``): the baseline;
 - one AES-256-CTR call over the whole block (the decryption half of opening, at OpenSSL's
-  best), XXH3-128 of the block (the row index's hashes) and a copy of the block.
+  best), XXH3-128 of the block (the row index's hashes) and a copy of the block;
+- what a sink that takes records (the engines) is given: the same rows in the clear decoded
+  (the plain baseline), the sealed rows decoded and opened one by one in Python, and opened
+  a batch at a time in C then decoded (``FileOpener.records``).
 
 What is left of ``open_rows`` after CTR, hashing and copying is the CMAC half (S2V) and the
 rows' walk. Figures as JSON on stdout; read them in docs/performance.md (per-tenant keys)."""
@@ -17,6 +20,7 @@ rows' walk. Figures as JSON on stdout; read them in docs/performance.md (per-ten
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -24,21 +28,24 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import fastavro
 import numpy as np
 import xxhash
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from daemon.changelog.segment import RECORD_SCHEMA
 from daemon.keys.sealing import TenantSealer
-from daemon.rows import SNAPSHOT_SCHEMA
-from tests.unit.test_tenantseal import C, FixedKeys, encode, snapshot_record
+from daemon.rows import SNAPSHOT_SCHEMA, Row
+from daemon.snapshot.opened import FileOpener
+from tests.unit.test_tenantseal import C, FixedKeys, snapshot_record
 
 
-def sealed_block(rows: int, dim: int) -> tuple[bytes, FixedKeys]:
+def blocks(rows: int, dim: int) -> tuple[list[Row], list[Row], FixedKeys]:
+    """The rows sealed, the same rows in the clear, and the keys."""
     keys = FixedKeys()
     sealer = TenantSealer(keys)  # type: ignore[arg-type]
     rng = np.random.default_rng(1)
-    raws = []
+    raws, plains = [], []
     for i in range(rows):
         rec: dict[str, Any] = {f["name"]: None for f in RECORD_SCHEMA["fields"]}
         rec.update(offset=i, timestamp=2, op="upsert", collection="docs", tenant="acme",
@@ -46,8 +53,9 @@ def sealed_block(rows: int, dim: int) -> tuple[bytes, FixedKeys]:
                    vector=rng.random(dim, dtype=np.float32).tobytes(),
                    document="some document text " * 10, acl=["group:eng", "user:42"],
                    metadata='{"k": 1, "lang": "en"}')
-        raws.append(encode(SNAPSHOT_SCHEMA, snapshot_record(sealer.seal(rec), i)))
-    return b"".join(raws), keys
+        plains.append(Row.of(snapshot_record(dict(rec), i)).without_record())
+        raws.append(Row.of(snapshot_record(sealer.seal(rec), i)).without_record())
+    return raws, plains, keys
 
 
 def per_row_us(work: Callable[[], object], rows: int, repeats: int) -> float:
@@ -68,7 +76,8 @@ def main() -> None:
     args = ap.parse_args()
     if C is None:
         raise SystemExit("the C sealer is not built (OpenSSL headers): nothing to measure")
-    block, keys = sealed_block(args.rows, args.dim)
+    sealed_rows, plain_rows, keys = blocks(args.rows, args.dim)
+    block = b"".join(row.raw for row in sealed_rows)  # type: ignore[misc]
     into = bytearray(len(block))
     found: dict[bytes, bytes | None] = {}
     resolve = keys.row_resolver()
@@ -86,6 +95,22 @@ def main() -> None:
     out["xxh3_128_block_us"] = per_row_us(lambda: xxhash.xxh3_128_digest(block), n, r)
     view = memoryview(block)
     out["copy_block_us"] = per_row_us(lambda: bytearray(view), n, r)
+    # What a sink that takes records (the engines) is given, per row: the clear rows decoded
+    # (a plain repository), the sealed rows decoded and opened one by one in Python (before
+    # 2026-12-07), and opened a batch at a time in C, then decoded (FileOpener.records).
+    sealer = TenantSealer(keys)  # type: ignore[arg-type]
+    opener = FileOpener(sealer)
+    reps = max(1, r // 30)
+    out["records_plain_us"] = per_row_us(
+        lambda: [fastavro.schemaless_reader(io.BytesIO(row.raw), SNAPSHOT_SCHEMA, None)
+                 for row in plain_rows], n, reps)
+    out["records_sealed_python_us"] = per_row_us(
+        lambda: list(sealer.open_all(fastavro.schemaless_reader(
+            io.BytesIO(row.raw), SNAPSHOT_SCHEMA, None) for row in sealed_rows)), n, reps)
+    out["records_sealed_c_batches_us"] = per_row_us(
+        lambda: list(opener.records(sealed_rows, "b")), n, reps)
+    assert list(opener.records(sealed_rows, "b")) == list(sealer.open_all(
+        row.record() for row in sealed_rows))
     print(json.dumps(out, indent=2))
 
 

@@ -15,11 +15,20 @@ import pytest
 
 from daemon.atomic import atomic_write
 from daemon.changelog.segment import RECORD_SCHEMA
+from daemon.errors import IntegrityError
 from daemon.keys.sealing import TenantSealer, native
 from daemon.keys.tenants import TenantForgotten, TenantKey
 from daemon.objectstore.ranged import spooled
 from daemon.rows import Row
-from daemon.snapshot.datafile import PAD_KEY, SourceFile, decode_records, encode_rows, file_header, read_index
+from daemon.snapshot.datafile import (
+    PAD_KEY,
+    SourceFile,
+    decode_records,
+    encode_rows,
+    file_header,
+    read_index,
+    read_rows,
+)
 from daemon.snapshot.opened import FileOpener, _opened_columns
 from daemon.spans import ForwardSource, HeadLast, Parts, PiecesSource, Span
 from tests.unit.test_tenantseal import snapshot_record
@@ -274,3 +283,37 @@ def test_parts_are_read_forward_only() -> None:
     short = ForwardSource(Parts(iter([data[:500]]), 1000))
     with pytest.raises(ValueError, match="end at 500"):
         short.read(400, 200)
+
+
+def test_rows_opened_in_batches_are_the_references_records(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sink that takes records (the engines) gets a bucket's rows opened a batch at a time
+    in C (``FileOpener.records``): the reference's records, one by one, in order, a forgotten
+    tenant's left out, across batch boundaries."""
+    from daemon.snapshot import opened
+
+    keys = RotatingKeys()
+    data = sealed_file(keys, 900, rekey_at=500, vector_bytes=256)
+    slow = FileOpener(TenantSealer(keys))  # type: ignore[arg-type]
+    slow._native = None
+    want = list(slow.records(read_rows(data, "f"), "f"))
+    gone = 900 - len(want)
+    assert 100 < gone < 200  # globex's rows before its key was destroyed
+    monkeypatch.setattr(opened, "BATCH_BYTES", 5_000)  # about a dozen rows a batch
+    fast = FileOpener(TenantSealer(keys))  # type: ignore[arg-type]
+    assert fast.native
+    got = list(fast.records(read_rows(data, "f"), "f"))
+    assert got == want
+    assert {r["tenant"] for r in got} == {"acme", "globex", "initech"}
+    assert all(r["vector"] is not None and len(r["vector"]) == 256 for r in got)
+
+
+def test_a_changed_row_in_a_batch_is_refused() -> None:
+    keys = RotatingKeys()
+    data = bytearray(sealed_file(keys, 50))
+    rows = list(read_rows(bytes(data), "f"))
+    raw = bytearray(rows[7].raw)  # type: ignore[arg-type]
+    raw[-40] ^= 1  # inside the sealed content
+    rows[7].raw = bytes(raw)
+    with pytest.raises(IntegrityError, match="does not open"):
+        list(FileOpener(TenantSealer(keys)).records(rows, "f"))  # type: ignore[arg-type]

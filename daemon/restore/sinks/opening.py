@@ -23,6 +23,7 @@ from daemon.keys.sealing import TenantSealer
 from daemon.keys.tenants import TenantKeys
 from daemon.objectstore import ObjectStore
 from daemon.restore.sinks import FileSink, Sink, WrittenState
+from daemon.rows import Row
 from daemon.snapshot.opened import FileOpener
 from daemon.spans import ForwardSource, Parts, Piece, PiecesSource, RangeSource, Span
 
@@ -79,6 +80,18 @@ class OpeningSink:
                      records: Iterable[dict[str, Any]]) -> WrittenState:
         return self.inner.write_bucket(collection, bucket, self.sealer.open_all(records))
 
+    def write_rows(self, collection: str, bucket: int, rows: Iterable[Row]) -> WrittenState:
+        """The bucket's rows opened a batch at a time (``FileOpener.records``), not decoded
+        sealed and opened one by one, then given to the sink underneath as records."""
+        return self.inner.write_bucket(collection, bucket, self._opener().records(
+            rows, f"{collection} bucket {bucket}"))
+
+    def _opener(self) -> FileOpener:
+        held = self._held
+        if held.opener is None:
+            held.opener = FileOpener(held.sealer)
+        return held.opener
+
     def finish(self) -> None:
         self.inner.finish()
         _HELD.pop(self._token, None)
@@ -97,19 +110,17 @@ class OpeningFileSink(OpeningSink):
     def write_file(self, collection: str, bucket: int,
                    data: bytes | Iterable[Piece],
                    state: WrittenState) -> WrittenState:
-        held = self._held
-        if held.opener is None:
-            held.opener = FileOpener(held.sealer)
+        opener = self._opener()
         where = f"{collection} bucket {bucket}"
         source = _as_source(data)
         inner: FileSink = self.inner  # type: ignore[assignment]  # opening_sink checked it
-        if not held.opener.native:  # the reference: the file opened whole, then written
-            enc = held.opener.open(_whole(source), where, self.codec)
+        if not opener.native:  # the reference: the file opened whole, then written
+            enc = opener.open(_whole(source), where, self.codec)
             if not enc.records:
                 return WrittenState()
             return inner.write_file(collection, bucket, enc.chunks,
                                     WrittenState(enc.records, enc.digest, enc.tenants))
-        opening = held.opener.opening(source, where, self.codec)
+        opening = opener.opening(source, where, self.codec)
         if not opening.records:
             return WrittenState()
         inner.write_file(collection, bucket, opening.file, WrittenState())
