@@ -65,6 +65,9 @@ def add_commands(sub: Any, open_repository: Any) -> None:
                    help="qdrant:/milvus:: compare the engine with the state to restore and "
                         "print what would be added, removed and changed; write nothing")
     r.add_argument("--no-validate", action="store_true")
+    r.add_argument("--no-space-check", action="store_true",
+                   help="dir:: write even when the file system has less free space than the "
+                        "snapshot's size")
     r.add_argument("--workers", type=int, default=0,
                    help="processes writing buckets into a dir: sink (default: one per CPU "
                    "when the snapshot to read is large)")
@@ -200,6 +203,9 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
             else:
                 _print_plan(plan.to_dict())
             return 0
+        check_room = getattr(sink, "check_room", None)
+        if check_room is not None and not args.no_space_check:  # dir:, before any write
+            check_room(plan.snapshot_bytes)
         result = execute(repo, plan, sink, workers, progress=shown)
         began = time.monotonic()
         report = None if args.no_validate else validate(result, sink)

@@ -123,3 +123,38 @@ def test_bad_target_and_sink_are_named(repo_config: tuple[Path, Repository, list
     out = vecwal("restore", "--config", str(cfg), "--to", "2999-01-01T00:00:00Z", "--into",
                  f"dir:{tmp_path / 'o'}")
     assert out.returncode == 4 and "valid-through" in out.stderr
+
+
+def test_a_full_disk_is_named_not_a_traceback(repo_config: tuple[Path, Repository, list[int]],
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A restore to ``dir:`` refuses before writing when the file system has less free space
+    than the snapshot's size (``--no-space-check`` tries anyway), and a disk that fills while
+    it writes is an error naming the file and the fix, not an OSError's traceback."""
+    import errno
+    import os
+    import shutil
+
+    from daemon import atomic
+    from daemon.cli import main
+
+    cfg, _repo, times = repo_config
+    assert vecwal("compact", "--config", str(cfg), "--to", str(times[-1])).returncode == 0
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=1000))  # a nearly full disk
+    args = ["restore", "--config", str(cfg), "--to", "latest", "--into"]
+    assert main([*args, f"dir:{tmp_path / 'a'}"]) == 1
+    err = capsys.readouterr().err
+    assert "1,000 bytes free" in err or "1.0 KB free" in err, err
+    assert "the restore writes about" in err and "--no-space-check" in err
+    assert not (tmp_path / "a").exists(), "refused before anything was written"
+
+    def full(fd: int, buffers: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(atomic.os, "writev", full)
+    assert main([*args, f"dir:{tmp_path / 'b'}", "--no-space-check"]) == 1
+    err = capsys.readouterr().err
+    assert "error: cannot write" in err and "No space left on device" in err, err
+    assert "free space where" in err and "Traceback" not in err

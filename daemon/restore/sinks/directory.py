@@ -8,11 +8,14 @@ umask (``daemon.filemode``)."""
 
 from __future__ import annotations
 
+import errno
 import mmap
 import multiprocessing
 import os
-from collections.abc import Iterable
+import shutil
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,24 +57,59 @@ class DirSink:
         if self.path.exists() and any(self.path.iterdir()):
             raise VecwalError(f"{self.path} exists and is not empty",
                               "restore into a new or empty directory; nothing is overwritten")
-        make_dirs(self.path, mode=self.dir_mode)
+        with self._writing(self.path):
+            make_dirs(self.path, mode=self.dir_mode)
+
+    def check_room(self, expected_bytes: int) -> None:
+        """Refuse before anything is written when the file system the export goes to has
+        less free space than ``expected_bytes`` (the plan's snapshot bytes: about what a
+        restore writes, give or take the log's changes)."""
+        at = self.path
+        while not at.exists() and at != at.parent:
+            at = at.parent
+        free = shutil.disk_usage(at).free
+        if free < expected_bytes:
+            raise VecwalError(
+                f"{self.path}: {_size(free)} free, and the restore writes about "
+                f"{_size(expected_bytes)} (the snapshot's size)",
+                "restore into a directory on a larger file system, or fewer collections or "
+                "tenants (--collection, --tenant); --no-space-check tries anyway")
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """An OS error writing the export as an error that names it and what to do."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+                hint = (f"free space where {self.path} is, or restore into a directory on a "
+                        "larger file system; delete the partial restore first")
+            elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                hint = (f"vecwal's user cannot write under {self.path}: restore where it can, "
+                        "or change the directory's owner or permissions")
+            else:
+                hint = f"check the file system {self.path} is on; delete the partial restore"
+            raise VecwalError(f"cannot write {path}: {exc.strerror or exc}", hint) from None
 
     def write_bucket(self, collection: str, bucket: int,
                      records: Iterable[dict[str, Any]]) -> WrittenState:
         enc = encode_records(records, self.codec)
         if enc.records:
-            make_dirs(self.path / collection, mode=self.dir_mode)
-            atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.chunks,
-                         durable=False, mode=self.file_mode)
+            self._write(collection, bucket, enc.chunks)
         return WrittenState(enc.records, enc.digest, enc.tenants)
+
+    def _write(self, collection: str, bucket: int,
+               data: bytes | Iterable[Piece] | HeadLast) -> None:
+        target = self.path / collection / f"part-{bucket:04d}.avro"
+        with self._writing(target):
+            make_dirs(self.path / collection, mode=self.dir_mode)
+            atomic_write(target, data, durable=False, mode=self.file_mode)
 
     def write_rows(self, collection: str, bucket: int, rows: Iterable[Row]) -> WrittenState:
         """Rows as bytes: a record the log did not change is copied, not re-encoded."""
         enc = encode_rows(rows, self.codec)
         if enc.records:
-            make_dirs(self.path / collection, mode=self.dir_mode)
-            atomic_write(self.path / collection / f"part-{bucket:04d}.avro", enc.chunks,
-                         durable=False, mode=self.file_mode)
+            self._write(collection, bucket, enc.chunks)
         return WrittenState(enc.records, enc.digest, enc.tenants)
 
     def write_file(self, collection: str, bucket: int,
@@ -79,20 +117,20 @@ class DirSink:
                    state: WrittenState) -> WrittenState:
         """A data file in this sink's format: a snapshot's the log did not touch, or one
         written for this bucket (``restore.runs``)."""
-        make_dirs(self.path / collection, mode=self.dir_mode)
-        atomic_write(self.path / collection / f"part-{bucket:04d}.avro", data, durable=False,
-                     mode=self.file_mode)
+        self._write(collection, bucket, data)
         return state
 
     def write_catalog(self, catalog: dict[str, Any]) -> None:
-        atomic_write(self.path / "catalog.json",
-                     orjson.dumps(catalog, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
-                     mode=self.file_mode)
+        with self._writing(self.path / "catalog.json"):
+            atomic_write(self.path / "catalog.json",
+                         orjson.dumps(catalog, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS),
+                         mode=self.file_mode)
 
     def finish(self) -> None:
         """Every file durable at once: written without waiting for the disk, each file's
         write-back overlapped the buckets after it."""
-        sync_tree(self.path)
+        with self._writing(self.path):
+            sync_tree(self.path)
 
     def read_back(self) -> dict[str, WrittenState]:
         """Re-read every file: each record's content bytes re-hashed (the digest is made of
@@ -115,6 +153,13 @@ class DirSink:
             have = out.get(coll, WrittenState())
             out[coll] = combine_written([have, part])
         return out
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
 
 
 def read_back_file(f: Path) -> WrittenState:

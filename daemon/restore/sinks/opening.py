@@ -28,7 +28,7 @@ from daemon.snapshot.opened import FileOpener
 from daemon.spans import ForwardSource, Parts, Piece, PiecesSource, RangeSource, Span
 
 _FORWARDED = frozenset({"probe", "cleanup", "close", "progress", "prefix", "notes", "parallel_safe",
-                        "load_seconds", "spool_dir"})
+                        "load_seconds", "spool_dir", "check_room"})
 
 
 @dataclass
