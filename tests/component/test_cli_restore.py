@@ -158,3 +158,15 @@ def test_a_full_disk_is_named_not_a_traceback(repo_config: tuple[Path, Repositor
     err = capsys.readouterr().err
     assert "error: cannot write" in err and "No space left on device" in err, err
     assert "free space where" in err and "Traceback" not in err
+
+
+def test_a_target_that_is_a_file_is_named(repo_config: tuple[Path, Repository, list[int]],
+                                          tmp_path: Path) -> None:
+    cfg, _repo, _times = repo_config
+    (tmp_path / "afile").write_text("mine")
+    for into, says in ((tmp_path / "afile", "is a file, not a directory"),
+                       (tmp_path / "afile" / "sub", "is a file, not a directory")):
+        out = vecwal("restore", "--config", str(cfg), "--to", "latest", "--into", f"dir:{into}")
+        assert out.returncode == 1 and says in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -54,6 +54,9 @@ class DirSink:
         return self.path
 
     def begin(self) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise VecwalError(f"{self.path} is a file, not a directory",
+                              "restore into a new or empty directory; nothing is overwritten")
         if self.path.exists() and any(self.path.iterdir()):
             raise VecwalError(f"{self.path} exists and is not empty",
                               "restore into a new or empty directory; nothing is overwritten")
@@ -84,6 +87,9 @@ class DirSink:
             if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
                 hint = (f"free space where {self.path} is, or restore into a directory on a "
                         "larger file system; delete the partial restore first")
+            elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+                hint = (f"a part of {self.path} is a file, not a directory: restore into a new "
+                        "or empty directory")
             elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
                 hint = (f"vecwal's user cannot write under {self.path}: restore where it can, "
                         "or change the directory's owner or permissions")
