@@ -42,7 +42,7 @@ def _cmd_drill(args: argparse.Namespace, open_repository: Any) -> int:
     into = args.into or config.drill.into
     to = args.to or config.drill.to
     cols = args.collection or config.drill.collections
-    scope = Scope(frozenset(cols) if cols else None)
+    scope = Scope(frozenset(cols) if cols else None, strict=True)
 
     with job_run(args, repo, "drill") as job, progress_bars(args.json) as shown:
         def factory(spec: str, cfg: Any, **options: Any) -> Any:

@@ -16,7 +16,7 @@ from daemon.changelog.repository import Repository
 from daemon.cli_jobs import job_run, job_unless_dry_run
 from daemon.cli_progress import progress_bars
 from daemon.config import Config, load_config
-from daemon.errors import VecwalError
+from daemon.errors import ConfigError, VecwalError
 from daemon.jobs.notes import note_compaction, note_restore
 from daemon.jobs.run import JobRun
 from daemon.restore.sinks import Sink
@@ -171,7 +171,7 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
     target = parse_target(args.to, int(time.time() * 1000), exclusive=args.exclusive)
     scope = Scope(frozenset(args.collection) if args.collection else None,
                   frozenset(args.tenant) if args.tenant else None,
-                  parse_model(args.embedding_model))
+                  parse_model(args.embedding_model), strict=True)
     if job is not None:
         job.scope(collections=args.collection, tenants=args.tenant, target=args.to,
                   target_ms=target.time_ms)
@@ -222,6 +222,10 @@ def _restore(args: argparse.Namespace, config: Config, repo: Repository,
     forgotten = _forgotten(repo, config, scope)
     notes += [f"tenant {e['tenant']!r} of {e['collection']!r} left out: forgotten "
               f"{iso_ms(e['at_ms'])} ({e['reason']})" for e in forgotten]
+    restored_tenants = {t for w in result.collections.values() for t, n in w.tenants.items() if n}
+    gone = {e["tenant"] for e in forgotten}
+    notes += [f"tenant {t!r} restored no record: it has none in these collections at the target"
+              for t in sorted(set(scope.tenants or ()) - restored_tenants - gone)]
     out = {
         "sink": result.sink, "target": plan.target.label, "until_ms": plan.until_ms,
         "snapshot": plan.snapshot.id if plan.snapshot else None,
@@ -269,6 +273,9 @@ def restore_workers(count: int, config: Config) -> Workers:
     from daemon.cli import store_opener
     from daemon.restore.workers import Workers
 
+    if count < 0:
+        raise ConfigError(f"--workers {count} is not a number of processes",
+                          "give 1 or more, or 0 (the default: one per CPU for large restores)")
     return Workers(count, store_opener(config), min_bytes=0) if count > 0 \
         else Workers(os.cpu_count() or 1, store_opener(config))
 

@@ -205,7 +205,7 @@ class DrillScheduler(Periodic):
         from daemon.jobs.run import JobRun
 
         d = self.config.drill
-        scope = Scope(frozenset(d.collections) if d.collections else None)
+        scope = Scope(frozenset(d.collections) if d.collections else None, strict=True)
         try:
             with JobRun(self.repo.store, "drill", trigger="schedule", record_refused=False,
                         on_end=self.on_job) as job:

@@ -24,7 +24,7 @@ from daemon.changelog.window import offsets_after
 from daemon.objectstore import ObjectStore, get_opened, get_view
 from daemon.objectstore.ranged import RangedReader, joined, spooled
 from daemon.progress import Progress
-from daemon.restore.planner import RestorePlan, Scope
+from daemon.restore.planner import RestorePlan, RestoreRefused, Scope
 from daemon.restore.sinks import FileSink, RowSink, Sink, WrittenState, combine_written
 from daemon.restore.workers import ShardPool, Workers, shard_count, shard_pool
 from daemon.rows import Row
@@ -168,6 +168,9 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
         carried.supersede(split.changed, folded.catalog)
         screen.found(split.rejected)
         by_bucket = dict.fromkeys(split.buckets)
+    if scope.strict:
+        _check_collections(scope.collections, names, catalog, base)
+        _check_tenants(scope.tenants, names, catalog, base, counts)
     sink.begin()
     # The catalog first: a database rebuilt from the sink needs each collection's schema
     # (dimension, metric, index) before its first record.
@@ -212,6 +215,48 @@ def _execute(repo: Repository, plan: RestorePlan, sink: Sink, pool: ShardPool | 
                          extra={"workers": pool.count if pool else 1},
                          logged_after=offsets_after(plan.windows, folded.cut),
                          rejected=screen.rejections.records())
+
+
+def _check_collections(wanted: frozenset[str] | None, found: set[str], catalog: dict[str, Any],
+                       base: Any) -> None:
+    """A collection asked for (``--collection``) that the backup does not hold at the target
+    is refused before anything is written: a typo would otherwise restore nothing, and pass."""
+    if not wanted:
+        return
+    known = found | set(catalog.get("collections", {})) | set(base.collections if base else ())
+    missing = sorted(wanted - known)
+    if missing:
+        listed = sorted(known)
+        raise RestoreRefused(
+            f"collection {', '.join(map(repr, missing))} is not in the backup at the target",
+            ("collections there: " + ", ".join(listed[:20]) + (" ..." if len(listed) > 20
+                                                               else "")) if listed else
+            "the backup holds no collection at the target: choose a later one")
+
+
+def _check_tenants(wanted: frozenset[str] | None, names: set[str], catalog: dict[str, Any],
+                   base: Any, log_changes: dict[str, int]) -> None:
+    """Refuse before anything is written when no tenant asked for (``--tenant``) can have a
+    record in the restored collections: in none of the snapshot's buckets, not in the
+    catalog, and the log holds no change of theirs. (With several tenants, some present, the
+    report names those that restored nothing.)"""
+    if not wanted or any(log_changes.get(n, 0) for n in names):
+        return
+    known: set[str] = set()
+    for name in names:
+        known |= set(catalog.get("tenants", {}).get(name, {}))
+        state = base.collections.get(name) if base else None
+        if state is not None:
+            known |= set(state.tenants)
+    if wanted & known:
+        return
+    listed = sorted(known)
+    raise RestoreRefused(
+        f"tenant {', '.join(map(repr, sorted(wanted)))} has no record in "
+        f"{', '.join(sorted(names)) or 'any collection'} at the target",
+        ("tenants there: " + ", ".join(repr(t) for t in listed[:20])
+         + (" ..." if len(listed) > 20 else "")) if listed else
+        "those collections hold no record at the target")
 
 
 def _run_serial(repo: Repository, jobs: list[BucketJob], sink: Sink,

@@ -32,6 +32,10 @@ class Scope:
     tenants: frozenset[str] | None = None
     embedding_model: tuple[str, str | None] | None = None
     """(name, version): only records produced by that model (any version when None)."""
+    strict: bool = False
+    """Refuse, before anything is written, collections the backup does not hold at the target
+    and tenants that can have no record there (an operator's ``--collection``, ``--tenant``);
+    a rollback's scope may name a collection not created yet."""
 
     def has_collection(self, name: str) -> bool:
         return self.collections is None or name in self.collections
@@ -200,6 +204,16 @@ def make_plan(inputs: PlanInputs, target: RestoreTarget, scope: Scope,
                         f"{wm.topic}/{wm.partition} is durable to offset {wm.captured_through}, "
                         f"the target asks for {want - 1}",
                         "choose earlier offsets, wait for capture, or pass --allow-incomplete")
+    if target.offsets is not None and not target.latest:
+        captured = {(wm.topic, str(wm.partition)) for wm in marks}
+        unknown = sorted(f"{t}/{p}" for t, parts in target.offsets.items() for p in parts
+                         if (t, p) not in captured)
+        if unknown:
+            raise RestoreRefused(
+                f"--to names {', '.join(unknown)}, which this repository has not captured",
+                "captured: " + ", ".join(f"{t}/{p}" for t, p in sorted(captured)[:12])
+                + (" ..." if len(captured) > 12 else "")
+                + "; check the topic and partition numbers")
     if target.latest:  # every partition to its durable offset
         offsets: dict[str, dict[str, int]] = {}
         for wm in marks:

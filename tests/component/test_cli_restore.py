@@ -170,3 +170,33 @@ def test_a_target_that_is_a_file_is_named(repo_config: tuple[Path, Repository, l
         assert out.returncode == 1 and says in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_a_scope_that_matches_nothing_is_refused(repo_config: tuple[Path, Repository, list[int]],
+                                                 tmp_path: Path) -> None:
+    """A typo in --collection, --tenant or an offsets target would otherwise restore nothing
+    (or everything) and pass validation: each is refused before anything is written, naming
+    what the backup has. A tenant among others that has no record is named in the report."""
+    cfg, _repo, times = repo_config
+    assert vecwal("compact", "--config", str(cfg), "--to", str(times[len(times) // 2])
+                  ).returncode == 0
+    base = ["restore", "--config", str(cfg), "--to", "latest"]
+    refusals = {
+        "collection": (["--collection", "docz"], "collection 'docz' is not in the backup",
+                       "collections there: "),
+        "tenant": (["--tenant", "acmee"], "tenant 'acmee' has no record", "'acme'"),
+        "partition": (["--to", f"{TOPIC}/7=3"], f"--to names {TOPIC}/7", f"{TOPIC}/0"),
+        "workers": (["--workers", "-2"], "--workers -2", "0 (the default"),
+    }
+    for n, (name, (extra, says, hint)) in enumerate(refusals.items()):
+        args = [*base, *extra] if extra[0] != "--to" else [*base[:3], *extra]
+        out = vecwal(*args, "--into", f"dir:{tmp_path / str(n)}")
+        assert out.returncode in (2, 4), (name, out.stderr)
+        assert says in out.stderr and hint in out.stderr, (name, out.stderr)
+        assert not (tmp_path / str(n)).exists(), name
+    out = vecwal(*base, "--tenant", "acme", "--tenant", "acmee", "--into",
+                 f"dir:{tmp_path / 'some'}", "--json")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["records"] > 0
+    assert any("'acmee' restored no record" in note for note in report["notes"])
