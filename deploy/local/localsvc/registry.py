@@ -35,7 +35,7 @@ from .install import (
 )
 from .process import check_port_free, free_ports, port_open
 from .service import Service
-from .tls import ServerPki, server_pki
+from .tls import ServesTls
 
 REGISTRY_VERSION = "3.3.3"
 REGISTRY_ARTIFACT = f"io.apicurio:apicurio-registry-app:{REGISTRY_VERSION}:tar.gz:all"
@@ -141,7 +141,7 @@ def install_registry() -> Path:
     return home
 
 
-class SchemaRegistry(Service):
+class SchemaRegistry(ServesTls, Service):
     """Apicurio Registry with in-memory storage; ``url`` is its Confluent-compatible API."""
 
     kind = "registry"
@@ -160,16 +160,6 @@ class SchemaRegistry(Service):
         self.port = port
         self.management_port = management_port
         self.tls = tls
-
-    @property
-    def pki(self) -> ServerPki:
-        """The throwaway CA and server certificate of the HTTPS listener (workdir/tls)."""
-        return server_pki(self.workdir / "tls")
-
-    @property
-    def ca_file(self) -> Path:
-        """The CA that signed the registry's certificate (``ssl.ca.location``)."""
-        return self.pki.ca_file
 
     @property
     def url(self) -> str:

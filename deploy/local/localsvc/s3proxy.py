@@ -13,7 +13,7 @@ from .common import HOST, http_get
 from .install import S3PROXY_VERSION, install_s3proxy, java_executable
 from .process import check_port_free, free_ports, port_open
 from .s3server import DEFAULT_ACCESS_KEY, DEFAULT_REGION, DEFAULT_SECRET_KEY, S3Server
-from .tls import ServerPki, server_pki
+from .tls import ServesTls
 
 __all__ = ["DEFAULT_ACCESS_KEY", "DEFAULT_REGION", "DEFAULT_SECRET_KEY", "S3Proxy"]
 S3PROXY_JAVA_OPTS = [
@@ -25,7 +25,7 @@ S3PROXY_JAVA_OPTS = [
 ]
 
 
-class S3Proxy(S3Server):
+class S3Proxy(ServesTls, S3Server):
     """s3proxy (filesystem-nio2 backend under workdir/data) with SigV4 auth on 127.0.0.1."""
 
     kind = "s3proxy"
@@ -44,16 +44,6 @@ class S3Proxy(S3Server):
         super().__init__(workdir, access_key, secret_key, tie_to_parent=tie_to_parent)
         self.port = port
         self.tls = tls
-
-    @property
-    def pki(self) -> ServerPki:
-        """The throwaway CA and server certificate of the HTTPS endpoint (workdir/tls)."""
-        return server_pki(self.workdir / "tls")
-
-    @property
-    def ca_file(self) -> Path:
-        """The CA that signed the HTTPS endpoint's certificate: vecwal's storage.ca_bundle."""
-        return self.pki.ca_file
 
     @property
     def endpoint_url(self) -> str:

@@ -125,3 +125,21 @@ def _keystore_password(directory: Path) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(password + "\n")
     return password
+
+
+class ServesTls:
+    """A local service that can serve TLS only (``tls``), with the throwaway CA and server
+    certificate made under ``workdir/tls`` at its first start."""
+
+    workdir: Path
+    tls: bool
+
+    @property
+    def pki(self) -> ServerPki:
+        """The throwaway CA and server certificate of the TLS listener (workdir/tls)."""
+        return server_pki(self.workdir / "tls")
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA that signed the service's certificate: what its clients must trust."""
+        return self.pki.ca_file
