@@ -30,7 +30,8 @@ ms before the segment's last timestamp (its millisecond may hold more events), o
 look at the partition's end proves: Kafka's end was offset E at wall time t, so once the log is
 durable to E every event stamped up to t - ``clock_margin_ms`` is durable (LogAppendTime). Looks
 come from the end-of-partition events, the assignment, the start of ``--until-caught-up`` and,
-for a partition idle for ``segment_max_age_s``, a live ask of the broker; an idle partition's
+for a partition idle for ``segment_max_age_s``, a live ask of the broker (``EndLooks``: on an
+admin client's connections, answered at a later step, never waited for); an idle partition's
 watermark is written alone as soon as a look moves it, and a stop writes the last one.
 
 On assignment the resume position is max(committed offset, highest segment end in the store):
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any
 
@@ -52,6 +53,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from daemon.capture import native
 from daemon.capture.catch_up import CatchUp
 from daemon.capture.durable import make_durable
+from daemon.capture.end_looks import EndLooks, admin_asker, consumer_asker, wall_ms
 from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
 from daemon.capture.partition import PartitionState
@@ -80,6 +82,14 @@ log = structlog.get_logger("vecwal.capture")
 
 TP = tuple[str, int]
 
+IDLE_WAIT_S = 0.1
+"""How long an empty consume() blocks when nothing is uploading: new events end it at once."""
+UPLOAD_WAIT_S = 0.005
+"""How long it blocks while an upload is in flight: a finished upload is acted on (the
+partition's next segment dispatched, its offset committed) within milliseconds, not at the end
+of an idle wait. After a burst, or with every partition paused by back-pressure, that wait
+was between every two uploads of a partition."""
+
 
 class CaptureLoop:
     def __init__(self, config: Config, repo: Repository, metrics: Metrics | None = None,
@@ -103,6 +113,12 @@ class CaptureLoop:
         self._future = FutureStamps(self.cfg.clock_margin_ms,
                                     lambda topic: self.metrics.future_stamped.labels(topic).inc())
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
+        if consumer_factory is Consumer:  # looks at idle partitions' ends, on their own client
+            ask, self._serve_looks = admin_asker(config.kafka.bootstrap_servers,
+                                                 config.kafka.client)
+        else:
+            ask, self._serve_looks = consumer_asker(lambda: self._consumer), lambda: None
+        self._looks = EndLooks(ask)
         self._kafka_errors = ErrorLog("capture")  # error_cb's events, repeats counted
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
         self._seeder = DimensionSeeder(KnownSchemas(repo, config.kafka.topics),
@@ -180,12 +196,16 @@ class CaptureLoop:
         msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0)
         if not msgs:
             self._consumed_at_ms = wall_ms()
-            msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0.1)
+            msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=self._idle_wait())
         now = time.monotonic()
         self.heartbeat = now
         if msgs and self.first_message_at is None:
             self.first_message_at = now
         self._take(msgs, now)
+
+    def _idle_wait(self) -> float:
+        uploading = any(ps.in_flight is not None for ps in self.partitions.values())
+        return UPLOAD_WAIT_S if uploading else IDLE_WAIT_S
 
     def _take(self, msgs: list[Message], now: float) -> None:
         """Steps 2 and 3 for one batch, in offset order. The native codec encodes the plain
@@ -303,6 +323,8 @@ class CaptureLoop:
                                 sum(ps.buffered_bytes for ps in self.partitions.values()),
                                 list(self.partitions))
         self._flow.release_due(self._consumer, now)
+        if self._looks.waiting:
+            self._take_looks(now)
         if now >= self._next_tick:
             self._next_tick = now + 1.0
             self._tick(now)
@@ -393,7 +415,8 @@ class CaptureLoop:
     # -- once a second: idle valid-through, lag and RPO -------------------------------------
     def _tick(self, now: float) -> None:
         assert self._consumer is not None
-        look_again = True  # live looks at partition ends stop for this tick at the first failure
+        self._serve_looks()
+        looks = []
         for (topic, p), ps in self.partitions.items():
             try:
                 _, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
@@ -401,9 +424,9 @@ class CaptureLoop:
                 hi = -1
             if hi is not None and hi >= 0:  # for lag only: a cached end has no time of its own
                 ps.high_watermark = max(ps.high_watermark or 0, hi)
-            if ps.idle and look_again and ps.high_watermark == ps.durable_through \
+            if ps.idle and ps.high_watermark == ps.durable_through \
                     and now - ps.last_watermark_write >= self.cfg.segment_max_age_s:
-                look_again = self._look_at_end(ps)  # an idle partition proves time passing
+                looks.append((topic, p))  # an idle partition proves time passing
             self._advance_idle(ps, now)
             if ps.high_watermark is not None:
                 self.metrics.consumer_lag.labels(topic, str(p)).set(
@@ -412,20 +435,16 @@ class CaptureLoop:
                 self.metrics.valid_through.labels(topic, str(p)).set(ps.valid_through_ms / 1000)
                 self.metrics.rpo_seconds.labels(topic, str(p)).set(
                     max(0.0, (wall_ms() - ps.valid_through_ms) / 1000))
+        self._looks.ask(looks)  # answered at a later step: the loop does not wait
 
-    def _look_at_end(self, ps: PartitionState) -> bool:
-        """Ask the broker for the partition's end now; False when it did not answer."""
-        assert self._consumer is not None
-        seen_ms = wall_ms()
-        try:
-            _, hi = self._consumer.get_watermark_offsets(
-                TopicPartition(ps.topic, ps.partition), timeout=1.0, cached=False)
-        except Exception as exc:  # a slow or absent broker: look again at the next tick
-            log.debug("partition end not known", topic=ps.topic, partition=ps.partition,
-                      error=str(exc))
-            return False
-        ps.observe_end(hi, seen_ms)
-        return True
+    def _take_looks(self, now: float) -> None:
+        """The looks at partition ends answered since the last step: each moves its
+        partition's proofs and, if idle, its watermark at once."""
+        for key, hi, seen_ms in self._looks.answers():
+            ps = self.partitions.get(key)
+            if ps is not None:  # not revoked meanwhile
+                ps.observe_end(hi, seen_ms)
+                self._advance_idle(ps, now)
 
     def _advance_idle(self, ps: PartitionState, now: float) -> bool:
         """A partition with nothing to upload whose valid-through the looks at its end move:
@@ -533,7 +552,11 @@ class CaptureLoop:
                     busy = True
             if not busy:
                 break
-            time.sleep(0.02)
+            uploading = [ps.in_flight for ps in states if ps.in_flight is not None]
+            if uploading:  # act on the first to finish, not at the end of a fixed sleep
+                wait(uploading, timeout=0.02, return_when=FIRST_COMPLETED)
+            else:
+                time.sleep(0.02)
         return [(ps.topic, ps.partition) for ps in states if ps.idle]
 
     def _commit_sync(self, keys: list[TP]) -> None:
@@ -581,10 +604,6 @@ class CaptureLoop:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:
             log.warning("offset commit failed", error=str(err))
-
-
-def wall_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _coordinates(msg: Message) -> tuple[str, int, int]:

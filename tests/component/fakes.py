@@ -77,6 +77,10 @@ class FakeConsumer:
     """Every message's timestamp (one producer batch, one LogAppendTime); else 1000 + offset."""
     headers_at: Callable[[int], list[tuple[str, bytes | None]] | None] | None = None
     """The Kafka headers of the message at an offset (none without it)."""
+    blocks: bool = False
+    """Idle, block for the whole timeout as a real consumer does (else 5 ms at most)."""
+    idle_waits: list[tuple[float, bool]] = field(default_factory=list)
+    """Each empty consume(): its timeout, and whether something consumed was uncommitted."""
 
     def subscribe(self, topics: list[str], on_assign: Any, on_revoke: Any, on_lost: Any) -> None:
         self._callbacks = {"assign": on_assign, "revoke": on_revoke, "lost": on_lost}
@@ -136,8 +140,14 @@ class FakeConsumer:
         if not out and timeout > 0:
             # A real consumer blocks up to ``timeout`` when idle; without this the loop spins
             # and starves its own upload threads of the GIL (a 5 ms wait keeps tests quick).
-            time.sleep(min(timeout, 0.005))
+            self.idle_waits.append((timeout, self._uncommitted()))
+            time.sleep(timeout if self.blocks else min(timeout, 0.005))
         return out
+
+    def _uncommitted(self) -> bool:
+        """Something consumed is not committed yet."""
+        return any(self.committed_offsets.get(key, -1) < pos
+                   for key, pos in self.positions.items())
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         if self.on_commit_check is not None:

@@ -293,6 +293,35 @@ def test_an_idle_partition_is_proven_at_once_after_a_burst(tmp_path: Path) -> No
     assert time.monotonic() - began < 5
 
 
+class SlowStore(FlakyStore):
+    """Every put takes 10 ms: uploads stay in flight while the loop has nothing to consume."""
+
+    def put(self, key: str, data: bytes, *, create_only: bool = False,
+            sha256: bytes | None = None) -> None:
+        time.sleep(0.01)
+        super().put(key, data, create_only=create_only, sha256=sha256)
+
+
+def test_after_a_burst_segments_drain_without_idle_waits_between_them(tmp_path: Path) -> None:
+    """The instant after a burst: a partition's sealed segments go one after another (one
+    upload in flight per partition), and the loop, with nothing left to consume, must act on
+    each finished upload at once: dispatch the next, commit. A consumer blocking its whole idle
+    timeout between two uploads made draining N segments take N idle waits (100 ms each)."""
+    store = SlowStore(open_store(f"file://{tmp_path / 'repo'}"))
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(120)]}, blocks=True)
+    loop = CaptureLoop(config(segment_max_records=10, segment_max_age_s=60), Repository(store),
+                       consumer_factory=lambda s: fake)
+    began = time.monotonic()
+    assert loop.run(until_caught_up=True) == 0
+    took = time.monotonic() - began
+    assert fake.committed_offsets[(TOPIC, 0)] == 120
+    assert len(list(Repository(store).list_segments(TOPIC, 0))) == 12
+    long_waits = [t for t, uncommitted in fake.idle_waits if uncommitted and t > 0.01]
+    assert not long_waits, f"{len(long_waits)} idle waits of {long_waits[0]} s while segments " \
+                           "were still uploading"
+    assert took < 12 * 0.1, f"12 segments drained in {took:.2f} s"
+
+
 @pytest.mark.parametrize("native_codec", [True, False])
 def test_capture_timeline_orders_by_capture_time_and_keeps_the_producers(
         tmp_path: Path, native_codec: bool) -> None:
