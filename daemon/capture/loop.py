@@ -195,17 +195,26 @@ class CaptureLoop:
         self._consumed_at_ms = wall_ms()
         msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=0)
         if not msgs:
-            self._consumed_at_ms = wall_ms()
-            msgs = consumer.consume(num_messages=self.cfg.batch_size, timeout=self._idle_wait())
+            msgs = self._wait_for_work(consumer)
         now = time.monotonic()
         self.heartbeat = now
         if msgs and self.first_message_at is None:
             self.first_message_at = now
         self._take(msgs, now)
 
-    def _idle_wait(self) -> float:
-        uploading = any(ps.in_flight is not None for ps in self.partitions.values())
-        return UPLOAD_WAIT_S if uploading else IDLE_WAIT_S
+    def _wait_for_work(self, consumer: Consumer) -> list[Message]:
+        """Nothing was fetched: wait for events, or for an upload to finish. With every
+        partition paused for the buffer no event can come, so the uploads are waited for and
+        the consumer only served (rebalance callbacks, errors); else the consumer blocks,
+        briefly while something uploads."""
+        uploading = [ps.in_flight for ps in self.partitions.values() if ps.in_flight is not None]
+        if uploading and self._flow.paused:
+            wait(uploading, timeout=IDLE_WAIT_S, return_when=FIRST_COMPLETED)
+            timeout = 0.0
+        else:
+            timeout = UPLOAD_WAIT_S if uploading else IDLE_WAIT_S
+        self._consumed_at_ms = wall_ms()
+        return consumer.consume(num_messages=self.cfg.batch_size, timeout=timeout)
 
     def _take(self, msgs: list[Message], now: float) -> None:
         """Steps 2 and 3 for one batch, in offset order. The native codec encodes the plain
