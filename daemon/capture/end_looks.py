@@ -10,6 +10,10 @@ stopped consuming for half a second per idle partition, once every ``segment_max
 the same the consumer sees) on an admin client's own connections and does not wait: the answers
 are taken at the loop's next step. ``seen_ms`` is taken before the question is sent, so an
 answer never vouches for more than the broker said.
+
+Assignment needs each new partition's first offset and end before it can start (``bounds``):
+asked through the consumer one by one, a member already reading other partitions waited
+500 ms per partition it was given, inside the rebalance callback.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from daemon.kafka_logging import serve, with_logger
 log = structlog.get_logger("vecwal.capture")
 
 TP = tuple[str, int]
-Ask = Callable[[list[TP]], Mapping[TP, "Future[int]"]]
-"""Send one question for the ends of these partitions; a future per partition."""
+Ask = Callable[[list[TP], bool], Mapping[TP, "Future[int]"]]
+"""Send one question for the ends of these partitions (their first offsets when the flag is
+set, else their read-committed ends); a future per partition."""
 
 TIMEOUT_S = 5.0
 """An unanswered look is dropped after this; the partition is asked again at a later tick."""
@@ -57,7 +62,7 @@ class EndLooks:
             return
         seen_ms = wall_ms()  # before the question: the answer is the end at or after it
         try:
-            futures = self._ask(keys)
+            futures = self._ask(keys, False)
         except Exception as exc:  # a client that cannot send now: look again at the next tick
             log.debug("partition ends not asked", partitions=len(keys), error=str(exc))
             return
@@ -87,18 +92,32 @@ class EndLooks:
         return got
 
 
+def bounds(ask: Ask, keys: list[TP], timeout: float) -> dict[TP, tuple[int, int]]:
+    """The first offset and the read-committed end of every partition of ``keys``, asked at
+    once (two questions in flight together) and waited for: what assignment needs. Raises
+    what the client raised, or TimeoutError."""
+    first, end = ask(keys, True), ask(keys, False)
+    deadline = time.monotonic() + timeout
+    out = {}
+    for key in keys:
+        lo = first[key].result(timeout=max(0.0, deadline - time.monotonic()))
+        out[key] = (lo, end[key].result(timeout=max(0.0, deadline - time.monotonic())))
+    return out
+
+
 def admin_asker(bootstrap: str, client: Mapping[str, str]) -> tuple[Ask, Callable[[], None]]:
     """An ``Ask`` through an admin client of its own (made at the first question), and what
     hands its queued log lines to vecwal's log."""
     admin: list[AdminClient] = []
 
-    def ask(keys: list[TP]) -> Mapping[TP, Future[int]]:
+    def ask(keys: list[TP], earliest: bool) -> Mapping[TP, Future[int]]:
         if not admin:
             admin.append(AdminClient(with_logger(admin_settings(bootstrap, dict(client)),
                                                  "capture")))
+        spec = (OffsetSpec.earliest() if earliest  # type: ignore[no-untyped-call]
+                else OffsetSpec.latest())  # type: ignore[no-untyped-call]
         asked = admin[0].list_offsets(
-            {TopicPartition(t, p): OffsetSpec.latest()  # type: ignore[no-untyped-call]
-             for t, p in keys},
+            {TopicPartition(t, p): spec for t, p in keys},
             isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=TIMEOUT_S)
         return {(tp.topic, tp.partition): _offset_of(fut) for tp, fut in asked.items()}
 
@@ -112,13 +131,14 @@ def admin_asker(bootstrap: str, client: Mapping[str, str]) -> tuple[Ask, Callabl
 def consumer_asker(consumer: Callable[[], Any]) -> Ask:
     """An ``Ask`` answered at once through ``consumer()``'s ``get_watermark_offsets`` (the
     component tests' fake consumers, which have no broker to wait for)."""
-    def ask(keys: list[TP]) -> Mapping[TP, Future[int]]:
+    def ask(keys: list[TP], earliest: bool) -> Mapping[TP, Future[int]]:
         out: dict[TP, Future[int]] = {}
         for topic, partition in keys:
             fut: Future[int] = Future()
             try:
-                fut.set_result(consumer().get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=1.0, cached=False)[1])
+                lo, hi = consumer().get_watermark_offsets(TopicPartition(topic, partition),
+                                                          timeout=1.0, cached=False)
+                fut.set_result(lo if earliest else hi)
             except Exception as exc:
                 fut.set_exception(exc)
             out[(topic, partition)] = fut

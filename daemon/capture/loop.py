@@ -53,7 +53,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from daemon.capture import native
 from daemon.capture.catch_up import CatchUp
 from daemon.capture.durable import make_durable
-from daemon.capture.end_looks import EndLooks, admin_asker, consumer_asker, wall_ms
+from daemon.capture.end_looks import EndLooks, admin_asker, bounds, consumer_asker, wall_ms
 from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
 from daemon.capture.partition import PartitionState
@@ -113,12 +113,12 @@ class CaptureLoop:
         self._future = FutureStamps(self.cfg.clock_margin_ms,
                                     lambda topic: self.metrics.future_stamped.labels(topic).inc())
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
-        if consumer_factory is Consumer:  # looks at idle partitions' ends, on their own client
-            ask, self._serve_looks = admin_asker(config.kafka.bootstrap_servers,
-                                                 config.kafka.client)
+        if consumer_factory is Consumer:  # partitions' ends, asked on a client of their own
+            self._ask_ends, self._serve_looks = admin_asker(config.kafka.bootstrap_servers,
+                                                            config.kafka.client)
         else:
-            ask, self._serve_looks = consumer_asker(lambda: self._consumer), lambda: None
-        self._looks = EndLooks(ask)
+            self._ask_ends, self._serve_looks = consumer_asker(lambda: self._consumer), _nothing
+        self._looks = EndLooks(self._ask_ends)
         self._kafka_errors = ErrorLog("capture")  # error_cb's events, repeats counted
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
         self._seeder = DimensionSeeder(KnownSchemas(repo, config.kafka.topics),
@@ -475,13 +475,14 @@ class CaptureLoop:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed = {(tp.topic, tp.partition): tp.offset
                      for tp in consumer.committed(partitions, timeout=30)}
+        seen_ms = wall_ms()  # before the question: each end is the end at or after it
+        ends = self._partition_ends(consumer, partitions)
         now = time.monotonic()
         for tp in partitions:
             key = (tp.topic, tp.partition)
             stored = self._retry_store(partial(self.repo.resume_offset, *key),
                                        f"resume position of {key}")
-            seen_ms = wall_ms()
-            lo, hi = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
+            lo, hi = ends[key]
             kafka_pos = committed.get(key, -1)
             start = max(kafka_pos, stored or 0, 0)
             if stored is not None and kafka_pos > stored:
@@ -517,6 +518,22 @@ class CaptureLoop:
         consumer.incremental_assign(partitions)
         if self._flow.paused:
             consumer.pause(partitions)
+
+    def _partition_ends(self, consumer: Consumer, partitions: list[TopicPartition]
+                        ) -> dict[TP, tuple[int, int]]:
+        """Each assigned partition's first offset and end, asked for all at once. Through
+        the consumer a partition's question waits behind the fetch long-poll of its leader
+        (500 ms when the consumer already reads idle partitions there): a rebalance that
+        moved 20 partitions to a busy member held it 10 s. If the admin client cannot
+        answer, the consumer is asked, one partition at a time, as before."""
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            return bounds(self._ask_ends, keys, timeout=30)
+        except Exception as exc:
+            log.warning("partition ends not read in one request; asking the consumer for "
+                        "each", partitions=len(keys), error=str(exc) or type(exc).__name__)
+        return {key: consumer.get_watermark_offsets(TopicPartition(*key), timeout=30,
+                                                    cached=False) for key in keys}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s
@@ -613,6 +630,10 @@ class CaptureLoop:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:
             log.warning("offset commit failed", error=str(err))
+
+
+def _nothing() -> None:
+    pass
 
 
 def _coordinates(msg: Message) -> tuple[str, int, int]:

@@ -379,3 +379,23 @@ def test_kafka_timeline_never_runs_ahead_of_the_wall_clock(tmp_path: Path) -> No
     assert wm is not None and wm.valid_through_ms is not None
     assert wm.valid_through_ms <= int(time.time() * 1000)
     assert wm.future_stamped == 4
+
+
+def test_assignment_asks_the_consumer_when_the_ends_cannot_be_read_at_once(
+        tmp_path: Path) -> None:
+    """The partitions' ends are read in one request on a client of their own; when that
+    fails (an admin client the brokers refuse), assignment asks the consumer, says so, and
+    capture goes on as before."""
+    repo = repo_at(tmp_path)
+    fake = FakeConsumer({(TOPIC, 0): [event(i) for i in range(5)], (TOPIC, 1): []})
+    loop = CaptureLoop(config(), repo, consumer_factory=lambda s: fake)
+
+    def refused(keys: list[tuple[str, int]], earliest: bool) -> dict[str, Any]:
+        raise RuntimeError("ListOffsets: broker refused")
+
+    loop._ask_ends = refused
+    with capture_logs() as logs:
+        assert loop.run(until_caught_up=True) == 0
+    assert fake.committed_offsets[(TOPIC, 0)] == 5
+    warned = [e for e in logs if e["event"].startswith("partition ends not read")]
+    assert warned and warned[0]["error"] == "ListOffsets: broker refused"
