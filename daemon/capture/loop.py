@@ -82,6 +82,8 @@ log = structlog.get_logger("vecwal.capture")
 
 TP = tuple[str, int]
 
+ASSIGN_READERS = 16
+"""Partitions whose state in the store assignment reads at once."""
 IDLE_WAIT_S = 0.1
 """How long an empty consume() blocks when nothing is uploading: new events end it at once."""
 UPLOAD_WAIT_S = 0.005
@@ -477,11 +479,11 @@ class CaptureLoop:
                      for tp in consumer.committed(partitions, timeout=30)}
         seen_ms = wall_ms()  # before the question: each end is the end at or after it
         ends = self._partition_ends(consumer, partitions)
+        in_store = self._stored_states([(tp.topic, tp.partition) for tp in partitions])
         now = time.monotonic()
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            stored = self._retry_store(partial(self.repo.resume_offset, *key),
-                                       f"resume position of {key}")
+            stored, wm = in_store[key]
             lo, hi = ends[key]
             kafka_pos = committed.get(key, -1)
             start = max(kafka_pos, stored or 0, 0)
@@ -498,7 +500,6 @@ class CaptureLoop:
                               hint="raise the topic's retention; these offsets are a gap")
                 start = lo
             tp.offset = start
-            wm = self._retry_store(partial(self.repo.read_watermark, *key), f"watermark of {key}")
             ps = PartitionState(tp.topic, tp.partition, OpenSegment(tp.topic, tp.partition, start),
                                 durable_through=start,
                                 valid_through_ms=wm.valid_through_ms if wm else None,
@@ -518,6 +519,21 @@ class CaptureLoop:
         consumer.incremental_assign(partitions)
         if self._flow.paused:
             consumer.pause(partitions)
+
+    def _stored_states(self, keys: list[TP]) -> dict[TP, tuple[int | None, Watermark | None]]:
+        """Each partition's resume position and watermark in the store, read for all of them
+        at once (a GET and a LIST each: one after another, a rebalance that gave a member
+        100 partitions of a remote bucket held it for seconds)."""
+        def read(key: TP) -> tuple[int | None, Watermark | None]:
+            result: tuple[int | None, Watermark | None] = self._retry_store(
+                partial(self.repo.resume_state, *key), f"resume position of {key}")
+            return result
+
+        if len(keys) <= 1:
+            return {key: read(key) for key in keys}
+        with ThreadPoolExecutor(min(ASSIGN_READERS, len(keys)),
+                                thread_name_prefix="vecwal-assign") as readers:
+            return dict(zip(keys, readers.map(read, keys), strict=True))
 
     def _partition_ends(self, consumer: Consumer, partitions: list[TopicPartition]
                         ) -> dict[TP, tuple[int, int]]:

@@ -141,15 +141,16 @@ class Repository:
         return [Watermark.from_json(self.store.get(info.key))
                 for info in self.store.list(watermark_prefix(topic))]
 
-    def resume_offset(self, topic: str, partition: int) -> int | None:
+    def resume_state(self, topic: str, partition: int) -> tuple[int | None, Watermark | None]:
         """The store's answer to "where does capture of this partition continue?": the
         highest segment end, found from the watermark with one LIST (segments written after
-        the watermark, by a writer that died before updating it, are found too)."""
+        the watermark, by a writer that died before updating it, are found too); and that
+        watermark."""
         wm = self.read_watermark(topic, partition)
         resume = wm.captured_through if wm else None
         for key in self.list_segments(topic, partition, from_offset=resume or 0):
             resume = key.end if resume is None else max(resume, key.end)
-        return resume
+        return resume, wm
 
 
 def writer_identity() -> str:

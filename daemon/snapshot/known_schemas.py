@@ -91,9 +91,15 @@ class KnownSchemas:
                 self._from = {(t, int(p)): off for t, parts in base.cut.items()
                               for p, off in parts.items()}
         with ThreadPoolExecutor(self.threads, thread_name_prefix="vecwal-schemas") as pool:
-            for tp in self._partitions():
+            parts = self._partitions()
+            # Every partition's listing, then every new segment's op counts, each in one
+            # round of requests: one partition after another, a member given 100 partitions
+            # of a remote bucket waited 200 round trips in its rebalance callback.
+            listed = list(pool.map(self._new_segments, parts))
+            ops = iter(pool.map(self._ops, [k for keys in listed for k in keys]))
+            for tp, keys in zip(parts, listed, strict=True):
                 stats.partitions += 1
-                self._read_partition(tp, pool, stats)
+                self._read_partition(tp, keys, [next(ops) for _ in keys], pool, stats)
         stats.seconds = time.monotonic() - began
         self.last = stats
         return stats
@@ -108,8 +114,8 @@ class KnownSchemas:
                     out.add((topic, int(m[1])))
         return sorted(out)
 
-    def _read_partition(self, tp: tuple[str, int], pool: ThreadPoolExecutor,
-                        stats: ReadStats) -> None:
+    def _new_segments(self, tp: tuple[str, int]) -> list[SegmentKey]:
+        """The partition's segments not read yet, in order."""
         topic, partition = tp
         seen = self._seen.get(tp)
         if seen is None:  # the first time: the whole listing (a segment may straddle the cut)
@@ -119,9 +125,17 @@ class KnownSchemas:
         else:
             keys = [k for k in self.repo.list_segments(topic, partition, seen.last_start)
                     if k not in seen.keys]
-        keys.sort()
+        return sorted(keys)
+
+    def _read_partition(self, tp: tuple[str, int], keys: list[SegmentKey],
+                        ops_of: list[dict[str, int] | None], pool: ThreadPoolExecutor,
+                        stats: ReadStats) -> None:
+        """Apply the collection ops of ``keys`` (with their op counts, ``ops_of``), reading
+        only the segments that hold some (or whose counts are not known)."""
+        topic, partition = tp
+        seen = self._seen.get(tp)
         stats.segments += len(keys)
-        wanted = [k for k, ops in zip(keys, pool.map(self._ops, keys), strict=True)
+        wanted = [k for k, ops in zip(keys, ops_of, strict=True)
                   if ops is None or any(ops.get(op) for op in COLLECTION_OPS)]
         for key, data in zip(wanted, pool.map(self._segment, wanted), strict=True):
             stats.segments_read += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from daemon.changelog.repository import Repository
 from daemon.changelog.segment import encode_segment
 from daemon.config import Config, config_from_mapping
 from daemon.errors import IntegrityError
-from daemon.objectstore import ObjectStore, open_store
+from daemon.objectstore import ObjectInfo, ObjectStore, open_store
 from tests.component.fakes import FakeConsumer, FlakyStore, run_through_outage
 
 TOPIC = "ingest"
@@ -399,3 +400,47 @@ def test_assignment_asks_the_consumer_when_the_ends_cannot_be_read_at_once(
     assert fake.committed_offsets[(TOPIC, 0)] == 5
     warned = [e for e in logs if e["event"].startswith("partition ends not read")]
     assert warned and warned[0]["error"] == "ListOffsets: broker refused"
+
+
+class SlowReads(FlakyStore):
+    """Every read takes 20 ms, as a remote bucket's round trips do."""
+
+    def get(self, key: str) -> bytes:
+        time.sleep(0.02)
+        return super().get(key)
+
+    def list(self, prefix: str, start_after: str = "") -> Iterator[ObjectInfo]:
+        time.sleep(0.02)
+        return super().list(prefix, start_after)
+
+
+def test_a_member_given_many_partitions_reads_their_state_at_once(tmp_path: Path) -> None:
+    """Assignment reads each partition's watermark and later segments (a GET and a LIST),
+    and the collection ops logged since (a LIST and the new sidecars' op counts): for 16
+    partitions of a remote bucket one after another, 1.4 s of round trips inside the
+    rebalance callback here. They are read together, and each partition still resumes where
+    the store says."""
+    inner = open_store(f"file://{tmp_path / 'repo'}")
+    parts = {(TOPIC, p): [event(i) for i in range(3)] for p in range(16)}
+    first = FakeConsumer({k: v[:2] for k, v in parts.items()})
+    assert CaptureLoop(config(), Repository(inner),
+                       consumer_factory=lambda s: first).run(until_caught_up=True) == 0
+
+    fake = FakeConsumer(parts)  # committed offsets lost: the store alone says where to go on
+    loop = CaptureLoop(config(), Repository(SlowReads(inner)), consumer_factory=lambda s: fake)
+    took: list[float] = []
+    assign = loop._on_assign
+
+    def timed(consumer: Any, partitions: list[TopicPartition]) -> None:
+        began = time.monotonic()
+        assign(consumer, partitions)
+        took.append(time.monotonic() - began)
+
+    loop._on_assign = timed  # type: ignore[method-assign]
+    assert loop.run(until_caught_up=True) == 0
+    assert {key: pos for key, pos in fake.positions.items()} == {k: 3 for k in parts}
+    segments = [k for p in range(16) for k in Repository(inner).list_segments(TOPIC, p)]
+    assert sorted((k.partition, k.start, k.end) for k in segments) == \
+        sorted((p, s, e) for p in range(16) for s, e in ((0, 2), (2, 3))), \
+        "each partition resumed at offset 2, from the store"
+    assert took and took[0] < 0.4, f"assignment took {took[0]:.2f} s (each read 20 ms)"
