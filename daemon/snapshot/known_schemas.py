@@ -6,7 +6,9 @@ partition this daemon does not own), folded by version as restore folds them
 
 It is read cheaply and once: each partition's segments are listed, each new segment's sidecar
 is read only as far as its ``ops`` counts (a ranged read of its first bytes), and only the
-segments whose counts show a collection op are read. ``KnownSchemas`` remembers the segments
+segments whose counts show a collection op are read. The listings of all partitions go out
+together, then the sidecar heads of all their new segments (``THREADS`` in flight): the round
+trips of a remote bucket, not the bytes, are the cost. ``KnownSchemas`` remembers the segments
 it has seen per partition, so a later call (the next rebalance) lists and reads only what was
 written since."""
 
