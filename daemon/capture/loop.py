@@ -87,10 +87,10 @@ ASSIGN_READERS = 16
 IDLE_WAIT_S = 0.1
 """How long an empty consume() blocks when nothing is uploading: new events end it at once."""
 UPLOAD_WAIT_S = 0.005
-"""How long it blocks while an upload is in flight: a finished upload is acted on (the
-partition's next segment dispatched, its offset committed) within milliseconds, not at the end
-of an idle wait. After a burst, or with every partition paused by back-pressure, that wait
-was between every two uploads of a partition."""
+"""How long it blocks while an upload has a segment queued behind it: the finished upload is
+acted on (the partition's next segment dispatched, its offset committed) within milliseconds,
+not at the end of an idle wait, which after a burst fell between every two uploads of a
+partition."""
 
 
 class CaptureLoop:
@@ -207,14 +207,20 @@ class CaptureLoop:
     def _wait_for_work(self, consumer: Consumer) -> list[Message]:
         """Nothing was fetched: wait for events, or for an upload to finish. With every
         partition paused for the buffer no event can come, so the uploads are waited for and
-        the consumer only served (rebalance callbacks, errors); else the consumer blocks,
-        briefly while something uploads."""
-        uploading = [ps.in_flight for ps in self.partitions.values() if ps.in_flight is not None]
+        the consumer only served (rebalance callbacks, errors). Else the consumer blocks:
+        briefly while an upload has a segment queued behind it (after a burst) or a run
+        waits to be caught up, since the next step is then due the moment it finishes; for
+        as long as nothing arrives otherwise (a step costs about 1 us a partition)."""
+        uploading = [ps for ps in self.partitions.values() if ps.in_flight is not None]
         if uploading and self._flow.paused:
-            wait(uploading, timeout=IDLE_WAIT_S, return_when=FIRST_COMPLETED)
+            wait([ps.in_flight for ps in uploading if ps.in_flight is not None],
+                 timeout=IDLE_WAIT_S, return_when=FIRST_COMPLETED)
             timeout = 0.0
+        elif uploading and (self._catch_up is not None
+                            or any(len(ps.pending) > 1 for ps in uploading)):
+            timeout = UPLOAD_WAIT_S
         else:
-            timeout = UPLOAD_WAIT_S if uploading else IDLE_WAIT_S
+            timeout = IDLE_WAIT_S
         self._consumed_at_ms = wall_ms()
         return consumer.consume(num_messages=self.cfg.batch_size, timeout=timeout)
 

@@ -303,7 +303,9 @@ class SlowStore(FlakyStore):
         super().put(key, data, create_only=create_only, sha256=sha256)
 
 
-def test_after_a_burst_segments_drain_without_idle_waits_between_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("until_caught_up", [True, False])
+def test_after_a_burst_segments_drain_without_idle_waits_between_them(
+        tmp_path: Path, until_caught_up: bool) -> None:
     """The instant after a burst: a partition's sealed segments go one after another (one
     upload in flight per partition), and the loop, with nothing left to consume, must act on
     each finished upload at once: dispatch the next, commit. A consumer blocking its whole idle
@@ -313,13 +315,20 @@ def test_after_a_burst_segments_drain_without_idle_waits_between_them(tmp_path: 
     loop = CaptureLoop(config(segment_max_records=10, segment_max_age_s=60), Repository(store),
                        consumer_factory=lambda s: fake)
     began = time.monotonic()
-    assert loop.run(until_caught_up=True) == 0
+    if until_caught_up:
+        assert loop.run(until_caught_up=True) == 0
+    else:  # `vecwal run`: stopped once the last offset is committed
+        fake.on_commit_check = lambda offsets: [
+            loop.request_stop() for tp in offsets if tp.offset == 120]
+        threading.Timer(10.0, loop.request_stop).start()
+        assert loop.run() == 0
     took = time.monotonic() - began
     assert fake.committed_offsets[(TOPIC, 0)] == 120
     assert len(list(Repository(store).list_segments(TOPIC, 0))) == 12
     long_waits = [t for t, uncommitted in fake.idle_waits if uncommitted and t > 0.01]
-    assert not long_waits, f"{len(long_waits)} idle waits of {long_waits[0]} s while segments " \
-                           "were still uploading"
+    # A run that is not catching up may wait out the last upload, which has nothing behind it.
+    assert len(long_waits) <= (0 if until_caught_up else 1), \
+        f"{len(long_waits)} idle waits of {long_waits[0]} s while segments were uploading"
     assert took < 12 * 0.1, f"12 segments drained in {took:.2f} s"
 
 

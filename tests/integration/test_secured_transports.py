@@ -107,7 +107,10 @@ def test_capture_status_and_kafka_restore_over_sasl_ssl_into_https_s3(
     cfg = config(tmp_path / "vecwal.toml", secured_kafka.bootstrap, topic, storage,
                  secured_kafka.toml())
     env = s3_env(tls_s3_service)
-    vecwal("run", "--config", str(cfg), "--until-caught-up", env=env)
+    run = vecwal("run", "--config", str(cfg), "--until-caught-up", env=env)
+    assert "partition assigned" in run.stderr
+    assert "partition ends not read" not in run.stderr, \
+        "the admin client that reads partition ends did not log in with [kafka.client]"
 
     s3 = tls_s3_service
     with pytest.MonkeyPatch.context() as mp:
