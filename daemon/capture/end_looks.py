@@ -18,6 +18,7 @@ asked through the consumer one by one, a member already reading other partitions
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -28,7 +29,7 @@ from confluent_kafka import IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from daemon.kafka_client import admin_settings
-from daemon.kafka_logging import serve, with_logger
+from daemon.kafka_logging import serve
 
 log = structlog.get_logger("vecwal.capture")
 
@@ -105,15 +106,18 @@ def bounds(ask: Ask, keys: list[TP], timeout: float) -> dict[TP, tuple[int, int]
     return out
 
 
-def admin_asker(bootstrap: str, client: Mapping[str, str]) -> tuple[Ask, Callable[[], None]]:
+def admin_asker(bootstrap: str, client: Mapping[str, str],
+                logger: logging.Logger) -> tuple[Ask, Callable[[], None]]:
     """An ``Ask`` through an admin client of its own (made at the first question), and what
-    hands its queued log lines to vecwal's log."""
+    hands its queued log lines to ``logger``: the consumer's, so that a broker outage both
+    clients see is one line per repeat window, not two."""
     admin: list[AdminClient] = []
 
     def ask(keys: list[TP], earliest: bool) -> Mapping[TP, Future[int]]:
         if not admin:
-            admin.append(AdminClient(with_logger(admin_settings(bootstrap, dict(client)),
-                                                 "capture")))
+            settings = admin_settings(bootstrap, dict(client))
+            settings["logger"] = logger
+            admin.append(AdminClient(settings))
         spec = (OffsetSpec.earliest() if earliest  # type: ignore[no-untyped-call]
                 else OffsetSpec.latest())  # type: ignore[no-untyped-call]
         asked = admin[0].list_offsets(

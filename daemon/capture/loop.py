@@ -71,7 +71,7 @@ from daemon.errors import BadEvent, IntegrityError, StoreError, StoreUnavailable
 from daemon.events import EventParser
 from daemon.kafka_client import check_brokers, explain
 from daemon.kafka_headers import UNREADABLE, encode_tail, message_headers
-from daemon.kafka_logging import ErrorLog, with_logger
+from daemon.kafka_logging import ErrorLog, client_logger
 from daemon.metrics import Metrics
 from daemon.snapshot.known_schemas import KnownSchemas
 from daemon.sources import native_topics, sources_for
@@ -115,9 +115,10 @@ class CaptureLoop:
         self._future = FutureStamps(self.cfg.clock_margin_ms,
                                     lambda topic: self.metrics.future_stamped.labels(topic).inc())
         self._consumer: Consumer | None = None  # created lazily by run(): no I/O here
+        self._kafka_log = client_logger("capture")  # the consumer's and the admin client's
         if consumer_factory is Consumer:  # partitions' ends, asked on a client of their own
             self._ask_ends, self._serve_looks = admin_asker(config.kafka.bootstrap_servers,
-                                                            config.kafka.client)
+                                                            config.kafka.client, self._kafka_log)
         else:
             self._ask_ends, self._serve_looks = consumer_asker(lambda: self._consumer), _nothing
         self._looks = EndLooks(self._ask_ends)
@@ -640,7 +641,8 @@ class CaptureLoop:
         settings = consumer_settings(self.config)
         settings["error_cb"] = self._on_kafka_error
         settings["on_commit"] = self._on_commit
-        return with_logger(settings, "capture")  # librdkafka's lines: events, served by consume
+        settings["logger"] = self._kafka_log  # librdkafka's lines: events, served by consume
+        return settings
 
     def _on_kafka_error(self, err: KafkaError) -> None:
         self.metrics.errors.labels("kafka").inc()
