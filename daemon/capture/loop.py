@@ -35,7 +35,8 @@ admin client's connections, answered at a later step, never waited for); an idle
 watermark is written alone as soon as a look moves it, and a stop writes the last one.
 
 On assignment the resume position is max(committed offset, highest segment end in the store):
-the store, not Kafka, is the source of truth. On revoke the revoked partitions are flushed and
+the store, not Kafka, is the source of truth (``capture.assignment``, which reads both sides
+for all assigned partitions at once). On revoke the revoked partitions are flushed and
 committed; on loss their buffers are dropped without committing (the new owner re-reads them).
 """
 
@@ -51,9 +52,10 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from daemon.capture import native
+from daemon.capture.assignment import partition_ends, resume_position, stored_states
 from daemon.capture.catch_up import CatchUp
 from daemon.capture.durable import make_durable
-from daemon.capture.end_looks import EndLooks, admin_asker, bounds, consumer_asker, wall_ms
+from daemon.capture.end_looks import EndLooks, admin_asker, consumer_asker, wall_ms
 from daemon.capture.flow import FlowControl, retry_store
 from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
 from daemon.capture.partition import PartitionState
@@ -82,8 +84,6 @@ log = structlog.get_logger("vecwal.capture")
 
 TP = tuple[str, int]
 
-ASSIGN_READERS = 16
-"""Partitions whose state in the store assignment reads at once."""
 IDLE_WAIT_S = 0.1
 """How long an empty consume() blocks when nothing is uploading: new events end it at once."""
 UPLOAD_WAIT_S = 0.005
@@ -485,28 +485,16 @@ class CaptureLoop:
         committed = {(tp.topic, tp.partition): tp.offset
                      for tp in consumer.committed(partitions, timeout=30)}
         seen_ms = wall_ms()  # before the question: each end is the end at or after it
-        ends = self._partition_ends(consumer, partitions)
-        in_store = self._stored_states([(tp.topic, tp.partition) for tp in partitions])
+        ends = partition_ends(self._ask_ends, consumer, partitions)
+        in_store = stored_states(self.repo, [(tp.topic, tp.partition) for tp in partitions],
+                                 self._retry_store)
         now = time.monotonic()
         for tp in partitions:
             key = (tp.topic, tp.partition)
             stored, wm = in_store[key]
             lo, hi = ends[key]
-            kafka_pos = committed.get(key, -1)
-            start = max(kafka_pos, stored or 0, 0)
-            if stored is not None and kafka_pos > stored:
-                log.warning("committed offset is ahead of the store; resuming from Kafka's",
-                            topic=tp.topic, partition=tp.partition, committed=kafka_pos,
-                            store=stored, hint="was storage.url changed for this group_id?")
-            if start < lo:
-                if stored is not None:
-                    self.metrics.errors.labels("retention").inc()
-                    log.error("kafka retention deleted offsets before capture saw them",
-                              topic=tp.topic, partition=tp.partition, from_offset=start,
-                              to_offset=lo,
-                              hint="raise the topic's retention; these offsets are a gap")
-                start = lo
-            tp.offset = start
+            start = tp.offset = resume_position(key, committed.get(key, -1), stored, lo,
+                                                self.metrics)
             ps = PartitionState(tp.topic, tp.partition, OpenSegment(tp.topic, tp.partition, start),
                                 durable_through=start,
                                 valid_through_ms=wm.valid_through_ms if wm else None,
@@ -526,37 +514,6 @@ class CaptureLoop:
         consumer.incremental_assign(partitions)
         if self._flow.paused:
             consumer.pause(partitions)
-
-    def _stored_states(self, keys: list[TP]) -> dict[TP, tuple[int | None, Watermark | None]]:
-        """Each partition's resume position and watermark in the store, read for all of them
-        at once (a GET and a LIST each: one after another, a rebalance that gave a member
-        100 partitions of a remote bucket held it for seconds)."""
-        def read(key: TP) -> tuple[int | None, Watermark | None]:
-            result: tuple[int | None, Watermark | None] = self._retry_store(
-                partial(self.repo.resume_state, *key), f"resume position of {key}")
-            return result
-
-        if len(keys) <= 1:
-            return {key: read(key) for key in keys}
-        with ThreadPoolExecutor(min(ASSIGN_READERS, len(keys)),
-                                thread_name_prefix="vecwal-assign") as readers:
-            return dict(zip(keys, readers.map(read, keys), strict=True))
-
-    def _partition_ends(self, consumer: Consumer, partitions: list[TopicPartition]
-                        ) -> dict[TP, tuple[int, int]]:
-        """Each assigned partition's first offset and end, asked for all at once. Through
-        the consumer a partition's question waits behind the fetch long-poll of its leader
-        (500 ms when the consumer already reads idle partitions there): a rebalance that
-        moved 20 partitions to a busy member held it 10 s. If the admin client cannot
-        answer, the consumer is asked, one partition at a time, as before."""
-        keys = [(tp.topic, tp.partition) for tp in partitions]
-        try:
-            return bounds(self._ask_ends, keys, timeout=30)
-        except Exception as exc:
-            log.warning("partition ends not read in one request; asking the consumer for "
-                        "each", partitions=len(keys), error=str(exc) or type(exc).__name__)
-        return {key: consumer.get_watermark_offsets(TopicPartition(*key), timeout=30,
-                                                    cached=False) for key in keys}
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         deadline = time.monotonic() + self.cfg.shutdown_timeout_s

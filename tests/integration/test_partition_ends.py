@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
+from daemon.capture.assignment import partition_ends
 from daemon.capture.loop import CaptureLoop
 from daemon.config import load_config
 from daemon.workload import Workload, produce
@@ -80,7 +81,7 @@ def test_a_busy_member_reads_the_ends_of_partitions_it_is_given_at_once(
             consumer.consume(1000, timeout=0.1)
         given = [TopicPartition(topic, p) for p in range(4, 8)]
         began = time.monotonic()
-        ends = loop._partition_ends(consumer, given)
+        ends = partition_ends(loop._ask_ends, consumer, given)
         took = time.monotonic() - began
     finally:
         consumer.close()
