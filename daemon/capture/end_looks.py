@@ -132,9 +132,10 @@ def admin_asker(bootstrap: str, client: Mapping[str, str],
     return ask, served
 
 
-def consumer_asker(consumer: Callable[[], Any]) -> Ask:
+def consumer_asker(consumer: Callable[[], Any]) -> tuple[Ask, Callable[[], None]]:
     """An ``Ask`` answered at once through ``consumer()``'s ``get_watermark_offsets`` (the
-    component tests' fake consumers, which have no broker to wait for)."""
+    component tests' fake consumers, which have no broker to wait for), and its nothing to
+    serve."""
     def ask(keys: list[TP], earliest: bool) -> Mapping[TP, Future[int]]:
         out: dict[TP, Future[int]] = {}
         for topic, partition in keys:
@@ -147,7 +148,7 @@ def consumer_asker(consumer: Callable[[], Any]) -> Ask:
                 fut.set_exception(exc)
             out[(topic, partition)] = fut
         return out
-    return ask
+    return ask, lambda: None
 
 
 def _offset_of(fut: Future[Any]) -> Future[int]:

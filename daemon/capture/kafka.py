@@ -6,7 +6,7 @@ import os
 import socket
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not marked re-exported
     AdminClient,
     ConfigResource,
@@ -94,3 +94,10 @@ def high_watermarks(consumer: Consumer, partitions: list[TopicPartition],
                                                 timeout=timeout, cached=False)
         out[(tp.topic, tp.partition)] = (lo, hi)
     return out
+
+
+def coordinates(msg: Message) -> tuple[str, int, int]:
+    """A fetched message's topic, partition and offset."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset

@@ -57,7 +57,14 @@ from daemon.capture.catch_up import CatchUp
 from daemon.capture.durable import make_durable
 from daemon.capture.end_looks import EndLooks, admin_asker, consumer_asker, wall_ms
 from daemon.capture.flow import FlowControl, retry_store
-from daemon.capture.kafka import consumer_settings, high_watermarks, partitions_of, timestamp_types
+from daemon.capture.idle_wait import IDLE_WAIT_S, idle_wait
+from daemon.capture.kafka import (
+    consumer_settings,
+    coordinates,
+    high_watermarks,
+    partitions_of,
+    timestamp_types,
+)
 from daemon.capture.partition import PartitionState
 from daemon.capture.rejected import RejectedEvents
 from daemon.capture.runs import RunIntake
@@ -67,7 +74,6 @@ from daemon.capture.segment_buffer import OpenSegment, SealedSegment
 from daemon.capture.timeline import CaptureClock, FutureStamps, check_topics
 from daemon.changelog.quarantine import QuarantineEntry
 from daemon.changelog.repository import Repository, writer_identity
-from daemon.changelog.watermark import Watermark
 from daemon.config import Config
 from daemon.errors import BadEvent, IntegrityError, StoreError, StoreUnavailable, VecwalError
 from daemon.events import EventParser
@@ -83,15 +89,6 @@ from daemon.sources.registry_check import check_registry
 log = structlog.get_logger("vecwal.capture")
 
 TP = tuple[str, int]
-
-IDLE_WAIT_S = 0.1
-"""How long an empty consume() blocks when nothing is uploading: new events end it at once."""
-UPLOAD_WAIT_S = 0.005
-"""How long it blocks while an upload has a segment queued behind it: the finished upload is
-acted on (the partition's next segment dispatched, its offset committed) within milliseconds,
-not at the end of an idle wait, which after a burst fell between every two uploads of a
-partition."""
-
 
 class CaptureLoop:
     def __init__(self, config: Config, repo: Repository, metrics: Metrics | None = None,
@@ -120,7 +117,7 @@ class CaptureLoop:
             self._ask_ends, self._serve_looks = admin_asker(config.kafka.bootstrap_servers,
                                                             config.kafka.client, self._kafka_log)
         else:
-            self._ask_ends, self._serve_looks = consumer_asker(lambda: self._consumer), _nothing
+            self._ask_ends, self._serve_looks = consumer_asker(lambda: self._consumer)
         self._looks = EndLooks(self._ask_ends)
         self._kafka_errors = ErrorLog("capture")  # error_cb's events, repeats counted
         self.parser = EventParser(self.cfg.max_event_bytes, self.cfg.dimensions)
@@ -206,22 +203,11 @@ class CaptureLoop:
         self._take(msgs, now)
 
     def _wait_for_work(self, consumer: Consumer) -> list[Message]:
-        """Nothing was fetched: wait for events, or for an upload to finish. With every
-        partition paused for the buffer no event can come, so the uploads are waited for and
-        the consumer only served (rebalance callbacks, errors). Else the consumer blocks:
-        briefly while an upload has a segment queued behind it (after a burst) or a run
-        waits to be caught up, since the next step is then due the moment it finishes; for
-        as long as nothing arrives otherwise (a step costs about 1 us a partition)."""
-        uploading = [ps for ps in self.partitions.values() if ps.in_flight is not None]
-        if uploading and self._flow.paused:
-            wait([ps.in_flight for ps in uploading if ps.in_flight is not None],
-                 timeout=IDLE_WAIT_S, return_when=FIRST_COMPLETED)
-            timeout = 0.0
-        elif uploading and (self._catch_up is not None
-                            or any(len(ps.pending) > 1 for ps in uploading)):
-            timeout = UPLOAD_WAIT_S
-        else:
-            timeout = IDLE_WAIT_S
+        """Nothing was fetched: wait for events, or for an upload to finish (``idle_wait``)."""
+        uploads, timeout = idle_wait(self.partitions.values(), self._flow.paused,
+                                     self._catch_up is not None)
+        if uploads:
+            wait(uploads, timeout=IDLE_WAIT_S, return_when=FIRST_COMPLETED)
         self._consumed_at_ms = wall_ms()
         return consumer.consume(num_messages=self.cfg.batch_size, timeout=timeout)
 
@@ -277,7 +263,7 @@ class CaptureLoop:
         if err is None:
             self._on_message(msg, now)
         elif err.code() == KafkaError._PARTITION_EOF:
-            topic, partition, offset = _coordinates(msg)
+            topic, partition, offset = coordinates(msg)
             ps = self.partitions.get((topic, partition))
             if ps is not None and not self._flow.is_held((topic, partition)):
                 # Kafka's end of the partition, at about the consume() call (not fetched
@@ -293,7 +279,7 @@ class CaptureLoop:
                                   "check the broker and the [kafka] settings, then restart")
 
     def _on_message(self, msg: Message, now: float) -> None:
-        topic, partition, offset = _coordinates(msg)
+        topic, partition, offset = coordinates(msg)
         ps = self.partitions.get((topic, partition))
         if ps is None or offset < ps.open.end or not self._flow.admits((topic, partition), offset):
             return  # revoked meanwhile, a redelivery of what is covered, or a held partition
@@ -363,7 +349,7 @@ class CaptureLoop:
         seg = ps.pending[0]
         valid = ps.valid_through_after(seg, self._margin_ms, wall_ms(),
                                        last_ms_closed=self._capture_timeline)
-        wm = self._watermark(ps, seg.key.end, valid, seg.key.avro)
+        wm = ps.watermark(seg.key.end, valid, seg.key.avro, self._writer)
         ps.in_flight = self._pool.submit(make_durable, self.repo, seg, wm, self.rejected.sealer)
         ps.in_flight_kind, ps.in_flight_valid_ms = "segment", valid
 
@@ -422,14 +408,6 @@ class CaptureLoop:
                     what=kind, object=seg.key.avro if seg else None, attempt=ps.failures,
                     retry_in_s=round(backoff, 2), error=str(exc))
 
-    def _watermark(self, ps: PartitionState, through: int, valid_ms: int | None,
-                   last_segment: str | None) -> Watermark:
-        return Watermark(topic=ps.topic, partition=ps.partition, captured_through=through,
-                         valid_through_ms=valid_ms, updated_at_ms=wall_ms(),
-                         writer=self._writer, last_segment=last_segment,
-                         last_error=ps.last_error, future_stamped=ps.future_stamped,
-                         last_future_stamped=ps.last_future_stamped)
-
     # -- once a second: idle valid-through, lag and RPO -------------------------------------
     def _tick(self, now: float) -> None:
         assert self._consumer is not None
@@ -475,7 +453,7 @@ class CaptureLoop:
         if now < ps.retry_at:
             return False
         ps.last_watermark_write = now
-        wm = self._watermark(ps, ps.durable_through, valid, None)
+        wm = ps.watermark(ps.durable_through, valid, None, self._writer)
         ps.in_flight = self._pool.submit(self.repo.write_watermark, wm)
         ps.in_flight_kind, ps.in_flight_valid_ms = "watermark", valid
         return True
@@ -611,16 +589,6 @@ class CaptureLoop:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None:
             log.warning("offset commit failed", error=str(err))
-
-
-def _nothing() -> None:
-    pass
-
-
-def _coordinates(msg: Message) -> tuple[str, int, int]:
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None and partition is not None and offset is not None
-    return topic, partition, offset
 
 
 __all__ = ["CaptureLoop", "make_durable"]

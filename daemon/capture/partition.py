@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.capture.segment_buffer import OpenSegment, SealedSegment
+from daemon.changelog.watermark import Watermark
 
 
 @dataclass
@@ -64,6 +65,15 @@ class PartitionState:
 
     def note_error(self, kind: str, message: str) -> None:
         self.last_error = {"kind": kind, "message": message, "at_ms": int(time.time() * 1000)}
+
+    def watermark(self, through: int, valid_ms: int | None, last_segment: str | None,
+                  writer: str) -> Watermark:
+        """The partition's watermark object: durable to ``through``, valid to ``valid_ms``."""
+        return Watermark(topic=self.topic, partition=self.partition, captured_through=through,
+                         valid_through_ms=valid_ms, updated_at_ms=int(time.time() * 1000),
+                         writer=writer, last_segment=last_segment, last_error=self.last_error,
+                         future_stamped=self.future_stamped,
+                         last_future_stamped=self.last_future_stamped)
 
     def observe_end(self, offset: int, seen_ms: int) -> None:
         """Kafka said the partition ends at ``offset`` at (or after) wall time ``seen_ms``."""
